@@ -1,0 +1,284 @@
+//! Daemon settings: a TOML file, then `CANARYD__SECTION__KEY` environment variables on
+//! top, read through the `config` crate. Every problem is reported before any port is
+//! bound, and secrets never appear in output, debug output included.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::duration;
+
+/// A value that must never be printed: tokens, passwords, webhook URLs.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Settings could not be read or are invalid; lists every problem.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid settings in {source_name}:\n  {}", problems.join("\n  "))]
+pub struct ConfigError {
+    /// The file (and environment) the settings came from.
+    pub source_name: String,
+    /// One line per problem, each naming the key.
+    pub problems: Vec<String>,
+}
+
+/// The daemon's settings, validated.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// HTTP server.
+    pub server: ServerSettings,
+    /// Prometheus connection.
+    pub prometheus: PrometheusSettings,
+    /// Files and directories holding policies.
+    pub policy_paths: Vec<PathBuf>,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// HTTP server settings.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Bearer token for the mutating API calls; without one they are refused.
+    pub api_token: Option<Secret>,
+}
+
+/// Prometheus connection settings.
+#[derive(Clone, Debug)]
+pub struct PrometheusSettings {
+    /// Base URL.
+    pub url: url::Url,
+    /// Per-query timeout.
+    pub timeout: Duration,
+    /// Retries after a failed query, with exponential backoff.
+    pub retries: u32,
+    /// Bearer token.
+    pub bearer_token: Option<Secret>,
+    /// Basic auth `(user, password)`.
+    pub basic_auth: Option<(String, Secret)>,
+    /// Extra headers (values are secret: they often carry tenant tokens).
+    pub headers: BTreeMap<String, Secret>,
+}
+
+/// Log output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Clone, Debug)]
+pub struct LogSettings {
+    /// Output format.
+    pub format: LogFormat,
+    /// `tracing` filter directive, e.g. `info,canaryd=debug`.
+    pub level: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawSettings {
+    server: RawServer,
+    prometheus: RawPrometheus,
+    policies: RawPolicies,
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    api_token: Option<Secret>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8480".into(), api_token: None }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPrometheus {
+    url: String,
+    timeout: String,
+    retries: u32,
+    bearer_token: Option<Secret>,
+    basic_auth_user: Option<String>,
+    basic_auth_password: Option<Secret>,
+    headers: BTreeMap<String, Secret>,
+}
+
+impl Default for RawPrometheus {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:9090".into(),
+            timeout: "10s".into(),
+            retries: 2,
+            bearer_token: None,
+            basic_auth_user: None,
+            basic_auth_password: None,
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPolicies {
+    paths: Vec<PathBuf>,
+}
+
+impl Default for RawPolicies {
+    fn default() -> Self {
+        Self { paths: vec![PathBuf::from("policies")] }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: String,
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self { format: "text".into(), level: "info".into() }
+    }
+}
+
+impl Settings {
+    /// Reads `file` (TOML), then `CANARYD__…` variables from `env` on top, and validates.
+    pub fn load(file: Option<&Path>, env: BTreeMap<String, String>) -> Result<Settings, ConfigError> {
+        let source_name = match file {
+            Some(f) => format!("{} and CANARYD__* environment", f.display()),
+            None => "defaults and CANARYD__* environment".into(),
+        };
+        let fail = |problems: Vec<String>| ConfigError { source_name: source_name.clone(), problems };
+        let mut builder = config::Config::builder();
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(fail(vec![format!("{}: no such file", f.display())]));
+            }
+            builder = builder.add_source(config::File::from(f).format(config::FileFormat::Toml));
+        }
+        let environment = config::Environment::with_prefix("CANARYD")
+            .prefix_separator("__")
+            .separator("__")
+            .source(Some(env.into_iter().collect()));
+        let raw: RawSettings = builder
+            .add_source(environment)
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| fail(vec![e.to_string()]))?;
+        raw.validate().map_err(fail)
+    }
+
+    /// Reads settings with the process environment.
+    pub fn load_from_process(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Settings::load(file, std::env::vars().collect())
+    }
+}
+
+impl RawSettings {
+    fn validate(self) -> Result<Settings, Vec<String>> {
+        let mut problems = Vec::new();
+        let listen = self
+            .server
+            .listen
+            .parse()
+            .map_err(|e| {
+                problems.push(format!("server.listen: `{}` is not an address ({e})", self.server.listen))
+            })
+            .ok();
+        let url = url::Url::parse(&self.prometheus.url)
+            .map_err(|e| {
+                problems.push(format!("prometheus.url: `{}` is not a URL ({e})", self.prometheus.url))
+            })
+            .ok();
+        let timeout = duration::parse(&self.prometheus.timeout)
+            .map_err(|e| problems.push(format!("prometheus.timeout: {e}")))
+            .ok();
+        let basic_auth = match (self.prometheus.basic_auth_user, self.prometheus.basic_auth_password) {
+            (Some(u), Some(p)) => Some((u, p)),
+            (None, None) => None,
+            _ => {
+                problems
+                    .push("prometheus: set both basic_auth_user and basic_auth_password, or neither".into());
+                None
+            }
+        };
+        if basic_auth.is_some() && self.prometheus.bearer_token.is_some() {
+            problems.push("prometheus: bearer_token and basic auth exclude each other".into());
+        }
+        for name in self.prometheus.headers.keys() {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                problems.push(format!("prometheus.headers.{name}: not a valid header name"));
+            }
+        }
+        let format = match self.log.format.as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            other => {
+                problems.push(format!("log.format: `{other}` is not text or json"));
+                None
+            }
+        };
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            problems.push(format!("log.level: `{}` is not a valid filter", self.log.level));
+        }
+        match (listen, url, timeout, format) {
+            (Some(listen), Some(url), Some(timeout), Some(format)) if problems.is_empty() => Ok(Settings {
+                server: ServerSettings { listen, api_token: self.server.api_token },
+                prometheus: PrometheusSettings {
+                    url,
+                    timeout,
+                    retries: self.prometheus.retries,
+                    bearer_token: self.prometheus.bearer_token,
+                    basic_auth,
+                    headers: self.prometheus.headers,
+                },
+                policy_paths: self.policies.paths,
+                log: LogSettings { format, level: self.log.level },
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,63 @@
+use std::io::Write;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let f = file("[server]\nlisten = \"127.0.0.1:1000\"\n[prometheus]\nurl = \"http://prom:9090\"\n");
+    let s = Settings::load(Some(f.path()), env(&[("CANARYD__SERVER__LISTEN", "127.0.0.1:2000")])).unwrap();
+    assert_eq!(s.server.listen.port(), 2000);
+    assert_eq!(s.prometheus.url.as_str(), "http://prom:9090/");
+}
+
+#[test]
+fn every_invalid_setting_is_reported_with_its_key() {
+    let f = file(
+        "[server]\nlisten = \"nowhere\"\n[prometheus]\nurl = \"not a url\"\ntimeout = \"soon\"\n[log]\nformat = \"xml\"\n",
+    );
+    let e = Settings::load(Some(f.path()), BTreeMap::new()).unwrap_err();
+    let text = e.to_string();
+    for key in ["server.listen", "prometheus.url", "prometheus.timeout", "log.format"] {
+        assert!(text.contains(key), "{key} missing from: {text}");
+    }
+    assert!(text.contains(&f.path().display().to_string()));
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    let f = file("[server]\nlisen = \"127.0.0.1:1\"\n");
+    let e = Settings::load(Some(f.path()), BTreeMap::new()).unwrap_err();
+    assert!(e.to_string().contains("lisen"), "{e}");
+}
+
+#[test]
+fn secrets_never_show_in_debug_output() {
+    let s = Settings::load(
+        None,
+        env(&[
+            ("CANARYD__SERVER__API_TOKEN", "hunter2-token"),
+            ("CANARYD__PROMETHEUS__BEARER_TOKEN", "prom-s3cret"),
+        ]),
+    )
+    .unwrap();
+    let debug = format!("{s:?}");
+    assert!(!debug.contains("hunter2-token") && !debug.contains("prom-s3cret"), "{debug}");
+    assert!(debug.contains("redacted"));
+    assert_eq!(s.server.api_token.as_ref().map(Secret::expose), Some("hunter2-token"));
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let e = Settings::load(Some(Path::new("/nonexistent/canaryd.toml")), BTreeMap::new()).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/canaryd.toml: no such file"));
+}

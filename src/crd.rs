@@ -1,0 +1,16 @@
+//! The CustomResourceDefinitions, generated from the policy types.
+
+use kube::CustomResourceExt;
+
+use crate::policy::{CanaryPolicy, ClusterCanaryPolicy};
+
+/// Both CRDs as one multi-document YAML stream, ready for `kubectl apply -f -`.
+pub fn crds_yaml() -> Result<String, serde_saphyr::ser_error::Error> {
+    let docs = [CanaryPolicy::crd(), ClusterCanaryPolicy::crd()];
+    let mut out = String::new();
+    for crd in &docs {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(crd)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,16 @@
+//! canaryd: canary releases on evidence.
+//!
+//! Layout: `policy` (what users write), `engine` and `judge` (the pure decision core),
+//! `source` (where samples come from), `server` (HTTP surface), `config` and
+//! `telemetry` (daemon plumbing). See README.md for the whole picture.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod crd;
+pub mod duration;
+pub mod engine;
+pub mod judge;
+pub mod policy;
+pub mod server;
+pub mod source;
+pub mod telemetry;

@@ -1,0 +1,358 @@
+//! Reading policies from files: multi-document YAML, each document parsed and validated
+//! on its own so that one bad policy never hides or stops the others.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::engine::plan::Plan;
+use crate::policy::model::{API_VERSION, CanaryPolicy, ClusterCanaryPolicy, PolicySpec};
+use crate::policy::validate::{self, FieldProblem};
+
+/// The two policy kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PolicyKind {
+    /// Namespaced `CanaryPolicy`.
+    Namespaced,
+    /// Cluster-scoped `ClusterCanaryPolicy`.
+    Cluster,
+}
+
+/// Identity of a policy object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyRef {
+    /// Kind.
+    pub kind: PolicyKind,
+    /// Namespace of a namespaced policy.
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+}
+
+impl PolicyRef {
+    /// `namespace/name` or `cluster/name`, as recorded in plans.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace.as_deref().unwrap_or("cluster"), self.name)
+    }
+}
+
+impl fmt::Display for PolicyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.kind, &self.namespace) {
+            (PolicyKind::Namespaced, Some(ns)) => write!(f, "CanaryPolicy {ns}/{}", self.name),
+            _ => write!(f, "ClusterCanaryPolicy {}", self.name),
+        }
+    }
+}
+
+/// A policy that parsed and validated.
+#[derive(Clone, Debug)]
+pub struct LoadedPolicy {
+    /// Which object it is.
+    pub reference: PolicyRef,
+    /// Where it was read from (`file#document`).
+    pub origin: String,
+    /// The spec as written.
+    pub spec: PolicySpec,
+    /// The compiled plan.
+    pub plan: Plan,
+}
+
+/// A problem found while loading: names the file, the object, the field and the reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// File it was found in.
+    pub file: String,
+    /// The object (`CanaryPolicy ns/name`) or `document N` when it has no name yet.
+    pub object: String,
+    /// Field path, when known.
+    pub path: Option<String>,
+    /// Line and column, when the parser knows them.
+    pub location: Option<(u64, u64)>,
+    /// The reason.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some((line, col)) = self.location {
+            write!(f, ":{line}:{col}")?;
+        }
+        write!(f, ": {}: ", self.object)?;
+        if let Some(path) = &self.path {
+            write!(f, "{path}: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+/// Everything read from a set of files.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Valid policies.
+    pub policies: Vec<LoadedPolicy>,
+    /// Problems, in file and document order.
+    pub problems: Vec<Problem>,
+}
+
+/// Reads every `.yaml`/`.yml` file under the given files and directories.
+pub fn load_paths(paths: &[PathBuf]) -> Loaded {
+    let mut loaded = Loaded::default();
+    for file in expand(paths, &mut loaded.problems) {
+        let name = file.display().to_string();
+        match std::fs::read_to_string(&file) {
+            Ok(text) => {
+                let one = load_str(&name, &text);
+                loaded.policies.extend(one.policies);
+                loaded.problems.extend(one.problems);
+            }
+            Err(e) => loaded.problems.push(file_problem(&name, format!("cannot read: {e}"))),
+        }
+    }
+    reject_duplicates(&mut loaded);
+    loaded
+}
+
+fn file_problem(file: &str, message: String) -> Problem {
+    Problem { file: file.into(), object: "file".into(), path: None, location: None, message }
+}
+
+fn expand(paths: &[PathBuf], problems: &mut Vec<Problem>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            match std::fs::read_dir(path) {
+                Ok(entries) => {
+                    let mut found: Vec<PathBuf> = entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| is_yaml(p) || p.is_dir())
+                        .collect();
+                    found.sort();
+                    files.extend(expand(&found, problems));
+                }
+                Err(e) => {
+                    problems.push(file_problem(&path.display().to_string(), format!("cannot list: {e}")))
+                }
+            }
+        } else if path.exists() {
+            files.push(path.clone());
+        } else {
+            problems.push(file_problem(&path.display().to_string(), "no such file or directory".into()));
+        }
+    }
+    files
+}
+
+fn is_yaml(p: &Path) -> bool {
+    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+/// Parses and validates every policy document in `text`; `file` names it in problems.
+pub fn load_str(file: &str, text: &str) -> Loaded {
+    let mut loaded = Loaded::default();
+    for (index, (first_line, doc)) in split_documents(text).into_iter().enumerate() {
+        let label = format!("document {}", index + 1);
+        match parse_document(doc) {
+            Ok(None) => {}
+            Ok(Some((reference, spec))) => match validate::compile(&reference.key(), &spec) {
+                Ok(plan) => loaded.policies.push(LoadedPolicy {
+                    origin: format!("{file}#{}", index + 1),
+                    reference,
+                    spec,
+                    plan,
+                }),
+                Err(problems) => {
+                    loaded.problems.extend(problems.into_iter().map(|FieldProblem { path, message }| {
+                        Problem {
+                            file: file.into(),
+                            object: reference.to_string(),
+                            path: Some(path),
+                            location: None,
+                            message,
+                        }
+                    }))
+                }
+            },
+            Err(mut e) => {
+                e.file = file.into();
+                e.location = e.location.map(|(line, col)| (line + first_line - 1, col));
+                if e.object.is_empty() {
+                    e.object = label;
+                }
+                loaded.problems.push(e);
+            }
+        }
+    }
+    reject_duplicates(&mut loaded);
+    loaded
+}
+
+/// Splits a YAML stream at `---` markers, keeping each document's first line number.
+fn split_documents(text: &str) -> Vec<(u64, &str)> {
+    let mut docs = Vec::new();
+    let (mut start, mut start_line, mut offset) = (0usize, 1u64, 0usize);
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let bare = line.trim_end();
+        if bare == "---" || bare.starts_with("--- ") {
+            docs.push((start_line, &text[start..offset]));
+            start = offset + line.len();
+            start_line = n as u64 + 2;
+        }
+        offset += line.len();
+    }
+    docs.push((start_line, &text[start..]));
+    docs
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    api_version: Option<String>,
+    kind: Option<String>,
+    metadata: Option<HeaderMeta>,
+}
+
+#[derive(Deserialize)]
+struct HeaderMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+}
+
+/// Parses one document. `Ok(None)` for an empty document. Errors leave `file` empty.
+fn parse_document(doc: &str) -> Result<Option<(PolicyRef, PolicySpec)>, Problem> {
+    if doc.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+        return Ok(None);
+    }
+    let problem = |object: String, path: Option<String>, message: String| Problem {
+        file: String::new(),
+        object,
+        path,
+        location: None,
+        message,
+    };
+    let header: Header = parse_typed(doc)
+        .map_err(|(path, loc, message)| Problem { location: loc, ..problem(String::new(), path, message) })?;
+    let meta = header.metadata.unwrap_or(HeaderMeta { name: None, namespace: None });
+    let Some(name) = meta.name.filter(|n| !n.is_empty()) else {
+        return Err(problem(String::new(), Some("metadata.name".into()), "a policy needs a name".into()));
+    };
+    let kind = match header.kind.as_deref() {
+        Some("CanaryPolicy") => PolicyKind::Namespaced,
+        Some("ClusterCanaryPolicy") => PolicyKind::Cluster,
+        other => {
+            return Err(problem(
+                format!("object {name}"),
+                Some("kind".into()),
+                format!("expected CanaryPolicy or ClusterCanaryPolicy, found {}", other.unwrap_or("nothing")),
+            ));
+        }
+    };
+    let namespace = match kind {
+        PolicyKind::Namespaced => Some(meta.namespace.unwrap_or_else(|| "default".into())),
+        PolicyKind::Cluster => None,
+    };
+    let reference = PolicyRef { kind, namespace, name };
+    if header.api_version.as_deref() != Some(API_VERSION) {
+        return Err(problem(
+            reference.to_string(),
+            Some("apiVersion".into()),
+            format!("expected {API_VERSION}, found {}", header.api_version.as_deref().unwrap_or("nothing")),
+        ));
+    }
+    let spec = match kind {
+        PolicyKind::Namespaced => parse_typed::<CanaryPolicy>(doc).map(|p| p.spec),
+        PolicyKind::Cluster => parse_typed::<ClusterCanaryPolicy>(doc).map(|p| p.spec.0),
+    }
+    .map_err(|(path, location, message)| Problem {
+        location,
+        ..problem(reference.to_string(), path, message)
+    })?;
+    Ok(Some((reference, spec)))
+}
+
+type ParseError = (Option<String>, Option<(u64, u64)>, String);
+
+/// Deserialises with the field path of the first error and its line and column.
+fn parse_typed<T: serde::de::DeserializeOwned>(doc: &str) -> Result<T, ParseError> {
+    let mut path = None;
+    serde_saphyr::with_deserializer_from_str(doc, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let p = e.path().to_string();
+            path = (p != "." && !p.is_empty()).then_some(p);
+            e.into_inner()
+        })
+    })
+    .map_err(|e| {
+        let location = e.location().map(|l| (l.line(), l.column()));
+        (path, location, short_message(&e.to_string()))
+    })
+}
+
+/// The first line of a parser message, without its own `error: line X column Y:` prefix.
+fn short_message(full: &str) -> String {
+    let first = full.lines().next().unwrap_or(full).trim_start_matches("error: ");
+    match first.split_once(": ") {
+        Some((head, rest)) if head.starts_with("line ") => rest.to_string(),
+        _ => first.to_string(),
+    }
+}
+
+fn reject_duplicates(loaded: &mut Loaded) {
+    let mut seen: BTreeMap<PolicyRef, String> = BTreeMap::new();
+    let mut kept = Vec::new();
+    for p in std::mem::take(&mut loaded.policies) {
+        if let Some(first) = seen.get(&p.reference) {
+            loaded.problems.push(Problem {
+                file: p.origin.split('#').next().unwrap_or_default().into(),
+                object: p.reference.to_string(),
+                path: Some("metadata.name".into()),
+                location: None,
+                message: format!("defined twice; the first definition is {first}"),
+            });
+        } else {
+            seen.insert(p.reference.clone(), p.origin.clone());
+            kept.push(p);
+        }
+    }
+    loaded.policies = kept;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_in_later_documents_carry_their_own_line() {
+        let text = "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {name: a}\nspec:\n  selector: {matchLabels: {x: y}}\n  analysis: {metrics: [{name: e, template: http-error-rate, test: sequential}]}\n---\n# second\nkind: CanaryPolicy\nmetadata: {name: b\n";
+        let loaded = load_str("f.yaml", text);
+        assert_eq!(loaded.policies.len(), 1);
+        assert_eq!(loaded.problems.len(), 1);
+        let (line, _) = loaded.problems[0].location.expect("a location");
+        assert!(line >= 10, "line {line} should point into the second document");
+    }
+
+    #[test]
+    fn namespaced_policies_default_to_the_default_namespace() {
+        let text = "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {name: a}\nspec:\n  selector: {matchLabels: {x: y}}\n  analysis: {metrics: [{name: e, template: http-error-rate, test: sequential}]}\n";
+        let loaded = load_str("f.yaml", text);
+        assert_eq!(loaded.policies[0].reference.key(), "default/a");
+        assert_eq!(loaded.policies[0].plan.steps, vec![10, 50, 100]);
+    }
+
+    #[test]
+    fn wrong_kind_and_api_version_are_named() {
+        let text = "apiVersion: v1\nkind: CanaryPolicy\nmetadata: {name: a}\n---\nkind: Deployment\nmetadata: {name: b}\n";
+        let loaded = load_str("f.yaml", text);
+        let messages: Vec<String> = loaded.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            [
+                "f.yaml: CanaryPolicy default/a: apiVersion: expected canaryd.io/v1alpha1, found v1",
+                "f.yaml: object b: kind: expected CanaryPolicy or ClusterCanaryPolicy, found Deployment",
+            ]
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! Policies: the model users write, loading and validation, and selector matching.
+
+pub mod load;
+pub mod model;
+pub mod selector;
+pub mod validate;
+
+pub use load::{Loaded, LoadedPolicy, PolicyKind, PolicyRef, Problem, load_paths, load_str};
+pub use model::{CanaryPolicy, ClusterCanaryPolicy, PolicySpec};

@@ -1,0 +1,445 @@
+//! Policy validation: checks a spec and compiles it into the engine's [`Plan`],
+//! reporting every problem with its field path rather than stopping at the first.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::duration;
+use crate::engine::plan::{MetricPlan, MetricQuery, Plan, Trigger, TriggerCondition};
+use crate::judge::{Direction, SampleKind, TEST_NAMES, TestConfig};
+use crate::policy::model::{MetricSpec, PolicySpec, TriggerSpec};
+use crate::source::promql;
+use crate::source::templates::{self, Signal};
+
+/// Routers canaryd can drive.
+pub const ROUTERS: [&str; 4] = ["gateway-api", "istio", "replica", "nginx"];
+
+/// Default false rollback budget of a sequential metric.
+const DEFAULT_ALPHA: f64 = 0.05;
+/// Kayenta's confidence for the Mann-Whitney shift interval.
+const MANN_WHITNEY_CONFIDENCE: f64 = 0.98;
+
+/// One problem in a spec: the field path and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldProblem {
+    /// Path such as `spec.traffic.steps[1]`.
+    pub path: String,
+    /// Why the value is wrong.
+    pub message: String,
+}
+
+/// Collects problems while walking a spec.
+#[derive(Default)]
+struct Problems(Vec<FieldProblem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldProblem { path: path.into(), message: message.into() });
+    }
+
+    fn duration(&mut self, path: &str, text: &str) -> std::time::Duration {
+        duration::parse(text).unwrap_or_else(|e| {
+            self.add(path, e);
+            std::time::Duration::ZERO
+        })
+    }
+}
+
+/// Validates `spec` and compiles it. `policy` names it in the plan (`ns/name`).
+pub fn compile(policy: &str, spec: &PolicySpec) -> Result<Plan, Vec<FieldProblem>> {
+    let mut p = Problems::default();
+    check_selector(&mut p, &spec.selector);
+
+    let traffic = &spec.traffic;
+    if !ROUTERS.contains(&traffic.router.as_str()) {
+        p.add(
+            "spec.traffic.router",
+            format!("unknown router `{}`; expected one of {}", traffic.router, ROUTERS.join(", ")),
+        );
+    }
+    let steps = check_steps(&mut p, &traffic.steps);
+    let step_duration = p.duration("spec.traffic.stepDuration", &traffic.step_duration);
+
+    let analysis = &spec.analysis;
+    let interval = p.duration("spec.analysis.interval", &analysis.interval);
+    if analysis.failure_limit == 0 {
+        p.add("spec.analysis.failureLimit", "must be at least 1");
+    }
+    if analysis.inconclusive_limit == 0 {
+        p.add("spec.analysis.inconclusiveLimit", "must be at least 1");
+    }
+    if analysis.metrics.is_empty() {
+        p.add("spec.analysis.metrics", "at least one metric is needed: promotion requires evidence");
+    }
+    let sequential = analysis.metrics.iter().filter(|m| m.test == "sequential").count().max(1);
+    let mut names = BTreeSet::new();
+    let metrics: Vec<MetricPlan> = analysis
+        .metrics
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            let path = format!("spec.analysis.metrics[{i}]");
+            if !names.insert(m.name.as_str()) {
+                p.add(format!("{path}.name"), format!("metric `{}` is defined twice", m.name));
+            }
+            compile_metric(&mut p, &path, m, sequential)
+        })
+        .collect();
+
+    let triggers = spec
+        .triggers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| compile_trigger(&mut p, &format!("spec.triggers[{i}]"), t, &names))
+        .collect();
+
+    if let Some(slack) = &spec.notify.slack {
+        if !(slack.channel.starts_with('#') || slack.channel.starts_with('C')) {
+            p.add("spec.notify.slack.channel", "expected a channel such as `#deploys` or an ID");
+        }
+        if slack.webhook_secret.is_some() == slack.webhook_env.is_some() {
+            p.add("spec.notify.slack", "set exactly one of webhookSecret and webhookEnv");
+        }
+    }
+
+    if !p.0.is_empty() {
+        return Err(p.0);
+    }
+    Ok(Plan {
+        policy: policy.to_string(),
+        router: traffic.router.clone(),
+        steps,
+        step_duration,
+        interval,
+        failure_limit: analysis.failure_limit,
+        inconclusive_limit: analysis.inconclusive_limit,
+        min_sample_size: analysis.min_sample_size,
+        metrics,
+        triggers,
+    })
+}
+
+fn check_selector(p: &mut Problems, selector: &LabelSelector) {
+    let labels = selector.match_labels.as_ref().filter(|m| !m.is_empty());
+    let exprs = selector.match_expressions.as_ref().filter(|e| !e.is_empty());
+    if labels.is_none() && exprs.is_none() {
+        p.add(
+            "spec.selector",
+            "empty selector would match every Deployment; add matchLabels or matchExpressions",
+        );
+    }
+    for (key, value) in labels.into_iter().flatten() {
+        let path = format!("spec.selector.matchLabels.{key}");
+        if let Err(e) = check_label_key(key) {
+            p.add(&path, e);
+        }
+        if let Err(e) = check_label_value(value) {
+            p.add(&path, e);
+        }
+    }
+    for (i, r) in exprs.into_iter().flatten().enumerate() {
+        let path = format!("spec.selector.matchExpressions[{i}]");
+        if let Err(e) = check_label_key(&r.key) {
+            p.add(format!("{path}.key"), e);
+        }
+        let values = r.values.as_deref().unwrap_or_default();
+        match r.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => {
+                p.add(format!("{path}.values"), format!("operator {} needs at least one value", r.operator))
+            }
+            "Exists" | "DoesNotExist" if !values.is_empty() => {
+                p.add(format!("{path}.values"), format!("operator {} takes no values", r.operator))
+            }
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => p.add(
+                format!("{path}.operator"),
+                format!("unknown operator `{other}`; expected In, NotIn, Exists or DoesNotExist"),
+            ),
+        }
+        for (j, v) in values.iter().enumerate() {
+            if let Err(e) = check_label_value(v) {
+                p.add(format!("{path}.values[{j}]"), e);
+            }
+        }
+    }
+}
+
+/// Kubernetes label key: optional DNS prefix, then a name of at most 63 characters.
+fn check_label_key(key: &str) -> Result<(), String> {
+    let name = key.rsplit_once('/').map_or(key, |(_, n)| n);
+    if name.is_empty() || name.len() > 63 || !is_label_token(name) {
+        return Err(format!("`{key}` is not a valid label key"));
+    }
+    Ok(())
+}
+
+/// Kubernetes label value: at most 63 alphanumerics, `-`, `_`, `.`, starting and ending
+/// alphanumeric (or empty).
+fn check_label_value(value: &str) -> Result<(), String> {
+    if value.len() > 63 || !(value.is_empty() || is_label_token(value)) {
+        return Err(format!("`{}` is not a valid label value", value.escape_debug()));
+    }
+    Ok(())
+}
+
+fn is_label_token(s: &str) -> bool {
+    let ok_end = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    ok_end(s.chars().next())
+        && ok_end(s.chars().last())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn check_steps(p: &mut Problems, steps: &[i64]) -> Vec<u8> {
+    if steps.is_empty() {
+        p.add("spec.traffic.steps", "at least one step is needed, ending at 100");
+        return Vec::new();
+    }
+    for (i, &w) in steps.iter().enumerate() {
+        if !(1..=100).contains(&w) {
+            p.add(format!("spec.traffic.steps[{i}]"), format!("weight {w} is outside 1-100"));
+        }
+        if i > 0 && w <= steps[i - 1] {
+            p.add(
+                format!("spec.traffic.steps[{i}]"),
+                format!("weight {w} does not increase on the previous step ({})", steps[i - 1]),
+            );
+        }
+    }
+    if steps.last() != Some(&100) {
+        p.add("spec.traffic.steps", "the last step must be 100 (promotion)");
+    }
+    steps.iter().map(|&w| w.clamp(0, 100) as u8).collect()
+}
+
+fn compile_metric(p: &mut Problems, path: &str, m: &MetricSpec, sequential: usize) -> Option<MetricPlan> {
+    let before = p.0.len();
+    if m.name.is_empty() {
+        p.add(format!("{path}.name"), "must not be empty");
+    }
+    let (query, signal, kind, default_quantile) = match (&m.template, &m.query) {
+        (Some(name), None) => match templates::find(name) {
+            Some(t) => (
+                MetricQuery::Template { name: name.clone(), labels: m.labels.clone() },
+                t.signal,
+                t.kind(),
+                t.quantile,
+            ),
+            None => {
+                p.add(
+                    format!("{path}.template"),
+                    format!("unknown template `{name}`; expected one of {}", templates::names().join(", ")),
+                );
+                return None;
+            }
+        },
+        (None, Some(promql)) => {
+            if let Err(e) = promql::check_inline(promql) {
+                p.add(format!("{path}.query"), e);
+            }
+            (MetricQuery::Inline { promql: promql.clone() }, Signal::Custom, SampleKind::Values, None)
+        }
+        _ => {
+            p.add(path, "set exactly one of template and query");
+            return None;
+        }
+    };
+    for (label, value) in &m.labels {
+        if let Err(e) = promql::check_label(label, value) {
+            p.add(format!("{path}.labels.{label}"), e);
+        }
+    }
+    let quantile = match (m.quantile, kind) {
+        (Some(q), SampleKind::Histogram) if !(q > 0.0 && q < 1.0) => {
+            p.add(format!("{path}.quantile"), format!("{q} is outside (0, 1)"));
+            None
+        }
+        (Some(_), k) if k != SampleKind::Histogram => {
+            p.add(format!("{path}.quantile"), "only latency (histogram) metrics take a quantile");
+            None
+        }
+        (q, _) => q.or(default_quantile),
+    };
+    if m.alpha.is_some() && m.test != "sequential" {
+        p.add(format!("{path}.alpha"), "only the sequential test takes alpha");
+    }
+    let test = compile_test(p, path, m, kind, sequential);
+    match test {
+        Some(test) if p.0.len() == before => {
+            Some(MetricPlan { name: m.name.clone(), query, signal, kind, quantile, test })
+        }
+        _ => None,
+    }
+}
+
+fn compile_test(
+    p: &mut Problems,
+    path: &str,
+    m: &MetricSpec,
+    kind: SampleKind,
+    sequential: usize,
+) -> Option<TestConfig> {
+    let need_bound = |p: &mut Problems| {
+        if m.min.is_none() && m.max.is_none() {
+            p.add(path, format!("test {} needs min or max", m.test));
+        }
+    };
+    if m.slower_than.is_some() && !(m.test == "sequential" && kind == SampleKind::Histogram) {
+        p.add(format!("{path}.slowerThan"), "only sequential tests on latency metrics take slowerThan");
+    }
+    if m.direction.is_some() && m.test != "mann-whitney" {
+        p.add(format!("{path}.direction"), "only the mann-whitney test takes a direction");
+    }
+    match m.test.as_str() {
+        "threshold" => {
+            need_bound(p);
+            Some(TestConfig::Threshold { min: m.min, max: m.max })
+        }
+        "ratio" => {
+            need_bound(p);
+            for (field, v) in [("min", m.min), ("max", m.max)] {
+                if v.is_some_and(|v| v <= 0.0) {
+                    p.add(format!("{path}.{field}"), "a ratio bound must be positive");
+                }
+            }
+            Some(TestConfig::Ratio { min: m.min, max: m.max })
+        }
+        "mann-whitney" => {
+            let direction = match m.direction.as_deref().map(|d| (d, Direction::parse(d))) {
+                None => Direction::Increase,
+                Some((_, Some(d))) => d,
+                Some((d, None)) => {
+                    p.add(
+                        format!("{path}.direction"),
+                        format!("unknown direction `{d}`; expected increase, decrease or either"),
+                    );
+                    Direction::Increase
+                }
+            };
+            if m.min.is_some() {
+                p.add(format!("{path}.min"), "mann-whitney takes max (effect size), not min");
+            }
+            let max_effect = m.max.unwrap_or(1.0);
+            if max_effect < 1.0 {
+                p.add(format!("{path}.max"), "the effect size bound is a ratio of at least 1");
+            }
+            Some(TestConfig::MannWhitney { direction, max_effect, confidence: MANN_WHITNEY_CONFIDENCE })
+        }
+        "sequential" => {
+            if kind == SampleKind::Values {
+                p.add(
+                    format!("{path}.test"),
+                    "sequential tests need event counts (error or latency templates); use ratio or mann-whitney for gauges",
+                );
+            }
+            for field in ["min", "max"] {
+                if (field == "min" && m.min.is_some()) || (field == "max" && m.max.is_some()) {
+                    p.add(format!("{path}.{field}"), "the sequential test takes alpha, not bounds");
+                }
+            }
+            let alpha = m.alpha.unwrap_or(DEFAULT_ALPHA);
+            if !(alpha > 0.0 && alpha < 1.0) {
+                p.add(format!("{path}.alpha"), format!("{alpha} is outside (0, 1)"));
+            }
+            let slower_than = m
+                .slower_than
+                .as_deref()
+                .map(|s| duration::parse(s).map_err(|e| p.add(format!("{path}.slowerThan"), e)).ok())
+                .and_then(|d| d.map(|d| d.as_secs_f64()));
+            Some(TestConfig::Sequential { alpha: alpha / sequential as f64, slower_than })
+        }
+        other => {
+            p.add(
+                format!("{path}.test"),
+                format!("unknown test `{other}`; expected one of {}", TEST_NAMES.join(", ")),
+            );
+            None
+        }
+    }
+}
+
+fn compile_trigger(
+    p: &mut Problems,
+    path: &str,
+    t: &TriggerSpec,
+    metrics: &BTreeSet<&str>,
+) -> Option<Trigger> {
+    let kinds = [t.metric.is_some(), t.alert.is_some(), t.health_check.is_some()];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        p.add(path, "set exactly one of metric, alert and healthCheck");
+        return None;
+    }
+    let bounds = [t.above, t.below, t.ratio_above];
+    let condition = if let Some(metric) = &t.metric {
+        if !metrics.contains(metric.as_str()) {
+            p.add(format!("{path}.metric"), format!("`{metric}` is not a metric of spec.analysis.metrics"));
+        }
+        if bounds.iter().all(Option::is_none) {
+            p.add(path, "a metric trigger needs above, below or ratioAbove");
+        }
+        TriggerCondition::Metric {
+            metric: metric.clone(),
+            above: t.above,
+            below: t.below,
+            ratio_above: t.ratio_above,
+        }
+    } else {
+        if bounds.iter().any(Option::is_some) {
+            p.add(path, "above, below and ratioAbove apply to metric triggers only");
+        }
+        if let Some(alert) = &t.alert {
+            if !promql::is_metric_name(alert) {
+                p.add(
+                    format!("{path}.alert"),
+                    format!("`{}` is not a valid alert name", alert.escape_debug()),
+                );
+            }
+            TriggerCondition::Alert { alert: alert.clone() }
+        } else {
+            let h = t.health_check.as_ref()?;
+            let probe = h.url.replace("{{workload}}", "w").replace("{{namespace}}", "n");
+            match url::Url::parse(&probe) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => p.add(format!("{path}.healthCheck.url"), format!("`{}` is not an http(s) URL", h.url)),
+            }
+            if h.consecutive_failures == 0 {
+                p.add(format!("{path}.healthCheck.consecutiveFailures"), "must be at least 1");
+            }
+            if !(100..=599).contains(&h.expected_status) {
+                p.add(format!("{path}.healthCheck.expectedStatus"), "must be an HTTP status (100-599)");
+            }
+            let timeout = p.duration(&format!("{path}.healthCheck.timeout"), &h.timeout);
+            TriggerCondition::HealthCheck {
+                url: h.url.clone(),
+                expected_status: h.expected_status,
+                consecutive_failures: h.consecutive_failures,
+                timeout,
+            }
+        }
+    };
+    let name = t.name.clone().unwrap_or_else(|| describe(&condition));
+    Some(Trigger { name, condition })
+}
+
+/// A readable name for an unnamed trigger.
+fn describe(c: &TriggerCondition) -> String {
+    match c {
+        TriggerCondition::Metric { metric, above, below, ratio_above } => {
+            let mut parts = vec![];
+            if let Some(a) = above {
+                parts.push(format!("{metric} > {a}"));
+            }
+            if let Some(b) = below {
+                parts.push(format!("{metric} < {b}"));
+            }
+            if let Some(r) = ratio_above {
+                parts.push(format!("{metric} > {r}x baseline"));
+            }
+            parts.join(" or ")
+        }
+        TriggerCondition::Alert { alert } => format!("alert {alert} firing"),
+        TriggerCondition::HealthCheck { url, consecutive_failures, .. } => {
+            format!("{consecutive_failures} failed health checks of {url}")
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Metric sources: where the judge's raw samples come from.
+
+pub mod promql;
+pub mod templates;

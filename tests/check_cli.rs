@@ -1,0 +1,87 @@
+//! `canaryd check` end to end: the binary, real files, exit codes and messages.
+
+use std::process::{Command, Output};
+
+fn canaryd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("canaryd runs")
+}
+
+#[test]
+fn shipped_policies_are_valid() {
+    let out = canaryd(&["check", "policies/"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("4 policies valid"), "{stdout}");
+}
+
+#[test]
+fn broken_policies_exit_2_with_every_problem_named() {
+    let out = canaryd(&["check", "tests/data/invalid/"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = [
+        // steps not increasing, outside 1-100, not ending at 100
+        "steps.yaml: CanaryPolicy shop/bad-steps: spec.traffic.steps[1]: weight 5 does not increase on the previous step (10)",
+        "steps.yaml: CanaryPolicy shop/bad-steps: spec.traffic.steps[2]: weight 150 is outside 1-100",
+        "steps.yaml: CanaryPolicy shop/bad-steps: spec.traffic.steps: the last step must be 100 (promotion)",
+        // every problem of one policy, not only the first
+        "values.yaml: CanaryPolicy shop/bad-values: spec.selector: empty selector would match every Deployment",
+        "values.yaml: CanaryPolicy shop/bad-values: spec.traffic.router: unknown router `carrier-pigeon`",
+        "values.yaml: CanaryPolicy shop/bad-values: spec.traffic.stepDuration: `five minutes` is not a duration",
+        "values.yaml: CanaryPolicy shop/bad-values: spec.analysis.metrics[0].test: unknown test `bayesian-magic`",
+        "values.yaml: CanaryPolicy shop/bad-values: spec.analysis.metrics[1].alpha: 1.5 is outside (0, 1)",
+        "values.yaml: CanaryPolicy shop/bad-values: spec.analysis.metrics[2].labels.route: value `/checkout\\\"} or vector(1) #` contains '\"', which could break the PromQL query",
+        "values.yaml: CanaryPolicy shop/bad-values: spec.triggers[0].metric: `latency` is not a metric of spec.analysis.metrics",
+        // duplicates within one file
+        "duplicate.yaml: CanaryPolicy shop/twin: metadata.name: defined twice; the first definition is tests/data/invalid/duplicate.yaml#1",
+        // syntax error with line and column
+        "syntax.yaml:9:17: document 1: spec.traffic.steps: illegal placement of ':' indicator",
+        // unknown field, in the second document, with its own line
+        "typo.yaml:16:5: CanaryPolicy shop/typo: spec.analysis.failureLimt: unknown field `failureLimt`",
+    ];
+    for message in expected {
+        assert!(stderr.contains(message), "missing: {message}\n--- stderr:\n{stderr}");
+    }
+    assert!(stderr.contains("14 problems; 2 policies valid"), "{stderr}");
+}
+
+#[test]
+fn a_bad_policy_does_not_hide_the_good_ones_beside_it() {
+    let out = canaryd(&["check", "tests/data/invalid/typo.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: CanaryPolicy shop/fine"));
+}
+
+#[test]
+fn missing_paths_and_usage_errors_exit_2() {
+    let out = canaryd(&["check", "no/such/dir"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/dir: file: no such file or directory"));
+    assert_eq!(canaryd(&["check"]).status.code(), Some(2));
+    assert_eq!(canaryd(&["frobnicate"]).status.code(), Some(2));
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in ["run", "check", "crd", "templates"] {
+        let out = canaryd(&[sub, "--help"]);
+        assert_eq!(out.status.code(), Some(0), "{sub}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: canaryd"), "{sub}");
+    }
+}
+
+#[test]
+fn run_reports_invalid_settings_before_binding_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("canaryd.toml");
+    std::fs::write(&file, "[server]\nlisten = \"not-an-address\"\n").unwrap();
+    let out = canaryd(&["run", "--config", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("server.listen: `not-an-address` is not an address")
+    );
+}
