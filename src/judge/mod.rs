@@ -1,8 +1,314 @@
 //! The judge: turns canary and baseline samples into a verdict per metric, with the
 //! evidence behind it. Pure: no I/O, no clock.
 
+pub mod mann_whitney;
 mod sample;
+pub mod sequential;
 mod test_kind;
+mod verdict;
 
-pub use sample::{Histogram, Sample, SampleKind};
+use serde::{Deserialize, Serialize};
+
+pub use sample::{Histogram, Observation, Sample, SampleKind};
 pub use test_kind::{Direction, TEST_NAMES, TestConfig};
+pub use verdict::{ArmEvidence, Cumulative, Evidence, Outcome, Verdict};
+
+use mann_whitney::Alternative;
+use sequential::SequentialState;
+
+/// Series points kept per arm for the Mann-Whitney test (the analysis window).
+const HISTORY_LIMIT: usize = 60;
+/// Points per arm before a Mann-Whitney verdict is given.
+const MIN_POINTS: usize = 5;
+
+/// The running state a metric's test keeps between intervals.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricState {
+    /// Canary values of past intervals (Mann-Whitney).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canary_history: Vec<f64>,
+    /// Baseline values of past intervals (Mann-Whitney).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baseline_history: Vec<f64>,
+    /// Sequential test state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<SequentialState>,
+}
+
+/// What the judge needs to know about a metric.
+#[derive(Clone, Copy, Debug)]
+pub struct MetricRule<'a> {
+    /// The metric's name.
+    pub name: &'a str,
+    /// The test.
+    pub test: &'a TestConfig,
+    /// Quantile judged for histograms.
+    pub quantile: Option<f64>,
+    /// Requests per arm needed in an interval.
+    pub min_sample_size: u64,
+}
+
+/// The value a sample stands for: a rate, a quantile or a mean.
+pub fn arm_value(sample: &Sample, quantile: Option<f64>) -> Option<f64> {
+    match sample {
+        Sample::Counts { requests, events } => (*requests > 0.0).then(|| events / requests),
+        Sample::Histogram(h) => h.quantile(quantile.unwrap_or(0.99)),
+        Sample::Values { values } => {
+            let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+            (!finite.is_empty()).then(|| finite.iter().sum::<f64>() / finite.len() as f64)
+        }
+    }
+}
+
+fn arm_evidence(sample: Option<&Sample>, quantile: Option<f64>) -> ArmEvidence {
+    let Some(sample) = sample else { return ArmEvidence::default() };
+    let value = arm_value(sample, quantile);
+    match sample {
+        Sample::Counts { requests, events } => {
+            ArmEvidence { value, requests: Some(*requests), events: Some(*events), points: None }
+        }
+        Sample::Histogram(h) => ArmEvidence { value, requests: Some(h.total()), events: None, points: None },
+        Sample::Values { values } => {
+            ArmEvidence { value, requests: None, events: None, points: Some(values.len()) }
+        }
+    }
+}
+
+/// Why an arm cannot be judged this interval, if it cannot.
+fn shortfall(arm: &str, sample: Option<&Sample>, value: Option<f64>, min: u64) -> Option<String> {
+    let Some(sample) = sample else { return Some(format!("no data for the {arm}")) };
+    if let Some(requests) = sample.requests()
+        && requests < min as f64
+    {
+        return Some(format!("{arm} served {requests:.0} requests, fewer than the {min} needed"));
+    }
+    value.is_none().then(|| format!("no usable {arm} value"))
+}
+
+/// Judges one metric for one interval, updating its running state.
+pub fn judge(rule: MetricRule<'_>, obs: &Observation, state: &mut MetricState) -> Verdict {
+    let mut evidence = Evidence {
+        canary: arm_evidence(obs.canary.as_ref(), rule.quantile),
+        baseline: arm_evidence(obs.baseline.as_ref(), rule.quantile),
+        query: obs.query.clone(),
+        ..Evidence::default()
+    };
+    let verdict = |outcome, reason: String, evidence| Verdict {
+        metric: rule.name.to_string(),
+        test: rule.test.name().to_string(),
+        outcome,
+        conclusive: false,
+        reason,
+        evidence,
+    };
+    if let Some(error) = &obs.error {
+        return verdict(Outcome::Inconclusive, format!("no data: {error}"), evidence);
+    }
+    let (canary, baseline) = (evidence.canary.value, evidence.baseline.value);
+    let canary_short = shortfall("canary", obs.canary.as_ref(), canary, rule.min_sample_size);
+    let baseline_short = shortfall("baseline", obs.baseline.as_ref(), baseline, rule.min_sample_size);
+    match rule.test {
+        TestConfig::Threshold { min, max } => {
+            let (Some(value), None) = (canary, canary_short.clone()) else {
+                return verdict(Outcome::Inconclusive, canary_short.unwrap_or_default(), evidence);
+            };
+            let (outcome, reason) = check_bounds("canary value", value, *min, *max);
+            evidence.bound =
+                if outcome == Outcome::Fail { max.filter(|m| value > *m).or(*min) } else { *max };
+            verdict(outcome, reason, evidence)
+        }
+        TestConfig::Ratio { min, max } => {
+            let (Some(c), Some(b), None) = (canary, baseline, canary_short.clone().or(baseline_short)) else {
+                let why = canary_short
+                    .or_else(|| shortfall("baseline", obs.baseline.as_ref(), baseline, rule.min_sample_size));
+                return verdict(Outcome::Inconclusive, why.unwrap_or_default(), evidence);
+            };
+            let ratio = ratio(c, b);
+            evidence.statistic = Some(ratio);
+            evidence.bound = *max;
+            let (outcome, reason) = check_bounds("canary/baseline", ratio, *min, *max);
+            verdict(outcome, reason, evidence)
+        }
+        TestConfig::MannWhitney { direction, max_effect, confidence } => {
+            let (Some(c), Some(b), None) =
+                (canary, baseline, canary_short.clone().or(baseline_short.clone()))
+            else {
+                return verdict(
+                    Outcome::Inconclusive,
+                    canary_short.or(baseline_short).unwrap_or_default(),
+                    evidence,
+                );
+            };
+            push_bounded(&mut state.canary_history, c);
+            push_bounded(&mut state.baseline_history, b);
+            judge_mann_whitney(state, *direction, *max_effect, *confidence, evidence, verdict)
+        }
+        TestConfig::Sequential { alpha, slower_than } => {
+            let (Some(cs), Some(bs)) = (&obs.canary, &obs.baseline) else {
+                return verdict(
+                    Outcome::Inconclusive,
+                    canary_short.or(baseline_short).unwrap_or_default(),
+                    evidence,
+                );
+            };
+            let seq = state.sequential.get_or_insert_with(SequentialState::default);
+            if let (Sample::Histogram(_), None) = (cs, seq.slower_than) {
+                seq.slower_than = match (slower_than, bs) {
+                    (Some(s), Sample::Histogram(h)) => Some(snap_to_bucket(h, *s)),
+                    (None, Sample::Histogram(h)) if baseline_short.is_none() => {
+                        h.bucket_at_quantile(rule.quantile.unwrap_or(0.99))
+                    }
+                    _ => None,
+                };
+            }
+            let events = |s: &Sample| match s {
+                Sample::Counts { requests, events } => Some((*requests, *events)),
+                Sample::Histogram(h) => seq.slower_than.map(|b| (h.total(), h.count_above(b))),
+                Sample::Values { .. } => None,
+            };
+            let (Some(c), Some(b)) = (events(cs), events(bs)) else {
+                return verdict(
+                    Outcome::Inconclusive,
+                    "waiting for a baseline histogram to fix the slow-request bound".into(),
+                    evidence,
+                );
+            };
+            seq.update(c, b);
+            evidence.canary.events = Some(c.1);
+            evidence.baseline.events = Some(b.1);
+            evidence.slower_than = seq.slower_than;
+            evidence.statistic = Some(seq.e_value());
+            evidence.p_value = Some(seq.p_value);
+            evidence.bound = Some(*alpha);
+            evidence.cumulative = Some(Cumulative {
+                canary_requests: seq.canary_requests,
+                canary_events: seq.canary_events,
+                baseline_requests: seq.baseline_requests,
+                baseline_events: seq.baseline_events,
+            });
+            let share = seq.canary_requests / (seq.canary_requests + seq.baseline_requests).max(1.0);
+            let counts = format!(
+                "canary {:.0} of {:.0} events with {:.1}% of requests",
+                seq.canary_events,
+                seq.canary_events + seq.baseline_events,
+                share * 100.0
+            );
+            if seq.p_value <= *alpha {
+                let mut v = verdict(
+                    Outcome::Fail,
+                    format!(
+                        "regression: {counts}; always-valid p = {:.2e} <= alpha {alpha:.2e}",
+                        seq.p_value
+                    ),
+                    evidence,
+                );
+                v.conclusive = true;
+                return v;
+            }
+            match canary_short.or(baseline_short) {
+                Some(why) => verdict(Outcome::Inconclusive, why, evidence),
+                None => verdict(
+                    Outcome::Pass,
+                    format!("no regression so far: {counts}; p = {:.3} > alpha {alpha:.2e}", seq.p_value),
+                    evidence,
+                ),
+            }
+        }
+    }
+}
+
+/// canary/baseline, with 0/0 as 1 (equal) and x/0 as infinity.
+fn ratio(canary: f64, baseline: f64) -> f64 {
+    match (canary, baseline) {
+        (c, b) if b > 0.0 => c / b,
+        (c, _) if c <= 0.0 => 1.0,
+        _ => f64::INFINITY,
+    }
+}
+
+fn check_bounds(what: &str, value: f64, min: Option<f64>, max: Option<f64>) -> (Outcome, String) {
+    if let Some(max) = max
+        && value > max
+    {
+        return (Outcome::Fail, format!("{what} {value:.4} > max {max}"));
+    }
+    if let Some(min) = min
+        && value < min
+    {
+        return (Outcome::Fail, format!("{what} {value:.4} < min {min}"));
+    }
+    (Outcome::Pass, format!("{what} {value:.4} within bounds"))
+}
+
+fn push_bounded(history: &mut Vec<f64>, value: f64) {
+    history.push(value);
+    if history.len() > HISTORY_LIMIT {
+        history.remove(0);
+    }
+}
+
+/// The largest bucket bound at or below `bound` (requests above it count as slow); the
+/// smallest bucket when none is that low. Both arms use the same bound, so the test
+/// stays valid whichever bucket it is.
+fn snap_to_bucket(h: &Histogram, bound: f64) -> f64 {
+    let finite = || h.buckets.iter().map(|b| b.0).filter(|le| le.is_finite());
+    finite().filter(|le| *le <= bound).reduce(f64::max).or_else(|| finite().reduce(f64::min)).unwrap_or(bound)
+}
+
+fn judge_mann_whitney(
+    state: &MetricState,
+    direction: Direction,
+    max_effect: f64,
+    confidence: f64,
+    mut evidence: Evidence,
+    verdict: impl Fn(Outcome, String, Evidence) -> Verdict,
+) -> Verdict {
+    let (c, b) = (&state.canary_history, &state.baseline_history);
+    evidence.canary.points = Some(c.len());
+    evidence.baseline.points = Some(b.len());
+    if c.len() < MIN_POINTS {
+        return verdict(
+            Outcome::Inconclusive,
+            format!("collecting points: {} of {MIN_POINTS} per arm", c.len()),
+            evidence,
+        );
+    }
+    let alternative = match direction {
+        Direction::Increase => Alternative::Greater,
+        Direction::Decrease => Alternative::Less,
+        Direction::Either => Alternative::TwoSided,
+    };
+    let Some(r) = mann_whitney::compare(c, b, confidence, alternative) else {
+        return verdict(Outcome::Pass, "canary and baseline series are identical".into(), evidence);
+    };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let effect = ratio(mean(c), mean(b));
+    evidence.statistic = Some(r.u);
+    evidence.p_value = Some(r.p_value);
+    evidence.interval = Some(r.interval);
+    evidence.bound = Some(max_effect);
+    let higher = r.interval.0 > 0.0 && effect > max_effect;
+    let lower = r.interval.1 < 0.0 && effect < 1.0 / max_effect;
+    let failed = match direction {
+        Direction::Increase => higher,
+        Direction::Decrease => lower,
+        Direction::Either => higher || lower,
+    };
+    let summary = format!(
+        "shift {:.4} ({:.0}% CI [{:.4}, {:.4}]), mean ratio {effect:.3}, bound {max_effect}",
+        r.estimate,
+        confidence * 100.0,
+        r.interval.0,
+        r.interval.1
+    );
+    if failed {
+        verdict(Outcome::Fail, format!("canary differs significantly: {summary}"), evidence)
+    } else {
+        verdict(Outcome::Pass, format!("no significant regression: {summary}"), evidence)
+    }
+}
+
+#[cfg(test)]
+#[path = "judge_tests.rs"]
+mod tests;

@@ -109,6 +109,24 @@ impl Histogram {
     }
 }
 
+/// One metric's measurements of both arms for one interval, as a source delivers them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Observation {
+    /// The canary's sample; `None` is no data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Sample>,
+    /// The baseline's sample; `None` is no data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Sample>,
+    /// The query (or recorded series) behind the samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Why the samples could not be fetched (outage, bad query).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,150 @@
+use super::*;
+
+fn counts(requests: f64, events: f64) -> Option<Sample> {
+    Some(Sample::Counts { requests, events })
+}
+
+fn obs(canary: Option<Sample>, baseline: Option<Sample>) -> Observation {
+    Observation { canary, baseline, query: Some("q".into()), error: None }
+}
+
+fn rule(test: &TestConfig) -> MetricRule<'_> {
+    MetricRule { name: "m", test, quantile: Some(0.99), min_sample_size: 50 }
+}
+
+#[test]
+fn threshold_fails_above_max_and_passes_below() {
+    let t = TestConfig::Threshold { min: None, max: Some(0.01) };
+    let v = judge(rule(&t), &obs(counts(1000.0, 20.0), None), &mut MetricState::default());
+    assert_eq!(v.outcome, Outcome::Fail);
+    assert_eq!(v.evidence.canary.value, Some(0.02));
+    assert_eq!(v.evidence.bound, Some(0.01));
+    assert_eq!(v.evidence.query.as_deref(), Some("q"));
+    let v = judge(rule(&t), &obs(counts(1000.0, 5.0), None), &mut MetricState::default());
+    assert_eq!(v.outcome, Outcome::Pass);
+}
+
+#[test]
+fn no_data_and_too_few_requests_are_inconclusive_never_a_pass() {
+    let t = TestConfig::Threshold { min: None, max: Some(0.01) };
+    let v = judge(rule(&t), &obs(None, counts(1000.0, 0.0)), &mut MetricState::default());
+    assert_eq!((v.outcome, v.reason.as_str()), (Outcome::Inconclusive, "no data for the canary"));
+    let v = judge(rule(&t), &obs(counts(10.0, 0.0), None), &mut MetricState::default());
+    assert_eq!(v.outcome, Outcome::Inconclusive);
+    assert!(v.reason.contains("fewer than the 50 needed"), "{}", v.reason);
+    let failed = Observation { error: Some("Prometheus unreachable".into()), ..Observation::default() };
+    let v = judge(rule(&t), &failed, &mut MetricState::default());
+    assert_eq!((v.outcome, v.reason.as_str()), (Outcome::Inconclusive, "no data: Prometheus unreachable"));
+}
+
+#[test]
+fn ratio_compares_canary_with_baseline() {
+    let t = TestConfig::Ratio { min: None, max: Some(1.5) };
+    let v = judge(rule(&t), &obs(counts(100.0, 4.0), counts(900.0, 18.0)), &mut MetricState::default());
+    assert_eq!(v.outcome, Outcome::Fail);
+    assert!((v.evidence.statistic.unwrap() - 2.0).abs() < 1e-12);
+    let v = judge(rule(&t), &obs(counts(100.0, 0.0), counts(900.0, 0.0)), &mut MetricState::default());
+    assert_eq!((v.outcome, v.evidence.statistic), (Outcome::Pass, Some(1.0)));
+    let v = judge(rule(&t), &obs(counts(100.0, 1.0), None), &mut MetricState::default());
+    assert_eq!((v.outcome, v.reason.as_str()), (Outcome::Inconclusive, "no data for the baseline"));
+}
+
+#[test]
+fn ratio_on_latency_uses_the_quantile() {
+    let t = TestConfig::Ratio { min: None, max: Some(2.0) };
+    let hist = |fast: f64, medium: f64| {
+        Some(Sample::Histogram(Histogram {
+            buckets: vec![(0.1, fast), (0.5, medium), (1.0, 100.0), (f64::INFINITY, 100.0)],
+        }))
+    };
+    // Canary p99 = 0.95 s (interpolated in (0.5, 1]); baseline p99 ≈ 0.0995 s.
+    let v = judge(rule(&t), &obs(hist(50.0, 90.0), hist(99.5, 100.0)), &mut MetricState::default());
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.reason);
+    assert!((v.evidence.canary.value.unwrap() - 0.95).abs() < 1e-12);
+    assert!(v.evidence.canary.value.unwrap() > 2.0 * v.evidence.baseline.value.unwrap());
+}
+
+#[test]
+fn sequential_fails_conclusively_on_a_doubled_error_rate() {
+    let t = TestConfig::Sequential { alpha: 0.01, slower_than: None };
+    let mut state = MetricState::default();
+    let mut last = None;
+    for _ in 0..30 {
+        let v = judge(rule(&t), &obs(counts(100.0, 2.0), counts(900.0, 9.0)), &mut state);
+        if v.outcome == Outcome::Fail {
+            last = Some(v);
+            break;
+        }
+        assert_eq!(v.outcome, Outcome::Pass);
+    }
+    let v = last.expect("the regression is found");
+    assert!(v.conclusive);
+    assert!(v.evidence.p_value.unwrap() <= 0.01);
+    let c = v.evidence.cumulative.unwrap();
+    assert!(c.canary_events > 0.0 && c.baseline_requests > 0.0);
+    assert!(v.reason.contains("always-valid p"), "{}", v.reason);
+}
+
+#[test]
+fn sequential_on_latency_counts_requests_above_the_baseline_bucket() {
+    let t = TestConfig::Sequential { alpha: 0.05, slower_than: None };
+    let hist = |total: f64, slow: f64| {
+        Some(Sample::Histogram(Histogram {
+            buckets: vec![
+                (0.1, total * 0.5),
+                (0.25, total * 0.98),
+                (0.5, total - slow),
+                (f64::INFINITY, total),
+            ],
+        }))
+    };
+    let mut state = MetricState::default();
+    let v = judge(rule(&t), &obs(hist(100.0, 1.0), hist(900.0, 9.0)), &mut state);
+    // The baseline's p99 falls in the (0.25, 0.5] bucket.
+    assert_eq!(v.evidence.slower_than, Some(0.5));
+    assert_eq!(v.evidence.canary.events, Some(1.0));
+    let mut failed = false;
+    for _ in 0..30 {
+        failed |=
+            judge(rule(&t), &obs(hist(100.0, 5.0), hist(900.0, 9.0)), &mut state).outcome == Outcome::Fail;
+    }
+    assert!(failed, "5x more slow requests on the canary must be found");
+}
+
+#[test]
+fn sequential_with_few_requests_updates_but_does_not_pass() {
+    let t = TestConfig::Sequential { alpha: 0.05, slower_than: None };
+    let mut state = MetricState::default();
+    let v = judge(rule(&t), &obs(counts(10.0, 0.0), counts(90.0, 1.0)), &mut state);
+    assert_eq!(v.outcome, Outcome::Inconclusive);
+    assert_eq!(state.sequential.unwrap().baseline_requests, 90.0);
+}
+
+#[test]
+fn mann_whitney_collects_points_then_finds_a_shift() {
+    let t = TestConfig::MannWhitney { direction: Direction::Increase, max_effect: 1.1, confidence: 0.98 };
+    let mut state = MetricState::default();
+    let gauge = |v: f64| Some(Sample::Values { values: vec![v] });
+    let mut outcomes = vec![];
+    for i in 0..12 {
+        let wobble = (i % 3) as f64 * 0.01;
+        outcomes.push(judge(rule(&t), &obs(gauge(1.5 + wobble), gauge(1.0 + wobble)), &mut state));
+    }
+    assert_eq!(outcomes[0].outcome, Outcome::Inconclusive);
+    let last = outcomes.last().unwrap();
+    assert_eq!(last.outcome, Outcome::Fail, "{}", last.reason);
+    assert!(last.evidence.interval.unwrap().0 > 0.0);
+}
+
+#[test]
+fn mann_whitney_passes_equal_series() {
+    let t = TestConfig::MannWhitney { direction: Direction::Increase, max_effect: 1.0, confidence: 0.98 };
+    let mut state = MetricState::default();
+    let gauge = |v: f64| Some(Sample::Values { values: vec![v] });
+    let mut last = None;
+    for i in 0..10 {
+        let v = (i % 4) as f64;
+        last = Some(judge(rule(&t), &obs(gauge(v), gauge(3.0 - v)), &mut state));
+    }
+    assert_eq!(last.unwrap().outcome, Outcome::Pass);
+}

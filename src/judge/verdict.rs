@@ -1,0 +1,97 @@
+//! What the judge says about a metric for one interval, and the evidence behind it.
+
+use serde::{Deserialize, Serialize};
+
+/// The outcome of one metric's check.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Enough data, and the canary is within bounds.
+    Pass,
+    /// The canary is worse than allowed.
+    Fail,
+    /// Not enough data, no data, or the data could not be fetched. Never a pass.
+    Inconclusive,
+}
+
+/// One arm's side of the evidence.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ArmEvidence {
+    /// The judged value this interval (rate, quantile in seconds, or mean).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Requests this interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<f64>,
+    /// Events (errors, slow requests) this interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<f64>,
+    /// Gauge readings or series points the value was computed from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points: Option<usize>,
+}
+
+/// Totals a sequential test has accumulated, per arm.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Cumulative {
+    /// Canary requests so far.
+    pub canary_requests: f64,
+    /// Canary events so far.
+    pub canary_events: f64,
+    /// Baseline requests so far.
+    pub baseline_requests: f64,
+    /// Baseline events so far.
+    pub baseline_events: f64,
+}
+
+/// Everything a verdict was based on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Evidence {
+    /// The canary's side.
+    pub canary: ArmEvidence,
+    /// The baseline's side.
+    pub baseline: ArmEvidence,
+    /// The test statistic: canary/baseline ratio, U, or e-value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statistic: Option<f64>,
+    /// p-value (always-valid for the sequential test).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// The bound compared against: alpha, a threshold, a ratio or an effect size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bound: Option<f64>,
+    /// Totals behind a sequential test.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cumulative: Option<Cumulative>,
+    /// Bucket bound (seconds) above which requests counted as slow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slower_than: Option<f64>,
+    /// Shift interval (Mann-Whitney).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<(f64, f64)>,
+    /// The query (or recorded series) the samples came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+}
+
+/// The judge's verdict on one metric for one interval.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    /// The metric's name.
+    pub metric: String,
+    /// The test that decided.
+    pub test: String,
+    /// Pass, fail or inconclusive.
+    pub outcome: Outcome,
+    /// A failure that cannot be undone by later data (a rejected sequential test).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub conclusive: bool,
+    /// One sentence a person can read.
+    pub reason: String,
+    /// The numbers behind it.
+    pub evidence: Evidence,
+}
