@@ -1,5 +1,16 @@
 //! The rollout engine: a pure, deterministic state machine. Given a rollout's state,
 //! the newest observations and the time, it returns the next state and the actions to
-//! carry out. No I/O, no clock, no randomness.
+//! carry out. No I/O, no clock, no randomness: the daemon, `canaryd backtest`, the
+//! benchmarks and the tests all drive this one function.
 
+pub mod action;
+pub mod input;
 pub mod plan;
+pub mod rollout;
+pub mod step;
+
+pub use action::{Action, EventKind, RollbackReason};
+pub use input::{Command, Input, IntervalObservations};
+pub use plan::Plan;
+pub use rollout::{Decision, IntervalRecord, Phase, Rollout, RolloutId, TriggerHit};
+pub use step::{EngineError, Transition, step};

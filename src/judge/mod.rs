@@ -125,7 +125,8 @@ pub fn judge(rule: MetricRule<'_>, obs: &Observation, state: &mut MetricState) -
                 return verdict(Outcome::Inconclusive, why.unwrap_or_default(), evidence);
             };
             let ratio = ratio(c, b);
-            evidence.statistic = Some(ratio);
+            // JSON has no infinity: a canary value over a zero baseline records no ratio.
+            evidence.statistic = Some(ratio).filter(|r| r.is_finite());
             evidence.bound = *max;
             let (outcome, reason) = check_bounds("canary/baseline", ratio, *min, *max);
             verdict(outcome, reason, evidence)
@@ -178,7 +179,7 @@ pub fn judge(rule: MetricRule<'_>, obs: &Observation, state: &mut MetricState) -
             evidence.canary.events = Some(c.1);
             evidence.baseline.events = Some(b.1);
             evidence.slower_than = seq.slower_than;
-            evidence.statistic = Some(seq.e_value());
+            evidence.statistic = Some(seq.log_e_value());
             evidence.p_value = Some(seq.p_value);
             evidence.bound = Some(*alpha);
             evidence.cumulative = Some(Cumulative {

@@ -100,10 +100,11 @@ impl SequentialState {
         self.p_value = self.p_value.min((-log_e).exp().min(1.0));
     }
 
-    /// The e-value (mixture likelihood ratio) so far.
-    pub fn e_value(&self) -> f64 {
+    /// Natural log of the e-value (the mixture likelihood ratio) so far; the log keeps
+    /// overwhelming evidence finite.
+    pub fn log_e_value(&self) -> f64 {
         let terms: Vec<f64> = self.log_lr.iter().zip(log_prior()).map(|(l, w)| l + w).collect();
-        log_sum_exp(&terms).exp()
+        log_sum_exp(&terms)
     }
 }
 

@@ -54,7 +54,7 @@ pub struct Evidence {
     pub canary: ArmEvidence,
     /// The baseline's side.
     pub baseline: ArmEvidence,
-    /// The test statistic: canary/baseline ratio, U, or e-value.
+    /// The test statistic: canary/baseline ratio, U, or (sequential) the log e-value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub statistic: Option<f64>,
     /// p-value (always-valid for the sequential test).

@@ -1,0 +1,56 @@
+//! What the engine is told: observations of an interval, operator commands, and
+//! confirmations from the platform.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::judge::Observation;
+
+/// An operator command.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Command {
+    /// Skip the remaining analysis and promote.
+    Promote,
+    /// Stop and roll back.
+    Abort,
+    /// Hold at the current step.
+    Pause,
+    /// Continue after a pause.
+    Resume,
+}
+
+/// Everything observed about a rollout during one interval.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IntervalObservations {
+    /// Measurements per metric name. A metric missing here has no data.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, Observation>,
+    /// Alertmanager alerts firing for the workload.
+    #[serde(default)]
+    pub firing_alerts: BTreeSet<String>,
+    /// Health-check results this interval, per trigger name: healthy or not.
+    #[serde(default)]
+    pub health: BTreeMap<String, bool>,
+}
+
+/// One input to the engine.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "kebab-case", tag = "input")]
+pub enum Input {
+    /// Start moving traffic.
+    Start,
+    /// An interval ended; judge it.
+    Interval(IntervalObservations),
+    /// An operator's command.
+    Command {
+        /// The command.
+        command: Command,
+        /// Who gave it (recorded).
+        by: String,
+    },
+    /// The platform finished promoting.
+    PromotionDone,
+}

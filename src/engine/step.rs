@@ -1,0 +1,375 @@
+//! The transition function: `step(rollout, input, now) -> (next rollout, actions)`.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::engine::action::{Action, EventKind, RollbackReason};
+use crate::engine::input::{Command, Input, IntervalObservations};
+use crate::engine::plan::TriggerCondition;
+use crate::engine::rollout::{Decision, INTERVAL_HISTORY_LIMIT, IntervalRecord, Phase, Rollout, TriggerHit};
+use crate::judge::{self, MetricRule, Observation, Outcome, Verdict};
+
+/// An input the rollout cannot take in its phase.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The input is not valid in the current phase.
+    #[error("cannot {input} rollout {rollout}: it is {phase:?}")]
+    InvalidTransition {
+        /// The rollout.
+        rollout: String,
+        /// What was attempted.
+        input: String,
+        /// Its phase.
+        phase: Phase,
+    },
+}
+
+/// The engine's answer: the next state and what to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The rollout after the input.
+    pub rollout: Rollout,
+    /// Actions, in the order they must be carried out.
+    pub actions: Vec<Action>,
+}
+
+/// Applies one input at time `now`. Pure and deterministic.
+pub fn step(rollout: &Rollout, input: &Input, now: Timestamp) -> Result<Transition, EngineError> {
+    let mut t = Transition { rollout: rollout.clone(), actions: Vec::new() };
+    let phase = rollout.phase;
+    let invalid = |what: &str| EngineError::InvalidTransition {
+        rollout: rollout.id.to_string(),
+        input: what.to_string(),
+        phase,
+    };
+    match input {
+        Input::Start if phase == Phase::Pending => t.start(now),
+        Input::Start => return Err(invalid("start")),
+        Input::Interval(obs) if matches!(phase, Phase::Progressing | Phase::Paused) => t.interval(obs, now),
+        Input::Interval(_) if phase == Phase::Promoting => {}
+        Input::Interval(_) => return Err(invalid("analyse")),
+        Input::PromotionDone if phase == Phase::Promoting => t.promoted(now),
+        Input::PromotionDone => return Err(invalid("finish promoting")),
+        Input::Command { command, by } => {
+            t.command(*command, by, now).map_err(|()| invalid(command_verb(*command)))?
+        }
+    }
+    Ok(t)
+}
+
+fn command_verb(c: Command) -> &'static str {
+    match c {
+        Command::Promote => "promote",
+        Command::Abort => "abort",
+        Command::Pause => "pause",
+        Command::Resume => "resume",
+    }
+}
+
+fn later(t: Timestamp, d: Duration) -> Timestamp {
+    t.checked_add(d).unwrap_or(Timestamp::MAX)
+}
+
+impl Transition {
+    fn decide(
+        &mut self,
+        now: Timestamp,
+        action: &str,
+        reason: String,
+        evidence: Vec<Verdict>,
+        triggers: Vec<TriggerHit>,
+    ) {
+        let r = &mut self.rollout;
+        r.decisions.push(Decision {
+            at: now,
+            action: action.into(),
+            weight: r.weight,
+            reason,
+            evidence,
+            triggers,
+        });
+    }
+
+    fn notify(&mut self, event: EventKind, summary: String) {
+        self.actions.push(Action::Notify { event, summary });
+    }
+
+    fn schedule(&mut self, now: Timestamp) {
+        let at = later(now, self.rollout.plan.interval);
+        self.actions.push(Action::ScheduleEvaluation { at });
+    }
+
+    fn start(&mut self, now: Timestamp) {
+        let r = &mut self.rollout;
+        r.phase = Phase::Progressing;
+        r.step = 0;
+        r.weight = r.plan.steps.first().copied().unwrap_or(100);
+        r.started_at = Some(now);
+        r.step_started_at = Some(now);
+        let summary = format!("{} revision {}: canary at {}%", r.id, r.revision, r.weight);
+        let weight = r.weight;
+        self.decide(now, "started", format!("policy {}", self.rollout.plan.policy), vec![], vec![]);
+        self.actions.push(Action::SetWeight { canary: weight });
+        self.notify(EventKind::Started, summary);
+        self.schedule(now);
+    }
+
+    fn interval(&mut self, obs: &IntervalObservations, now: Timestamp) {
+        let verdicts = self.judge_all(obs);
+        let triggers = self.check_triggers(obs, &verdicts);
+        let r = &mut self.rollout;
+        r.intervals.push(IntervalRecord {
+            at: now,
+            step: r.step,
+            weight: r.weight,
+            verdicts: verdicts.clone(),
+            triggers: triggers.clone(),
+        });
+        if r.intervals.len() > INTERVAL_HISTORY_LIMIT {
+            r.intervals.remove(0);
+        }
+
+        if !triggers.is_empty() {
+            let names = triggers.iter().map(|h| h.trigger.clone()).collect();
+            let why = triggers
+                .iter()
+                .map(|h| format!("{}: {}", h.trigger, h.detail))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return self.roll_back(now, RollbackReason::Trigger { triggers: names }, why, verdicts, triggers);
+        }
+        let regressed: Vec<&Verdict> =
+            verdicts.iter().filter(|v| v.outcome == Outcome::Fail && v.conclusive).collect();
+        if !regressed.is_empty() {
+            let metrics = regressed.iter().map(|v| v.metric.clone()).collect();
+            let why = regressed
+                .iter()
+                .map(|v| format!("{}: {}", v.metric, v.reason))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return self.roll_back(now, RollbackReason::Regression { metrics }, why, verdicts, vec![]);
+        }
+        if self.rollout.phase == Phase::Paused {
+            return self.schedule(now);
+        }
+
+        let failed: Vec<&Verdict> = verdicts.iter().filter(|v| v.outcome == Outcome::Fail).collect();
+        let inconclusive: Vec<&Verdict> =
+            verdicts.iter().filter(|v| v.outcome == Outcome::Inconclusive).collect();
+        let r = &mut self.rollout;
+        r.inconclusive_streak = if inconclusive.is_empty() { 0 } else { r.inconclusive_streak + 1 };
+        if !failed.is_empty() {
+            r.failed_checks += 1;
+            // A step advances only after its full duration with no failure.
+            r.step_started_at = Some(now);
+            if r.failed_checks >= r.plan.failure_limit {
+                let failed_checks = r.failed_checks;
+                let why = format!(
+                    "{failed_checks} failed checks reached the limit of {}; last: {}",
+                    r.plan.failure_limit,
+                    failed
+                        .iter()
+                        .map(|v| format!("{}: {}", v.metric, v.reason))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+                return self.roll_back(
+                    now,
+                    RollbackReason::FailureLimit { failed_checks },
+                    why,
+                    verdicts,
+                    vec![],
+                );
+            }
+        }
+        if r.inconclusive_streak >= r.plan.inconclusive_limit {
+            let intervals = r.inconclusive_streak;
+            let why = format!(
+                "{intervals} inconclusive intervals in a row reached the limit; last: {}",
+                inconclusive
+                    .iter()
+                    .map(|v| format!("{}: {}", v.metric, v.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            return self.roll_back(
+                now,
+                RollbackReason::InconclusiveLimit { intervals },
+                why,
+                verdicts,
+                vec![],
+            );
+        }
+        let all_passed = failed.is_empty() && inconclusive.is_empty();
+        let step_done = r.step_started_at.is_some_and(|s| now >= later(s, r.plan.step_duration));
+        if all_passed && step_done {
+            self.advance(now, verdicts);
+        } else {
+            self.schedule(now);
+        }
+    }
+
+    fn judge_all(&mut self, obs: &IntervalObservations) -> Vec<Verdict> {
+        let r = &mut self.rollout;
+        let missing = Observation::default();
+        r.plan
+            .metrics
+            .iter()
+            .map(|m| {
+                let rule = MetricRule {
+                    name: &m.name,
+                    test: &m.test,
+                    quantile: m.quantile,
+                    min_sample_size: r.plan.min_sample_size,
+                };
+                let state = r.metrics.entry(m.name.clone()).or_default();
+                judge::judge(rule, obs.metrics.get(&m.name).unwrap_or(&missing), state)
+            })
+            .collect()
+    }
+
+    fn check_triggers(&mut self, obs: &IntervalObservations, verdicts: &[Verdict]) -> Vec<TriggerHit> {
+        let r = &mut self.rollout;
+        let min = r.plan.min_sample_size as f64;
+        let mut hits = Vec::new();
+        for trigger in &r.plan.triggers {
+            let hit = |detail: String| TriggerHit { trigger: trigger.name.clone(), detail };
+            match &trigger.condition {
+                TriggerCondition::Metric { metric, above, below, ratio_above } => {
+                    let Some(v) = verdicts.iter().find(|v| &v.metric == metric) else { continue };
+                    let (c, b) = (&v.evidence.canary, &v.evidence.baseline);
+                    // A handful of requests says nothing: one error in two requests is not 50%.
+                    if c.requests.is_some_and(|n| n < min) {
+                        continue;
+                    }
+                    let Some(value) = c.value else { continue };
+                    if let Some(a) = above.filter(|a| value > *a) {
+                        hits.push(hit(format!("{metric} canary value {value:.4} > {a}")));
+                    } else if let Some(bl) = below.filter(|bl| value < *bl) {
+                        hits.push(hit(format!("{metric} canary value {value:.4} < {bl}")));
+                    } else if let (Some(limit), Some(base)) = (ratio_above, b.value) {
+                        let enough = b.requests.is_none_or(|n| n >= min);
+                        if enough && base > 0.0 && value / base > *limit {
+                            hits.push(hit(format!(
+                                "{metric} canary {value:.4} is {:.2}x the baseline {base:.4} (limit {limit}x)",
+                                value / base
+                            )));
+                        }
+                    }
+                }
+                TriggerCondition::Alert { alert } => {
+                    if obs.firing_alerts.contains(alert) {
+                        hits.push(hit(format!("alert {alert} is firing")));
+                    }
+                }
+                TriggerCondition::HealthCheck { url, consecutive_failures, .. } => {
+                    let Some(&healthy) = obs.health.get(&trigger.name) else { continue };
+                    let count = r.health_failures.entry(trigger.name.clone()).or_default();
+                    *count = if healthy { 0 } else { *count + 1 };
+                    if *count >= *consecutive_failures {
+                        hits.push(hit(format!("{count} consecutive failed health checks of {url}")));
+                    }
+                }
+            }
+        }
+        hits
+    }
+
+    fn advance(&mut self, now: Timestamp, evidence: Vec<Verdict>) {
+        let r = &mut self.rollout;
+        let from = r.weight;
+        let next = r.step + 1;
+        let is_last = next + 1 >= r.plan.steps.len();
+        if is_last {
+            let reason = format!("every step passed its analysis; step at {from}% complete");
+            self.begin_promotion(now, reason, evidence);
+            return;
+        }
+        r.step = next;
+        r.weight = r.plan.steps[next];
+        r.step_started_at = Some(now);
+        let to = r.weight;
+        let summary = format!("{}: canary {from}% -> {to}%", r.id);
+        self.decide(now, "advanced", format!("step at {from}% passed its analysis"), evidence, vec![]);
+        self.actions.push(Action::SetWeight { canary: to });
+        self.notify(EventKind::Advanced, summary);
+        self.schedule(now);
+    }
+
+    fn begin_promotion(&mut self, now: Timestamp, reason: String, evidence: Vec<Verdict>) {
+        let r = &mut self.rollout;
+        r.phase = Phase::Promoting;
+        r.step = r.plan.steps.len().saturating_sub(1);
+        r.weight = 100;
+        let summary = format!("{} revision {}: promoting ({reason})", r.id, r.revision);
+        self.decide(now, "promoting", reason, evidence, vec![]);
+        self.actions.push(Action::SetWeight { canary: 100 });
+        self.actions.push(Action::Promote);
+        self.notify(EventKind::Promoting, summary);
+    }
+
+    fn promoted(&mut self, now: Timestamp) {
+        let r = &mut self.rollout;
+        r.phase = Phase::Succeeded;
+        r.finished_at = Some(now);
+        let summary = format!("{} revision {} promoted", r.id, r.revision);
+        self.decide(now, "promoted", "the platform finished promoting".into(), vec![], vec![]);
+        self.notify(EventKind::Promoted, summary);
+    }
+
+    fn roll_back(
+        &mut self,
+        now: Timestamp,
+        reason: RollbackReason,
+        why: String,
+        evidence: Vec<Verdict>,
+        triggers: Vec<TriggerHit>,
+    ) {
+        let aborted = reason == RollbackReason::Aborted;
+        let r = &mut self.rollout;
+        r.phase = if aborted { Phase::Aborted } else { Phase::RolledBack };
+        r.weight = 0;
+        r.finished_at = Some(now);
+        let summary = format!(
+            "{} revision {} {}: {why}",
+            r.id,
+            r.revision,
+            if aborted { "aborted" } else { "rolled back" }
+        );
+        let action = if aborted { "aborted" } else { "rolled-back" };
+        self.decide(now, action, why, evidence.clone(), triggers.clone());
+        self.actions.push(Action::SetWeight { canary: 0 });
+        self.actions.push(Action::RollBack { reason, evidence, triggers });
+        self.notify(if aborted { EventKind::Aborted } else { EventKind::RolledBack }, summary);
+    }
+
+    fn command(&mut self, command: Command, by: &str, now: Timestamp) -> Result<(), ()> {
+        let phase = self.rollout.phase;
+        match (command, phase) {
+            (Command::Promote, Phase::Progressing | Phase::Paused) => {
+                self.begin_promotion(now, format!("promoted by hand by {by}"), vec![]);
+            }
+            (Command::Abort, Phase::Pending | Phase::Progressing | Phase::Paused) => {
+                self.roll_back(now, RollbackReason::Aborted, format!("aborted by {by}"), vec![], vec![]);
+            }
+            (Command::Pause, Phase::Progressing) => {
+                self.rollout.phase = Phase::Paused;
+                let summary = format!("{} paused at {}% by {by}", self.rollout.id, self.rollout.weight);
+                self.decide(now, "paused", format!("paused by {by}"), vec![], vec![]);
+                self.notify(EventKind::Paused, summary);
+            }
+            (Command::Resume, Phase::Paused) => {
+                self.rollout.phase = Phase::Progressing;
+                // The step's full duration is required again after a pause.
+                self.rollout.step_started_at = Some(now);
+                let summary = format!("{} resumed at {}% by {by}", self.rollout.id, self.rollout.weight);
+                self.decide(now, "resumed", format!("resumed by {by}"), vec![], vec![]);
+                self.notify(EventKind::Resumed, summary);
+                self.schedule(now);
+            }
+            _ => return Err(()),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,300 @@
+//! The rollout engine, driven through its public API: scenarios and properties.
+
+mod support;
+
+use canaryd::engine::{
+    Action, Command, EngineError, Input, IntervalObservations, Phase, RollbackReason, Rollout, RolloutId,
+    step,
+};
+use proptest::prelude::*;
+use support::engine::{ERRORS_SPEC, at, errors, plan};
+
+fn new_rollout() -> Rollout {
+    let id = RolloutId { namespace: "t".into(), name: "web".into() };
+    Rollout::new(id, "v2", plan(ERRORS_SPEC))
+}
+
+/// Feeds inputs at 30 s spacing from t = 0; returns the final rollout and all actions.
+fn run(inputs: &[Input]) -> (Rollout, Vec<Action>) {
+    let mut r = new_rollout();
+    let mut actions = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        if let Ok(t) = step(&r, input, at(30 * i as i64)) {
+            r = t.rollout;
+            actions.extend(t.actions);
+        }
+    }
+    (r, actions)
+}
+
+fn weights(actions: &[Action]) -> Vec<u8> {
+    actions
+        .iter()
+        .filter_map(|a| if let Action::SetWeight { canary } = a { Some(*canary) } else { None })
+        .collect()
+}
+
+fn healthy() -> Input {
+    Input::Interval(errors((100.0, 1.0), (900.0, 9.0)))
+}
+
+#[test]
+fn a_good_canary_walks_every_step_and_is_promoted() {
+    let mut inputs = vec![Input::Start];
+    inputs.extend(std::iter::repeat_with(healthy).take(8));
+    let (r, actions) = run(&inputs);
+    assert_eq!(r.phase, Phase::Promoting);
+    assert_eq!(weights(&actions), [10, 50, 100]);
+    assert!(actions.contains(&Action::Promote));
+    let r = step(&r, &Input::PromotionDone, at(1000)).unwrap().rollout;
+    assert_eq!(r.phase, Phase::Succeeded);
+    let decisions: Vec<&str> = r.decisions.iter().map(|d| d.action.as_str()).collect();
+    assert_eq!(decisions, ["started", "advanced", "promoting", "promoted"]);
+    assert!(r.decisions[1].evidence.iter().all(|v| v.outcome == canaryd::judge::Outcome::Pass));
+}
+
+#[test]
+fn a_step_waits_for_its_duration() {
+    // 1m steps at 30s intervals: the first analysed interval (t=30s) cannot advance.
+    let (r, actions) = run(&[Input::Start, healthy()]);
+    assert_eq!((r.phase, r.weight), (Phase::Progressing, 10));
+    assert_eq!(weights(&actions), [10]);
+    assert!(matches!(actions.last(), Some(Action::ScheduleEvaluation { .. })));
+}
+
+#[test]
+fn a_firing_alert_rolls_back_at_once_traffic_first() {
+    let mut obs = errors((100.0, 1.0), (900.0, 9.0));
+    obs.firing_alerts.insert("ErrorBudgetBurn".into());
+    let (r, actions) = run(&[Input::Start, Input::Interval(obs)]);
+    assert_eq!(r.phase, Phase::RolledBack);
+    let rollback_at = actions.iter().position(|a| matches!(a, Action::RollBack { .. })).unwrap();
+    assert_eq!(actions[rollback_at - 1], Action::SetWeight { canary: 0 });
+    let Action::RollBack { reason, triggers, .. } = &actions[rollback_at] else { unreachable!() };
+    assert_eq!(reason, &RollbackReason::Trigger { triggers: vec!["budget".into()] });
+    assert_eq!(triggers[0].detail, "alert ErrorBudgetBurn is firing");
+}
+
+#[test]
+fn a_metric_trigger_needs_enough_requests() {
+    // 1 error in 2 requests is 50%, but two requests say nothing.
+    let (r, _) = run(&[Input::Start, Input::Interval(errors((2.0, 1.0), (900.0, 9.0)))]);
+    assert_eq!(r.phase, Phase::Progressing);
+    let (r, _) = run(&[Input::Start, Input::Interval(errors((100.0, 30.0), (900.0, 9.0)))]);
+    assert_eq!(r.phase, Phase::RolledBack);
+    assert!(r.decisions.last().unwrap().reason.contains("hard-limit: error-ratio canary value 0.3000 > 0.2"));
+}
+
+#[test]
+fn health_checks_roll_back_after_consecutive_failures_only() {
+    let probe = |ok: bool| {
+        let mut obs = errors((100.0, 1.0), (900.0, 9.0));
+        obs.health.insert("health".into(), ok);
+        Input::Interval(obs)
+    };
+    let (r, _) = run(&[Input::Start, probe(false), probe(false), probe(true), probe(false), probe(false)]);
+    assert_ne!(r.phase, Phase::RolledBack, "the streak was broken");
+    assert!(r.decisions.iter().all(|d| d.action != "rolled-back"));
+    let (r, _) = run(&[Input::Start, probe(false), probe(false), probe(false)]);
+    assert_eq!(r.phase, Phase::RolledBack);
+    assert!(r.decisions.last().unwrap().reason.contains("3 consecutive failed health checks"));
+}
+
+#[test]
+fn failed_checks_reaching_the_limit_roll_back() {
+    // 2.5x the baseline's error rate: under the hard limit, over nothing else but noise;
+    // the ratio test (max 3) passes, so use 4x on a tiny budget of intervals.
+    let bad = || Input::Interval(errors((100.0, 4.0), (900.0, 9.0)));
+    let (r, _) = run(&[Input::Start, bad()]);
+    assert_eq!((r.phase, r.failed_checks), (Phase::Progressing, 1));
+    let (r, actions) = run(&[Input::Start, bad(), bad()]);
+    assert_eq!(r.phase, Phase::RolledBack);
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::RollBack { reason: RollbackReason::FailureLimit { failed_checks: 2 }, .. }
+    ) || matches!(
+        a,
+        Action::RollBack { reason: RollbackReason::Regression { .. }, .. }
+    )));
+}
+
+#[test]
+fn a_sequential_regression_rolls_back_conclusively_with_its_evidence() {
+    // 2x errors: the ratio test passes (max 3), only the sequential test can see it.
+    let doubled = || Input::Interval(errors((2000.0, 40.0), (2000.0, 20.0)));
+    let mut inputs = vec![Input::Start];
+    inputs.extend(std::iter::repeat_with(doubled).take(30));
+    let (r, actions) = run(&inputs);
+    assert_eq!(r.phase, Phase::RolledBack);
+    let Some(Action::RollBack { reason, evidence, .. }) =
+        actions.iter().find(|a| matches!(a, Action::RollBack { .. }))
+    else {
+        panic!("no rollback")
+    };
+    assert_eq!(reason, &RollbackReason::Regression { metrics: vec!["errors".into()] });
+    let v = evidence.iter().find(|v| v.metric == "errors").unwrap();
+    assert!(v.evidence.p_value.unwrap() <= 0.05);
+    assert!(
+        v.evidence.cumulative.as_ref().unwrap().canary_events
+            > v.evidence.cumulative.as_ref().unwrap().baseline_events
+    );
+}
+
+#[test]
+fn no_data_is_never_a_pass_and_rolls_back_at_the_inconclusive_limit() {
+    let silent = || Input::Interval(IntervalObservations::default());
+    let mut inputs = vec![Input::Start];
+    inputs.extend(std::iter::repeat_with(silent).take(10));
+    let (r, actions) = run(&inputs);
+    assert_eq!(r.phase, Phase::RolledBack);
+    assert_eq!(weights(&actions), [10, 0]);
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::RollBack { reason: RollbackReason::InconclusiveLimit { intervals: 3 }, .. }
+    )));
+}
+
+#[test]
+fn commands_are_valid_only_from_their_phases() {
+    let r = new_rollout();
+    let cmd = |c| Input::Command { command: c, by: "alice".into() };
+    let err = step(&r, &cmd(Command::Pause), at(0)).unwrap_err();
+    assert_eq!(err.to_string(), "cannot pause rollout t/web: it is Pending");
+    assert!(matches!(err, EngineError::InvalidTransition { .. }));
+    let r = step(&r, &Input::Start, at(0)).unwrap().rollout;
+    let paused = step(&r, &cmd(Command::Pause), at(10)).unwrap().rollout;
+    assert_eq!(paused.phase, Phase::Paused);
+    assert!(step(&paused, &cmd(Command::Pause), at(11)).is_err());
+    // Paused: analysis does not advance, even after the step duration.
+    let still = step(&paused, &healthy(), at(500)).unwrap().rollout;
+    assert_eq!((still.phase, still.weight), (Phase::Paused, 10));
+    let resumed = step(&still, &cmd(Command::Resume), at(510)).unwrap();
+    assert_eq!(resumed.rollout.phase, Phase::Progressing);
+    let promoted = step(&resumed.rollout, &cmd(Command::Promote), at(520)).unwrap();
+    assert_eq!(promoted.rollout.phase, Phase::Promoting);
+    assert!(promoted.actions.contains(&Action::Promote));
+    assert!(step(&promoted.rollout, &cmd(Command::Abort), at(530)).is_err());
+    let aborted = step(&r, &cmd(Command::Abort), at(20)).unwrap();
+    assert_eq!(aborted.rollout.phase, Phase::Aborted);
+    assert_eq!(aborted.rollout.decisions.last().unwrap().reason, "aborted by alice");
+    assert!(step(&aborted.rollout, &Input::Start, at(30)).is_err());
+}
+
+#[test]
+fn a_paused_rollout_still_rolls_back_on_a_trigger() {
+    let r = step(&new_rollout(), &Input::Start, at(0)).unwrap().rollout;
+    let r = step(&r, &Input::Command { command: Command::Pause, by: "bob".into() }, at(1)).unwrap().rollout;
+    let mut obs = errors((100.0, 1.0), (900.0, 9.0));
+    obs.firing_alerts.insert("ErrorBudgetBurn".into());
+    assert_eq!(step(&r, &Input::Interval(obs), at(30)).unwrap().rollout.phase, Phase::RolledBack);
+}
+
+// ---- properties -------------------------------------------------------------------
+
+fn arb_input() -> impl Strategy<Value = Input> {
+    let counts = (0u32..400, 0u32..30, 0u32..2000, 0u32..60);
+    prop_oneof![
+        8 => (counts, any::<bool>(), any::<bool>(), prop::option::of(any::<bool>())).prop_map(
+            |((cr, ce, br, be), missing, alert, health)| {
+                let mut obs = if missing {
+                    IntervalObservations::default()
+                } else {
+                    errors((cr as f64, ce.min(cr) as f64), (br as f64, be.min(br) as f64))
+                };
+                if alert && cr % 7 == 0 {
+                    obs.firing_alerts.insert("ErrorBudgetBurn".into());
+                }
+                if let Some(h) = health {
+                    obs.health.insert("health".into(), h);
+                }
+                Input::Interval(obs)
+            }
+        ),
+        1 => prop::sample::select(vec![Command::Promote, Command::Abort, Command::Pause, Command::Resume])
+            .prop_map(|command| Input::Command { command, by: "prop".into() }),
+        1 => Just(Input::PromotionDone),
+    ]
+}
+
+fn arb_run() -> impl Strategy<Value = Vec<Input>> {
+    prop::collection::vec(arb_input(), 0..40).prop_map(|mut v| {
+        v.insert(0, Input::Start);
+        v
+    })
+}
+
+/// Applies inputs, keeping each accepted transition.
+fn transitions(inputs: &[Input]) -> Vec<(Input, Rollout, Vec<Action>)> {
+    let mut r = new_rollout();
+    let mut out = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        if let Ok(t) = step(&r, input, at(30 * i as i64)) {
+            r = t.rollout.clone();
+            out.push((input.clone(), t.rollout, t.actions));
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn no_promotion_without_a_passing_analysis_at_every_step(inputs in arb_run()) {
+        for (input, r, actions) in transitions(&inputs) {
+            let manual = matches!(input, Input::Command { command: Command::Promote, .. });
+            if actions.contains(&Action::Promote) && !manual {
+                for s in 0..r.plan.steps.len() - 1 {
+                    let passed = r.intervals.iter().any(|i| {
+                        i.step == s && i.verdicts.iter().all(|v| v.outcome == canaryd::judge::Outcome::Pass)
+                    });
+                    prop_assert!(passed, "promoted without a fully passing interval at step {}", s);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn weights_never_rise_after_a_rollback(inputs in arb_run()) {
+        let mut rolled_back = false;
+        for (_, r, actions) in transitions(&inputs) {
+            if rolled_back {
+                prop_assert!(weights(&actions).iter().all(|w| *w == 0));
+                prop_assert_eq!(r.weight, 0);
+            }
+            rolled_back |= matches!(r.phase, Phase::RolledBack | Phase::Aborted);
+        }
+    }
+
+    #[test]
+    fn a_trigger_always_wins(inputs in arb_run()) {
+        let mut before = new_rollout();
+        for (_, r, actions) in transitions(&inputs) {
+            let recorded = r.intervals.len() > before.intervals.len();
+            if recorded && r.intervals.last().is_some_and(|i| !i.triggers.is_empty()) {
+                prop_assert_eq!(r.phase, Phase::RolledBack);
+                let trigger_rollback = actions
+                    .iter()
+                    .any(|a| matches!(a, Action::RollBack { reason: RollbackReason::Trigger { .. }, .. }));
+                prop_assert!(trigger_rollback);
+            }
+            before = r;
+        }
+    }
+
+    #[test]
+    fn state_round_trips_through_serde(inputs in arb_run()) {
+        for (_, r, _) in transitions(&inputs) {
+            let json = serde_json::to_string(&r).unwrap();
+            let back: Rollout = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(back, r);
+        }
+    }
+
+    #[test]
+    fn replaying_the_same_inputs_gives_the_same_actions(inputs in arb_run()) {
+        let first: Vec<Vec<Action>> = transitions(&inputs).into_iter().map(|t| t.2).collect();
+        let second: Vec<Vec<Action>> = transitions(&inputs).into_iter().map(|t| t.2).collect();
+        prop_assert_eq!(first, second);
+    }
+}
