@@ -5,12 +5,14 @@
 //! `telemetry` (daemon plumbing). See README.md for the whole picture.
 #![forbid(unsafe_code)]
 
+pub mod backtest;
 pub mod config;
 pub mod crd;
 pub mod duration;
 pub mod engine;
 pub mod judge;
 pub mod policy;
+pub mod record;
 pub mod server;
 pub mod source;
 pub mod telemetry;

@@ -44,6 +44,31 @@ enum Command {
     Crd,
     /// List the built-in metric templates.
     Templates,
+    /// Run a policy over recorded data: exit 0 if it would promote, 1 if it would roll
+    /// back (or the data ends first), 2 on invalid input.
+    Backtest {
+        /// Policy file (YAML).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Which policy of the file, by name (needed when it holds several).
+        #[arg(long)]
+        name: Option<String>,
+        /// Recorded data (JSON; format in README.md).
+        #[arg(long)]
+        data: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+/// Output formats.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// For people.
+    Text,
+    /// For machines.
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +91,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Backtest { policy, name, data, format } => backtest(&policy, name.as_deref(), &data, format),
         Command::Run { config } => {
             let settings = match Settings::load_from_process(config.as_deref()) {
                 Ok(s) => s,
@@ -99,6 +125,68 @@ fn check(paths: &[PathBuf]) -> ExitCode {
     } else {
         eprintln!("{} problems; {} policies valid", loaded.problems.len(), loaded.policies.len());
         ExitCode::from(EXIT_INVALID)
+    }
+}
+
+/// Reads the one policy a backtest runs, reporting problems as `check` does.
+fn policy_plan(file: &std::path::Path, name: Option<&str>) -> Result<canaryd::engine::Plan, String> {
+    let loaded = policy::load_paths(&[file.to_path_buf()]);
+    if !loaded.problems.is_empty() {
+        return Err(loaded.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
+    }
+    let mut matching = loaded.policies.iter().filter(|p| name.is_none_or(|n| p.reference.name == n));
+    match (matching.next(), matching.next()) {
+        (Some(p), None) => Ok(p.plan.clone()),
+        (None, _) => Err(format!(
+            "{}: no policy{} found",
+            file.display(),
+            name.map(|n| format!(" named {n}")).unwrap_or_default()
+        )),
+        (Some(_), Some(_)) => {
+            Err(format!("{}: holds several policies; choose one with --name", file.display()))
+        }
+    }
+}
+
+fn backtest(
+    policy_file: &std::path::Path,
+    name: Option<&str>,
+    data: &std::path::Path,
+    format: Format,
+) -> ExitCode {
+    let invalid = |message: String| {
+        eprintln!("error: {message}");
+        ExitCode::from(EXIT_INVALID)
+    };
+    let plan = match policy_plan(policy_file, name) {
+        Ok(plan) => plan,
+        Err(e) => return invalid(e),
+    };
+    let source = data.display().to_string();
+    let text = match std::fs::read_to_string(data) {
+        Ok(t) => t,
+        Err(e) => return invalid(format!("{source}: cannot read: {e}")),
+    };
+    let recording = match canaryd::backtest::Recording::parse(&source, &text) {
+        Ok(r) => r,
+        Err(problems) => {
+            return invalid(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\nerror: "));
+        }
+    };
+    let result = canaryd::backtest::run(&plan, &recording, &source);
+    match format {
+        Format::Text => print!("{}", canaryd::backtest::render_text(&result, &source)),
+        Format::Json => match serde_json::to_string_pretty(&result) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("error: cannot write JSON: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        },
+    }
+    match result.outcome {
+        canaryd::backtest::BacktestOutcome::Promoted => ExitCode::SUCCESS,
+        _ => ExitCode::from(EXIT_FAILURE),
     }
 }
 

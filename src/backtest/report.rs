@@ -1,0 +1,64 @@
+//! The human-readable backtest report: one line per interval, the reasons behind every
+//! verdict that was not a pass, and every decision.
+
+use std::fmt::Write;
+
+use crate::backtest::{BacktestOutcome, BacktestResult};
+use crate::judge::Outcome;
+
+fn clock(t: jiff::Timestamp) -> String {
+    t.strftime("%H:%M:%S").to_string()
+}
+
+/// Renders the timeline, decisions and outcome for a terminal.
+pub fn render_text(result: &BacktestResult, source: &str) -> String {
+    let r = &result.record;
+    let mut out = String::new();
+    let _ =
+        writeln!(out, "backtest of policy {} on {} revision {} ({source})", r.policy, r.workload, r.revision);
+    let _ = writeln!(out, "{:<9} {:>4} {:>6}  verdicts", "time", "step", "weight");
+    for interval in &result.timeline {
+        let verdicts: Vec<String> = interval
+            .verdicts
+            .iter()
+            .map(|v| {
+                let mark = match v.outcome {
+                    Outcome::Pass => "pass",
+                    Outcome::Fail => "FAIL",
+                    Outcome::Inconclusive => "n/a",
+                };
+                format!("{}={mark}", v.metric)
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<9} {:>4} {:>5}%  {}",
+            clock(interval.at),
+            interval.step + 1,
+            interval.weight,
+            verdicts.join(" ")
+        );
+        for v in interval.verdicts.iter().filter(|v| v.outcome != Outcome::Pass) {
+            let _ = writeln!(out, "{:>24}{}: {}", "", v.metric, v.reason);
+        }
+        for hit in &interval.triggers {
+            let _ = writeln!(out, "{:>24}TRIGGER {}: {}", "", hit.trigger, hit.detail);
+        }
+    }
+    let _ = writeln!(out, "decisions:");
+    for d in &r.decisions {
+        let _ = writeln!(out, "  {} {:<11} weight {:>3}%  {}", clock(d.at), d.action, d.weight, d.reason);
+    }
+    let verdict = match result.outcome {
+        BacktestOutcome::Promoted => "PROMOTED",
+        BacktestOutcome::RolledBack => "ROLLED BACK",
+        BacktestOutcome::Unfinished => "UNFINISHED (the data ended before a decision)",
+    };
+    let _ = writeln!(
+        out,
+        "outcome: {verdict} (reached step {}, max weight {}%)",
+        r.step_reached + 1,
+        r.max_weight
+    );
+    out
+}

@@ -1,0 +1,144 @@
+//! `canaryd backtest` on the shipped recorded scenarios, through the binary.
+
+use std::process::{Command, Output};
+
+fn backtest(data: &str, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["backtest", "--policy", "tests/data/backtest/policy.yaml", "--data", data])
+        .args(extra)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("canaryd runs")
+}
+
+fn json(scenario: &str) -> (Option<i32>, serde_json::Value) {
+    let out = backtest(&format!("tests/data/backtest/{scenario}.json"), &["--format", "json"]);
+    let value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    (out.status.code(), value)
+}
+
+fn last_decision(v: &serde_json::Value) -> &serde_json::Value {
+    v["record"]["decisions"].as_array().unwrap().last().unwrap()
+}
+
+#[test]
+fn a_good_canary_is_promoted() {
+    let (code, v) = json("good");
+    assert_eq!(code, Some(0));
+    assert_eq!(v["outcome"], "promoted");
+    assert_eq!(v["record"]["maxWeight"], 100);
+    assert_eq!(last_decision(&v)["action"], "promoted");
+}
+
+#[test]
+fn doubled_errors_are_rolled_back_with_metric_p_value_and_counts() {
+    let (code, v) = json("error-2x");
+    assert_eq!(code, Some(1));
+    assert_eq!(v["outcome"], "rolled-back");
+    let decision = last_decision(&v);
+    assert_eq!(decision["action"], "rolled-back");
+    let verdict = decision["evidence"].as_array().unwrap().iter().find(|e| e["metric"] == "errors").unwrap();
+    assert_eq!(verdict["outcome"], "fail");
+    let evidence = &verdict["evidence"];
+    let p = evidence["pValue"].as_f64().unwrap();
+    assert!(p <= evidence["bound"].as_f64().unwrap(), "p = {p}");
+    let cumulative = &evidence["cumulative"];
+    assert!(cumulative["canaryEvents"].as_f64().unwrap() > 0.0);
+    assert!(cumulative["baselineRequests"].as_f64().unwrap() > 0.0);
+    let reason = decision["reason"].as_str().unwrap();
+    assert!(reason.starts_with("errors: regression: canary "), "{reason}");
+    assert!(reason.contains("always-valid p = "), "{reason}");
+    // The timeline shows the same verdict on the last interval.
+    let last = v["timeline"].as_array().unwrap().last().unwrap();
+    assert!(
+        last["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["metric"] == "errors" && x["outcome"] == "fail")
+    );
+}
+
+#[test]
+fn a_p99_regression_is_rolled_back_on_slow_requests() {
+    let (code, v) = json("p99-regression");
+    assert_eq!(code, Some(1));
+    let reason = last_decision(&v)["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("slow-requests: regression"), "{reason}");
+}
+
+#[test]
+fn a_canary_without_traffic_is_never_promoted() {
+    let (code, v) = json("no-traffic");
+    assert_eq!(code, Some(1));
+    assert_eq!(v["outcome"], "rolled-back");
+    let reason = last_decision(&v)["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("6 inconclusive intervals in a row"), "{reason}");
+    assert!(reason.contains("canary served 0 requests"), "{reason}");
+}
+
+#[test]
+fn a_prometheus_gap_holds_the_step_and_is_never_counted_as_a_pass() {
+    let (code, v) = json("prometheus-gap");
+    let timeline = v["timeline"].as_array().unwrap();
+    // Intervals 8-11 of the recording are the outage.
+    for interval in &timeline[8..12] {
+        for verdict in interval["verdicts"].as_array().unwrap() {
+            assert_eq!(verdict["outcome"], "inconclusive");
+            assert!(verdict["reason"].as_str().unwrap().contains("Prometheus unreachable"));
+        }
+    }
+    // No decision falls inside the gap (10:04:30 to 10:06:00); the step waits for data.
+    let gap = ("2026-11-01T10:04:30Z", "2026-11-01T10:06:00Z");
+    for d in v["record"]["decisions"].as_array().unwrap() {
+        let at = d["at"].as_str().unwrap();
+        assert!(!(gap.0 <= at && at <= gap.1), "decision during the outage: {d}");
+    }
+    // Four silent intervals stay under inconclusiveLimit (6): the canary goes on and is promoted.
+    assert_eq!((code, v["outcome"].as_str()), (Some(0), Some("promoted")));
+}
+
+#[test]
+fn the_text_report_names_the_reasons() {
+    let out = backtest("tests/data/backtest/error-2x.json", &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rolled-back weight   0%  errors: regression"), "{text}");
+    assert!(text.contains("outcome: ROLLED BACK"), "{text}");
+}
+
+#[test]
+fn bad_data_is_reported_with_its_line_or_field_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let typed = write(
+        "typed.json",
+        "{\"start\": \"2026-11-01T10:00:00Z\",\n \"intervals\": [\n  {\"canary\": {\"requests\": \"many\"}}]}",
+    );
+    let out = backtest(&typed, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("typed.json:3:") && stderr.contains("intervals[0].canary.requests: invalid type"),
+        "{stderr}"
+    );
+
+    let semantic = write(
+        "semantic.json",
+        "{\"start\": \"2026-11-01T10:00:00Z\", \"intervals\": [{\"canary\": {\"requests\": 10, \"errors\": 20, \"latency\": {\"0.1\": 5, \"0.5\": 3, \"+Inf\": 10}}}]}",
+    );
+    let stderr = String::from_utf8_lossy(&backtest(&semantic, &[]).stderr).to_string();
+    assert!(stderr.contains("intervals[0].canary.errors: 20 errors out of 10 requests"), "{stderr}");
+    assert!(
+        stderr.contains("intervals[0].canary.latency: cumulative counts fall from 5 (le 0.1) to 3 (le 0.5)"),
+        "{stderr}"
+    );
+
+    let unknown =
+        write("unknown.json", "{\"start\": \"2026-11-01T10:00:00Z\", \"intervals\": [{\"canry\": {}}]}");
+    let stderr = String::from_utf8_lossy(&backtest(&unknown, &[]).stderr).to_string();
+    assert!(stderr.contains("intervals[0].canry: unknown field `canry`"), "{stderr}");
+}
