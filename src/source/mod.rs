@@ -1,4 +1,5 @@
 //! Metric sources: where the judge's raw samples come from.
 
+pub mod batch;
 pub mod promql;
 pub mod templates;

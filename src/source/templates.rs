@@ -34,6 +34,16 @@ pub enum Signal {
     Custom,
 }
 
+/// How a template's selectors pick the series of the rollouts' workloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdentityMatch {
+    /// The identity label carries the workload name.
+    Label,
+    /// Only pod names carry it (cAdvisor): `pod` must match `<workload>-<hash>-<id>`,
+    /// and the query derives the identity label from the pod name.
+    PodName,
+}
+
 /// The PromQL of a template, by the kind of sample it yields.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Queries {
@@ -67,8 +77,10 @@ pub struct Template {
     pub signal: Signal,
     /// The quantile judged by default (latency templates).
     pub quantile: Option<f64>,
-    /// Label whose value names the workload (and so the arm).
+    /// Label whose value names the workload (and so the arm) in the query's result.
     pub identity_label: &'static str,
+    /// How the query's selectors pick the workloads' series.
+    pub identity_match: IdentityMatch,
     /// Label holding the namespace, if the series carry one.
     pub namespace_label: Option<&'static str>,
     /// Seconds per unit of the histogram's `le` (0.001 where it is in milliseconds).
@@ -106,10 +118,44 @@ const ENVOY_ERRORS: &str =
     "sum by ($by) (increase(envoy_cluster_upstream_rq{$matchers, envoy_response_code=~\"5..\"}[$window]))";
 const ENVOY_BUCKETS: &str =
     "sum by ($by, le) (increase(envoy_cluster_upstream_rq_time_bucket{$matchers}[$window]))";
-const CADVISOR_CPU: &str = "sum by ($by, pod) (rate(container_cpu_usage_seconds_total{$matchers, container!=\"\", container!=\"POD\"}[$window]))";
-const CADVISOR_MEMORY: &str = "sum by ($by, pod) (max_over_time(container_memory_working_set_bytes{$matchers, container!=\"\", container!=\"POD\"}[$window]))";
-const CADVISOR_CPU_UTIL: &str = "sum by ($by, pod) (rate(container_cpu_usage_seconds_total{$matchers, container!=\"\", container!=\"POD\"}[$window])) / sum by ($by, pod) (kube_pod_container_resource_limits{$matchers, resource=\"cpu\"})";
-const CADVISOR_MEMORY_UTIL: &str = "sum by ($by, pod) (max_over_time(container_memory_working_set_bytes{$matchers, container!=\"\", container!=\"POD\"}[$window])) / sum by ($by, pod) (kube_pod_container_resource_limits{$matchers, resource=\"memory\"})";
+/// Deployment pods are named `<workload>-<replicaset hash>-<id>`; this recovers the workload.
+macro_rules! by_workload {
+    ($inner:literal) => {
+        concat!("label_replace(", $inner, ", \"workload\", \"$1\", \"pod\", \"(.+)-[a-z0-9]+-[a-z0-9]+\")")
+    };
+}
+const CADVISOR_CPU: &str = concat!(
+    "sum by ($by, pod) (",
+    by_workload!(
+        "rate(container_cpu_usage_seconds_total{$matchers, container!=\"\", container!=\"POD\"}[$window])"
+    ),
+    ")"
+);
+const CADVISOR_MEMORY: &str = concat!(
+    "sum by ($by, pod) (",
+    by_workload!(
+        "max_over_time(container_memory_working_set_bytes{$matchers, container!=\"\", container!=\"POD\"}[$window])"
+    ),
+    ")"
+);
+const CADVISOR_CPU_UTIL: &str = concat!(
+    "sum by ($by, pod) (",
+    by_workload!(
+        "rate(container_cpu_usage_seconds_total{$matchers, container!=\"\", container!=\"POD\"}[$window])"
+    ),
+    ") / sum by ($by, pod) (",
+    by_workload!("kube_pod_container_resource_limits{$matchers, resource=\"cpu\"}"),
+    ")"
+);
+const CADVISOR_MEMORY_UTIL: &str = concat!(
+    "sum by ($by, pod) (",
+    by_workload!(
+        "max_over_time(container_memory_working_set_bytes{$matchers, container!=\"\", container!=\"POD\"}[$window])"
+    ),
+    ") / sum by ($by, pod) (",
+    by_workload!("kube_pod_container_resource_limits{$matchers, resource=\"memory\"}"),
+    ")"
+);
 
 /// Every built-in template.
 pub const TEMPLATES: &[Template] = &[
@@ -122,6 +168,7 @@ pub const TEMPLATES: &[Template] = &[
         signal: Signal::Errors,
         quantile: None,
         identity_label: "destination_workload",
+        identity_match: IdentityMatch::Label,
         namespace_label: Some("destination_workload_namespace"),
         bucket_scale: 1.0,
         queries: Queries::Counts { requests: ISTIO_REQUESTS, errors: ISTIO_ERRORS },
@@ -132,6 +179,7 @@ pub const TEMPLATES: &[Template] = &[
         signal: Signal::Latency,
         quantile: Some(0.99),
         identity_label: "destination_workload",
+        identity_match: IdentityMatch::Label,
         namespace_label: Some("destination_workload_namespace"),
         bucket_scale: 0.001,
         queries: Queries::Histogram { buckets: ISTIO_BUCKETS },
@@ -142,6 +190,7 @@ pub const TEMPLATES: &[Template] = &[
         signal: Signal::Errors,
         quantile: None,
         identity_label: "deployment",
+        identity_match: IdentityMatch::Label,
         namespace_label: Some("namespace"),
         bucket_scale: 1.0,
         queries: Queries::Counts { requests: LINKERD_REQUESTS, errors: LINKERD_ERRORS },
@@ -152,6 +201,7 @@ pub const TEMPLATES: &[Template] = &[
         signal: Signal::Latency,
         quantile: Some(0.99),
         identity_label: "deployment",
+        identity_match: IdentityMatch::Label,
         namespace_label: Some("namespace"),
         bucket_scale: 0.001,
         queries: Queries::Histogram { buckets: LINKERD_BUCKETS },
@@ -162,6 +212,7 @@ pub const TEMPLATES: &[Template] = &[
         signal: Signal::Errors,
         quantile: None,
         identity_label: "envoy_cluster_name",
+        identity_match: IdentityMatch::Label,
         namespace_label: None,
         bucket_scale: 1.0,
         queries: Queries::Counts { requests: ENVOY_REQUESTS, errors: ENVOY_ERRORS },
@@ -172,6 +223,7 @@ pub const TEMPLATES: &[Template] = &[
         signal: Signal::Latency,
         quantile: Some(0.99),
         identity_label: "envoy_cluster_name",
+        identity_match: IdentityMatch::Label,
         namespace_label: None,
         bucket_scale: 0.001,
         queries: Queries::Histogram { buckets: ENVOY_BUCKETS },
@@ -208,6 +260,7 @@ const fn http(
         signal,
         quantile,
         identity_label: "workload",
+        identity_match: IdentityMatch::Label,
         namespace_label: Some("namespace"),
         bucket_scale: 1.0,
         queries,
@@ -226,6 +279,7 @@ const fn cadvisor(
         signal,
         quantile: None,
         identity_label: "workload",
+        identity_match: IdentityMatch::PodName,
         namespace_label: Some("namespace"),
         bucket_scale: 1.0,
         queries: Queries::Values { value },
