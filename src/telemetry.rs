@@ -1,4 +1,11 @@
-//! Logging setup: human-readable by default, JSON on request.
+//! Logging setup and the daemon's own metrics (prometheus-client, no global registry).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
 use crate::config::{LogFormat, LogSettings};
 
@@ -11,5 +18,72 @@ pub fn init_logging(settings: &LogSettings) {
     match settings.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Labels of a Prometheus query count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    /// `instant` or `range`.
+    pub kind: &'static str,
+    /// `ok`, `unreachable`, `timeout`, `bad-query` or `server-error`.
+    pub outcome: &'static str,
+}
+
+/// The daemon's own metrics. Dashboards in `dashboards/` use exactly these names.
+pub struct Metrics {
+    /// The registry served on `/metrics`.
+    pub registry: Registry,
+    /// `canaryd_prometheus_queries_total{kind, outcome}`: queries (after retries) by outcome.
+    pub prometheus_queries: Family<QueryLabels, Counter>,
+    /// `canaryd_prometheus_query_attempts_failed_total{kind, outcome}`: failed attempts, retried or not.
+    pub prometheus_failed_attempts: Family<QueryLabels, Counter>,
+    /// `canaryd_prometheus_query_duration_seconds`: time per query, retries included.
+    pub prometheus_query_seconds: Histogram,
+    /// `canaryd_prometheus_up`: 1 if the last query reached Prometheus, else 0.
+    pub prometheus_up: Gauge,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("canaryd");
+        let prometheus_queries = Family::<QueryLabels, Counter>::default();
+        let prometheus_failed_attempts = Family::<QueryLabels, Counter>::default();
+        let prometheus_query_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 12));
+        let prometheus_up = Gauge::default();
+        registry.register("prometheus_queries", "Prometheus queries by outcome", prometheus_queries.clone());
+        registry.register(
+            "prometheus_query_attempts_failed",
+            "Failed Prometheus query attempts, retried or not",
+            prometheus_failed_attempts.clone(),
+        );
+        registry.register(
+            "prometheus_query_duration_seconds",
+            "Time per Prometheus query, retries included",
+            prometheus_query_seconds.clone(),
+        );
+        registry.register("prometheus_up", "1 if the last query reached Prometheus", prometheus_up.clone());
+        Metrics {
+            registry,
+            prometheus_queries,
+            prometheus_failed_attempts,
+            prometheus_query_seconds,
+            prometheus_up,
+        }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
     }
 }

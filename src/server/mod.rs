@@ -1,4 +1,5 @@
-//! The HTTP surface (axum): health, readiness, and (in later parts) metrics and the API.
+//! The HTTP surface (axum): health, readiness, the daemon's own metrics, and (in later
+//! parts) the API.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,16 +9,24 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
+use crate::telemetry::Metrics;
+
 /// State shared with the HTTP handlers.
 #[derive(Clone, Default)]
 pub struct AppState {
     /// Set once policies are loaded and the daemon can act.
     pub ready: Arc<AtomicBool>,
+    /// The daemon's own metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Builds the router.
 pub fn app(state: AppState) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(readyz)).with_state(state)
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
@@ -26,6 +35,11 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
+}
+
+async fn metrics(State(state): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(axum::http::header::CONTENT_TYPE, content_type)], state.metrics.encode())
 }
 
 #[cfg(test)]
@@ -47,5 +61,18 @@ mod tests {
         assert_eq!(status(app(state.clone()), "/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
         state.ready.store(true, Ordering::Relaxed);
         assert_eq!(status(app(state), "/readyz").await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_in_the_text_format() {
+        let state = AppState::default();
+        state.metrics.prometheus_up.set(1);
+        let response =
+            app(state).oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains("canaryd_prometheus_up 1"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -1,5 +1,6 @@
 //! Metric sources: where the judge's raw samples come from.
 
 pub mod batch;
+pub mod prometheus;
 pub mod promql;
 pub mod templates;
