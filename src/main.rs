@@ -44,8 +44,10 @@ enum Command {
     Crd,
     /// List the built-in metric templates.
     Templates,
-    /// Run a policy over recorded data: exit 0 if it would promote, 1 if it would roll
-    /// back (or the data ends first), 2 on invalid input.
+    /// Run a policy over recorded data (a file, or Prometheus for a past window): exit 0
+    /// if it would promote, 1 if it would roll back (or the data ends first), 2 on
+    /// invalid input.
+    #[command(group(clap::ArgGroup::new("input").required(true).args(["data", "prometheus"])))]
     Backtest {
         /// Policy file (YAML).
         #[arg(long)]
@@ -55,7 +57,25 @@ enum Command {
         name: Option<String>,
         /// Recorded data (JSON; format in README.md).
         #[arg(long)]
-        data: PathBuf,
+        data: Option<PathBuf>,
+        /// Prometheus base URL to read the past window from (auth from CANARYD__PROMETHEUS__*).
+        #[arg(long, requires_all = ["from", "to", "workload"])]
+        prometheus: Option<String>,
+        /// Start of the window (RFC 3339), when traffic first moved.
+        #[arg(long)]
+        from: Option<jiff::Timestamp>,
+        /// End of the window (RFC 3339).
+        #[arg(long)]
+        to: Option<jiff::Timestamp>,
+        /// The workload, `namespace/name`.
+        #[arg(long)]
+        workload: Option<String>,
+        /// The canary's workload name in the metrics (default: the workload's name).
+        #[arg(long)]
+        canary: Option<String>,
+        /// The baseline's workload name in the metrics (default: `<name>-primary`).
+        #[arg(long)]
+        baseline: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -91,7 +111,17 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Backtest { policy, name, data, format } => backtest(&policy, name.as_deref(), &data, format),
+        Command::Backtest { policy, name, data, prometheus, from, to, workload, canary, baseline, format } => {
+            let input = match (data, prometheus, from, to, workload) {
+                (Some(file), ..) => BacktestInput::File(file),
+                (None, Some(url), Some(from), Some(to), Some(workload)) => {
+                    BacktestInput::Prometheus { url, from, to, workload, canary, baseline }
+                }
+                // clap enforces one complete input.
+                _ => return ExitCode::from(EXIT_INVALID),
+            };
+            backtest(&policy, name.as_deref(), input, format)
+        }
         Command::Run { config } => {
             let settings = match Settings::load_from_process(config.as_deref()) {
                 Ok(s) => s,
@@ -148,12 +178,22 @@ fn policy_plan(file: &std::path::Path, name: Option<&str>) -> Result<canaryd::en
     }
 }
 
-fn backtest(
-    policy_file: &std::path::Path,
-    name: Option<&str>,
-    data: &std::path::Path,
-    format: Format,
-) -> ExitCode {
+/// Where a backtest's data comes from.
+enum BacktestInput {
+    /// A recording file.
+    File(PathBuf),
+    /// Range queries against Prometheus.
+    Prometheus {
+        url: String,
+        from: jiff::Timestamp,
+        to: jiff::Timestamp,
+        workload: String,
+        canary: Option<String>,
+        baseline: Option<String>,
+    },
+}
+
+fn backtest(policy_file: &std::path::Path, name: Option<&str>, input: BacktestInput, format: Format) -> ExitCode {
     let invalid = |message: String| {
         eprintln!("error: {message}");
         ExitCode::from(EXIT_INVALID)
@@ -162,18 +202,43 @@ fn backtest(
         Ok(plan) => plan,
         Err(e) => return invalid(e),
     };
-    let source = data.display().to_string();
-    let text = match std::fs::read_to_string(data) {
-        Ok(t) => t,
-        Err(e) => return invalid(format!("{source}: cannot read: {e}")),
-    };
-    let recording = match canaryd::backtest::Recording::parse(&source, &text) {
-        Ok(r) => r,
-        Err(problems) => {
-            return invalid(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\nerror: "));
+    let (result, source) = match input {
+        BacktestInput::File(data) => {
+            let source = data.display().to_string();
+            let text = match std::fs::read_to_string(&data) {
+                Ok(t) => t,
+                Err(e) => return invalid(format!("{source}: cannot read: {e}")),
+            };
+            match canaryd::backtest::Recording::parse(&source, &text) {
+                Ok(recording) => (canaryd::backtest::run(&plan, &recording, &source), source),
+                Err(problems) => {
+                    return invalid(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\nerror: "));
+                }
+            }
+        }
+        BacktestInput::Prometheus { url, from, to, workload, canary, baseline } => {
+            let Some((namespace, workload_name)) = workload.split_once('/') else {
+                return invalid(format!("--workload: `{workload}` is not namespace/name"));
+            };
+            let id = canaryd::engine::RolloutId { namespace: namespace.into(), name: workload_name.into() };
+            let mut arms = canaryd::source::batch::Arms::kubernetes(&id);
+            arms.canary = canary.unwrap_or(arms.canary);
+            arms.baseline = baseline.unwrap_or(arms.baseline);
+            let mut env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+            env.insert("CANARYD__PROMETHEUS__URL".into(), url.clone());
+            let settings = match Settings::load(None, env) {
+                Ok(s) => s,
+                Err(e) => return invalid(e.to_string()),
+            };
+            match backtest_prometheus(&settings, &plan, &id, &arms, from, to) {
+                Ok(result) => (result, url),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            }
         }
     };
-    let result = canaryd::backtest::run(&plan, &recording, &source);
     match format {
         Format::Text => print!("{}", canaryd::backtest::render_text(&result, &source)),
         Format::Json => match serde_json::to_string_pretty(&result) {
@@ -188,6 +253,24 @@ fn backtest(
         canaryd::backtest::BacktestOutcome::Promoted => ExitCode::SUCCESS,
         _ => ExitCode::from(EXIT_FAILURE),
     }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn backtest_prometheus(
+    settings: &Settings,
+    plan: &canaryd::engine::Plan,
+    id: &canaryd::engine::RolloutId,
+    arms: &canaryd::source::batch::Arms,
+    from: jiff::Timestamp,
+    to: jiff::Timestamp,
+) -> anyhow::Result<canaryd::backtest::BacktestResult> {
+    let metrics = std::sync::Arc::new(canaryd::telemetry::Metrics::new());
+    let source = canaryd::source::prometheus::PrometheusSource::new(
+        &settings.prometheus,
+        metrics,
+        std::time::Duration::from_millis(500),
+    )?;
+    Ok(canaryd::backtest::from_prometheus(&source, plan, id, arms, from, to).await?)
 }
 
 #[tokio::main]

@@ -69,11 +69,17 @@ pub struct Identity {
     pub bucket_scale: f64,
 }
 
-/// One batched query (one or two PromQL expressions) and the metrics it serves.
+/// Label that tells the parts of a counts query apart in its one result.
+pub const PART_LABEL: &str = "canaryd_part";
+
+/// One batched query and the metrics it serves. A counts template's requests and errors
+/// travel in one query, told apart by [`PART_LABEL`].
 #[derive(Clone, Debug)]
 pub struct Batch {
-    /// The PromQL per part.
-    pub queries: Vec<(Part, String)>,
+    /// The PromQL.
+    pub query: String,
+    /// What its series are: one part, or requests and errors by [`PART_LABEL`].
+    pub parts: Vec<Part>,
     /// How results are split.
     pub identity: Identity,
     /// The (rollout, metric name, arms) served.
@@ -157,22 +163,26 @@ fn build(source: Source, members: &[&Target<'_>], window: Duration) -> Result<Ba
             .replace("$window", &prom_duration(window))
             .replace("$by", &by.join(", "))
     };
-    let queries = match (inline, template.queries) {
-        (Some(q), _) => vec![(Part::Values, fill(q))],
-        (None, Queries::Counts { requests, errors }) => {
-            vec![(Part::Requests, fill(requests)), (Part::Errors, fill(errors))]
-        }
-        (None, Queries::Histogram { buckets }) => vec![(Part::Buckets, fill(buckets))],
-        (None, Queries::Values { value }) => vec![(Part::Values, fill(value))],
+    let (query, parts) = match (inline, template.queries) {
+        (Some(q), _) => (fill(q), vec![Part::Values]),
+        (None, Queries::Counts { requests, errors }) => (
+            format!(
+                "label_replace({}, \"{PART_LABEL}\", \"requests\", \"\", \"\") or label_replace({}, \"{PART_LABEL}\", \"errors\", \"\", \"\")",
+                fill(requests),
+                fill(errors)
+            ),
+            vec![Part::Requests, Part::Errors],
+        ),
+        (None, Queries::Histogram { buckets }) => (fill(buckets), vec![Part::Buckets]),
+        (None, Queries::Values { value }) => (fill(value), vec![Part::Values]),
     };
-    for (_, q) in &queries {
-        if let Err(e) = promql_parser::parser::parse(q) {
-            let metric = members.first().map(|t| t.metric.name.clone()).unwrap_or_default();
-            return Err(BatchError { metric, message: format!("rendered query does not parse ({e}): {q}") });
-        }
+    if let Err(e) = promql_parser::parser::parse(&query) {
+        let metric = members.first().map(|t| t.metric.name.clone()).unwrap_or_default();
+        return Err(BatchError { metric, message: format!("rendered query does not parse ({e}): {query}") });
     }
     Ok(Batch {
-        queries,
+        query,
+        parts,
         identity: Identity {
             label: template.identity_label.into(),
             namespace_label: template.namespace_label.map(String::from),
@@ -187,27 +197,23 @@ pub fn prom_duration(d: Duration) -> String {
     if d.subsec_millis() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
 }
 
-/// Results of one batch for one evaluation time, by part; an error stands for the part.
-pub type PartResults = BTreeMap<Part, Result<Vec<Series>, String>>;
+/// The result of a batch's query at one evaluation time, or why it failed.
+pub type BatchResult = Result<Vec<Series>, String>;
 
-/// Splits a batch's results back into one observation per (rollout, metric).
-pub fn split(batch: &Batch, results: &PartResults) -> Vec<((RolloutId, String), Observation)> {
-    let query = batch.queries.iter().map(|(_, q)| q.as_str()).collect::<Vec<_>>().join("\n");
-    let failure = results.values().find_map(|r| r.as_ref().err()).cloned();
+/// Splits a batch's result back into one observation per (rollout, metric).
+pub fn split(batch: &Batch, result: &BatchResult) -> Vec<((RolloutId, String), Observation)> {
     batch
         .members
         .iter()
         .map(|(rollout, metric, arms)| {
-            let observation = match &failure {
-                Some(error) => Observation {
-                    query: Some(query.clone()),
-                    error: Some(error.clone()),
-                    ..Default::default()
-                },
-                None => Observation {
-                    canary: arm_sample(batch, results, &arms.namespace, &arms.canary),
-                    baseline: arm_sample(batch, results, &arms.namespace, &arms.baseline),
-                    query: Some(query.clone()),
+            let observation = match result {
+                Err(error) => {
+                    Observation { query: Some(batch.query.clone()), error: Some(error.clone()), ..Default::default() }
+                }
+                Ok(series) => Observation {
+                    canary: arm_sample(batch, series, &arms.namespace, &arms.canary),
+                    baseline: arm_sample(batch, series, &arms.namespace, &arms.baseline),
+                    query: Some(batch.query.clone()),
                     error: None,
                 },
             };
@@ -216,44 +222,56 @@ pub fn split(batch: &Batch, results: &PartResults) -> Vec<((RolloutId, String), 
         .collect()
 }
 
-fn arm_sample(batch: &Batch, results: &PartResults, namespace: &str, workload: &str) -> Option<Sample> {
+fn part_of(batch: &Batch, labels: &BTreeMap<String, String>) -> Option<Part> {
+    match batch.parts.as_slice() {
+        [single] => Some(*single),
+        _ => match labels.get(PART_LABEL).map(String::as_str) {
+            Some("requests") => Some(Part::Requests),
+            Some("errors") => Some(Part::Errors),
+            _ => None,
+        },
+    }
+}
+
+fn arm_sample(batch: &Batch, series: &[Series], namespace: &str, workload: &str) -> Option<Sample> {
     let id = &batch.identity;
     let mine = |part: Part| -> Vec<&Series> {
-        let Some(Ok(series)) = results.get(&part) else { return Vec::new() };
         series
             .iter()
             .filter(|(labels, value)| {
                 value.is_finite()
+                    && part_of(batch, labels) == Some(part)
                     && labels.get(&id.label).map(String::as_str) == Some(workload)
-                    && id
-                        .namespace_label
-                        .as_ref()
-                        .is_none_or(|ns| labels.get(ns).map(String::as_str) == Some(namespace))
+                    && id.namespace_label.as_ref().is_none_or(|ns| labels.get(ns).map(String::as_str) == Some(namespace))
             })
             .collect()
     };
     let sum = |series: &[&Series]| series.iter().map(|s| s.1).sum::<f64>();
-    if results.contains_key(&Part::Requests) {
-        let requests = mine(Part::Requests);
-        if requests.is_empty() {
-            return None;
+    match batch.parts.first() {
+        Some(Part::Requests) => {
+            let requests = mine(Part::Requests);
+            if requests.is_empty() {
+                return None;
+            }
+            // No error series while requests exist means no errors happened.
+            Some(Sample::Counts { requests: sum(&requests), events: sum(&mine(Part::Errors)) })
         }
-        // No error series while requests exist means no errors happened.
-        return Some(Sample::Counts { requests: sum(&requests), events: sum(&mine(Part::Errors)) });
-    }
-    if results.contains_key(&Part::Buckets) {
-        let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
-        for (labels, value) in mine(Part::Buckets) {
-            let Some(le) = labels.get("le").and_then(|le| parse_le(le)) else { continue };
-            let bound = if le.is_finite() { le * id.bucket_scale } else { le };
-            buckets.entry(bound.to_bits()).or_insert((bound, 0.0)).1 += value;
+        Some(Part::Buckets) => {
+            let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+            for (labels, value) in mine(Part::Buckets) {
+                let Some(le) = labels.get("le").and_then(|le| parse_le(le)) else { continue };
+                let bound = if le.is_finite() { le * id.bucket_scale } else { le };
+                buckets.entry(bound.to_bits()).or_insert((bound, 0.0)).1 += value;
+            }
+            let mut buckets: Vec<(f64, f64)> = buckets.into_values().collect();
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (!buckets.is_empty()).then_some(Sample::Histogram(Histogram { buckets }))
         }
-        let mut buckets: Vec<(f64, f64)> = buckets.into_values().collect();
-        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        return (!buckets.is_empty()).then_some(Sample::Histogram(Histogram { buckets }));
+        _ => {
+            let values: Vec<f64> = mine(Part::Values).iter().map(|s| s.1).collect();
+            (!values.is_empty()).then_some(Sample::Values { values })
+        }
     }
-    let values: Vec<f64> = mine(Part::Values).iter().map(|s| s.1).collect();
-    (!values.is_empty()).then_some(Sample::Values { values })
 }
 
 fn parse_le(le: &str) -> Option<f64> {

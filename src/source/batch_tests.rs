@@ -47,8 +47,8 @@ fn fifty_rollouts_with_one_template_share_one_batch() {
     let batches = plan(&targets, Duration::from_secs(30)).unwrap();
     assert_eq!(batches.len(), 1);
     assert_eq!(batches[0].members.len(), 50);
-    assert_eq!(batches[0].queries.iter().map(|q| q.0).collect::<Vec<_>>(), [Part::Requests, Part::Errors]);
-    let q = &batches[0].queries[0].1;
+    assert_eq!(batches[0].parts, [Part::Requests, Part::Errors]);
+    let q = &batches[0].query;
     assert!(q.contains("sum by (workload, namespace)") && q.contains("[30s]"), "{q}");
     assert!(q.contains("app49-primary") && q.contains("namespace=~\"ns0|ns1|ns2\""), "{q}");
 }
@@ -67,7 +67,7 @@ fn metrics_sharing_a_template_share_its_query_and_labels_split_batches() {
     }
     let batches = plan(&targets, Duration::from_secs(30)).unwrap();
     assert_eq!(batches.len(), 2);
-    assert!(batches.iter().any(|b| b.queries[0].1.contains("route=\"/checkout\"")));
+    assert!(batches.iter().any(|b| b.query.contains("route=\"/checkout\"")));
 }
 
 #[test]
@@ -77,15 +77,17 @@ fn results_split_back_per_rollout_and_arm() {
     let targets: Vec<Target<'_>> =
         rs.iter().map(|(id, arms)| Target { rollout: id, arms, metric: &m }).collect();
     let batch = &plan(&targets, Duration::from_secs(30)).unwrap()[0];
-    let requests = vec![
-        (labels(&[("workload", "app0"), ("namespace", "ns0")]), 100.0),
-        (labels(&[("workload", "app0-primary"), ("namespace", "ns0")]), 900.0),
-        (labels(&[("workload", "app1-primary"), ("namespace", "ns1")]), 800.0),
+    let series = |part: &str, workload: &str, namespace: &str, v: f64| {
+        (labels(&[("workload", workload), ("namespace", namespace), (PART_LABEL, part)]), v)
+    };
+    let results: BatchResult = Ok(vec![
+        series("requests", "app0", "ns0", 100.0),
+        series("requests", "app0-primary", "ns0", 900.0),
+        series("requests", "app1-primary", "ns1", 800.0),
         // Same workload name in another namespace belongs to nobody here.
-        (labels(&[("workload", "app0"), ("namespace", "ns1")]), 5.0),
-    ];
-    let errors = vec![(labels(&[("workload", "app0"), ("namespace", "ns0")]), 3.0)];
-    let results: PartResults = [(Part::Requests, Ok(requests)), (Part::Errors, Ok(errors))].into();
+        series("requests", "app0", "ns1", 5.0),
+        series("errors", "app0", "ns0", 3.0),
+    ]);
     let split: BTreeMap<_, _> = split(batch, &results).into_iter().collect();
     let app0 = &split[&(rs[0].0.clone(), "errors".to_string())];
     assert_eq!(app0.canary, Some(Sample::Counts { requests: 100.0, events: 3.0 }));
@@ -96,14 +98,13 @@ fn results_split_back_per_rollout_and_arm() {
 }
 
 #[test]
-fn a_failed_part_makes_every_member_an_error_not_a_pass() {
+fn a_failed_query_makes_every_member_an_error_not_a_pass() {
     let m = metric("errors", "http-error-rate", &[]);
     let rs = rollouts(3);
     let targets: Vec<Target<'_>> =
         rs.iter().map(|(id, arms)| Target { rollout: id, arms, metric: &m }).collect();
     let batch = &plan(&targets, Duration::from_secs(30)).unwrap()[0];
-    let results: PartResults =
-        [(Part::Requests, Ok(vec![])), (Part::Errors, Err("timeout".to_string()))].into();
+    let results: BatchResult = Err("timeout".to_string());
     for (_, obs) in split(batch, &results) {
         assert_eq!(obs.error.as_deref(), Some("timeout"));
         assert!(obs.canary.is_none() && obs.baseline.is_none());
@@ -116,7 +117,7 @@ fn histograms_are_rebuilt_in_seconds() {
     let rs = rollouts(1);
     let targets = [Target { rollout: &rs[0].0, arms: &rs[0].1, metric: &m }];
     let batch = &plan(&targets, Duration::from_secs(30)).unwrap()[0];
-    assert!(batch.queries[0].1.contains("sum by (destination_workload, destination_workload_namespace, le)"));
+    assert!(batch.query.contains("sum by (destination_workload, destination_workload_namespace, le)"));
     let series = |le: &str, v: f64| {
         (
             labels(&[
@@ -127,8 +128,7 @@ fn histograms_are_rebuilt_in_seconds() {
             v,
         )
     };
-    let results: PartResults =
-        [(Part::Buckets, Ok(vec![series("500", 90.0), series("100", 50.0), series("+Inf", 100.0)]))].into();
+    let results: BatchResult = Ok(vec![series("500", 90.0), series("100", 50.0), series("+Inf", 100.0)]);
     let obs = &split(batch, &results)[0].1;
     let Some(Sample::Histogram(h)) = &obs.canary else { panic!("{obs:?}") };
     assert_eq!(h.buckets, vec![(0.1, 50.0), (0.5, 90.0), (f64::INFINITY, 100.0)]);
@@ -141,18 +141,11 @@ fn pod_identified_templates_match_pod_names_and_keep_one_value_per_pod() {
     let rs = rollouts(1);
     let targets = [Target { rollout: &rs[0].0, arms: &rs[0].1, metric: &m }];
     let batch = &plan(&targets, Duration::from_secs(60)).unwrap()[0];
-    let q = &batch.queries[0].1;
+    let q = &batch.query;
     assert!(q.contains("pod=~\"(app0|app0-primary)-[a-z0-9]+-[a-z0-9]+\""), "{q}");
     let pod = |w: &str, p: &str, v: f64| (labels(&[("workload", w), ("namespace", "ns0"), ("pod", p)]), v);
-    let results: PartResults = [(
-        Part::Values,
-        Ok(vec![
-            pod("app0", "app0-1-a", 1.0),
-            pod("app0", "app0-1-b", 3.0),
-            pod("app0-primary", "x", f64::NAN),
-        ]),
-    )]
-    .into();
+    let results: BatchResult =
+        Ok(vec![pod("app0", "app0-1-a", 1.0), pod("app0", "app0-1-b", 3.0), pod("app0-primary", "x", f64::NAN)]);
     let obs = &split(batch, &results)[0].1;
     assert_eq!(obs.canary, Some(Sample::Values { values: vec![1.0, 3.0] }));
     assert_eq!(obs.baseline, None, "NaN is no data");
@@ -199,7 +192,7 @@ fn render(
     let id = RolloutId { namespace: namespace.into(), name: name.into() };
     let arms = Arms::kubernetes(&id);
     let batches = plan(&[Target { rollout: &id, arms: &arms, metric: &m }], Duration::from_secs(30))?;
-    Ok(batches[0].queries.iter().map(|q| q.1.clone()).collect())
+    Ok(vec![batches[0].query.clone()])
 }
 
 #[test]

@@ -14,7 +14,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use crate::config::PrometheusSettings;
 use crate::engine::RolloutId;
 use crate::judge::Observation;
-use crate::source::batch::{self, PartResults, Series, Target};
+use crate::source::batch::{self, Series, Target};
 use crate::telemetry::{Metrics, QueryLabels};
 
 /// Why a query failed.
@@ -247,24 +247,15 @@ impl PrometheusSource {
             t = t.checked_add(step).unwrap_or(Timestamp::MAX);
         }
         for b in batch::plan(targets, step)? {
-            let mut by_time: BTreeMap<i64, PartResults> =
-                times.iter().map(|&t| (t, PartResults::new())).collect();
-            for (part, promql) in &b.queries {
-                let result = self.range(promql, start, end, step).await;
-                for (&t, results) in by_time.iter_mut() {
-                    let at_t = result.as_ref().map_err(ToString::to_string).map(|series| {
-                        series
-                            .iter()
-                            .filter_map(|(labels, points)| {
-                                points.iter().find(|p| p.0 == t).map(|p| (labels.clone(), p.1))
-                            })
-                            .collect()
-                    });
-                    results.insert(*part, at_t);
-                }
-            }
-            for (t, results) in by_time {
-                out.entry(t).or_default().extend(batch::split(&b, &results));
+            let result = self.range(&b.query, start, end, step).await.map_err(|e| e.to_string());
+            for &t in &times {
+                let at_t = result.as_ref().map_err(Clone::clone).map(|series| {
+                    series
+                        .iter()
+                        .filter_map(|(labels, points)| points.iter().find(|p| p.0 == t).map(|p| (labels.clone(), p.1)))
+                        .collect()
+                });
+                out.entry(t).or_default().extend(batch::split(&b, &at_t));
             }
         }
         Ok(out)
@@ -293,11 +284,8 @@ impl MetricSource for PrometheusSource {
         };
         let mut out = BTreeMap::new();
         for b in &batches {
-            let mut results = PartResults::new();
-            for (part, promql) in &b.queries {
-                results.insert(*part, self.instant(promql, at).await.map_err(|e| e.to_string()));
-            }
-            out.extend(batch::split(b, &results));
+            let result = self.instant(&b.query, at).await.map_err(|e| e.to_string());
+            out.extend(batch::split(b, &result));
         }
         out
     }
