@@ -111,7 +111,18 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Backtest { policy, name, data, prometheus, from, to, workload, canary, baseline, format } => {
+        Command::Backtest {
+            policy,
+            name,
+            data,
+            prometheus,
+            from,
+            to,
+            workload,
+            canary,
+            baseline,
+            format,
+        } => {
             let input = match (data, prometheus, from, to, workload) {
                 (Some(file), ..) => BacktestInput::File(file),
                 (None, Some(url), Some(from), Some(to), Some(workload)) => {
@@ -193,7 +204,12 @@ enum BacktestInput {
     },
 }
 
-fn backtest(policy_file: &std::path::Path, name: Option<&str>, input: BacktestInput, format: Format) -> ExitCode {
+fn backtest(
+    policy_file: &std::path::Path,
+    name: Option<&str>,
+    input: BacktestInput,
+    format: Format,
+) -> ExitCode {
     let invalid = |message: String| {
         eprintln!("error: {message}");
         ExitCode::from(EXIT_INVALID)
@@ -212,7 +228,9 @@ fn backtest(policy_file: &std::path::Path, name: Option<&str>, input: BacktestIn
             match canaryd::backtest::Recording::parse(&source, &text) {
                 Ok(recording) => (canaryd::backtest::run(&plan, &recording, &source), source),
                 Err(problems) => {
-                    return invalid(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\nerror: "));
+                    return invalid(
+                        problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\nerror: "),
+                    );
                 }
             }
         }

@@ -207,9 +207,11 @@ pub fn split(batch: &Batch, result: &BatchResult) -> Vec<((RolloutId, String), O
         .iter()
         .map(|(rollout, metric, arms)| {
             let observation = match result {
-                Err(error) => {
-                    Observation { query: Some(batch.query.clone()), error: Some(error.clone()), ..Default::default() }
-                }
+                Err(error) => Observation {
+                    query: Some(batch.query.clone()),
+                    error: Some(error.clone()),
+                    ..Default::default()
+                },
                 Ok(series) => Observation {
                     canary: arm_sample(batch, series, &arms.namespace, &arms.canary),
                     baseline: arm_sample(batch, series, &arms.namespace, &arms.baseline),
@@ -242,7 +244,10 @@ fn arm_sample(batch: &Batch, series: &[Series], namespace: &str, workload: &str)
                 value.is_finite()
                     && part_of(batch, labels) == Some(part)
                     && labels.get(&id.label).map(String::as_str) == Some(workload)
-                    && id.namespace_label.as_ref().is_none_or(|ns| labels.get(ns).map(String::as_str) == Some(namespace))
+                    && id
+                        .namespace_label
+                        .as_ref()
+                        .is_none_or(|ns| labels.get(ns).map(String::as_str) == Some(namespace))
             })
             .collect()
     };

@@ -144,8 +144,11 @@ fn pod_identified_templates_match_pod_names_and_keep_one_value_per_pod() {
     let q = &batch.query;
     assert!(q.contains("pod=~\"(app0|app0-primary)-[a-z0-9]+-[a-z0-9]+\""), "{q}");
     let pod = |w: &str, p: &str, v: f64| (labels(&[("workload", w), ("namespace", "ns0"), ("pod", p)]), v);
-    let results: BatchResult =
-        Ok(vec![pod("app0", "app0-1-a", 1.0), pod("app0", "app0-1-b", 3.0), pod("app0-primary", "x", f64::NAN)]);
+    let results: BatchResult = Ok(vec![
+        pod("app0", "app0-1-a", 1.0),
+        pod("app0", "app0-1-b", 3.0),
+        pod("app0-primary", "x", f64::NAN),
+    ]);
     let obs = &split(batch, &results)[0].1;
     assert_eq!(obs.canary, Some(Sample::Values { values: vec![1.0, 3.0] }));
     assert_eq!(obs.baseline, None, "NaN is no data");

@@ -252,7 +252,9 @@ impl PrometheusSource {
                 let at_t = result.as_ref().map_err(Clone::clone).map(|series| {
                     series
                         .iter()
-                        .filter_map(|(labels, points)| points.iter().find(|p| p.0 == t).map(|p| (labels.clone(), p.1)))
+                        .filter_map(|(labels, points)| {
+                            points.iter().find(|p| p.0 == t).map(|p| (labels.clone(), p.1))
+                        })
                         .collect()
                 });
                 out.entry(t).or_default().extend(batch::split(&b, &at_t));

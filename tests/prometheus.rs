@@ -1,0 +1,327 @@
+//! The Prometheus source against a real Prometheus (Debian's package, started per test
+//! on a free loopback port): deterministic history loaded with promtool, a live scrape,
+//! an outage, empty results, batching, and backtests from Prometheus.
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use canaryd::backtest::Recording;
+use canaryd::config::Settings;
+use canaryd::engine::{Plan, RolloutId};
+use canaryd::judge::{self, MetricRule, MetricState, Observation, Outcome, Sample};
+use canaryd::source::batch::{Arms, Target};
+use canaryd::source::prometheus::{MetricSource, PrometheusSource};
+use canaryd::telemetry::Metrics;
+use jiff::Timestamp;
+use support::prometheus::{PrometheusServer, load_openmetrics};
+
+const POLICY: &str = "tests/data/backtest/policy.yaml";
+
+fn plan() -> Plan {
+    let loaded = canaryd::policy::load_paths(&[POLICY.into()]);
+    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+    loaded.policies[0].plan.clone()
+}
+
+fn recording(scenario: &str) -> Recording {
+    let path = format!("tests/data/backtest/{scenario}.json");
+    Recording::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn source(url: &str, metrics: Arc<Metrics>) -> PrometheusSource {
+    let env = [
+        ("CANARYD__PROMETHEUS__URL".to_string(), url.to_string()),
+        ("CANARYD__PROMETHEUS__RETRIES".into(), "1".into()),
+    ];
+    let settings = Settings::load(None, env.into_iter().collect()).unwrap();
+    PrometheusSource::new(&settings.prometheus, metrics, Duration::from_millis(50)).unwrap()
+}
+
+/// Loads two scenarios as workloads `good` and `bad` in namespace `shop`.
+async fn history() -> (PrometheusServer, tempfile::TempDir) {
+    let mut text = support::openmetrics::from_recording(&recording("good"), "shop", "good");
+    let bad = support::openmetrics::from_recording(&recording("error-2x"), "shop", "bad");
+    // Merge the two files family by family: both list the same families in the same order.
+    text = merge(&text, &bad);
+    let dir = load_openmetrics(&text);
+    let server = PrometheusServer::start("", Some(&dir.path().join("tsdb"))).await;
+    (server, dir)
+}
+
+fn merge(a: &str, b: &str) -> String {
+    let families = |t: &str| -> Vec<String> {
+        t.trim_end_matches("# EOF\n").split("# TYPE ").filter(|s| !s.is_empty()).map(String::from).collect()
+    };
+    let (fa, fb) = (families(a), families(b));
+    let mut out = String::new();
+    for (x, y) in fa.iter().zip(&fb) {
+        out.push_str("# TYPE ");
+        out.push_str(x);
+        out.push_str(y.split_once('\n').map_or("", |(_, rest)| rest));
+    }
+    out + "# EOF\n"
+}
+
+fn id(name: &str) -> RolloutId {
+    RolloutId { namespace: "shop".into(), name: name.into() }
+}
+
+fn end_of_interval(k: i64) -> Timestamp {
+    recording("good").start.checked_add(Duration::from_secs(30 * (k as u64 + 1))).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recorded_counts_buckets_and_memory_come_back_exactly() {
+    let (server, _dir) = history().await;
+    let src = source(&server.url, Arc::new(Metrics::new()));
+    let plan = plan();
+    let (good, arms) = (id("good"), Arms::kubernetes(&id("good")));
+    let targets: Vec<Target<'_>> =
+        plan.metrics.iter().map(|metric| Target { rollout: &good, arms: &arms, metric }).collect();
+    let rec = recording("good");
+    for k in [0usize, 7, 25] {
+        let observed = src.observe(&targets, end_of_interval(k as i64), Duration::from_secs(30)).await;
+        let row = &rec.intervals[k];
+        let (canary, baseline) = (row.canary.as_ref().unwrap(), row.baseline.as_ref().unwrap());
+        let errors = &observed[&(good.clone(), "errors".to_string())];
+        assert_eq!(errors.error, None);
+        assert_eq!(
+            errors.canary,
+            Some(Sample::Counts { requests: canary.requests.unwrap(), events: canary.errors.unwrap() }),
+            "interval {k}"
+        );
+        assert_eq!(
+            errors.baseline,
+            Some(Sample::Counts { requests: baseline.requests.unwrap(), events: baseline.errors.unwrap() })
+        );
+        let Some(Sample::Histogram(h)) = &observed[&(good.clone(), "p99".to_string())].canary else {
+            panic!("no canary histogram at interval {k}")
+        };
+        let written: Vec<f64> = {
+            let mut b: Vec<(f64, f64)> = canary
+                .latency
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|(le, c)| (if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() }, *c))
+                .collect();
+            b.sort_by(|x, y| x.0.total_cmp(&y.0));
+            b.into_iter().map(|x| x.1).collect()
+        };
+        assert_eq!(h.buckets.iter().map(|b| b.1).collect::<Vec<_>>(), written, "interval {k}");
+        let Some(Sample::Values { values }) = &observed[&(good.clone(), "memory".to_string())].canary else {
+            panic!("no canary memory at interval {k}")
+        };
+        assert_eq!(values, canary.memory.as_ref().unwrap(), "interval {k}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_rollouts_with_one_template_make_one_query_per_interval() {
+    let (server, _dir) = history().await;
+    let src = source(&server.url, Arc::new(Metrics::new()));
+    let plan = plan();
+    let errors = plan.metrics.iter().find(|m| m.name == "errors").unwrap();
+    let ids: Vec<RolloutId> = (0..49).map(|i| id(&format!("app{i}"))).chain([id("good")]).collect();
+    let arms: Vec<Arms> = ids.iter().map(Arms::kubernetes).collect();
+    let targets: Vec<Target<'_>> =
+        ids.iter().zip(&arms).map(|(rollout, arms)| Target { rollout, arms, metric: errors }).collect();
+    let before = server.requests_to("/api/v1/query").await;
+    let observed = src.observe(&targets, end_of_interval(3), Duration::from_secs(30)).await;
+    let after = server.requests_to("/api/v1/query").await;
+    assert_eq!(after - before, 1.0, "one HTTP query for 50 rollouts");
+    assert_eq!(observed.len(), 50);
+    // And the split is right: the one workload with data has it, the others have none.
+    assert!(matches!(observed[&(id("good"), "errors".into())].canary, Some(Sample::Counts { .. })));
+    assert_eq!(observed[&(id("app0"), "errors".into())].canary, None);
+}
+
+fn rule(plan: &Plan, name: &str) -> (String, canaryd::judge::TestConfig, Option<f64>) {
+    let m = plan.metrics.iter().find(|m| m.name == name).unwrap();
+    (m.name.clone(), m.test.clone(), m.quantile)
+}
+
+fn verdict(plan: &Plan, name: &str, obs: &Observation) -> judge::Verdict {
+    let (n, test, quantile) = rule(plan, name);
+    judge::judge(
+        MetricRule { name: &n, test: &test, quantile, min_sample_size: plan.min_sample_size },
+        obs,
+        &mut MetricState::default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_result_is_no_data() {
+    let (server, _dir) = history().await;
+    let src = source(&server.url, Arc::new(Metrics::new()));
+    let plan = plan();
+    let (ghost, arms) = (id("ghost"), Arms::kubernetes(&id("ghost")));
+    let targets: Vec<Target<'_>> =
+        plan.metrics.iter().map(|metric| Target { rollout: &ghost, arms: &arms, metric }).collect();
+    let observed = src.observe(&targets, end_of_interval(3), Duration::from_secs(30)).await;
+    for m in &plan.metrics {
+        let obs = &observed[&(ghost.clone(), m.name.clone())];
+        assert_eq!((obs.canary.as_ref(), obs.baseline.as_ref(), obs.error.as_ref()), (None, None, None));
+        let v = verdict(&plan, &m.name, obs);
+        assert_eq!(v.outcome, Outcome::Inconclusive, "{}", m.name);
+        assert_eq!(v.reason, "no data for the canary");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_stopped_mid_test_is_inconclusive_never_a_pass() {
+    let (mut server, _dir) = history().await;
+    let metrics = Arc::new(Metrics::new());
+    let src = source(&server.url, metrics.clone());
+    let plan = plan();
+    let (good, arms) = (id("good"), Arms::kubernetes(&id("good")));
+    let targets: Vec<Target<'_>> =
+        plan.metrics.iter().map(|metric| Target { rollout: &good, arms: &arms, metric }).collect();
+    let before = src.observe(&targets, end_of_interval(3), Duration::from_secs(30)).await;
+    assert_eq!(verdict(&plan, "p99", &before[&(good.clone(), "p99".into())]).outcome, Outcome::Pass);
+    assert_eq!(metrics.prometheus_up.get(), 1);
+
+    server.stop();
+    let after = src.observe(&targets, end_of_interval(3), Duration::from_secs(30)).await;
+    for m in &plan.metrics {
+        let obs = &after[&(good.clone(), m.name.clone())];
+        let error = obs.error.as_deref().unwrap_or_default();
+        assert!(error.starts_with("Prometheus unreachable"), "{}: {error}", m.name);
+        let v = verdict(&plan, &m.name, obs);
+        assert_eq!(v.outcome, Outcome::Inconclusive, "{}", m.name);
+    }
+    // The outage shows in the daemon's own metrics.
+    assert_eq!(metrics.prometheus_up.get(), 0);
+    let text = metrics.encode();
+    assert!(
+        text.contains("canaryd_prometheus_queries_total{kind=\"instant\",outcome=\"unreachable\"}"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_scrape_of_a_test_exporter_is_observed() {
+    // A tiny exporter: the canary serves 10 requests and 1 error per scrape, the baseline 90 and 1.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let scrapes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = scrapes.clone();
+    let exporter = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as f64 + 1.0;
+            async move {
+                format!(
+                    "# TYPE http_requests_total counter\n\
+                     http_requests_total{{namespace=\"live\",workload=\"web\",code=\"200\"}} {}\n\
+                     http_requests_total{{namespace=\"live\",workload=\"web\",code=\"500\"}} {}\n\
+                     http_requests_total{{namespace=\"live\",workload=\"web-primary\",code=\"200\"}} {}\n\
+                     http_requests_total{{namespace=\"live\",workload=\"web-primary\",code=\"500\"}} {}\n",
+                    9.0 * n,
+                    n,
+                    89.0 * n,
+                    n
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, exporter).await });
+    let scrape = format!(
+        "  - job_name: exporter\n    honor_labels: true\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+    );
+    let server = PrometheusServer::start(&scrape, None).await;
+    let src = source(&server.url, Arc::new(Metrics::new()));
+    let plan = plan();
+    let errors = plan.metrics.iter().find(|m| m.name == "errors").unwrap();
+    let (web, arms) = (
+        RolloutId { namespace: "live".into(), name: "web".into() },
+        Arms::kubernetes(&RolloutId { namespace: "live".into(), name: "web".into() }),
+    );
+    let targets = [Target { rollout: &web, arms: &arms, metric: errors }];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let obs = loop {
+        let observed = src.observe(&targets, Timestamp::now(), Duration::from_secs(10)).await;
+        let obs = observed[&(web.clone(), "errors".to_string())].clone();
+        if obs.canary.is_some() && obs.baseline.is_some() {
+            break obs;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scraped series did not reach the source: {obs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let (Some(Sample::Counts { requests: cr, events: ce }), Some(Sample::Counts { requests: br, .. })) =
+        (obs.canary, obs.baseline)
+    else {
+        panic!("counts expected")
+    };
+    // Scraped rates: the canary's error share is 1/10, its traffic a tenth of the baseline's.
+    assert!((ce / cr - 0.1).abs() < 0.02, "canary error rate {}", ce / cr);
+    assert!((br / cr - 9.0).abs() < 0.5, "traffic ratio {}", br / cr);
+    assert!(scrapes.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+}
+
+fn cli_backtest(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["backtest", "--policy", POLICY, "--format", "json"])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// What must agree between two backtests: outcome, each decision and each verdict.
+fn verdicts(
+    v: &serde_json::Value,
+) -> (serde_json::Value, Vec<(String, String, String)>, Vec<Vec<(String, String)>>) {
+    let decisions = v["record"]["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["at"].to_string(), d["action"].to_string(), d["reason"].to_string()))
+        .collect();
+    let timeline = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            i["verdicts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| (x["metric"].to_string(), x["reason"].to_string()))
+                .collect()
+        })
+        .collect();
+    (v["outcome"].clone(), decisions, timeline)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backtest_against_prometheus_matches_the_backtest_of_the_same_file() {
+    let (server, _dir) = history().await;
+    let start = recording("good").start;
+    let end = start.checked_add(Duration::from_secs(30 * 40)).unwrap();
+    for (scenario, workload) in [("good", "good"), ("error-2x", "bad")] {
+        let from_file = cli_backtest(&["--data", &format!("tests/data/backtest/{scenario}.json")]);
+        let from_prometheus = cli_backtest(&[
+            "--prometheus",
+            &server.url,
+            "--from",
+            &start.to_string(),
+            "--to",
+            &end.to_string(),
+            "--workload",
+            &format!("shop/{workload}"),
+        ]);
+        let (a, b) = (verdicts(&from_file), verdicts(&from_prometheus));
+        assert_eq!(a.0, b.0, "{scenario}: outcome");
+        assert_eq!(a.1, b.1, "{scenario}: decisions");
+        assert_eq!(a.2, b.2, "{scenario}: verdicts");
+    }
+}

@@ -1,0 +1,110 @@
+//! A real Prometheus (Debian's package) started on a free loopback port for a test, and
+//! helpers to load deterministic history into it with promtool.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running Prometheus, killed on drop.
+pub struct PrometheusServer {
+    child: Option<Child>,
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+impl PrometheusServer {
+    /// Starts Prometheus with `scrape_config` (YAML list items under `scrape_configs:`,
+    /// may be empty) over `tsdb` (a directory of blocks), or an empty one.
+    pub async fn start(scrape_configs: &str, tsdb: Option<&Path>) -> PrometheusServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("prometheus.yml");
+        let scrape = if scrape_configs.is_empty() { "[]".to_string() } else { format!("\n{scrape_configs}") };
+        std::fs::write(
+            &config,
+            format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs: {scrape}\n"),
+        )
+        .expect("write config");
+        let data = tsdb.map(Path::to_path_buf).unwrap_or_else(|| dir.path().join("data"));
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg("--storage.tsdb.retention.time=100y")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus starts (scripts/install-deps installs it)");
+        let server =
+            PrometheusServer { child: Some(child), url: format!("http://127.0.0.1:{port}"), _dir: dir };
+        let ready = format!("{}/-/ready", server.url);
+        poll(Duration::from_secs(60), || async {
+            reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success())
+        })
+        .await
+        .expect("Prometheus becomes ready within 60 s");
+        server
+    }
+
+    /// Stops the server (an outage).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Prometheus' own count of HTTP requests to `handler` (e.g. `/api/v1/query`).
+    pub async fn requests_to(&self, handler: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.url)).await.unwrap().text().await.unwrap();
+        let needle = format!("prometheus_http_requests_total{{code=\"200\",handler=\"{handler}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&needle)).map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `check` every 200 ms until it holds or `deadline` passes.
+pub async fn poll<F, Fut>(deadline: Duration, mut check: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > until {
+            return Err(format!("condition not met within {deadline:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Writes OpenMetrics text into a fresh TSDB with `promtool tsdb create-blocks-from`.
+pub fn load_openmetrics(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("history.om");
+    std::fs::write(&input, text).expect("write OpenMetrics");
+    let tsdb = dir.path().join("tsdb");
+    let out = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&input)
+        .arg(&tsdb)
+        .output()
+        .expect("promtool runs");
+    assert!(out.status.success(), "promtool failed: {}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
