@@ -304,7 +304,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
-    tracing::info!(listen = %settings.server.listen, "serving /healthz and /readyz");
+    tracing::info!(listen = %settings.server.listen, "serving /healthz, /readyz and /metrics");
     state.ready.store(true, Ordering::Relaxed);
     axum::serve(listener, canaryd::server::app(state))
         .with_graceful_shutdown(async {

@@ -85,3 +85,35 @@ fn run_reports_invalid_settings_before_binding_and_exits_2() {
         String::from_utf8_lossy(&out.stderr).contains("server.listen: `not-an-address` is not an address")
     );
 }
+
+#[tokio::test]
+async fn run_loads_settings_and_policies_and_serves_healthz() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let file = dir.path().join("canaryd.toml");
+    let policies = format!("{}/policies", env!("CARGO_MANIFEST_DIR"));
+    std::fs::write(
+        &file,
+        format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[policies]\npaths = [\"{policies}\"]\n"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["run", "--config", file.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let body = loop {
+        if let Ok(r) = reqwest::get(&url).await {
+            break r.text().await.unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "/healthz never answered");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(body, "ok\n");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("policies loaded") && log.contains("policies=4"), "{log}");
+}
