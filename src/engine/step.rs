@@ -67,6 +67,11 @@ fn command_verb(c: Command) -> &'static str {
     }
 }
 
+/// `metric: reason` of each verdict, for decision texts.
+fn reasons(verdicts: &[&Verdict]) -> String {
+    verdicts.iter().map(|v| format!("{}: {}", v.metric, v.reason)).collect::<Vec<_>>().join("; ")
+}
+
 fn later(t: Timestamp, d: Duration) -> Timestamp {
     t.checked_add(d).unwrap_or(Timestamp::MAX)
 }
@@ -143,11 +148,7 @@ impl Transition {
             verdicts.iter().filter(|v| v.outcome == Outcome::Fail && v.conclusive).collect();
         if !regressed.is_empty() {
             let metrics = regressed.iter().map(|v| v.metric.clone()).collect();
-            let why = regressed
-                .iter()
-                .map(|v| format!("{}: {}", v.metric, v.reason))
-                .collect::<Vec<_>>()
-                .join("; ");
+            let why = reasons(&regressed);
             return self.roll_back(now, RollbackReason::Regression { metrics }, why, verdicts, vec![]);
         }
         if self.rollout.phase == Phase::Paused {
@@ -168,11 +169,7 @@ impl Transition {
                 let why = format!(
                     "{failed_checks} failed checks reached the limit of {}; last: {}",
                     r.plan.failure_limit,
-                    failed
-                        .iter()
-                        .map(|v| format!("{}: {}", v.metric, v.reason))
-                        .collect::<Vec<_>>()
-                        .join("; ")
+                    reasons(&failed)
                 );
                 return self.roll_back(
                     now,
@@ -187,11 +184,7 @@ impl Transition {
             let intervals = r.inconclusive_streak;
             let why = format!(
                 "{intervals} inconclusive intervals in a row reached the limit; last: {}",
-                inconclusive
-                    .iter()
-                    .map(|v| format!("{}: {}", v.metric, v.reason))
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                reasons(&inconclusive)
             );
             return self.roll_back(
                 now,
