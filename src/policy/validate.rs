@@ -208,6 +208,8 @@ fn check_steps(p: &mut Problems, steps: &[i64]) -> Vec<u8> {
     }
     if steps.last() != Some(&100) {
         p.add("spec.traffic.steps", "the last step must be 100 (promotion)");
+    } else if steps.len() < 2 {
+        p.add("spec.traffic.steps", "at least one step below 100 is needed: the canary is analysed against a baseline that still serves traffic");
     }
     steps.iter().map(|&w| w.clamp(0, 100) as u8).collect()
 }
@@ -440,6 +442,55 @@ fn describe(c: &TriggerCondition) -> String {
         TriggerCondition::Alert { alert } => format!("alert {alert} firing"),
         TriggerCondition::HealthCheck { url, consecutive_failures, .. } => {
             format!("{consecutive_failures} failed health checks of {url}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::policy::load_str;
+
+    fn problems(spec: &str) -> Vec<String> {
+        let text = format!(
+            "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {{name: p}}\nspec:\n  selector: {{matchLabels: {{a: b}}}}\n{spec}"
+        );
+        load_str("p.yaml", &text)
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.path.clone().unwrap_or_default(), p.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_lone_100_step_is_refused() {
+        let found = problems(
+            "  traffic: {steps: [100]}\n  analysis: {metrics: [{name: e, template: http-error-rate, test: sequential}]}\n",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("spec.traffic.steps: at least one step below 100"), "{found:?}");
+    }
+
+    #[test]
+    fn tests_must_fit_the_metric_kind() {
+        let found = problems(
+            "  analysis:\n    metrics:\n      - {name: m, template: container-memory, test: sequential}\n      - {name: q, template: http-error-rate, test: ratio, quantile: 0.9, max: 2}\n      - {name: r, template: http-error-rate, test: ratio}\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "spec.analysis.metrics[0].test: sequential tests need event counts (error or latency templates); use ratio or mann-whitney for gauges",
+                "spec.analysis.metrics[1].quantile: only latency (histogram) metrics take a quantile",
+                "spec.analysis.metrics[2]: test ratio needs min or max",
+            ]
+        );
+    }
+
+    #[test]
+    fn alpha_is_split_over_the_sequential_metrics() {
+        let text = "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {name: p}\nspec:\n  selector: {matchLabels: {a: b}}\n  analysis:\n    metrics:\n      - {name: e, template: http-error-rate, test: sequential, alpha: 0.02}\n      - {name: l, template: http-latency-p99, test: sequential, alpha: 0.02}\n";
+        let plan = &load_str("p.yaml", text).policies[0].plan;
+        for m in &plan.metrics {
+            assert_eq!(m.test, crate::judge::TestConfig::Sequential { alpha: 0.01, slower_than: None });
         }
     }
 }
