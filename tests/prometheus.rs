@@ -332,3 +332,34 @@ async fn a_backtest_against_prometheus_matches_the_backtest_of_the_same_file() {
         assert!(!a.timeline.is_empty());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_judges_quantile_equals_prometheus_histogram_quantile() {
+    let (server, _dir) = history().await;
+    let src = source(&server.url, Arc::new(Metrics::new()));
+    let plan = plan();
+    let (good, arms) = (id("good"), Arms::kubernetes(&id("good")));
+    let p99 = plan.metrics.iter().find(|m| m.name == "p99").unwrap();
+    let targets = [Target { rollout: &good, arms: &arms, metric: p99 }];
+    for k in [2, 11, 30] {
+        let at = end_of_interval(k);
+        let observed = src.observe(&targets, at, Duration::from_secs(30)).await;
+        for (workload, sample) in [
+            ("good", &observed[&(good.clone(), "p99".into())].canary),
+            ("good-primary", &observed[&(good.clone(), "p99".into())].baseline),
+        ] {
+            let Some(Sample::Histogram(h)) = sample else { panic!("no histogram for {workload}") };
+            for q in [0.5, 0.95, 0.99] {
+                let promql = format!(
+                    "histogram_quantile({q}, sum by (le) (increase(http_request_duration_seconds_bucket{{workload=\"{workload}\"}}[30s])))"
+                );
+                let theirs = src.instant(&promql, at).await.unwrap()[0].1;
+                let ours = h.quantile(q).unwrap();
+                assert!(
+                    (ours - theirs).abs() < 1e-9,
+                    "{workload} q{q} at interval {k}: ours {ours}, Prometheus {theirs}"
+                );
+            }
+        }
+    }
+}
