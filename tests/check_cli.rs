@@ -25,19 +25,19 @@ fn broken_policies_exit_2_with_every_problem_named() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let expected = [
         // steps not increasing, outside 1-100, not ending at 100
-        "steps.yaml: CanaryPolicy shop/bad-steps: spec.traffic.steps[1]: weight 5 does not increase on the previous step (10)",
-        "steps.yaml: CanaryPolicy shop/bad-steps: spec.traffic.steps[2]: weight 150 is outside 1-100",
-        "steps.yaml: CanaryPolicy shop/bad-steps: spec.traffic.steps: the last step must be 100 (promotion)",
-        // every problem of one policy, not only the first
-        "values.yaml: CanaryPolicy shop/bad-values: spec.selector: empty selector would match every Deployment",
-        "values.yaml: CanaryPolicy shop/bad-values: spec.traffic.router: unknown router `carrier-pigeon`",
-        "values.yaml: CanaryPolicy shop/bad-values: spec.traffic.stepDuration: `five minutes` is not a duration",
-        "values.yaml: CanaryPolicy shop/bad-values: spec.analysis.metrics[0].test: unknown test `bayesian-magic`",
-        "values.yaml: CanaryPolicy shop/bad-values: spec.analysis.metrics[1].alpha: 1.5 is outside (0, 1)",
-        "values.yaml: CanaryPolicy shop/bad-values: spec.analysis.metrics[2].labels.route: value `/checkout\\\"} or vector(1) #` contains '\"', which could break the PromQL query",
-        "values.yaml: CanaryPolicy shop/bad-values: spec.triggers[0].metric: `latency` is not a metric of spec.analysis.metrics",
+        "steps.yaml:7:46: CanaryPolicy shop/bad-steps: spec.traffic.steps[1]: weight 5 does not increase on the previous step (10)",
+        "steps.yaml:7:49: CanaryPolicy shop/bad-steps: spec.traffic.steps[2]: weight 150 is outside 1-100",
+        "steps.yaml:7:41: CanaryPolicy shop/bad-steps: spec.traffic.steps: the last step must be 100 (promotion)",
+        // every problem of one policy, not only the first, each with its line and column
+        "values.yaml:6:13: CanaryPolicy shop/bad-values: spec.selector: empty selector would match every Deployment",
+        "values.yaml:7:21: CanaryPolicy shop/bad-values: spec.traffic.router: unknown router `carrier-pigeon`",
+        "values.yaml:7:73: CanaryPolicy shop/bad-values: spec.traffic.stepDuration: `five minutes` is not a duration",
+        "values.yaml:11:57: CanaryPolicy shop/bad-values: spec.analysis.metrics[0].test: unknown test `bayesian-magic`",
+        "values.yaml:12:81: CanaryPolicy shop/bad-values: spec.analysis.metrics[1].alpha: 1.5 is outside (0, 1)",
+        "values.yaml:17:25: CanaryPolicy shop/bad-values: spec.analysis.metrics[2].labels.route: value `/checkout\\\"} or vector(1) #` contains '\"', which could break the PromQL query",
+        "values.yaml:19:16: CanaryPolicy shop/bad-values: spec.triggers[0].metric: `latency` is not a metric of spec.analysis.metrics",
         // duplicates within one file
-        "duplicate.yaml: CanaryPolicy shop/twin: metadata.name: defined twice; the first definition is tests/data/invalid/duplicate.yaml#1",
+        "duplicate.yaml:12:18: CanaryPolicy shop/twin: metadata.name: defined twice; the first definition is tests/data/invalid/duplicate.yaml#1",
         // syntax error with line and column
         "syntax.yaml:9:17: document 1: spec.traffic.steps: illegal placement of ':' indicator",
         // unknown field, in the second document, with its own line

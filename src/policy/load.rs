@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::engine::plan::Plan;
+use crate::policy::locate;
 use crate::policy::model::{API_VERSION, CanaryPolicy, ClusterCanaryPolicy, PolicySpec};
 use crate::policy::validate::{self, FieldProblem};
 
@@ -54,6 +55,8 @@ pub struct LoadedPolicy {
     pub reference: PolicyRef,
     /// Where it was read from (`file#document`).
     pub origin: String,
+    /// Line and column of its `metadata.name`.
+    pub location: Option<(u64, u64)>,
     /// The spec as written.
     pub spec: PolicySpec,
     /// The compiled plan.
@@ -158,19 +161,25 @@ pub fn load_str(file: &str, text: &str) -> Loaded {
         match parse_document(doc) {
             Ok(None) => {}
             Ok(Some((reference, spec))) => match validate::compile(&reference.key(), &spec) {
-                Ok(plan) => loaded.policies.push(LoadedPolicy {
-                    origin: format!("{file}#{}", index + 1),
-                    reference,
-                    spec,
-                    plan,
-                }),
+                Ok(plan) => {
+                    let at = locate::find(&locate::locations(doc), "metadata.name");
+                    loaded.policies.push(LoadedPolicy {
+                        origin: format!("{file}#{}", index + 1),
+                        location: at.map(|(line, col)| (line + first_line - 1, col)),
+                        reference,
+                        spec,
+                        plan,
+                    })
+                }
                 Err(problems) => {
+                    let at = locate::locations(doc);
                     loaded.problems.extend(problems.into_iter().map(|FieldProblem { path, message }| {
                         Problem {
                             file: file.into(),
                             object: reference.to_string(),
+                            location: locate::find(&at, &path)
+                                .map(|(line, col)| (line + first_line - 1, col)),
                             path: Some(path),
-                            location: None,
                             message,
                         }
                     }))
@@ -309,7 +318,7 @@ fn reject_duplicates(loaded: &mut Loaded) {
                 file: p.origin.split('#').next().unwrap_or_default().into(),
                 object: p.reference.to_string(),
                 path: Some("metadata.name".into()),
-                location: None,
+                location: p.location,
                 message: format!("defined twice; the first definition is {first}"),
             });
         } else {

@@ -1,6 +1,7 @@
 //! Policies: the model users write, loading and validation, and selector matching.
 
 pub mod load;
+pub mod locate;
 pub mod model;
 pub mod selector;
 pub mod validate;
