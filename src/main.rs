@@ -235,6 +235,9 @@ fn backtest(
             }
         }
         BacktestInput::Prometheus { url, from, to, workload, canary, baseline } => {
+            if to <= from {
+                return invalid(format!("--to ({to}) must be after --from ({from})"));
+            }
             let Some((namespace, workload_name)) = workload.split_once('/') else {
                 return invalid(format!("--workload: `{workload}` is not namespace/name"));
             };

@@ -142,3 +142,20 @@ fn bad_data_is_reported_with_its_line_or_field_and_exits_2() {
     let stderr = String::from_utf8_lossy(&backtest(&unknown, &[]).stderr).to_string();
     assert!(stderr.contains("intervals[0].canry: unknown field `canry`"), "{stderr}");
 }
+
+#[test]
+fn an_unreadable_prometheus_fails_the_backtest_instead_of_judging_a_gap() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["backtest", "--policy", "tests/data/backtest/policy.yaml", "--workload", "shop/checkout"])
+        .args(["--prometheus", &format!("http://127.0.0.1:{port}")])
+        .args(["--from", "2026-11-01T10:00:00Z", "--to", "2026-11-01T10:20:00Z"])
+        .env("CANARYD__PROMETHEUS__RETRIES", "0")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no verdict may be printed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot read the window from Prometheus: Prometheus unreachable"), "{stderr}");
+}

@@ -13,8 +13,8 @@ use jiff::Timestamp;
 
 use crate::engine::{Input, IntervalObservations, IntervalRecord, Phase, Plan, Rollout, RolloutId, step};
 use crate::record::DeploymentRecord;
-use crate::source::batch::{Arms, BatchError, Target};
-use crate::source::prometheus::PrometheusSource;
+use crate::source::batch::{Arms, Target};
+use crate::source::prometheus::{PrometheusSource, RangeError};
 
 /// How a backtest ended.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +95,7 @@ pub async fn from_prometheus(
     arms: &Arms,
     from: Timestamp,
     to: Timestamp,
-) -> Result<BacktestResult, BatchError> {
+) -> Result<BacktestResult, RangeError> {
     let targets: Vec<Target<'_>> =
         plan.metrics.iter().map(|metric| Target { rollout: id, arms, metric }).collect();
     let first = from.checked_add(plan.interval).unwrap_or(Timestamp::MAX);

@@ -232,13 +232,15 @@ impl PrometheusSource {
 
     /// Measures every target at each step from `start` to `end`: the same batched
     /// queries as the daemon, as range queries. Returns observations by evaluation time.
+    /// Unlike live observation, a failed query is an error: a backtest must not mistake a
+    /// server it cannot read for a gap in the data.
     pub async fn observe_range(
         &self,
         targets: &[Target<'_>],
         start: Timestamp,
         end: Timestamp,
         step: Duration,
-    ) -> Result<BTreeMap<i64, BTreeMap<(RolloutId, String), Observation>>, batch::BatchError> {
+    ) -> Result<BTreeMap<i64, BTreeMap<(RolloutId, String), Observation>>, RangeError> {
         let mut out: BTreeMap<i64, BTreeMap<(RolloutId, String), Observation>> = BTreeMap::new();
         let mut times = Vec::new();
         let mut t = start;
@@ -247,21 +249,30 @@ impl PrometheusSource {
             t = t.checked_add(step).unwrap_or(Timestamp::MAX);
         }
         for b in batch::plan(targets, step)? {
-            let result = self.range(&b.query, start, end, step).await.map_err(|e| e.to_string());
+            let series = self.range(&b.query, start, end, step).await?;
             for &t in &times {
-                let at_t = result.as_ref().map_err(Clone::clone).map(|series| {
-                    series
-                        .iter()
-                        .filter_map(|(labels, points)| {
-                            points.iter().find(|p| p.0 == t).map(|p| (labels.clone(), p.1))
-                        })
-                        .collect()
-                });
-                out.entry(t).or_default().extend(batch::split(&b, &at_t));
+                let at_t = series
+                    .iter()
+                    .filter_map(|(labels, points)| {
+                        points.iter().find(|p| p.0 == t).map(|p| (labels.clone(), p.1))
+                    })
+                    .collect();
+                out.entry(t).or_default().extend(batch::split(&b, &Ok(at_t)));
             }
         }
         Ok(out)
     }
+}
+
+/// Why a window could not be read for a backtest.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RangeError {
+    /// A query could not be built.
+    #[error(transparent)]
+    Batch(#[from] batch::BatchError),
+    /// A query failed.
+    #[error("cannot read the window from Prometheus")]
+    Source(#[from] SourceError),
 }
 
 impl MetricSource for PrometheusSource {
