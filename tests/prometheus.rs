@@ -79,8 +79,7 @@ async fn recorded_counts_buckets_and_memory_come_back_exactly() {
     let src = source(&server.url, Arc::new(Metrics::new()));
     let plan = plan();
     let (good, arms) = (id("good"), Arms::kubernetes(&id("good")));
-    let targets: Vec<Target<'_>> =
-        plan.metrics.iter().map(|metric| Target { rollout: &good, arms: &arms, metric }).collect();
+    let targets = Target::for_plan(&plan, &good, &arms);
     let rec = recording("good");
     for k in [0usize, 7, 25] {
         let observed = src.observe(&targets, end_of_interval(k as i64), Duration::from_secs(30)).await;
@@ -159,8 +158,7 @@ async fn an_empty_result_is_no_data() {
     let src = source(&server.url, Arc::new(Metrics::new()));
     let plan = plan();
     let (ghost, arms) = (id("ghost"), Arms::kubernetes(&id("ghost")));
-    let targets: Vec<Target<'_>> =
-        plan.metrics.iter().map(|metric| Target { rollout: &ghost, arms: &arms, metric }).collect();
+    let targets = Target::for_plan(&plan, &ghost, &arms);
     let observed = src.observe(&targets, end_of_interval(3), Duration::from_secs(30)).await;
     for m in &plan.metrics {
         let obs = &observed[&(ghost.clone(), m.name.clone())];
@@ -178,8 +176,7 @@ async fn prometheus_stopped_mid_test_is_inconclusive_never_a_pass() {
     let src = source(&server.url, metrics.clone());
     let plan = plan();
     let (good, arms) = (id("good"), Arms::kubernetes(&id("good")));
-    let targets: Vec<Target<'_>> =
-        plan.metrics.iter().map(|metric| Target { rollout: &good, arms: &arms, metric }).collect();
+    let targets = Target::for_plan(&plan, &good, &arms);
     let before = src.observe(&targets, end_of_interval(3), Duration::from_secs(30)).await;
     assert_eq!(verdict(&plan, "p99", &before[&(good.clone(), "p99".into())]).outcome, Outcome::Pass);
     assert_eq!(metrics.prometheus_up.get(), 1);

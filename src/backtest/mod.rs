@@ -96,8 +96,7 @@ pub async fn from_prometheus(
     from: Timestamp,
     to: Timestamp,
 ) -> Result<BacktestResult, RangeError> {
-    let targets: Vec<Target<'_>> =
-        plan.metrics.iter().map(|metric| Target { rollout: id, arms, metric }).collect();
+    let targets = Target::for_plan(plan, id, arms);
     let first = from.checked_add(plan.interval).unwrap_or(Timestamp::MAX);
     let by_time = source.observe_range(&targets, first, to, plan.interval).await?;
     let intervals = by_time.into_iter().filter_map(|(t, mut observed)| {

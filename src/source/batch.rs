@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::engine::RolloutId;
-use crate::engine::plan::{MetricPlan, MetricQuery};
+use crate::engine::plan::{MetricPlan, MetricQuery, Plan};
 use crate::judge::{Histogram, Observation, Sample};
 use crate::source::promql;
 use crate::source::templates::{self, IdentityMatch, Queries, Template};
@@ -45,7 +45,14 @@ pub struct Target<'a> {
     pub metric: &'a MetricPlan,
 }
 
-/// Which PromQL of a batch a result belongs to.
+impl<'a> Target<'a> {
+    /// One target per metric of `plan`.
+    pub fn for_plan(plan: &'a Plan, rollout: &'a RolloutId, arms: &'a Arms) -> Vec<Target<'a>> {
+        plan.metrics.iter().map(|metric| Target { rollout, arms, metric }).collect()
+    }
+}
+
+/// Which part of a batch's result a series belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Part {
     /// Requests per group.
