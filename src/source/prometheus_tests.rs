@@ -21,10 +21,19 @@ async fn recorder() -> (String, Arc<Mutex<Vec<AxumHeaders>>>) {
             }
         }),
     );
+    (serve(app).await, seen)
+}
+
+/// Serves `app` on a free loopback port; returns its base URL.
+async fn serve(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
+    url
+}
+
+fn source(settings: &Settings, metrics: Arc<Metrics>) -> PrometheusSource {
+    PrometheusSource::new(&settings.prometheus, metrics, Duration::from_millis(1)).unwrap()
 }
 
 fn settings(url: &str, extra: &[(&str, &str)]) -> Settings {
@@ -44,8 +53,7 @@ async fn bearer_token_and_extra_headers_are_sent() {
             ("CANARYD__PROMETHEUS__HEADERS__X-SCOPE-ORGID", "tenant-a"),
         ],
     );
-    let src =
-        PrometheusSource::new(&s.prometheus, Arc::new(Metrics::new()), Duration::from_millis(1)).unwrap();
+    let src = source(&s, Arc::new(Metrics::new()));
     let series = src.instant("up", Timestamp::UNIX_EPOCH).await.unwrap();
     assert_eq!(series, vec![(BTreeMap::from([("workload".to_string(), "web".to_string())]), 42.0)]);
     let headers = seen.lock().unwrap()[0].clone();
@@ -63,8 +71,7 @@ async fn basic_auth_is_sent_encoded() {
             ("CANARYD__PROMETHEUS__BASIC_AUTH_PASSWORD", "pw"),
         ],
     );
-    let src =
-        PrometheusSource::new(&s.prometheus, Arc::new(Metrics::new()), Duration::from_millis(1)).unwrap();
+    let src = source(&s, Arc::new(Metrics::new()));
     src.instant("up", Timestamp::UNIX_EPOCH).await.unwrap();
     assert_eq!(seen.lock().unwrap()[0].get("authorization").unwrap(), "Basic b3BzOnB3");
 }
@@ -81,13 +88,9 @@ async fn a_refused_query_is_a_bad_query_and_is_not_retried() {
             )
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = serve(app).await;
     let metrics = Arc::new(Metrics::new());
-    let src =
-        PrometheusSource::new(&settings(&url, &[]).prometheus, metrics.clone(), Duration::from_millis(1))
-            .unwrap();
+    let src = source(&settings(&url, &[]), metrics.clone());
     let err = src.instant("sum(", Timestamp::UNIX_EPOCH).await.unwrap_err();
     assert!(matches!(err, SourceError::BadQuery(_)), "{err:?}");
     let failed = metrics
@@ -102,7 +105,7 @@ async fn an_unreachable_server_is_retried_then_reported() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let s = settings(&format!("http://127.0.0.1:{port}"), &[("CANARYD__PROMETHEUS__RETRIES", "2")]);
     let metrics = Arc::new(Metrics::new());
-    let src = PrometheusSource::new(&s.prometheus, metrics.clone(), Duration::from_millis(1)).unwrap();
+    let src = source(&s, metrics.clone());
     let err = src.instant("up", Timestamp::UNIX_EPOCH).await.unwrap_err();
     assert!(matches!(err, SourceError::Unreachable(_)), "{err:?}");
     let failed = metrics
