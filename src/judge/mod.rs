@@ -108,9 +108,11 @@ pub fn judge(rule: MetricRule<'_>, obs: &Observation, state: &mut MetricState) -
     let (canary, baseline) = (evidence.canary.value, evidence.baseline.value);
     let canary_short = shortfall("canary", obs.canary.as_ref(), canary, rule.min_sample_size);
     let baseline_short = shortfall("baseline", obs.baseline.as_ref(), baseline, rule.min_sample_size);
+    // Why a comparison of both arms cannot be judged, if it cannot.
+    let either_short = canary_short.clone().or_else(|| baseline_short.clone());
     match rule.test {
         TestConfig::Threshold { min, max } => {
-            let (Some(value), None) = (canary, canary_short.clone()) else {
+            let (Some(value), None) = (canary, &canary_short) else {
                 return verdict(Outcome::Inconclusive, canary_short.unwrap_or_default(), evidence);
             };
             let (outcome, reason) = check_bounds("canary value", value, *min, *max);
@@ -119,10 +121,8 @@ pub fn judge(rule: MetricRule<'_>, obs: &Observation, state: &mut MetricState) -
             verdict(outcome, reason, evidence)
         }
         TestConfig::Ratio { min, max } => {
-            let (Some(c), Some(b), None) = (canary, baseline, canary_short.clone().or(baseline_short)) else {
-                let why = canary_short
-                    .or_else(|| shortfall("baseline", obs.baseline.as_ref(), baseline, rule.min_sample_size));
-                return verdict(Outcome::Inconclusive, why.unwrap_or_default(), evidence);
+            let (Some(c), Some(b), None) = (canary, baseline, &either_short) else {
+                return verdict(Outcome::Inconclusive, either_short.unwrap_or_default(), evidence);
             };
             let ratio = ratio(c, b);
             // JSON has no infinity: a canary value over a zero baseline records no ratio.
@@ -132,14 +132,8 @@ pub fn judge(rule: MetricRule<'_>, obs: &Observation, state: &mut MetricState) -
             verdict(outcome, reason, evidence)
         }
         TestConfig::MannWhitney { direction, max_effect, confidence } => {
-            let (Some(c), Some(b), None) =
-                (canary, baseline, canary_short.clone().or(baseline_short.clone()))
-            else {
-                return verdict(
-                    Outcome::Inconclusive,
-                    canary_short.or(baseline_short).unwrap_or_default(),
-                    evidence,
-                );
+            let (Some(c), Some(b), None) = (canary, baseline, &either_short) else {
+                return verdict(Outcome::Inconclusive, either_short.unwrap_or_default(), evidence);
             };
             push_bounded(&mut state.canary_history, c);
             push_bounded(&mut state.baseline_history, b);
@@ -147,11 +141,7 @@ pub fn judge(rule: MetricRule<'_>, obs: &Observation, state: &mut MetricState) -
         }
         TestConfig::Sequential { alpha, slower_than } => {
             let (Some(cs), Some(bs)) = (&obs.canary, &obs.baseline) else {
-                return verdict(
-                    Outcome::Inconclusive,
-                    canary_short.or(baseline_short).unwrap_or_default(),
-                    evidence,
-                );
+                return verdict(Outcome::Inconclusive, either_short.unwrap_or_default(), evidence);
             };
             let seq = state.sequential.get_or_insert_with(SequentialState::default);
             if let (Sample::Histogram(_), None) = (cs, seq.slower_than) {
@@ -207,7 +197,7 @@ pub fn judge(rule: MetricRule<'_>, obs: &Observation, state: &mut MetricState) -
                 v.conclusive = true;
                 return v;
             }
-            match canary_short.or(baseline_short) {
+            match either_short {
                 Some(why) => verdict(Outcome::Inconclusive, why, evidence),
                 None => verdict(
                     Outcome::Pass,
