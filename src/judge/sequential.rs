@@ -13,6 +13,8 @@
 //! expectation under "canary no worse" is at most 1 at every interval, and by Ville's
 //! inequality `p_n = min(p_{n−1}, 1/E_n)` is a p-value valid under continuous peeking.
 
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Serialize};
 use statrs::function::gamma::ln_gamma;
 
@@ -61,12 +63,12 @@ fn grid_delta(j: usize) -> f64 {
     DELTA_MAX * j as f64 / (GRID_POINTS - 1) as f64
 }
 
-/// Log prior weights of the grid points (half-normal, normalised to sum 1).
-fn log_prior() -> Vec<f64> {
+/// Log prior weights of the grid points (half-normal, normalised to sum 1), computed once.
+static LOG_PRIOR: LazyLock<Vec<f64>> = LazyLock::new(|| {
     let raw: Vec<f64> = (0..GRID_POINTS).map(|j| -0.5 * (grid_delta(j) / PRIOR_SCALE).powi(2)).collect();
     let norm = log_sum_exp(&raw);
     raw.into_iter().map(|w| w - norm).collect()
-}
+});
 
 fn log_sum_exp(xs: &[f64]) -> f64 {
     let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -94,16 +96,13 @@ impl SequentialState {
             let theta = rho * e / (rho * e + 1.0 - rho);
             *acc += c_ev * (theta / rho).ln() + b_ev * ((1.0 - theta) / (1.0 - rho)).ln();
         }
-        let prior = log_prior();
-        let terms: Vec<f64> = self.log_lr.iter().zip(&prior).map(|(l, w)| l + w).collect();
-        let log_e = log_sum_exp(&terms);
-        self.p_value = self.p_value.min((-log_e).exp().min(1.0));
+        self.p_value = self.p_value.min((-self.log_e_value()).exp().min(1.0));
     }
 
     /// Natural log of the e-value (the mixture likelihood ratio) so far; the log keeps
     /// overwhelming evidence finite.
     pub fn log_e_value(&self) -> f64 {
-        let terms: Vec<f64> = self.log_lr.iter().zip(log_prior()).map(|(l, w)| l + w).collect();
+        let terms: Vec<f64> = self.log_lr.iter().zip(LOG_PRIOR.iter()).map(|(l, w)| l + w).collect();
         log_sum_exp(&terms)
     }
 }
