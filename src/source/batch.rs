@@ -165,11 +165,8 @@ fn build(source: Source, members: &[&Target<'_>], window: Duration) -> Result<Ba
     for (k, v) in &labels {
         matchers.push(format!("{k}=\"{}\"", promql::escape(v)));
     }
-    let fill = |q: &str| {
-        q.replace("$matchers", &matchers.join(", "))
-            .replace("$window", &prom_duration(window))
-            .replace("$by", &by.join(", "))
-    };
+    let (matchers, window, by) = (matchers.join(", "), prom_duration(window), by.join(", "));
+    let fill = |q: &str| promql::fill(q, &matchers, &window, &by);
     let (query, parts) = match (inline, template.queries) {
         (Some(q), _) => (fill(q), vec![Part::Values]),
         (None, Queries::Counts { requests, errors }) => (

@@ -1,8 +1,11 @@
 //! Safe PromQL building: label values are escaped, names and inline queries are checked,
 //! so a value taken from a policy or a workload can never change a query's structure.
 
-/// Placeholders a template or inline query may use.
-pub const PLACEHOLDERS: [&str; 3] = ["$matchers", "$window", "$by"];
+/// Fills the placeholders a template or inline query may use: `$matchers` (label
+/// matchers, already escaped), `$window` (a PromQL duration) and `$by` (grouping labels).
+pub fn fill(query: &str, matchers: &str, window: &str, by: &str) -> String {
+    query.replace("$matchers", matchers).replace("$window", window).replace("$by", by)
+}
 
 /// Whether `name` is a valid Prometheus label name.
 pub fn is_label_name(name: &str) -> bool {
@@ -68,8 +71,7 @@ pub fn check_inline(query: &str) -> Result<(), String> {
     if query.trim().is_empty() {
         return Err("the query is empty".into());
     }
-    let filled =
-        query.replace("$matchers", "workload=\"x\"").replace("$window", "1m").replace("$by", "workload");
+    let filled = fill(query, "workload=\"x\"", "1m", "workload");
     promql_parser::parser::parse(&filled).map(|_| ()).map_err(|e| format!("the query does not parse: {e}"))
 }
 
