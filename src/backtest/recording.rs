@@ -220,7 +220,7 @@ impl Recording {
 fn signal_name(m: &MetricPlan) -> String {
     match m.signal {
         Signal::Custom => format!("custom.{}", m.name),
-        s => serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        s => s.name().to_string(),
     }
 }
 

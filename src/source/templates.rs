@@ -44,6 +44,21 @@ pub enum IdentityMatch {
     PodName,
 }
 
+impl Signal {
+    /// The name used in records and evidence (as serialised).
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Errors => "errors",
+            Signal::Latency => "latency",
+            Signal::Cpu => "cpu",
+            Signal::Memory => "memory",
+            Signal::CpuUtilisation => "cpu-utilisation",
+            Signal::MemoryUtilisation => "memory-utilisation",
+            Signal::Custom => "custom",
+        }
+    }
+}
+
 /// The PromQL of a template, by the kind of sample it yields.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Queries {
@@ -294,4 +309,17 @@ pub fn find(name: &str) -> Option<&'static Template> {
 /// The names of all templates, for error messages.
 pub fn names() -> Vec<&'static str> {
     TEMPLATES.iter().map(|t| t.name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names_are_their_serialised_form() {
+        for t in TEMPLATES {
+            assert_eq!(serde_json::to_value(t.signal).unwrap(), t.signal.name(), "{}", t.name);
+        }
+        assert_eq!(serde_json::to_value(Signal::Custom).unwrap(), Signal::Custom.name());
+    }
 }
