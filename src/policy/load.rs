@@ -158,6 +158,8 @@ pub fn load_str(file: &str, text: &str) -> Loaded {
     let mut loaded = Loaded::default();
     for (index, (first_line, doc)) in split_documents(text).into_iter().enumerate() {
         let label = format!("document {}", index + 1);
+        // Locations inside a document, moved to the file's line numbering.
+        let in_file = |(line, col): (u64, u64)| (line + first_line - 1, col);
         match parse_document(doc) {
             Ok(None) => {}
             Ok(Some((reference, spec))) => match validate::compile(&reference.key(), &spec) {
@@ -165,7 +167,7 @@ pub fn load_str(file: &str, text: &str) -> Loaded {
                     let at = locate::find(&locate::locations(doc), "metadata.name");
                     loaded.policies.push(LoadedPolicy {
                         origin: format!("{file}#{}", index + 1),
-                        location: at.map(|(line, col)| (line + first_line - 1, col)),
+                        location: at.map(in_file),
                         reference,
                         spec,
                         plan,
@@ -177,8 +179,7 @@ pub fn load_str(file: &str, text: &str) -> Loaded {
                         Problem {
                             file: file.into(),
                             object: reference.to_string(),
-                            location: locate::find(&at, &path)
-                                .map(|(line, col)| (line + first_line - 1, col)),
+                            location: locate::find(&at, &path).map(in_file),
                             path: Some(path),
                             message,
                         }
@@ -187,7 +188,7 @@ pub fn load_str(file: &str, text: &str) -> Loaded {
             },
             Err(mut e) => {
                 e.file = file.into();
-                e.location = e.location.map(|(line, col)| (line + first_line - 1, col));
+                e.location = e.location.map(in_file);
                 if e.object.is_empty() {
                     e.object = label;
                 }
