@@ -334,8 +334,8 @@ fn compile_test(
                     "sequential tests need event counts (error or latency templates); use ratio or mann-whitney for gauges",
                 );
             }
-            for field in ["min", "max"] {
-                if (field == "min" && m.min.is_some()) || (field == "max" && m.max.is_some()) {
+            for (field, v) in [("min", m.min), ("max", m.max)] {
+                if v.is_some() {
                     p.add(format!("{path}.{field}"), "the sequential test takes alpha, not bounds");
                 }
             }
@@ -343,11 +343,9 @@ fn compile_test(
             if !(alpha > 0.0 && alpha < 1.0) {
                 p.add(format!("{path}.alpha"), format!("{alpha} is outside (0, 1)"));
             }
-            let slower_than = m
-                .slower_than
-                .as_deref()
-                .map(|s| duration::parse(s).map_err(|e| p.add(format!("{path}.slowerThan"), e)).ok())
-                .and_then(|d| d.map(|d| d.as_secs_f64()));
+            // A bad duration is reported here; the metric is then not compiled at all.
+            let slower_than =
+                m.slower_than.as_deref().map(|s| p.duration(&format!("{path}.slowerThan"), s).as_secs_f64());
             Some(TestConfig::Sequential { alpha: alpha / sequential as f64, slower_than })
         }
         other => {
