@@ -249,14 +249,14 @@ impl PrometheusSource {
             t = t.checked_add(step).unwrap_or(Timestamp::MAX);
         }
         for b in batch::plan(targets, step)? {
-            let series = self.range(&b.query, start, end, step).await?;
+            let mut by_time: BTreeMap<i64, Vec<Series>> = BTreeMap::new();
+            for (labels, points) in self.range(&b.query, start, end, step).await? {
+                for (t, v) in points {
+                    by_time.entry(t).or_default().push((labels.clone(), v));
+                }
+            }
             for &t in &times {
-                let at_t = series
-                    .iter()
-                    .filter_map(|(labels, points)| {
-                        points.iter().find(|p| p.0 == t).map(|p| (labels.clone(), p.1))
-                    })
-                    .collect();
+                let at_t = by_time.remove(&t).unwrap_or_default();
                 out.entry(t).or_default().extend(batch::split(&b, &Ok(at_t)));
             }
         }
