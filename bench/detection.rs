@@ -55,8 +55,7 @@ fn time_to_rollback(plan: &Plan, share: f64, canary_rate: f64, rng: &mut StdRng)
         let obs = Observation {
             canary: Some(Sample::Counts { requests: canary as f64, events: ce }),
             baseline: Some(Sample::Counts { requests: baseline as f64, events: be }),
-            query: None,
-            error: None,
+            ..Observation::default()
         };
         let input =
             IntervalObservations { metrics: [("errors".to_string(), obs)].into(), ..Default::default() };

@@ -11,6 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::duration;
+use crate::source::batch::{BatchOptions, DEFAULT_SHARD_SIZE};
+use crate::source::scrape::ScrapeIntervals;
+use crate::source::templates;
 
 /// A value that must never be printed: tokens, passwords, webhook URLs.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -88,6 +91,8 @@ pub struct PrometheusSettings {
     pub basic_auth: Option<(String, Secret)>,
     /// Extra headers (values are secret: they often carry tenant tokens).
     pub headers: BTreeMap<String, Secret>,
+    /// Scrape intervals, lookback and shard size for batched queries.
+    pub batching: BatchOptions,
 }
 
 /// Log output.
@@ -140,6 +145,10 @@ struct RawPrometheus {
     basic_auth_user: Option<String>,
     basic_auth_password: Option<Secret>,
     headers: BTreeMap<String, Secret>,
+    scrape_interval: String,
+    scrape_interval_by_template: BTreeMap<String, String>,
+    lookback: String,
+    shard_size: usize,
 }
 
 impl Default for RawPrometheus {
@@ -152,6 +161,10 @@ impl Default for RawPrometheus {
             basic_auth_user: None,
             basic_auth_password: None,
             headers: BTreeMap::new(),
+            scrape_interval: "30s".into(),
+            scrape_interval_by_template: BTreeMap::new(),
+            lookback: "5m".into(),
+            shard_size: DEFAULT_SHARD_SIZE,
         }
     }
 }
@@ -214,6 +227,38 @@ impl Settings {
     }
 }
 
+impl RawPrometheus {
+    fn batching(&self, problems: &mut Vec<String>) -> BatchOptions {
+        let duration = |problems: &mut Vec<String>, key: &str, text: &str| match duration::parse(text) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                problems.push(format!("prometheus.{key}: must be longer than zero"));
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                problems.push(format!("prometheus.{key}: {e}"));
+                Duration::from_secs(1)
+            }
+        };
+        let mut scrape = ScrapeIntervals::uniform(duration(problems, "scrape_interval", &self.scrape_interval));
+        for (template, text) in &self.scrape_interval_by_template {
+            let key = format!("scrape_interval_by_template.{template}");
+            if templates::find(template).is_none() {
+                problems.push(format!(
+                    "prometheus.{key}: unknown template; expected one of {}",
+                    templates::names().join(", ")
+                ));
+            }
+            scrape.by_template.insert(template.clone(), duration(problems, &key, text));
+        }
+        let lookback = duration(problems, "lookback", &self.lookback);
+        if self.shard_size == 0 {
+            problems.push("prometheus.shard_size: must be at least 1".into());
+        }
+        BatchOptions { scrape, lookback, shard_size: self.shard_size.max(1) }
+    }
+}
+
 impl RawSettings {
     fn validate(self) -> Result<Settings, Vec<String>> {
         let mut problems = Vec::new();
@@ -225,6 +270,7 @@ impl RawSettings {
                 problems.push(format!("server.listen: `{}` is not an address ({e})", self.server.listen))
             })
             .ok();
+        let batching = self.prometheus.batching(&mut problems);
         let url = url::Url::parse(&self.prometheus.url)
             .map_err(|e| {
                 problems.push(format!("prometheus.url: `{}` is not a URL ({e})", self.prometheus.url))
@@ -271,6 +317,7 @@ impl RawSettings {
                     bearer_token: self.prometheus.bearer_token,
                     basic_auth,
                     headers: self.prometheus.headers,
+                    batching,
                 },
                 policy_paths: self.policies.paths,
                 log: LogSettings { format, level: self.log.level },

@@ -203,7 +203,7 @@ impl Recording {
                         canary: row.canary.as_ref().and_then(|a| a.sample(m)),
                         baseline: row.baseline.as_ref().and_then(|a| a.sample(m)),
                         query: Some(format!("recorded {} from {file}", signal_name(m))),
-                        error: None,
+                        ..Observation::default()
                     },
                 };
                 (m.name.clone(), obs)

@@ -5,7 +5,7 @@ fn counts(requests: f64, events: f64) -> Option<Sample> {
 }
 
 fn obs(canary: Option<Sample>, baseline: Option<Sample>) -> Observation {
-    Observation { canary, baseline, query: Some("q".into()), error: None }
+    Observation { canary, baseline, query: Some("q".into()), ..Observation::default() }
 }
 
 fn rule(test: &TestConfig) -> MetricRule<'_> {
@@ -118,6 +118,21 @@ fn sequential_with_few_requests_updates_but_does_not_pass() {
     let v = judge(rule(&t), &obs(counts(10.0, 0.0), counts(90.0, 1.0)), &mut state);
     assert_eq!(v.outcome, Outcome::Inconclusive);
     assert_eq!(state.sequential.unwrap().baseline_requests, 90.0);
+}
+
+#[test]
+fn approximate_counts_are_inconclusive_and_never_reach_the_sequential_test() {
+    let t = TestConfig::Sequential { alpha: 0.05, slower_than: None };
+    let mut state = MetricState::default();
+    let mut o = obs(counts(100.0, 50.0), counts(900.0, 1.0));
+    o.approximate = Some("counter reset in the interval".into());
+    let v = judge(rule(&t), &o, &mut state);
+    assert_eq!(v.outcome, Outcome::Inconclusive);
+    assert!(v.reason.contains("counter reset"), "{}", v.reason);
+    assert_eq!(state.sequential, None, "nothing was added to the running sums");
+    // A point test still reads them.
+    let ratio = TestConfig::Ratio { min: None, max: Some(2.0) };
+    assert_eq!(judge(rule(&ratio), &o, &mut MetricState::default()).outcome, Outcome::Fail);
 }
 
 #[test]

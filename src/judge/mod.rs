@@ -143,6 +143,14 @@ pub fn judge(rule: MetricRule<'_>, obs: &Observation, state: &mut MetricState) -
             let (Some(cs), Some(bs)) = (&obs.canary, &obs.baseline) else {
                 return verdict(Outcome::Inconclusive, either_short.unwrap_or_default(), evidence);
             };
+            if let Some(why) = &obs.approximate {
+                // The test's guarantee holds for exact counts only: skip, never guess.
+                return verdict(
+                    Outcome::Inconclusive,
+                    format!("counts not exact, not taken by the sequential test: {why}"),
+                    evidence,
+                );
+            }
             let seq = state.sequential.get_or_insert_with(SequentialState::default);
             if let (Sample::Histogram(_), None) = (cs, seq.slower_than) {
                 seq.slower_than = match (slower_than, bs) {

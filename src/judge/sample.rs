@@ -125,6 +125,10 @@ pub struct Observation {
     /// Why the samples could not be fetched (outage, bad query).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why the counts are not exact (a counter reset in the interval), if they are not:
+    /// tests that assume exact counts do not take them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approximate: Option<String>,
 }
 
 #[cfg(test)]

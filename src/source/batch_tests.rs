@@ -5,6 +5,8 @@ use promql_parser::label::Matcher;
 use promql_parser::parser::{Expr, VectorSelector};
 use promql_parser::util::visitor::{ExprVisitorMut, walk_expr_mut};
 
+use std::collections::BTreeSet;
+
 use super::*;
 use crate::judge::{SampleKind, TestConfig};
 use crate::source::templates::Signal;
@@ -34,6 +36,14 @@ fn rollouts(n: usize) -> Vec<(RolloutId, Arms)> {
         .collect()
 }
 
+fn plan30(targets: &[Target<'_>]) -> Vec<Batch> {
+    plan(targets, Duration::from_secs(30), &BatchOptions::default())
+}
+
+fn query(batch: &Batch) -> &str {
+    batch.query.as_deref().unwrap()
+}
+
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
@@ -44,12 +54,13 @@ fn fifty_rollouts_with_one_template_share_one_batch() {
     let rs = rollouts(50);
     let targets: Vec<Target<'_>> =
         rs.iter().map(|(id, arms)| Target { rollout: id, arms, metric: &m }).collect();
-    let batches = plan(&targets, Duration::from_secs(30)).unwrap();
+    let batches = plan30(&targets);
     assert_eq!(batches.len(), 1);
     assert_eq!(batches[0].members.len(), 50);
-    assert_eq!(batches[0].parts, [Part::Requests, Part::Errors]);
-    let q = &batches[0].query;
-    assert!(q.contains("sum by (workload, namespace)") && q.contains("[30s]"), "{q}");
+    assert_eq!(batches[0].parts, [Part::Requests, Part::Errors, Part::Resets]);
+    let q = query(&batches[0]);
+    assert!(q.contains("sum by (workload, namespace)") && q.contains("offset 30s"), "{q}");
+    assert!(!q.contains("increase("), "counts are never extrapolated: {q}");
     assert!(q.contains("app49-primary") && q.contains("namespace=~\"ns0|ns1|ns2\""), "{q}");
 }
 
@@ -65,9 +76,9 @@ fn metrics_sharing_a_template_share_its_query_and_labels_split_batches() {
             targets.push(Target { rollout: id, arms, metric: m });
         }
     }
-    let batches = plan(&targets, Duration::from_secs(30)).unwrap();
+    let batches = plan30(&targets);
     assert_eq!(batches.len(), 2);
-    assert!(batches.iter().any(|b| b.query.contains("route=\"/checkout\"")));
+    assert!(batches.iter().any(|b| query(b).contains("route=\"/checkout\"")));
 }
 
 #[test]
@@ -76,7 +87,7 @@ fn results_split_back_per_rollout_and_arm() {
     let rs = rollouts(2);
     let targets: Vec<Target<'_>> =
         rs.iter().map(|(id, arms)| Target { rollout: id, arms, metric: &m }).collect();
-    let batch = &plan(&targets, Duration::from_secs(30)).unwrap()[0];
+    let batch = &plan30(&targets)[0];
     let series = |part: &str, workload: &str, namespace: &str, v: f64| {
         (labels(&[("workload", workload), ("namespace", namespace), (PART_LABEL, part)]), v)
     };
@@ -88,7 +99,7 @@ fn results_split_back_per_rollout_and_arm() {
         series("requests", "app0", "ns1", 5.0),
         series("errors", "app0", "ns0", 3.0),
     ]);
-    let split: BTreeMap<_, _> = split(batch, &results).into_iter().collect();
+    let split: BTreeMap<_, _> = split(batch, &results, &BatchOptions::default()).into_iter().collect();
     let app0 = &split[&(rs[0].0.clone(), "errors".to_string())];
     assert_eq!(app0.canary, Some(Sample::Counts { requests: 100.0, events: 3.0 }));
     assert_eq!(app0.baseline, Some(Sample::Counts { requests: 900.0, events: 0.0 }));
@@ -103,9 +114,9 @@ fn a_failed_query_makes_every_member_an_error_not_a_pass() {
     let rs = rollouts(3);
     let targets: Vec<Target<'_>> =
         rs.iter().map(|(id, arms)| Target { rollout: id, arms, metric: &m }).collect();
-    let batch = &plan(&targets, Duration::from_secs(30)).unwrap()[0];
+    let batch = &plan30(&targets)[0];
     let results: BatchResult = Err("timeout".to_string());
-    for (_, obs) in split(batch, &results) {
+    for (_, obs) in split(batch, &results, &BatchOptions::default()) {
         assert_eq!(obs.error.as_deref(), Some("timeout"));
         assert!(obs.canary.is_none() && obs.baseline.is_none());
     }
@@ -116,44 +127,132 @@ fn histograms_are_rebuilt_in_seconds() {
     let m = metric("p99", "istio-latency-p99", &[]);
     let rs = rollouts(1);
     let targets = [Target { rollout: &rs[0].0, arms: &rs[0].1, metric: &m }];
-    let batch = &plan(&targets, Duration::from_secs(30)).unwrap()[0];
-    assert!(batch.query.contains("sum by (destination_workload, destination_workload_namespace, le)"));
+    let batch = &plan30(&targets)[0];
+    assert!(query(batch).contains("sum by (destination_workload, destination_workload_namespace, le)"));
     let series = |le: &str, v: f64| {
         (
             labels(&[
                 ("destination_workload", "app0"),
                 ("destination_workload_namespace", "ns0"),
                 ("le", le),
+                (PART_LABEL, "buckets"),
             ]),
             v,
         )
     };
     let results: BatchResult = Ok(vec![series("500", 90.0), series("100", 50.0), series("+Inf", 100.0)]);
-    let obs = &split(batch, &results)[0].1;
+    let obs = &split(batch, &results, &BatchOptions::default())[0].1;
     let Some(Sample::Histogram(h)) = &obs.canary else { panic!("{obs:?}") };
     assert_eq!(h.buckets, vec![(0.1, 50.0), (0.5, 90.0), (f64::INFINITY, 100.0)]);
     assert_eq!(obs.baseline, None);
 }
 
 #[test]
-fn pod_identified_templates_match_pod_names_and_keep_one_value_per_pod() {
+fn cadvisor_templates_attribute_pods_by_owner_and_keep_one_value_per_pod() {
     let m = metric("memory", "container-memory", &[]);
     let rs = rollouts(1);
     let targets = [Target { rollout: &rs[0].0, arms: &rs[0].1, metric: &m }];
-    let batch = &plan(&targets, Duration::from_secs(60)).unwrap()[0];
-    let q = &batch.query;
-    assert!(q.contains("pod=~\"(app0|app0-primary)-[a-z0-9]+-[a-z0-9]+\""), "{q}");
-    let pod = |w: &str, p: &str, v: f64| (labels(&[("workload", w), ("namespace", "ns0"), ("pod", p)]), v);
+    let batch = &plan30(&targets)[0];
+    let q = query(batch);
+    assert!(!q.contains("pod=~"), "no pod-name regex decides the arm: {q}");
+    assert!(q.contains("kube_replicaset_owner") && q.contains("owner_name=~\"app0|app0-primary\""), "{q}");
+    assert!(q.contains("[120s]"), "a 30 s scrape gives a gauge range of four scrapes: {q}");
+    let pod = |w: &str, p: &str, v: f64| {
+        (labels(&[("workload", w), ("namespace", "ns0"), ("pod", p), (PART_LABEL, "values")]), v)
+    };
     let results: BatchResult = Ok(vec![
         pod("app0", "app0-1-a", 1.0),
         pod("app0", "app0-1-b", 3.0),
         pod("app0-primary", "x", f64::NAN),
     ]);
-    let obs = &split(batch, &results)[0].1;
+    let obs = &split(batch, &results, &BatchOptions::default())[0].1;
     assert_eq!(obs.canary, Some(Sample::Values { values: vec![1.0, 3.0] }));
     assert_eq!(obs.baseline, None, "NaN is no data");
     assert_eq!(m.kind, SampleKind::Values);
     assert_eq!(m.signal, Signal::Memory);
+}
+
+#[test]
+fn utilisation_without_limits_says_so_instead_of_no_data() {
+    let m = metric("mem", "container-memory-utilisation", &[]);
+    let rs = rollouts(1);
+    let targets = [Target { rollout: &rs[0].0, arms: &rs[0].1, metric: &m }];
+    let batch = &plan30(&targets)[0];
+    assert_eq!(batch.parts, [Part::Values, Part::Unlimited]);
+    let results: BatchResult = Ok(vec![(
+        labels(&[("workload", "app0"), ("namespace", "ns0"), (PART_LABEL, "unlimited")]),
+        2.0,
+    )]);
+    let obs = &split(batch, &results, &BatchOptions::default())[0].1;
+    assert!(obs.error.as_deref().unwrap().starts_with("no limit set: 2 canary"), "{obs:?}");
+}
+
+#[test]
+fn counter_resets_mark_the_counts_approximate() {
+    let m = metric("errors", "http-error-rate", &[]);
+    let rs = rollouts(1);
+    let targets = [Target { rollout: &rs[0].0, arms: &rs[0].1, metric: &m }];
+    let batch = &plan30(&targets)[0];
+    let series = |part: &str, workload: &str, v: f64| {
+        (labels(&[("workload", workload), ("namespace", "ns0"), (PART_LABEL, part)]), v)
+    };
+    let clean: BatchResult = Ok(vec![series("requests", "app0", 10.0), series("requests", "app0-primary", 90.0)]);
+    assert_eq!(split(batch, &clean, &BatchOptions::default())[0].1.approximate, None);
+    let reset: BatchResult = Ok(vec![
+        series("requests", "app0", 10.0),
+        series("requests", "app0-primary", 90.0),
+        series("resets", "app0-primary", 1.0),
+    ]);
+    let obs = &split(batch, &reset, &BatchOptions::default())[0].1;
+    assert!(obs.approximate.as_deref().unwrap().contains("baseline 1 series"), "{obs:?}");
+}
+
+#[test]
+fn shards_hold_at_most_shard_size_rollouts_and_a_rollout_stays_in_one() {
+    let a = metric("errors", "http-error-rate", &[]);
+    let b = metric("error-budget", "http-error-rate", &[]);
+    let rs = rollouts(1001);
+    let targets: Vec<Target<'_>> = rs
+        .iter()
+        .flat_map(|(id, arms)| [Target { rollout: id, arms, metric: &a }, Target { rollout: id, arms, metric: &b }])
+        .collect();
+    let options = BatchOptions { shard_size: 500, ..BatchOptions::default() };
+    let batches = plan(&targets, Duration::from_secs(30), &options);
+    assert_eq!(batches.len(), 3, "1001 rollouts in shards of 500");
+    let mut seen = BTreeMap::new();
+    for (i, batch) in batches.iter().enumerate() {
+        let rollouts: BTreeSet<&RolloutId> = batch.members.iter().map(|m| &m.0).collect();
+        assert!(rollouts.len() <= 500);
+        for r in rollouts {
+            assert_eq!(seen.insert(r.clone(), i), None, "{r} is in two shards");
+        }
+        // Each shard's query names its own workloads only.
+        let q = query(batch);
+        for (rollout, _, arms) in &batch.members {
+            assert!(q.contains(&format!("|{}|", arms.canary)) || q.contains(&format!("\"{}|", arms.canary)), "{rollout}");
+        }
+    }
+    assert_eq!(seen.len(), 1001);
+}
+
+#[test]
+fn a_query_that_cannot_be_built_fails_only_its_own_members() {
+    let good = metric("errors", "http-error-rate", &[]);
+    let mut bad = metric("broken", "http-error-rate", &[]);
+    bad.query = MetricQuery::Inline { promql: "sum by ($by) (rate(x{$matchers}[$window])".into() };
+    let rs = rollouts(2);
+    let targets = [
+        Target { rollout: &rs[0].0, arms: &rs[0].1, metric: &good },
+        Target { rollout: &rs[1].0, arms: &rs[1].1, metric: &good },
+        Target { rollout: &rs[1].0, arms: &rs[1].1, metric: &bad },
+    ];
+    let batches = plan30(&targets);
+    assert_eq!(batches.len(), 2);
+    let broken = batches.iter().find(|b| b.query.is_err()).expect("the inline batch fails to build");
+    assert_eq!(broken.members.len(), 1);
+    let obs = split(broken, &Ok(vec![]), &BatchOptions::default());
+    assert!(obs[0].1.error.as_deref().unwrap().contains("does not parse"), "{obs:?}");
+    assert!(batches.iter().any(|b| b.query.is_ok() && b.members.len() == 2));
 }
 
 /// Replaces every matcher value with `X`, so two queries compare by structure alone.
@@ -194,8 +293,8 @@ fn render(
     let m = metric("m", template, extra);
     let id = RolloutId { namespace: namespace.into(), name: name.into() };
     let arms = Arms::kubernetes(&id);
-    let batches = plan(&[Target { rollout: &id, arms: &arms, metric: &m }], Duration::from_secs(30))?;
-    Ok(vec![batches[0].query.clone()])
+    let batches = plan30(&[Target { rollout: &id, arms: &arms, metric: &m }]);
+    batches[0].query.clone().map(|q| vec![q])
 }
 
 #[test]

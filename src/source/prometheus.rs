@@ -14,7 +14,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use crate::config::PrometheusSettings;
 use crate::engine::RolloutId;
 use crate::judge::Observation;
-use crate::source::batch::{self, Series, Target};
+use crate::source::batch::{self, BatchOptions, Series, Target};
 use crate::telemetry::{Metrics, QueryLabels};
 
 /// Why a query failed.
@@ -81,7 +81,9 @@ pub type RangeSeries = (BTreeMap<String, String>, Vec<(i64, f64)>);
 /// Where raw samples come from. Implemented by Prometheus; recorded data feeds the
 /// engine directly in backtests.
 pub trait MetricSource {
-    /// Measures every target over the `window` ending at `at`.
+    /// Measures every target over the `window` ending at `at`: counts are the exact
+    /// increments between the last samples at or before `at − window` and `at`, so
+    /// consecutive windows add up to the counters' growth.
     fn observe(
         &self,
         targets: &[Target<'_>],
@@ -97,6 +99,7 @@ pub struct PrometheusSource {
     retries: u32,
     backoff: Duration,
     metrics: Arc<Metrics>,
+    batching: BatchOptions,
 }
 
 impl PrometheusSource {
@@ -137,7 +140,7 @@ impl PrometheusSource {
             .map_err(|e| SourceError::Settings(e.to_string()))?;
         let client =
             Client::from(http, settings.url.as_str()).map_err(|e| SourceError::Settings(e.to_string()))?;
-        Ok(PrometheusSource { client, retries: settings.retries, backoff, metrics })
+        Ok(PrometheusSource { client, retries: settings.retries, backoff, metrics, batching: settings.batching.clone() })
     }
 
     async fn with_retries<T, F, Fut>(
@@ -234,6 +237,8 @@ impl PrometheusSource {
     /// queries as the daemon, as range queries. Returns observations by evaluation time.
     /// Unlike live observation, a failed query is an error: a backtest must not mistake a
     /// server it cannot read for a gap in the data.
+    ///
+    /// Each step's counts are the increments since the previous step, as live.
     pub async fn observe_range(
         &self,
         targets: &[Target<'_>],
@@ -248,16 +253,17 @@ impl PrometheusSource {
             times.push(t.as_second());
             t = t.checked_add(step).unwrap_or(Timestamp::MAX);
         }
-        for b in batch::plan(targets, step)? {
+        for b in batch::plan(targets, step, &self.batching) {
+            let query = b.query.as_ref().map_err(Clone::clone)?;
             let mut by_time: BTreeMap<i64, Vec<Series>> = BTreeMap::new();
-            for (labels, points) in self.range(&b.query, start, end, step).await? {
+            for (labels, points) in self.range(query, start, end, step).await? {
                 for (t, v) in points {
                     by_time.entry(t).or_default().push((labels.clone(), v));
                 }
             }
             for &t in &times {
                 let at_t = by_time.remove(&t).unwrap_or_default();
-                out.entry(t).or_default().extend(batch::split(&b, &Ok(at_t)));
+                out.entry(t).or_default().extend(batch::split(&b, &Ok(at_t), &self.batching));
             }
         }
         Ok(out)
@@ -282,23 +288,14 @@ impl MetricSource for PrometheusSource {
         at: Timestamp,
         window: Duration,
     ) -> BTreeMap<(RolloutId, String), Observation> {
-        let batches = match batch::plan(targets, window) {
-            Ok(b) => b,
-            Err(e) => {
-                // Only an inline query can fail to render; every target gets the error.
-                return targets
-                    .iter()
-                    .map(|t| {
-                        let obs = Observation { error: Some(e.to_string()), ..Observation::default() };
-                        ((t.rollout.clone(), t.metric.name.clone()), obs)
-                    })
-                    .collect();
-            }
-        };
         let mut out = BTreeMap::new();
-        for b in &batches {
-            let result = self.instant(&b.query, at).await.map_err(|e| e.to_string());
-            out.extend(batch::split(b, &result));
+        for b in batch::plan(targets, window, &self.batching) {
+            let result = match &b.query {
+                Ok(query) => self.instant(query, at).await.map_err(|e| e.to_string()),
+                // Only its own members learn that their query could not be built.
+                Err(e) => Err(e.to_string()),
+            };
+            out.extend(batch::split(&b, &result, &self.batching));
         }
         out
     }

@@ -1,10 +1,81 @@
 //! Safe PromQL building: label values are escaped, names and inline queries are checked,
 //! so a value taken from a policy or a workload can never change a query's structure.
 
-/// Fills the placeholders a template or inline query may use: `$matchers` (label
-/// matchers, already escaped), `$window` (a PromQL duration) and `$by` (grouping labels).
-pub fn fill(query: &str, matchers: &str, window: &str, by: &str) -> String {
-    query.replace("$matchers", matchers).replace("$window", window).replace("$by", by)
+/// The placeholders a template or inline query may use, and what each stands for.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Placeholders<'a> {
+    /// `$matchers`: the label matchers selecting the batch's workloads (and extra labels),
+    /// already escaped.
+    pub matchers: &'a str,
+    /// `$namespaces`: a regex alternation of the batch's namespaces, escaped.
+    pub namespaces: &'a str,
+    /// `$workloads`: a regex alternation of the batch's workload names, escaped.
+    pub workloads: &'a str,
+    /// `$extra`: the metric's extra label matchers, each preceded by `, ` (or empty).
+    pub extra: &'a str,
+    /// `$window`: the analysis interval, as a PromQL duration.
+    pub window: &'a str,
+    /// `$range`: the range gauges are read over (at least four scrape intervals).
+    pub range: &'a str,
+    /// `$lookback`: how far back a counter's last sample is looked for.
+    pub lookback: &'a str,
+    /// `$by`: the grouping labels that tell the workloads apart.
+    pub by: &'a str,
+}
+
+impl Placeholders<'_> {
+    fn value(&self, name: &str) -> Option<&str> {
+        Some(match name {
+            "matchers" => self.matchers,
+            "namespaces" => self.namespaces,
+            "workloads" => self.workloads,
+            "extra" => self.extra,
+            "window" => self.window,
+            "range" => self.range,
+            "lookback" => self.lookback,
+            "by" => self.by,
+            _ => return None,
+        })
+    }
+}
+
+/// Fills every placeholder of `query` in one pass: substituted text is never scanned
+/// again, so a value that happens to contain `$window` stays as it is. A `$` that does
+/// not start a known placeholder (such as `label_replace`'s `$1`) is kept.
+pub fn fill(query: &str, values: &Placeholders<'_>) -> String {
+    let mut out = String::with_capacity(query.len() * 2);
+    let mut rest = query;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let name_len = after.find(|c: char| !c.is_ascii_lowercase()).unwrap_or(after.len());
+        match values.value(&after[..name_len]) {
+            Some(value) => {
+                out.push_str(value);
+                rest = &after[name_len..];
+            }
+            None => {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Placeholder values that render a query for checking: one workload, one namespace.
+pub fn example_placeholders() -> Placeholders<'static> {
+    Placeholders {
+        matchers: "workload=\"x\", namespace=\"y\"",
+        namespaces: "y",
+        workloads: "x",
+        extra: "",
+        window: "1m",
+        range: "2m",
+        lookback: "5m",
+        by: "workload, namespace",
+    }
 }
 
 /// Whether `name` is a valid Prometheus label name.
@@ -71,7 +142,7 @@ pub fn check_inline(query: &str) -> Result<(), String> {
     if query.trim().is_empty() {
         return Err("the query is empty".into());
     }
-    let filled = fill(query, "workload=\"x\"", "1m", "workload");
+    let filled = fill(query, &example_placeholders());
     promql_parser::parser::parse(&filled).map(|_| ()).map_err(|e| format!("the query does not parse: {e}"))
 }
 
@@ -91,6 +162,22 @@ mod tests {
         assert!(check_label("route", "/checkout").is_ok());
         assert!(check_label("route", "x\"} or vector(1) #").unwrap_err().contains("could break"));
         assert!(check_label("bad-name", "x").is_err());
+    }
+
+    #[test]
+    fn placeholders_are_filled_in_one_pass() {
+        let values = Placeholders {
+            matchers: "route=\"$window\"",
+            window: "30s",
+            by: "workload",
+            ..Placeholders::default()
+        };
+        assert_eq!(
+            fill("sum by ($by) (rate(x{$matchers}[$window])) + label_replace(y, \"a\", \"$1\", \"b\", \"(.*)\")", &values),
+            "sum by (workload) (rate(x{route=\"$window\"}[30s])) + label_replace(y, \"a\", \"$1\", \"b\", \"(.*)\")",
+            "a substituted value is not scanned again, and $1 is not a placeholder"
+        );
+        assert_eq!(fill("$unknown $", &values), "$unknown $");
     }
 
     #[test]

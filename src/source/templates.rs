@@ -1,14 +1,19 @@
 //! Built-in metric templates: PromQL kept as data, apart from the code that runs it.
 //!
 //! A template yields the raw per-arm measurements the judge needs, never a verdict.
-//! Placeholders, filled in by [`crate::source::query`]:
-//! - `$matchers`: the label matchers selecting the rollouts' workloads (and extra labels),
-//! - `$window`: the range of the interval, e.g. `30s`,
-//! - `$by`: the grouping labels that tell the rollouts and their arms apart.
+//! Placeholders are filled by [`crate::source::promql::fill`], in one pass (see
+//! [`crate::source::promql::Placeholders`]). Counter templates name only their series
+//! selectors: the batch wraps them in the exact-increment expression of
+//! [`crate::source::increments`], never in `increase()`.
 //!
 //! Arms are told apart by the template's identity label (e.g. Istio's
 //! `destination_workload`): the canary is the workload `web`, the baseline `web-primary`
-//! on Kubernetes, or the values set in the local platform's config.
+//! on Kubernetes, or the values set in the local platform's config. cAdvisor series carry
+//! no workload, so their pods are attributed through kube-state-metrics' owner series.
+//!
+//! There are no Envoy (Gateway API) templates: Envoy Gateway puts every backend of a
+//! route rule in one upstream cluster, so its `envoy_cluster_*` series cannot tell the
+//! canary from the baseline. Use the application's own metrics (`http-*`) or a mesh.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,14 +39,17 @@ pub enum Signal {
     Custom,
 }
 
-/// How a template's selectors pick the series of the rollouts' workloads.
+/// How a template's series are attributed to workloads (and so to arms).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdentityMatch {
-    /// The identity label carries the workload name.
+    /// The identity label carries the workload name (set by the exporter, the mesh, or a
+    /// scrape relabel rule); `$matchers` selects the workloads by it.
     Label,
-    /// Only pod names carry it (cAdvisor): `pod` must match `<workload>-<hash>-<id>`,
-    /// and the query derives the identity label from the pod name.
-    PodName,
+    /// Per-pod series (cAdvisor) are attributed through their owners, as
+    /// kube-state-metrics reports them: pod → ReplicaSet → Deployment. No pod name is
+    /// parsed, so StatefulSet, DaemonSet and Job pods named like a Deployment, and
+    /// Deployments whose pod names Kubernetes truncated, end in the right arm or none.
+    PodOwner,
 }
 
 impl Signal {
@@ -62,22 +70,26 @@ impl Signal {
 /// The PromQL of a template, by the kind of sample it yields.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Queries {
-    /// Requests and errors increments over the window.
+    /// Requests and errors: two counter selectors, counted exactly per interval
+    /// (see [`crate::source::increments`]).
     Counts {
-        /// Requests per group.
+        /// The selector of every request series.
         requests: &'static str,
-        /// Errors per group.
+        /// The selector of the error series.
         errors: &'static str,
     },
-    /// Bucket increments over the window, grouped also by `le`.
+    /// A latency histogram: the selector of its `_bucket` counter series, counted exactly.
     Histogram {
-        /// Bucket counts per group and `le`.
+        /// The bucket series selector.
         buckets: &'static str,
     },
     /// One gauge value per group (per pod where the template keeps pods apart).
     Values {
-        /// Values per group.
+        /// Values per group, over `$range`.
         value: &'static str,
+        /// Pods that have usage but no limit, counted per group: a utilisation template
+        /// reports them as "no limit set" instead of as no data.
+        unlimited: Option<&'static str>,
     },
 }
 
@@ -115,62 +127,90 @@ impl Template {
     }
 }
 
-const HTTP_REQUESTS: &str = "sum by ($by) (increase(http_requests_total{$matchers}[$window]))";
-const HTTP_ERRORS: &str = "sum by ($by) (increase(http_requests_total{$matchers, code=~\"5..\"}[$window]))";
-const HTTP_BUCKETS: &str =
-    "sum by ($by, le) (increase(http_request_duration_seconds_bucket{$matchers}[$window]))";
-const ISTIO_REQUESTS: &str =
-    "sum by ($by) (increase(istio_requests_total{$matchers, reporter=\"destination\"}[$window]))";
-const ISTIO_ERRORS: &str = "sum by ($by) (increase(istio_requests_total{$matchers, reporter=\"destination\", response_code=~\"5..\"}[$window]))";
-const ISTIO_BUCKETS: &str = "sum by ($by, le) (increase(istio_request_duration_milliseconds_bucket{$matchers, reporter=\"destination\"}[$window]))";
-const LINKERD_REQUESTS: &str =
-    "sum by ($by) (increase(response_total{$matchers, direction=\"inbound\"}[$window]))";
-const LINKERD_ERRORS: &str = "sum by ($by) (increase(response_total{$matchers, direction=\"inbound\", classification=\"failure\"}[$window]))";
-const LINKERD_BUCKETS: &str =
-    "sum by ($by, le) (increase(response_latency_ms_bucket{$matchers, direction=\"inbound\"}[$window]))";
-const ENVOY_REQUESTS: &str = "sum by ($by) (increase(envoy_cluster_upstream_rq_total{$matchers}[$window]))";
-const ENVOY_ERRORS: &str =
-    "sum by ($by) (increase(envoy_cluster_upstream_rq{$matchers, envoy_response_code=~\"5..\"}[$window]))";
-const ENVOY_BUCKETS: &str =
-    "sum by ($by, le) (increase(envoy_cluster_upstream_rq_time_bucket{$matchers}[$window]))";
-/// Deployment pods are named `<workload>-<replicaset hash>-<id>`; this recovers the workload.
-macro_rules! by_workload {
-    ($inner:literal) => {
-        concat!("label_replace(", $inner, ", \"workload\", \"$1\", \"pod\", \"(.+)-[a-z0-9]+-[a-z0-9]+\")")
+const HTTP_REQUESTS: &str = "http_requests_total{$matchers}";
+const HTTP_ERRORS: &str = "http_requests_total{$matchers, code=~\"5..\"}";
+const HTTP_BUCKETS: &str = "http_request_duration_seconds_bucket{$matchers}";
+const ISTIO_REQUESTS: &str = "istio_requests_total{$matchers, reporter=\"destination\"}";
+const ISTIO_ERRORS: &str = "istio_requests_total{$matchers, reporter=\"destination\", response_code=~\"5..\"}";
+const ISTIO_BUCKETS: &str = "istio_request_duration_milliseconds_bucket{$matchers, reporter=\"destination\"}";
+const LINKERD_REQUESTS: &str = "response_total{$matchers, direction=\"inbound\"}";
+const LINKERD_ERRORS: &str = "response_total{$matchers, direction=\"inbound\", classification=\"failure\"}";
+const LINKERD_BUCKETS: &str = "response_latency_ms_bucket{$matchers, direction=\"inbound\"}";
+
+/// Pods of the batch's Deployments, as `{namespace, pod, workload}` = 1, from
+/// kube-state-metrics: each pod's owning ReplicaSet, and each ReplicaSet's Deployment.
+macro_rules! pod_owners {
+    () => {
+        "max by (namespace, pod, workload) (label_replace(kube_pod_owner{namespace=~\"$namespaces\", owner_kind=\"ReplicaSet\"}, \"replicaset\", \"$1\", \"owner_name\", \"(.+)\") * on (namespace, replicaset) group_left (workload) max by (namespace, replicaset, workload) (label_replace(kube_replicaset_owner{namespace=~\"$namespaces\", owner_kind=\"Deployment\", owner_name=~\"$workloads\"}, \"workload\", \"$1\", \"owner_name\", \"(.+)\")))"
     };
 }
-const CADVISOR_CPU: &str = concat!(
-    "sum by ($by, pod) (",
-    by_workload!(
-        "rate(container_cpu_usage_seconds_total{$matchers, container!=\"\", container!=\"POD\"}[$window])"
-    ),
-    ")"
-);
-const CADVISOR_MEMORY: &str = concat!(
-    "sum by ($by, pod) (",
-    by_workload!(
-        "max_over_time(container_memory_working_set_bytes{$matchers, container!=\"\", container!=\"POD\"}[$window])"
-    ),
-    ")"
-);
-const CADVISOR_CPU_UTIL: &str = concat!(
-    "sum by ($by, pod) (",
-    by_workload!(
-        "rate(container_cpu_usage_seconds_total{$matchers, container!=\"\", container!=\"POD\"}[$window])"
-    ),
-    ") / sum by ($by, pod) (",
-    by_workload!("kube_pod_container_resource_limits{$matchers, resource=\"cpu\"}"),
-    ")"
-);
-const CADVISOR_MEMORY_UTIL: &str = concat!(
-    "sum by ($by, pod) (",
-    by_workload!(
-        "max_over_time(container_memory_working_set_bytes{$matchers, container!=\"\", container!=\"POD\"}[$window])"
-    ),
-    ") / sum by ($by, pod) (",
-    by_workload!("kube_pod_container_resource_limits{$matchers, resource=\"memory\"}"),
-    ")"
-);
+/// Sums a per-`(namespace, pod)` expression into one value per pod of the batch's
+/// workloads, labelled with its workload.
+macro_rules! per_owned_pod {
+    ($per_pod:expr) => {
+        concat!("sum by ($by, pod) ((", $per_pod, ") * on (namespace, pod) group_left (workload) ", pod_owners!(), ")")
+    };
+}
+/// Counts the pods of each workload that an expression keyed by `(namespace, pod)` holds.
+macro_rules! count_owned_pods {
+    ($per_pod:expr) => {
+        concat!("count by ($by) ((", $per_pod, ") * on (namespace, pod) group_left (workload) ", pod_owners!(), ")")
+    };
+}
+/// Application containers only: the pause container and the pod-level cgroup are not usage.
+macro_rules! containers {
+    ($metric:literal) => {
+        concat!($metric, "{namespace=~\"$namespaces\", container!=\"\", container!=\"POD\"$extra}")
+    };
+}
+macro_rules! cpu_usage {
+    () => {
+        concat!("rate(", containers!("container_cpu_usage_seconds_total"), "[$range])")
+    };
+}
+macro_rules! memory_usage {
+    () => {
+        concat!("max_over_time(", containers!("container_memory_working_set_bytes"), "[$range])")
+    };
+}
+macro_rules! limits {
+    ($resource:literal) => {
+        concat!("kube_pod_container_resource_limits{namespace=~\"$namespaces\", resource=\"", $resource, "\"}")
+    };
+}
+/// Usage of the containers that have a limit, over the sum of those limits: sidecars
+/// without a limit are left out of both sides, sidecars with one are in both.
+macro_rules! utilisation {
+    ($usage:expr, $resource:literal) => {
+        per_owned_pod!(concat!(
+            "sum by (namespace, pod) (",
+            $usage,
+            " and on (namespace, pod, container) ",
+            limits!($resource),
+            ") / sum by (namespace, pod) (",
+            limits!($resource),
+            ")"
+        ))
+    };
+}
+/// Pods with usage and no limit on any container.
+macro_rules! unlimited {
+    ($usage:expr, $resource:literal) => {
+        count_owned_pods!(concat!(
+            "sum by (namespace, pod) (",
+            $usage,
+            ") unless on (namespace, pod) ",
+            limits!($resource)
+        ))
+    };
+}
+
+const CADVISOR_CPU: &str = per_owned_pod!(concat!("sum by (namespace, pod) (", cpu_usage!(), ")"));
+const CADVISOR_MEMORY: &str = per_owned_pod!(concat!("sum by (namespace, pod) (", memory_usage!(), ")"));
+const CADVISOR_CPU_UTIL: &str = utilisation!(cpu_usage!(), "cpu");
+const CADVISOR_CPU_UNLIMITED: &str = unlimited!(cpu_usage!(), "cpu");
+const CADVISOR_MEMORY_UTIL: &str = utilisation!(memory_usage!(), "memory");
+const CADVISOR_MEMORY_UNLIMITED: &str = unlimited!(memory_usage!(), "memory");
 
 /// Every built-in template.
 pub const TEMPLATES: &[Template] = &[
@@ -221,41 +261,27 @@ pub const TEMPLATES: &[Template] = &[
         bucket_scale: 0.001,
         queries: Queries::Histogram { buckets: LINKERD_BUCKETS },
     },
-    Template {
-        name: "envoy-error-rate",
-        description: "5xx share of Envoy (Gateway API) upstream requests",
-        signal: Signal::Errors,
-        quantile: None,
-        identity_label: "envoy_cluster_name",
-        identity_match: IdentityMatch::Label,
-        namespace_label: None,
-        bucket_scale: 1.0,
-        queries: Queries::Counts { requests: ENVOY_REQUESTS, errors: ENVOY_ERRORS },
-    },
-    Template {
-        name: "envoy-latency-p99",
-        description: "p99 of Envoy (Gateway API) upstream request time (as seconds)",
-        signal: Signal::Latency,
-        quantile: Some(0.99),
-        identity_label: "envoy_cluster_name",
-        identity_match: IdentityMatch::Label,
-        namespace_label: None,
-        bucket_scale: 0.001,
-        queries: Queries::Histogram { buckets: ENVOY_BUCKETS },
-    },
-    cadvisor("container-cpu", "CPU cores per pod (cAdvisor)", Signal::Cpu, CADVISOR_CPU),
-    cadvisor("container-memory", "working-set bytes per pod (cAdvisor)", Signal::Memory, CADVISOR_MEMORY),
+    cadvisor("container-cpu", "CPU cores per pod (cAdvisor + kube-state-metrics owners)", Signal::Cpu, CADVISOR_CPU, None),
+    cadvisor(
+        "container-memory",
+        "working-set bytes per pod (cAdvisor + kube-state-metrics owners)",
+        Signal::Memory,
+        CADVISOR_MEMORY,
+        None,
+    ),
     cadvisor(
         "container-cpu-utilisation",
-        "CPU per pod as a fraction of its limit (cAdvisor + kube-state-metrics)",
+        "CPU per pod as a fraction of its limits (cAdvisor + kube-state-metrics)",
         Signal::CpuUtilisation,
         CADVISOR_CPU_UTIL,
+        Some(CADVISOR_CPU_UNLIMITED),
     ),
     cadvisor(
         "container-memory-utilisation",
-        "memory per pod as a fraction of its limit (cAdvisor + kube-state-metrics)",
+        "memory per pod as a fraction of its limits (cAdvisor + kube-state-metrics)",
         Signal::MemoryUtilisation,
         CADVISOR_MEMORY_UTIL,
+        Some(CADVISOR_MEMORY_UNLIMITED),
     ),
 ];
 
@@ -287,6 +313,7 @@ const fn cadvisor(
     description: &'static str,
     signal: Signal,
     value: &'static str,
+    unlimited: Option<&'static str>,
 ) -> Template {
     Template {
         name,
@@ -294,10 +321,10 @@ const fn cadvisor(
         signal,
         quantile: None,
         identity_label: "workload",
-        identity_match: IdentityMatch::PodName,
+        identity_match: IdentityMatch::PodOwner,
         namespace_label: Some("namespace"),
         bucket_scale: 1.0,
-        queries: Queries::Values { value },
+        queries: Queries::Values { value, unlimited },
     }
 }
 

@@ -38,7 +38,7 @@ pub fn errors(canary: (f64, f64), baseline: (f64, f64)) -> IntervalObservations 
         canary: Some(Sample::Counts { requests: canary.0, events: canary.1 }),
         baseline: Some(Sample::Counts { requests: baseline.0, events: baseline.1 }),
         query: Some("recorded".into()),
-        error: None,
+        ..Observation::default()
     };
     IntervalObservations {
         metrics: [("errors".to_string(), obs.clone()), ("error-ratio".to_string(), obs)].into(),
