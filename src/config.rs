@@ -240,7 +240,8 @@ impl RawPrometheus {
                 Duration::from_secs(1)
             }
         };
-        let mut scrape = ScrapeIntervals::uniform(duration(problems, "scrape_interval", &self.scrape_interval));
+        let mut scrape =
+            ScrapeIntervals::uniform(duration(problems, "scrape_interval", &self.scrape_interval));
         for (template, text) in &self.scrape_interval_by_template {
             let key = format!("scrape_interval_by_template.{template}");
             if templates::find(template).is_none() {

@@ -1,6 +1,7 @@
 //! The Prometheus source against a real Prometheus (Debian's package, started per test
 //! on a free loopback port): deterministic history loaded with promtool, a live scrape,
-//! an outage, empty results, batching, and backtests from Prometheus.
+//! an outage, empty results, batching, and backtests from Prometheus. Realistically
+//! scraped history (jitter, resets, churn) is in `measurement.rs`.
 
 mod support;
 
@@ -35,6 +36,7 @@ fn source(url: &str, metrics: Arc<Metrics>) -> PrometheusSource {
     let env = [
         ("CANARYD__PROMETHEUS__URL".to_string(), url.to_string()),
         ("CANARYD__PROMETHEUS__RETRIES".into(), "1".into()),
+        ("CANARYD__PROMETHEUS__SCRAPE_INTERVAL".into(), support::openmetrics::SCRAPE_INTERVAL.into()),
     ];
     let settings = Settings::load(None, env.into_iter().collect()).unwrap();
     PrometheusSource::new(&settings.prometheus, metrics, Duration::from_millis(50)).unwrap()
@@ -251,19 +253,24 @@ async fn a_live_scrape_of_a_test_exporter_is_observed() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let (Some(Sample::Counts { requests: cr, events: ce }), Some(Sample::Counts { requests: br, .. })) =
-        (obs.canary, obs.baseline)
+    let (
+        Some(Sample::Counts { requests: cr, events: ce }),
+        Some(Sample::Counts { requests: br, events: be }),
+    ) = (obs.canary, obs.baseline)
     else {
         panic!("counts expected")
     };
-    // Scraped rates: the canary's error share is 1/10, its traffic a tenth of the baseline's.
-    assert!((ce / cr - 0.1).abs() < 0.02, "canary error rate {}", ce / cr);
-    assert!((br / cr - 9.0).abs() < 0.5, "traffic ratio {}", br / cr);
-    assert!(scrapes.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    // Every scrape adds 9 requests and 1 error to the canary, 89 and 1 to the baseline:
+    // exact counts are whole multiples of that, never extrapolated fractions.
+    let scrapes_seen = ce;
+    assert!(scrapes_seen >= 1.0 && scrapes_seen.fract() == 0.0, "canary errors {ce}");
+    assert_eq!((cr, br, be), (10.0 * scrapes_seen, 90.0 * scrapes_seen, scrapes_seen), "exact increments");
+    assert!(scrapes.load(std::sync::atomic::Ordering::SeqCst) >= 1);
 }
 
 fn cli_backtest(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .env("CANARYD__PROMETHEUS__SCRAPE_INTERVAL", support::openmetrics::SCRAPE_INTERVAL)
         .args(["backtest", "--policy", POLICY, "--format", "json"])
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))

@@ -254,7 +254,8 @@ fn render(
         Source::Inline(q) => (BTreeMap::new(), Some(q.as_str())),
         Source::Unknown(name) => return Err(format!("unknown template `{name}`")),
     };
-    let workloads: BTreeSet<&str> = arms.iter().flat_map(|a| [a.canary.as_str(), a.baseline.as_str()]).collect();
+    let workloads: BTreeSet<&str> =
+        arms.iter().flat_map(|a| [a.canary.as_str(), a.baseline.as_str()]).collect();
     let namespaces: BTreeSet<&str> = arms.iter().map(|a| a.namespace.as_str()).collect();
     let alternatives =
         |set: &BTreeSet<&str>| set.iter().map(|w| promql::escape_regex(w)).collect::<Vec<_>>().join("|");
@@ -348,7 +349,8 @@ fn index<'s>(identity: &Identity, series: &'s [Series]) -> HashMap<(&'s str, &'s
             Some(ns) => labels.get(ns).map(String::as_str),
             None => Some(""),
         };
-        if let (Some(part), Some(workload), Some(namespace), true) = (part, workload, namespace, value.is_finite())
+        if let (Some(part), Some(workload), Some(namespace), true) =
+            (part, workload, namespace, value.is_finite())
         {
             index.entry((namespace, workload.as_str())).or_default().entry(part).or_default().push(s);
         }

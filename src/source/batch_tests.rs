@@ -179,10 +179,8 @@ fn utilisation_without_limits_says_so_instead_of_no_data() {
     let targets = [Target { rollout: &rs[0].0, arms: &rs[0].1, metric: &m }];
     let batch = &plan30(&targets)[0];
     assert_eq!(batch.parts, [Part::Values, Part::Unlimited]);
-    let results: BatchResult = Ok(vec![(
-        labels(&[("workload", "app0"), ("namespace", "ns0"), (PART_LABEL, "unlimited")]),
-        2.0,
-    )]);
+    let results: BatchResult =
+        Ok(vec![(labels(&[("workload", "app0"), ("namespace", "ns0"), (PART_LABEL, "unlimited")]), 2.0)]);
     let obs = &split(batch, &results, &BatchOptions::default())[0].1;
     assert!(obs.error.as_deref().unwrap().starts_with("no limit set: 2 canary"), "{obs:?}");
 }
@@ -196,7 +194,8 @@ fn counter_resets_mark_the_counts_approximate() {
     let series = |part: &str, workload: &str, v: f64| {
         (labels(&[("workload", workload), ("namespace", "ns0"), (PART_LABEL, part)]), v)
     };
-    let clean: BatchResult = Ok(vec![series("requests", "app0", 10.0), series("requests", "app0-primary", 90.0)]);
+    let clean: BatchResult =
+        Ok(vec![series("requests", "app0", 10.0), series("requests", "app0-primary", 90.0)]);
     assert_eq!(split(batch, &clean, &BatchOptions::default())[0].1.approximate, None);
     let reset: BatchResult = Ok(vec![
         series("requests", "app0", 10.0),
@@ -214,7 +213,9 @@ fn shards_hold_at_most_shard_size_rollouts_and_a_rollout_stays_in_one() {
     let rs = rollouts(1001);
     let targets: Vec<Target<'_>> = rs
         .iter()
-        .flat_map(|(id, arms)| [Target { rollout: id, arms, metric: &a }, Target { rollout: id, arms, metric: &b }])
+        .flat_map(|(id, arms)| {
+            [Target { rollout: id, arms, metric: &a }, Target { rollout: id, arms, metric: &b }]
+        })
         .collect();
     let options = BatchOptions { shard_size: 500, ..BatchOptions::default() };
     let batches = plan(&targets, Duration::from_secs(30), &options);
@@ -229,7 +230,10 @@ fn shards_hold_at_most_shard_size_rollouts_and_a_rollout_stays_in_one() {
         // Each shard's query names its own workloads only.
         let q = query(batch);
         for (rollout, _, arms) in &batch.members {
-            assert!(q.contains(&format!("|{}|", arms.canary)) || q.contains(&format!("\"{}|", arms.canary)), "{rollout}");
+            assert!(
+                q.contains(&format!("|{}|", arms.canary)) || q.contains(&format!("\"{}|", arms.canary)),
+                "{rollout}"
+            );
         }
     }
     assert_eq!(seen.len(), 1001);

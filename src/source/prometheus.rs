@@ -140,7 +140,13 @@ impl PrometheusSource {
             .map_err(|e| SourceError::Settings(e.to_string()))?;
         let client =
             Client::from(http, settings.url.as_str()).map_err(|e| SourceError::Settings(e.to_string()))?;
-        Ok(PrometheusSource { client, retries: settings.retries, backoff, metrics, batching: settings.batching.clone() })
+        Ok(PrometheusSource {
+            client,
+            retries: settings.retries,
+            backoff,
+            metrics,
+            batching: settings.batching.clone(),
+        })
     }
 
     async fn with_retries<T, F, Fut>(

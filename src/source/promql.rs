@@ -173,7 +173,10 @@ mod tests {
             ..Placeholders::default()
         };
         assert_eq!(
-            fill("sum by ($by) (rate(x{$matchers}[$window])) + label_replace(y, \"a\", \"$1\", \"b\", \"(.*)\")", &values),
+            fill(
+                "sum by ($by) (rate(x{$matchers}[$window])) + label_replace(y, \"a\", \"$1\", \"b\", \"(.*)\")",
+                &values
+            ),
             "sum by (workload) (rate(x{route=\"$window\"}[30s])) + label_replace(y, \"a\", \"$1\", \"b\", \"(.*)\")",
             "a substituted value is not scanned again, and $1 is not a placeholder"
         );

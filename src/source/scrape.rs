@@ -79,6 +79,9 @@ mod tests {
         s.by_template.insert("container-memory".into(), Duration::from_secs(60));
         assert_eq!(s.gauge_range(Some("container-cpu"), Duration::from_secs(30)), Duration::from_secs(60));
         assert_eq!(s.gauge_range(Some("container-cpu"), Duration::from_secs(300)), Duration::from_secs(300));
-        assert_eq!(s.gauge_range(Some("container-memory"), Duration::from_secs(30)), Duration::from_secs(240));
+        assert_eq!(
+            s.gauge_range(Some("container-memory"), Duration::from_secs(30)),
+            Duration::from_secs(240)
+        );
     }
 }

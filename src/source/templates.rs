@@ -131,7 +131,8 @@ const HTTP_REQUESTS: &str = "http_requests_total{$matchers}";
 const HTTP_ERRORS: &str = "http_requests_total{$matchers, code=~\"5..\"}";
 const HTTP_BUCKETS: &str = "http_request_duration_seconds_bucket{$matchers}";
 const ISTIO_REQUESTS: &str = "istio_requests_total{$matchers, reporter=\"destination\"}";
-const ISTIO_ERRORS: &str = "istio_requests_total{$matchers, reporter=\"destination\", response_code=~\"5..\"}";
+const ISTIO_ERRORS: &str =
+    "istio_requests_total{$matchers, reporter=\"destination\", response_code=~\"5..\"}";
 const ISTIO_BUCKETS: &str = "istio_request_duration_milliseconds_bucket{$matchers, reporter=\"destination\"}";
 const LINKERD_REQUESTS: &str = "response_total{$matchers, direction=\"inbound\"}";
 const LINKERD_ERRORS: &str = "response_total{$matchers, direction=\"inbound\", classification=\"failure\"}";
@@ -148,13 +149,25 @@ macro_rules! pod_owners {
 /// workloads, labelled with its workload.
 macro_rules! per_owned_pod {
     ($per_pod:expr) => {
-        concat!("sum by ($by, pod) ((", $per_pod, ") * on (namespace, pod) group_left (workload) ", pod_owners!(), ")")
+        concat!(
+            "sum by ($by, pod) ((",
+            $per_pod,
+            ") * on (namespace, pod) group_left (workload) ",
+            pod_owners!(),
+            ")"
+        )
     };
 }
 /// Counts the pods of each workload that an expression keyed by `(namespace, pod)` holds.
 macro_rules! count_owned_pods {
     ($per_pod:expr) => {
-        concat!("count by ($by) ((", $per_pod, ") * on (namespace, pod) group_left (workload) ", pod_owners!(), ")")
+        concat!(
+            "count by ($by) ((",
+            $per_pod,
+            ") * on (namespace, pod) group_left (workload) ",
+            pod_owners!(),
+            ")"
+        )
     };
 }
 /// Application containers only: the pause container and the pod-level cgroup are not usage.
@@ -175,7 +188,11 @@ macro_rules! memory_usage {
 }
 macro_rules! limits {
     ($resource:literal) => {
-        concat!("kube_pod_container_resource_limits{namespace=~\"$namespaces\", resource=\"", $resource, "\"}")
+        concat!(
+            "kube_pod_container_resource_limits{namespace=~\"$namespaces\", resource=\"",
+            $resource,
+            "\"}"
+        )
     };
 }
 /// Usage of the containers that have a limit, over the sum of those limits: sidecars
@@ -261,7 +278,13 @@ pub const TEMPLATES: &[Template] = &[
         bucket_scale: 0.001,
         queries: Queries::Histogram { buckets: LINKERD_BUCKETS },
     },
-    cadvisor("container-cpu", "CPU cores per pod (cAdvisor + kube-state-metrics owners)", Signal::Cpu, CADVISOR_CPU, None),
+    cadvisor(
+        "container-cpu",
+        "CPU cores per pod (cAdvisor + kube-state-metrics owners)",
+        Signal::Cpu,
+        CADVISOR_CPU,
+        None,
+    ),
     cadvisor(
         "container-memory",
         "working-set bytes per pod (cAdvisor + kube-state-metrics owners)",

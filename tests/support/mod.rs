@@ -4,3 +4,5 @@
 pub mod engine;
 pub mod openmetrics;
 pub mod prometheus;
+pub mod scrape;
+pub mod victoria;
