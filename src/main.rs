@@ -35,10 +35,17 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Validate policy files; prints every problem and exits 2 if there is any.
+    /// Intervals are checked against the scrape interval of the settings (default 30s).
     Check {
         /// Policy files or directories (YAML).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Settings file (TOML) whose `prometheus.scrape_interval*` apply.
+        #[arg(long, env = "CANARYD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Scrape interval of every template, overriding the settings (e.g. `60s`).
+        #[arg(long)]
+        scrape_interval: Option<String>,
     },
     /// Print the CustomResourceDefinitions (YAML) generated from the policy types.
     Crd,
@@ -94,7 +101,20 @@ enum Format {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { paths } => check(&paths),
+        Command::Check { paths, config, scrape_interval } => {
+            let mut env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+            if let Some(interval) = scrape_interval {
+                env.insert("CANARYD__PROMETHEUS__SCRAPE_INTERVAL".into(), interval);
+                env.retain(|k, _| !k.starts_with("CANARYD__PROMETHEUS__SCRAPE_INTERVAL_BY_TEMPLATE"));
+            }
+            match Settings::load(config.as_deref(), env) {
+                Ok(settings) => check(&paths, &settings.prometheus.batching.scrape),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_INVALID)
+                }
+            }
+        }
         Command::Crd => match canaryd::crd::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
@@ -152,8 +172,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(paths: &[PathBuf]) -> ExitCode {
-    let loaded = policy::load_paths(paths);
+fn check(paths: &[PathBuf], scrape: &canaryd::source::scrape::ScrapeIntervals) -> ExitCode {
+    let loaded = policy::load_paths_with(paths, Some(scrape));
     for p in &loaded.policies {
         println!("ok: {} ({})", p.reference, p.origin);
     }
@@ -297,7 +317,7 @@ async fn backtest_prometheus(
 #[tokio::main]
 async fn run(settings: Settings) -> anyhow::Result<()> {
     canaryd::telemetry::init_logging(&settings.log);
-    let loaded = policy::load_paths(&settings.policy_paths);
+    let loaded = policy::load_paths_with(&settings.policy_paths, Some(&settings.prometheus.batching.scrape));
     for problem in &loaded.problems {
         tracing::error!(%problem, "policy rejected; the other policies stay in force");
     }

@@ -117,3 +117,41 @@ async fn run_loads_settings_and_policies_and_serves_healthz() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("policies loaded") && log.contains("policies=4"), "{log}");
 }
+
+#[test]
+fn an_interval_shorter_than_the_scrape_interval_is_refused_with_the_smallest_that_works() {
+    // The shipped web-default policy analyses every 30 s: fine over a 30 s scrape.
+    let out = canaryd(&["check", "--scrape-interval", "30s", "policies/web-default.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Over a 60 s scrape (Prometheus' own default), half its intervals would hold no scrape.
+    let out = canaryd(&["check", "--scrape-interval", "60s", "policies/web-default.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "web-default.yaml:26:15: CanaryPolicy shop/web-default: spec.analysis.interval: 30s is shorter than the 1m scrape interval"
+        ) && stderr.contains("the smallest interval that works is 1m"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn extra_labels_may_not_override_what_a_template_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  selector: {matchLabels: {app: x}}\n  analysis:\n    metrics:\n      - {name: e, template: http-error-rate, test: sequential, labels: {code: \"200\", route: /checkout}}\n",
+    )
+    .unwrap();
+    let out = canaryd(&["check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "spec.analysis.metrics[0].labels.code: template http-error-rate already matches on `code`"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("labels.route"), "route is the template's to narrow: {stderr}");
+}

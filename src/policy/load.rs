@@ -11,6 +11,7 @@ use crate::engine::plan::Plan;
 use crate::policy::locate;
 use crate::policy::model::{API_VERSION, CanaryPolicy, ClusterCanaryPolicy, PolicySpec};
 use crate::policy::validate::{self, FieldProblem};
+use crate::source::scrape::ScrapeIntervals;
 
 /// The two policy kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -101,14 +102,21 @@ pub struct Loaded {
     pub problems: Vec<Problem>,
 }
 
-/// Reads every `.yaml`/`.yml` file under the given files and directories.
+/// Reads every `.yaml`/`.yml` file under the given files and directories, without
+/// checking intervals against scrape intervals (for replaying recorded data).
 pub fn load_paths(paths: &[PathBuf]) -> Loaded {
+    load_paths_with(paths, None)
+}
+
+/// Reads every `.yaml`/`.yml` file under the given files and directories; with `scrape`,
+/// an analysis interval too short for a template's scrape interval is a problem.
+pub fn load_paths_with(paths: &[PathBuf], scrape: Option<&ScrapeIntervals>) -> Loaded {
     let mut loaded = Loaded::default();
     for file in expand(paths, &mut loaded.problems) {
         let name = file.display().to_string();
         match std::fs::read_to_string(&file) {
             Ok(text) => {
-                let one = load_str(&name, &text);
+                let one = load_str_with(&name, &text, scrape);
                 loaded.policies.extend(one.policies);
                 loaded.problems.extend(one.problems);
             }
@@ -155,6 +163,11 @@ fn is_yaml(p: &Path) -> bool {
 
 /// Parses and validates every policy document in `text`; `file` names it in problems.
 pub fn load_str(file: &str, text: &str) -> Loaded {
+    load_str_with(file, text, None)
+}
+
+/// As [`load_str`], checking intervals against `scrape` when given.
+pub fn load_str_with(file: &str, text: &str, scrape: Option<&ScrapeIntervals>) -> Loaded {
     let mut loaded = Loaded::default();
     for (index, (first_line, doc)) in split_documents(text).into_iter().enumerate() {
         let label = format!("document {}", index + 1);
@@ -162,7 +175,7 @@ pub fn load_str(file: &str, text: &str) -> Loaded {
         let in_file = |(line, col): (u64, u64)| (line + first_line - 1, col);
         match parse_document(doc) {
             Ok(None) => {}
-            Ok(Some((reference, spec))) => match validate::compile(&reference.key(), &spec) {
+            Ok(Some((reference, spec))) => match validate::compile(&reference.key(), &spec, scrape) {
                 Ok(plan) => {
                     let at = locate::find(&locate::locations(doc), "metadata.name");
                     loaded.policies.push(LoadedPolicy {

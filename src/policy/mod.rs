@@ -6,5 +6,8 @@ pub mod model;
 pub mod selector;
 pub mod validate;
 
-pub use load::{Loaded, LoadedPolicy, PolicyKind, PolicyRef, Problem, load_paths, load_str};
+pub use load::{
+    Loaded, LoadedPolicy, PolicyKind, PolicyRef, Problem, load_paths, load_paths_with, load_str,
+    load_str_with,
+};
 pub use model::{CanaryPolicy, ClusterCanaryPolicy, PolicySpec};

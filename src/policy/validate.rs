@@ -2,6 +2,7 @@
 //! reporting every problem with its field path rather than stopping at the first.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -10,6 +11,7 @@ use crate::engine::plan::{MetricPlan, MetricQuery, Plan, Trigger, TriggerConditi
 use crate::judge::{Direction, SampleKind, TEST_NAMES, TestConfig};
 use crate::policy::model::{MetricSpec, PolicySpec, TriggerSpec};
 use crate::source::promql;
+use crate::source::scrape::ScrapeIntervals;
 use crate::source::templates::{self, Signal};
 
 /// Routers canaryd can drive.
@@ -46,8 +48,13 @@ impl Problems {
     }
 }
 
-/// Validates `spec` and compiles it. `policy` names it in the plan (`ns/name`).
-pub fn compile(policy: &str, spec: &PolicySpec) -> Result<Plan, Vec<FieldProblem>> {
+/// Validates `spec` and compiles it. `policy` names it in the plan (`ns/name`). With
+/// `scrape`, an analysis interval shorter than a template's scrape interval is refused.
+pub fn compile(
+    policy: &str,
+    spec: &PolicySpec,
+    scrape: Option<&ScrapeIntervals>,
+) -> Result<Plan, Vec<FieldProblem>> {
     let mut p = Problems::default();
     check_selector(&mut p, &spec.selector);
 
@@ -87,6 +94,10 @@ pub fn compile(policy: &str, spec: &PolicySpec) -> Result<Plan, Vec<FieldProblem
         })
         .collect();
 
+    if let Some(scrape) = scrape {
+        check_interval(&mut p, scrape, interval, &metrics);
+    }
+
     let triggers = spec
         .triggers
         .iter()
@@ -118,6 +129,21 @@ pub fn compile(policy: &str, spec: &PolicySpec) -> Result<Plan, Vec<FieldProblem
         metrics,
         triggers,
     })
+}
+
+/// The interval must hold a scrape of every template it reads; the template with the
+/// longest scrape interval decides.
+fn check_interval(p: &mut Problems, scrape: &ScrapeIntervals, interval: Duration, metrics: &[MetricPlan]) {
+    let slowest = metrics
+        .iter()
+        .map(|m| match &m.query {
+            MetricQuery::Template { name, .. } => Some(name.as_str()),
+            MetricQuery::Inline { .. } => None,
+        })
+        .max_by_key(|template| scrape.of(*template));
+    if let Some(why) = slowest.and_then(|template| scrape.interval_problem(template, interval)) {
+        p.add("spec.analysis.interval", why);
+    }
 }
 
 fn check_selector(p: &mut Problems, selector: &LabelSelector) {
@@ -246,9 +272,21 @@ fn compile_metric(p: &mut Problems, path: &str, m: &MetricSpec, sequential: usiz
             return None;
         }
     };
+    let matched = match &m.template {
+        Some(name) => templates::find(name).map(|t| t.matched_labels()).unwrap_or_default(),
+        None => Default::default(),
+    };
     for (label, value) in &m.labels {
         if let Err(e) = promql::check_label(label, value) {
             p.add(format!("{path}.labels.{label}"), e);
+        } else if matched.contains(label) {
+            p.add(
+                format!("{path}.labels.{label}"),
+                format!(
+                    "template {} already matches on `{label}`; another matcher on it would change what the template counts (use an inline query instead)",
+                    m.template.as_deref().unwrap_or_default()
+                ),
+            );
         }
     }
     let quantile = match (m.quantile, kind) {

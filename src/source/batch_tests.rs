@@ -362,3 +362,16 @@ fn hostile_values_survive_as_literal_matcher_values() {
     assert!(workload.is_match(&format!("{value}-primary")));
     assert!(!workload.is_match("web") && !workload.is_match("anything"), "nothing else may match");
 }
+
+#[test]
+fn every_template_renders_a_query_that_parses() {
+    let rs = rollouts(3);
+    for t in templates::TEMPLATES {
+        let m = metric("m", t.name, &[("route", "/a")]);
+        let targets: Vec<Target<'_>> =
+            rs.iter().map(|(id, arms)| Target { rollout: id, arms, metric: &m }).collect();
+        let batch = &plan30(&targets)[0];
+        structure(query(batch));
+        structure(&batch.query_for(&rs[0].1, &BatchOptions::default()));
+    }
+}

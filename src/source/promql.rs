@@ -137,6 +137,32 @@ pub fn escape_regex(value: &str) -> String {
     escape(&out)
 }
 
+/// The label names that the selectors of `query` match on (`__name__` included).
+pub fn matcher_names(query: &str) -> Result<std::collections::BTreeSet<String>, String> {
+    use promql_parser::parser::Expr;
+    struct Names(std::collections::BTreeSet<String>);
+    impl promql_parser::util::ExprVisitor for Names {
+        type Error = ();
+        fn pre_visit(&mut self, expr: &Expr) -> Result<bool, ()> {
+            let selector = match expr {
+                Expr::VectorSelector(vs) => Some(vs),
+                Expr::MatrixSelector(ms) => Some(&ms.vs),
+                _ => None,
+            };
+            if let Some(vs) = selector {
+                self.0.extend(vs.matchers.matchers.iter().map(|m| m.name.clone()));
+                self.0.extend(vs.matchers.or_matchers.iter().flatten().map(|m| m.name.clone()));
+                self.0.insert("__name__".into());
+            }
+            Ok(true)
+        }
+    }
+    let expr = promql_parser::parser::parse(query).map_err(|e| e.to_string())?;
+    let mut names = Names(Default::default());
+    promql_parser::util::walk_expr(&mut names, &expr).map_err(|()| "unreachable".to_string())?;
+    Ok(names.0)
+}
+
 /// Checks that an inline query parses once its placeholders are filled.
 pub fn check_inline(query: &str) -> Result<(), String> {
     if query.trim().is_empty() {

@@ -15,9 +15,12 @@
 //! route rule in one upstream cluster, so its `envoy_cluster_*` series cannot tell the
 //! canary from the baseline. Use the application's own metrics (`http-*`) or a mesh.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::judge::SampleKind;
+use crate::source::promql;
 
 /// Which recorded signal a template reads; also the column of backtest data it uses.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -117,6 +120,25 @@ pub struct Template {
 }
 
 impl Template {
+    /// The labels the template already matches on or groups by: a policy's extra
+    /// `labels` may not name them, or they would change what the template counts.
+    pub fn matched_labels(&self) -> BTreeSet<String> {
+        let exprs: Vec<&str> = match self.queries {
+            Queries::Counts { requests, errors } => vec![requests, errors],
+            Queries::Histogram { buckets } => vec![buckets],
+            Queries::Values { value, unlimited } => [Some(value), unlimited].into_iter().flatten().collect(),
+        };
+        let mut names: BTreeSet<String> = exprs
+            .into_iter()
+            .flat_map(|q| {
+                promql::matcher_names(&promql::fill(q, &promql::example_placeholders())).unwrap_or_default()
+            })
+            .collect();
+        names.extend([self.identity_label, "le", "pod", crate::source::batch::PART_LABEL].map(String::from));
+        names.extend(self.namespace_label.map(String::from));
+        names
+    }
+
     /// The kind of sample the template yields.
     pub fn kind(&self) -> SampleKind {
         match self.queries {
@@ -364,6 +386,19 @@ pub fn names() -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn templates_name_the_labels_they_match_on() {
+        let errors = find("http-error-rate").unwrap().matched_labels();
+        for label in ["code", "workload", "namespace", "__name__"] {
+            assert!(errors.contains(label), "{label}: {errors:?}");
+        }
+        assert!(!errors.contains("route"));
+        let istio = find("istio-error-rate").unwrap().matched_labels();
+        assert!(istio.contains("reporter") && istio.contains("response_code"), "{istio:?}");
+        let memory = find("container-memory-utilisation").unwrap().matched_labels();
+        assert!(memory.contains("container") && memory.contains("resource"), "{memory:?}");
+    }
 
     #[test]
     fn signal_names_are_their_serialised_form() {

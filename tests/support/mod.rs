@@ -4,5 +4,6 @@
 pub mod engine;
 pub mod openmetrics;
 pub mod prometheus;
+pub mod scale;
 pub mod scrape;
 pub mod victoria;

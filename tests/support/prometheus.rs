@@ -23,6 +23,11 @@ impl PrometheusServer {
     /// Starts Prometheus with `scrape_config` (YAML list items under `scrape_configs:`,
     /// may be empty) over `tsdb` (a directory of blocks), or an empty one.
     pub async fn start(scrape_configs: &str, tsdb: Option<&Path>) -> PrometheusServer {
+        Self::start_with(scrape_configs, tsdb, &[]).await
+    }
+
+    /// As [`PrometheusServer::start`], with extra command-line flags.
+    pub async fn start_with(scrape_configs: &str, tsdb: Option<&Path>, flags: &[String]) -> PrometheusServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("prometheus.yml");
         let scrape = if scrape_configs.is_empty() { "[]".to_string() } else { format!("\n{scrape_configs}") };
@@ -38,6 +43,7 @@ impl PrometheusServer {
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg("--storage.tsdb.retention.time=100y")
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -63,9 +69,30 @@ impl PrometheusServer {
 
     /// Prometheus' own count of HTTP requests to `handler` (e.g. `/api/v1/query`).
     pub async fn requests_to(&self, handler: &str) -> f64 {
+        self.own_metric(&format!("prometheus_http_requests_total{{code=\"200\",handler=\"{handler}\"}}"))
+            .await
+    }
+
+    /// One of Prometheus' own metrics, by its exact series text; 0 when absent.
+    pub async fn own_metric(&self, series: &str) -> f64 {
         let text = reqwest::get(format!("{}/metrics", self.url)).await.unwrap().text().await.unwrap();
-        let needle = format!("prometheus_http_requests_total{{code=\"200\",handler=\"{handler}\"}} ");
+        let needle = format!("{series} ");
         text.lines().find_map(|l| l.strip_prefix(&needle)).map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
+    /// The most samples `promql` held in memory at once when evaluated at `at` (Prometheus'
+    /// query statistics): what `--query.max-samples` limits.
+    pub async fn peak_samples(&self, promql: &str, at: i64) -> f64 {
+        let response: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/api/v1/query", self.url))
+            .form(&[("query", promql), ("time", &at.to_string()), ("stats", "all")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        response["data"]["stats"]["samples"]["peakSamples"].as_f64().unwrap_or_else(|| panic!("{response}"))
     }
 }
 

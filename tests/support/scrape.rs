@@ -39,6 +39,8 @@ pub struct Pod {
     pub end: f64,
     /// Restarts (counter resets), seconds since the origin.
     pub restarts: Vec<f64>,
+    /// Whether the pod exports the latency histogram.
+    pub histogram: bool,
 }
 
 /// Counts per series kind at one point: requests by code, and bucket counts.
@@ -209,7 +211,7 @@ impl Scraped {
 }
 
 /// Series name (with labels) → `(seconds, value)` points.
-type Family = BTreeMap<String, Vec<(f64, f64)>>;
+pub type Family = BTreeMap<String, Vec<(f64, f64)>>;
 
 /// OpenMetrics text for the pods' scrapes, timestamps at `origin + t`.
 pub fn openmetrics(pods: &[Scraped], origin: i64) -> String {
@@ -227,7 +229,7 @@ pub fn openmetrics(pods: &[Scraped], origin: i64) -> String {
                     .or_default()
                     .push((s.at, s.shown.errors as f64));
             }
-            for (le, count) in BUCKETS.iter().zip(s.shown.buckets) {
+            for (le, count) in BUCKETS.iter().zip(s.shown.buckets).filter(|_| p.pod.histogram) {
                 let le = if le.is_finite() { le.to_string() } else { "+Inf".into() };
                 buckets.entry(format!("{base},le=\"{le}\"")).or_default().push((s.at, count as f64));
             }
