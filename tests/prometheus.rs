@@ -367,3 +367,57 @@ async fn the_judges_quantile_equals_prometheus_histogram_quantile() {
         }
     }
 }
+
+/// The README's relabel rule, as written there, applied by a real Prometheus to targets
+/// that carry the Kubernetes pod discovery labels: Deployment pods get their
+/// Deployment's name (truncated pod names do not matter), other pods get none.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_relabel_rule_names_exactly_the_deployment() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let snippet = readme.split("```yaml\nrelabel_configs:\n").nth(1).unwrap().split("```").next().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let exporter = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            "# TYPE http_requests_total counter\nhttp_requests_total{code=\"200\"} 1\n"
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, exporter).await });
+    let long = "checkout-payments-reconciliation-worker-eu-01-primary";
+    let targets = [
+        ("ReplicaSet", "web-primary-7d9f8c6b5d", "a"),
+        ("ReplicaSet", &format!("{long}-84c7d9b6f5") as &str, "b"),
+        ("StatefulSet", "web-api", "c"),
+        ("DaemonSet", "web-exporter", "d"),
+        ("Job", "web-migrate", "e"),
+    ];
+    let mut scrape = String::from("  - job_name: pods\n    honor_labels: true\n    static_configs:\n");
+    for (kind, controller, id) in targets {
+        scrape.push_str(&format!(
+            "      - targets: ['127.0.0.1:{port}']\n        labels: {{__meta_kubernetes_namespace: shop, __meta_kubernetes_pod_controller_kind: {kind}, __meta_kubernetes_pod_controller_name: {controller}, target: {id}}}\n"
+        ));
+    }
+    scrape.push_str("    relabel_configs:\n");
+    scrape.push_str(&snippet.lines().map(|l| format!("  {l}\n")).collect::<String>());
+    let server = PrometheusServer::start(&scrape, None).await;
+    let src = source(&server.url, Arc::new(Metrics::new()));
+    let mut found = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while found.len() < targets.len() {
+        found = src.instant("http_requests_total", Timestamp::now()).await.unwrap();
+        assert!(tokio::time::Instant::now() < deadline, "not all targets were scraped: {found:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let workload = |id: &str| {
+        let (labels, _) =
+            found.iter().find(|(l, _)| l.get("target").map(String::as_str) == Some(id)).unwrap();
+        assert_eq!(labels.get("namespace").map(String::as_str), Some("shop"));
+        labels.get("workload").cloned()
+    };
+    assert_eq!(workload("a").as_deref(), Some("web-primary"));
+    assert_eq!(workload("b").as_deref(), Some(long));
+    for other in ["c", "d", "e"] {
+        assert_eq!(workload(other), None, "target {other} is no Deployment's pod");
+    }
+}
