@@ -1,4 +1,5 @@
-//! Measurement at scale: one tick of N rollouts on one counts template, measured through
+//! Measurement at scale: one tick of N rollouts on one template (counts, then a latency
+//! histogram of three buckets per pod), measured through
 //! shards against a real Prometheus (Debian's package) holding their scraped series.
 //! Prints, per N: queries per tick, shards, bytes sent and received, the slowest shard's
 //! peak samples (what `--query.max-samples` limits) and the tick's wall time.
@@ -32,9 +33,11 @@ spec:
   analysis:
     metrics:
       - {name: errors, template: http-error-rate, test: sequential}
+      - {name: p99, template: http-latency-p99, test: sequential}
 ";
 
 struct Figures {
+    template: &'static str,
     rollouts: usize,
     shards: usize,
     queries: f64,
@@ -45,8 +48,9 @@ struct Figures {
     measured: usize,
 }
 
-async fn measure(n: usize) -> Figures {
-    let pods = scale::pods(n, 0);
+/// One tick of `n` rollouts on the policy's metric `metric` (0: counts, 1: histogram).
+async fn measure(n: usize, metric: usize) -> Figures {
+    let pods = scale::pods(n, 0, metric == 1);
     let dir = load_openmetrics(&support::scrape::openmetrics(&pods, ORIGIN));
     let server = PrometheusServer::start("", Some(&dir.path().join("tsdb"))).await;
     let plan = canaryd::policy::load_str("bench.yaml", POLICY).policies.remove(0).plan;
@@ -56,7 +60,7 @@ async fn measure(n: usize) -> Figures {
     let targets: Vec<Target<'_>> = ids
         .iter()
         .zip(&arms)
-        .map(|(rollout, arms)| Target { rollout, arms, metric: &plan.metrics[0] })
+        .map(|(rollout, arms)| Target { rollout, arms, metric: &plan.metrics[metric] })
         .collect();
     let window = Duration::from_secs(30);
     let tick = ORIGIN + scale::SPAN as i64 - 3;
@@ -78,6 +82,7 @@ async fn measure(n: usize) -> Figures {
     let observed = src.observe(&targets, Timestamp::from_second(tick).unwrap(), window).await;
     let seconds = started.elapsed().as_secs_f64();
     Figures {
+        template: ["http-error-rate", "http-latency-p99"][metric],
         rollouts: n,
         shards: batches.len(),
         queries: server.requests_to("/api/v1/query").await - queries_before,
@@ -102,17 +107,29 @@ async fn main() {
         Some(i) => vec![args.get(i + 1).and_then(|n| n.parse().ok()).expect("--rollouts N")],
         None => vec![1_000, 10_000],
     };
-    println!("One tick of one counts template (http-error-rate), 30 s window, 15 s scrape, shards of 500.");
     println!(
-        "| rollouts | shards | queries | query bytes sent | response bytes | peak samples (largest shard) | tick wall time | rollouts measured |"
+        "One tick of one template, 30 s window, 15 s scrape, one pod per arm, shards of 500, 4 in flight."
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| template | rollouts | shards | queries | query bytes sent | response bytes | peak samples (largest shard) | tick wall time | rollouts measured |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
-        let f = measure(n).await;
-        println!(
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.2} s | {} |",
-            f.rollouts, f.shards, f.queries, f.sent, f.received, f.peak, f.seconds, f.measured
-        );
+        for metric in [0, 1] {
+            let f = measure(n, metric).await;
+            println!(
+                "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} s | {} |",
+                f.template,
+                f.rollouts,
+                f.shards,
+                f.queries,
+                f.sent,
+                f.received,
+                f.peak,
+                f.seconds,
+                f.measured
+            );
+        }
     }
     println!("Rerun: cargo bench --bench shards [-- --rollouts N]");
 }

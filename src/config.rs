@@ -149,6 +149,7 @@ struct RawPrometheus {
     scrape_interval_by_template: BTreeMap<String, String>,
     lookback: String,
     shard_size: usize,
+    concurrency: usize,
 }
 
 impl Default for RawPrometheus {
@@ -165,6 +166,7 @@ impl Default for RawPrometheus {
             scrape_interval_by_template: BTreeMap::new(),
             lookback: "5m".into(),
             shard_size: DEFAULT_SHARD_SIZE,
+            concurrency: 4,
         }
     }
 }
@@ -253,10 +255,17 @@ impl RawPrometheus {
             scrape.by_template.insert(template.clone(), duration(problems, &key, text));
         }
         let lookback = duration(problems, "lookback", &self.lookback);
-        if self.shard_size == 0 {
-            problems.push("prometheus.shard_size: must be at least 1".into());
+        for (key, value) in [("shard_size", self.shard_size), ("concurrency", self.concurrency)] {
+            if value == 0 {
+                problems.push(format!("prometheus.{key}: must be at least 1"));
+            }
         }
-        BatchOptions { scrape, lookback, shard_size: self.shard_size.max(1) }
+        BatchOptions {
+            scrape,
+            lookback,
+            shard_size: self.shard_size.max(1),
+            concurrency: self.concurrency.max(1),
+        }
     }
 }
 

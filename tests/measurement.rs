@@ -519,7 +519,7 @@ async fn pods_land_in_their_own_arm_or_in_none() {
 async fn ten_thousand_rollouts_are_measured_in_shards_and_a_refused_shard_fails_alone() {
     use support::scale;
     const N: usize = 10_000;
-    let pods = scale::pods(N, 3_000);
+    let pods = scale::pods(N, 3_000, false);
     let dir = load_openmetrics(&openmetrics(&pods, ORIGIN));
     let tsdb = dir.path().join("tsdb");
     let plan = plan();

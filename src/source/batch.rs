@@ -118,6 +118,8 @@ pub struct BatchOptions {
     /// Most rollouts in one query. Keeps each query, its regex and the samples it loads
     /// small, and a refused query affects only its own shard.
     pub shard_size: usize,
+    /// Shard queries in flight at once: a slow shard does not hold the others back.
+    pub concurrency: usize,
 }
 
 impl Default for BatchOptions {
@@ -126,6 +128,7 @@ impl Default for BatchOptions {
             scrape: ScrapeIntervals::default(),
             lookback: Duration::from_secs(300),
             shard_size: DEFAULT_SHARD_SIZE,
+            concurrency: 4,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use futures::StreamExt as _;
 use jiff::Timestamp;
 use prometheus_http_query::{Client, Error as PromError};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
@@ -294,16 +295,20 @@ impl MetricSource for PrometheusSource {
         at: Timestamp,
         window: Duration,
     ) -> BTreeMap<(RolloutId, String), Observation> {
-        let mut out = BTreeMap::new();
-        for b in batch::plan(targets, window, &self.batching) {
-            let result = match &b.query {
-                Ok(query) => self.instant(query, at).await.map_err(|e| e.to_string()),
-                // Only its own members learn that their query could not be built.
-                Err(e) => Err(e.to_string()),
-            };
-            out.extend(batch::split(&b, &result, &self.batching));
-        }
-        out
+        let batches = batch::plan(targets, window, &self.batching);
+        let results = futures::stream::iter(batches)
+            .map(|b| async move {
+                let result = match &b.query {
+                    Ok(query) => self.instant(query, at).await.map_err(|e| e.to_string()),
+                    // Only its own members learn that their query could not be built.
+                    Err(e) => Err(e.to_string()),
+                };
+                batch::split(&b, &result, &self.batching)
+            })
+            .buffer_unordered(self.batching.concurrency)
+            .collect::<Vec<_>>()
+            .await;
+        results.into_iter().flatten().collect()
     }
 }
 

@@ -19,21 +19,22 @@ pub fn heavy() -> String {
     format!("{}-heavy", name(5000))
 }
 
-/// Pods of `n` rollouts and, with `heavy_pods > 0`, of the heavy one.
-pub fn pods(n: usize, heavy_pods: usize) -> Vec<Scraped> {
+/// Pods of `n` rollouts and, with `heavy_pods > 0`, of the heavy one; with `histogram`,
+/// each pod also exports a three-bucket latency histogram.
+pub fn pods(n: usize, heavy_pods: usize, histogram: bool) -> Vec<Scraped> {
     let pod = |workload: String, pod: String, rate: f64| Pod {
         namespace: NAMESPACE.into(),
         workload,
         pod,
         rate,
         error_rate: 0.01,
-        slow: [0.0, 0.0],
+        slow: [0.1, 0.01],
         scrape: 15.0,
         jitter: 1.5,
         start: 0.0,
         end: SPAN,
         restarts: vec![],
-        histogram: false,
+        histogram,
     };
     let mut pods = Vec::new();
     for i in 0..n {
