@@ -287,7 +287,7 @@ fn aa_pods() -> Vec<Scraped> {
 /// Judges each rollout's observations, tick after tick, with the sequential test;
 /// returns how many rollouts were (falsely) rolled back.
 fn rolled_back(observations: &[BTreeMap<RolloutId, Observation>]) -> usize {
-    let test = TestConfig::Sequential { alpha: AA_ALPHA, slower_than: None };
+    let test = TestConfig::Sequential { alpha: AA_ALPHA, slower_than: None, margin: None, max: None };
     let rule = MetricRule { name: "errors", test: &test, quantile: None, min_sample_size: 0 };
     let mut states: BTreeMap<&RolloutId, (MetricState, bool)> = BTreeMap::new();
     for tick in observations {

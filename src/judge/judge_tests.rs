@@ -66,7 +66,7 @@ fn ratio_on_latency_uses_the_quantile() {
 
 #[test]
 fn sequential_fails_conclusively_on_a_doubled_error_rate() {
-    let t = TestConfig::Sequential { alpha: 0.01, slower_than: None };
+    let t = TestConfig::Sequential { alpha: 0.01, slower_than: None, margin: None, max: None };
     let mut state = MetricState::default();
     let mut last = None;
     for _ in 0..30 {
@@ -87,7 +87,7 @@ fn sequential_fails_conclusively_on_a_doubled_error_rate() {
 
 #[test]
 fn sequential_on_latency_counts_requests_above_the_baseline_bucket() {
-    let t = TestConfig::Sequential { alpha: 0.05, slower_than: None };
+    let t = TestConfig::Sequential { alpha: 0.05, slower_than: None, margin: None, max: None };
     let hist = |total: f64, slow: f64| {
         Some(Sample::Histogram(Histogram {
             buckets: vec![
@@ -113,7 +113,7 @@ fn sequential_on_latency_counts_requests_above_the_baseline_bucket() {
 
 #[test]
 fn sequential_with_few_requests_updates_but_does_not_pass() {
-    let t = TestConfig::Sequential { alpha: 0.05, slower_than: None };
+    let t = TestConfig::Sequential { alpha: 0.05, slower_than: None, margin: None, max: None };
     let mut state = MetricState::default();
     let v = judge(rule(&t), &obs(counts(10.0, 0.0), counts(90.0, 1.0)), &mut state);
     assert_eq!(v.outcome, Outcome::Inconclusive);
@@ -122,7 +122,7 @@ fn sequential_with_few_requests_updates_but_does_not_pass() {
 
 #[test]
 fn approximate_counts_are_inconclusive_and_never_reach_the_sequential_test() {
-    let t = TestConfig::Sequential { alpha: 0.05, slower_than: None };
+    let t = TestConfig::Sequential { alpha: 0.05, slower_than: None, margin: None, max: None };
     let mut state = MetricState::default();
     let mut o = obs(counts(100.0, 50.0), counts(900.0, 1.0));
     o.approximate = Some("counter reset in the interval".into());
@@ -162,4 +162,95 @@ fn mann_whitney_passes_equal_series() {
         last = Some(judge(rule(&t), &obs(gauge(v), gauge(3.0 - v)), &mut state));
     }
     assert_eq!(last.unwrap().outcome, Outcome::Pass);
+}
+
+fn sequential(margin: Option<f64>, max: Option<f64>) -> TestConfig {
+    TestConfig::Sequential { alpha: 0.01, slower_than: None, margin, max }
+}
+
+/// Feeds the same interval `n` times; the last verdict.
+fn repeat(t: &TestConfig, o: &Observation, n: usize) -> Verdict {
+    let mut state = MetricState::default();
+    let mut last = None;
+    for _ in 0..n {
+        let v = judge(rule(t), o, &mut state);
+        let done = v.outcome == Outcome::Fail;
+        last = Some(v);
+        if done {
+            break;
+        }
+    }
+    last.unwrap()
+}
+
+#[test]
+fn a_margin_on_errors_tolerates_up_to_its_ratio() {
+    // The baseline errs at 1%; the canary at 1.4% and at 2.5%; allowed 1.5x.
+    let t = sequential(Some(1.5), None);
+    let within = repeat(&t, &obs(counts(1000.0, 14.0), counts(1000.0, 10.0)), 100);
+    assert_eq!(within.outcome, Outcome::Pass, "{}", within.reason);
+    assert!(within.reason.contains("allowed up to 1.5x"), "{}", within.reason);
+    let beyond = repeat(&t, &obs(counts(1000.0, 25.0), counts(1000.0, 10.0)), 100);
+    assert_eq!(beyond.outcome, Outcome::Fail, "{}", beyond.reason);
+    assert!(beyond.conclusive);
+}
+
+#[test]
+fn a_bound_on_errors_needs_no_baseline() {
+    let t = sequential(None, Some(0.05));
+    let above = repeat(&t, &obs(counts(200.0, 16.0), None), 50);
+    assert_eq!(above.outcome, Outcome::Fail, "{}", above.reason);
+    assert!(above.reason.contains("errors against a bound of 0.05"), "{}", above.reason);
+    let below = repeat(&t, &obs(counts(200.0, 6.0), None), 50);
+    assert_eq!(below.outcome, Outcome::Pass, "{}", below.reason);
+}
+
+fn latency(total: f64, share_above: [f64; 3]) -> Option<Sample> {
+    // Buckets 0.1, 0.25, 0.5, 1: `share_above[i]` of requests are slower than 0.25, 0.5, 1.
+    Some(Sample::Histogram(Histogram {
+        buckets: vec![
+            (0.1, total * 0.5),
+            (0.25, total * (1.0 - share_above[0])),
+            (0.5, total * (1.0 - share_above[1])),
+            (1.0, total * (1.0 - share_above[2])),
+            (f64::INFINITY, total),
+        ],
+    }))
+}
+
+#[test]
+fn a_latency_bound_tests_the_canarys_quantile_against_it() {
+    // p99 < 500 ms: 3% of the canary's requests slower than 0.5 s breaks it; 0.5% does not.
+    let t = sequential(None, Some(0.5));
+    let slow = repeat(&t, &obs(latency(1000.0, [0.2, 0.03, 0.0]), None), 50);
+    assert_eq!(slow.outcome, Outcome::Fail, "{}", slow.reason);
+    assert_eq!(slow.evidence.slower_than, Some(0.5));
+    let fast = repeat(&t, &obs(latency(1000.0, [0.2, 0.005, 0.0]), None), 50);
+    assert_eq!(fast.outcome, Outcome::Pass, "{}", fast.reason);
+}
+
+#[test]
+fn a_latency_margin_compares_the_canarys_quantile_with_a_multiple_of_the_baselines() {
+    // The baseline's p95 lies in (0.1, 0.25]; 2x that is 0.5: the canary's p95 must stay at
+    // or under 0.5 s, so at most 5% of its requests may be slower than 0.5 s.
+    let t = sequential(Some(2.0), None);
+    let mut r = rule(&t);
+    r.quantile = Some(0.95);
+    let baseline = latency(9000.0, [0.02, 0.0, 0.0]);
+    let run = |canary: Option<Sample>| {
+        let mut state = MetricState::default();
+        let mut v = judge(r, &obs(canary.clone(), baseline.clone()), &mut state);
+        for _ in 0..50 {
+            if v.outcome == Outcome::Fail {
+                break;
+            }
+            v = judge(r, &obs(canary.clone(), baseline.clone()), &mut state);
+        }
+        v
+    };
+    let three_times = run(latency(1000.0, [0.5, 0.2, 0.0]));
+    assert_eq!(three_times.outcome, Outcome::Fail, "{}", three_times.reason);
+    assert_eq!(three_times.evidence.slower_than, Some(0.5));
+    let within = run(latency(1000.0, [0.1, 0.02, 0.0]));
+    assert_eq!(within.outcome, Outcome::Pass, "{}", within.reason);
 }

@@ -139,10 +139,7 @@ pub fn judge(rule: MetricRule<'_>, obs: &Observation, state: &mut MetricState) -
             push_bounded(&mut state.baseline_history, b);
             judge_mann_whitney(state, *direction, *max_effect, *confidence, evidence, verdict)
         }
-        TestConfig::Sequential { alpha, slower_than } => {
-            let (Some(cs), Some(bs)) = (&obs.canary, &obs.baseline) else {
-                return verdict(Outcome::Inconclusive, either_short.unwrap_or_default(), evidence);
-            };
+        TestConfig::Sequential { alpha, slower_than, margin, max } => {
             if let Some(why) = &obs.approximate {
                 // The test's guarantee holds for exact counts only: skip, never guess.
                 return verdict(
@@ -151,70 +148,171 @@ pub fn judge(rule: MetricRule<'_>, obs: &Observation, state: &mut MetricState) -
                     evidence,
                 );
             }
-            let seq = state.sequential.get_or_insert_with(SequentialState::default);
-            if let (Sample::Histogram(_), None) = (cs, seq.slower_than) {
-                seq.slower_than = match (slower_than, bs) {
-                    (Some(s), Sample::Histogram(h)) => Some(snap_to_bucket(h, *s)),
-                    (None, Sample::Histogram(h)) if baseline_short.is_none() => {
-                        h.bucket_at_quantile(rule.quantile.unwrap_or(0.99))
-                    }
-                    _ => None,
+            let test =
+                SequentialTest { alpha: *alpha, slower_than: *slower_than, margin: *margin, max: *max };
+            let shortfall =
+                Shortfall { canary: canary_short, either: either_short, baseline: baseline_short };
+            let (outcome, reason, conclusive) =
+                judge_sequential(rule, &test, obs, state, &shortfall, &mut evidence);
+            let mut v = verdict(outcome, reason, evidence);
+            v.conclusive = conclusive;
+            v
+        }
+    }
+}
+
+/// A sequential test's settings.
+struct SequentialTest {
+    alpha: f64,
+    slower_than: Option<f64>,
+    margin: Option<f64>,
+    max: Option<f64>,
+}
+
+/// Why each arm, or the pair, cannot be judged this interval.
+struct Shortfall {
+    canary: Option<String>,
+    baseline: Option<String>,
+    either: Option<String>,
+}
+
+/// What a sequential test compares.
+enum Compared {
+    /// The canary's share of the events, against its share of requests (with a margin).
+    Arms { margin: f64 },
+    /// The canary's events among its requests, against a bound on their probability.
+    Bound { p0: f64, what: String },
+}
+
+/// Runs one interval of a sequential test: adds the interval's counts to the running
+/// e-process and says whether it rejects. Returns the outcome, the reason and whether
+/// the verdict is conclusive (a rejection is final: the p-value never rises again).
+fn judge_sequential(
+    rule: MetricRule<'_>,
+    test: &SequentialTest,
+    obs: &Observation,
+    state: &mut MetricState,
+    short: &Shortfall,
+    evidence: &mut Evidence,
+) -> (Outcome, String, bool) {
+    let quantile = rule.quantile.unwrap_or(0.99);
+    let seq = state.sequential.get_or_insert_with(SequentialState::default);
+    let histogram = |s: &Option<Sample>| match s {
+        Some(Sample::Histogram(h)) => Some(h.clone()),
+        _ => None,
+    };
+    let (canary_h, baseline_h) = (histogram(&obs.canary), histogram(&obs.baseline));
+    let is_latency = canary_h.is_some() || baseline_h.is_some();
+    if is_latency && seq.slower_than.is_none() {
+        // The bound on slow requests is fixed once, from the first histogram that can fix it.
+        seq.slower_than = match (test.max, test.margin, test.slower_than) {
+            (Some(max), _, _) => canary_h.as_ref().and_then(|h| bucket_at_or_above(h, max)),
+            (None, Some(k), _) => baseline_h
+                .as_ref()
+                .filter(|_| short.baseline.is_none())
+                .and_then(|b| b.bucket_at_quantile(quantile).and_then(|bq| bucket_at_or_above(b, k * bq))),
+            (None, None, Some(s)) => baseline_h.as_ref().map(|b| snap_to_bucket(b, s)),
+            (None, None, None) => baseline_h
+                .as_ref()
+                .filter(|_| short.baseline.is_none())
+                .and_then(|b| b.bucket_at_quantile(quantile)),
+        };
+    }
+    let compared = match (test.max, test.margin, is_latency) {
+        (Some(max), _, false) => {
+            Compared::Bound { p0: max, what: format!("errors against a bound of {max}") }
+        }
+        (Some(max), _, true) => Compared::Bound {
+            p0: 1.0 - quantile,
+            what: format!("requests slower than the p{} bound of {max} s", quantile * 100.0),
+        },
+        (None, Some(k), true) => Compared::Bound {
+            p0: 1.0 - quantile,
+            what: format!("requests slower than {k}x the baseline's p{}", quantile * 100.0),
+        },
+        (None, margin, _) => Compared::Arms { margin: margin.unwrap_or(1.0) },
+    };
+    let slower_than = seq.slower_than;
+    let events = |s: &Option<Sample>| match s {
+        Some(Sample::Counts { requests, events }) => Some((*requests, *events)),
+        Some(Sample::Histogram(h)) => slower_than.map(|b| (h.total(), h.count_above(b))),
+        _ => None,
+    };
+    let waiting = |what: &str| (Outcome::Inconclusive, what.to_string(), false);
+    let (why_short, counts) = match &compared {
+        Compared::Arms { margin } => {
+            let (Some(c), Some(b)) = (events(&obs.canary), events(&obs.baseline)) else {
+                return match &short.either {
+                    Some(why) if obs.canary.is_none() || obs.baseline.is_none() => waiting(why),
+                    _ => waiting("waiting for a baseline histogram to fix the slow-request bound"),
                 };
-            }
-            let events = |s: &Sample| match s {
-                Sample::Counts { requests, events } => Some((*requests, *events)),
-                Sample::Histogram(h) => seq.slower_than.map(|b| (h.total(), h.count_above(b))),
-                Sample::Values { .. } => None,
             };
-            let (Some(c), Some(b)) = (events(cs), events(bs)) else {
-                return verdict(
-                    Outcome::Inconclusive,
-                    "waiting for a baseline histogram to fix the slow-request bound".into(),
-                    evidence,
-                );
-            };
-            seq.update(c, b);
+            seq.update(c, b, *margin);
             evidence.canary.events = Some(c.1);
             evidence.baseline.events = Some(b.1);
-            evidence.slower_than = seq.slower_than;
-            evidence.statistic = Some(seq.log_e_value());
-            evidence.p_value = Some(seq.p_value);
-            evidence.bound = Some(*alpha);
-            evidence.cumulative = Some(Cumulative {
-                canary_requests: seq.canary_requests,
-                canary_events: seq.canary_events,
-                baseline_requests: seq.baseline_requests,
-                baseline_events: seq.baseline_events,
-            });
             let share = seq.canary_requests / (seq.canary_requests + seq.baseline_requests).max(1.0);
+            let allowed = if *margin > 1.0 {
+                format!(", allowed up to {margin}x the baseline's rate")
+            } else {
+                String::new()
+            };
             let counts = format!(
-                "canary {:.0} of {:.0} events with {:.1}% of requests",
+                "canary {:.0} of {:.0} events with {:.1}% of requests{allowed}",
                 seq.canary_events,
                 seq.canary_events + seq.baseline_events,
                 share * 100.0
             );
-            if seq.p_value <= *alpha {
-                let mut v = verdict(
-                    Outcome::Fail,
-                    format!(
-                        "regression: {counts}; always-valid p = {:.2e} <= alpha {alpha:.2e}",
-                        seq.p_value
-                    ),
-                    evidence,
-                );
-                v.conclusive = true;
-                return v;
-            }
-            match either_short {
-                Some(why) => verdict(Outcome::Inconclusive, why, evidence),
-                None => verdict(
-                    Outcome::Pass,
-                    format!("no regression so far: {counts}; p = {:.3} > alpha {alpha:.2e}", seq.p_value),
-                    evidence,
-                ),
-            }
+            (&short.either, counts)
         }
+        Compared::Bound { p0, what } => {
+            let Some(c) = events(&obs.canary) else {
+                return match (&short.canary, obs.canary.is_some()) {
+                    (Some(why), false) => waiting(why),
+                    _ => waiting("no histogram bucket at or above the bound yet: cannot count slow requests"),
+                };
+            };
+            seq.update_bound(c, *p0);
+            evidence.canary.events = Some(c.1);
+            let counts = format!(
+                "canary {:.0} of {:.0} requests ({:.2}%) are {what}, {:.2}% allowed",
+                seq.canary_events,
+                seq.canary_requests,
+                100.0 * seq.canary_events / seq.canary_requests.max(1.0),
+                p0 * 100.0
+            );
+            (&short.canary, counts)
+        }
+    };
+    evidence.slower_than = seq.slower_than;
+    evidence.statistic = Some(seq.log_e_value());
+    evidence.p_value = Some(seq.p_value);
+    evidence.bound = Some(test.alpha);
+    evidence.cumulative = Some(Cumulative {
+        canary_requests: seq.canary_requests,
+        canary_events: seq.canary_events,
+        baseline_requests: seq.baseline_requests,
+        baseline_events: seq.baseline_events,
+    });
+    let alpha = test.alpha;
+    if seq.p_value <= alpha {
+        let reason =
+            format!("regression: {counts}; always-valid p = {:.2e} <= alpha {alpha:.2e}", seq.p_value);
+        return (Outcome::Fail, reason, true);
     }
+    match why_short {
+        Some(why) => (Outcome::Inconclusive, why.clone(), false),
+        None => (
+            Outcome::Pass,
+            format!("no regression so far: {counts}; p = {:.3} > alpha {alpha:.2e}", seq.p_value),
+            false,
+        ),
+    }
+}
+
+/// The smallest finite bucket bound at or above `bound`: requests above it are surely
+/// slower than `bound`, so counting them never overstates the slow requests.
+fn bucket_at_or_above(h: &Histogram, bound: f64) -> Option<f64> {
+    h.buckets.iter().map(|b| b.0).filter(|le| le.is_finite() && *le >= bound).reduce(f64::min)
 }
 
 /// canary/baseline, with 0/0 as 1 (equal) and x/0 as infinity.

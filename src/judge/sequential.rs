@@ -1,24 +1,32 @@
-//! Anytime-valid mixture tests on event counts (errors, slow requests).
+//! Anytime-valid mixture tests on event counts (errors, slow requests). The formulas, the
+//! references and the reference values are written up in `docs/judge.md`.
 //!
-//! Each event comes from the canary or the baseline. If the canary is no worse, the
-//! chance that an event is the canary's equals the canary's share of requests, ρ. The
-//! test accumulates, per interval t with share ρ_t and event counts (x_c, x_b), the
-//! likelihood ratio of a log rate ratio δ ≥ 0 (Lindon & Malek, NeurIPS 2022, generalised
-//! to a share that changes with the traffic step):
+//! Every test here is one construction: per interval t, `s_t` successes out of
+//! `s_t + f_t` trials whose probability of success is at most `θ0_t` under the null
+//! hypothesis. For a log odds ratio δ ≥ 0 the interval's likelihood ratio is
 //!
-//! `L_t(δ) = (θ_t/ρ_t)^x_c · ((1−θ_t)/(1−ρ_t))^x_b`,  `θ_t = ρ_t e^δ / (ρ_t e^δ + 1 − ρ_t)`
+//! `L_t(δ) = (θ_t/θ0_t)^s_t · ((1−θ_t)/(1−θ0_t))^f_t`,  `θ_t = θ0_t e^δ / (θ0_t e^δ + 1 − θ0_t)`
 //!
-//! and mixes `Π_t L_t(δ)` over a prior on δ. The prior is discrete (a half-normal on a
-//! grid), so the mixture is exactly a mixture of likelihood-ratio martingales: its
-//! expectation under "canary no worse" is at most 1 at every interval, and by Ville's
-//! inequality `p_n = min(p_{n−1}, 1/E_n)` is a p-value valid under continuous peeking.
+//! and the e-process is the mixture `Σ_j w_j Π_t L_t(δ_j)` over a discrete half-normal
+//! prior on a grid of δ. A discrete mixture of likelihood-ratio martingales is exactly a
+//! martingale under `θ = θ0` (and a supermartingale under any `θ ≤ θ0`, since the
+//! alternatives lie above), so by Ville's inequality `p_n = min(p_{n−1}, 1/E_n)` is a
+//! p-value valid however often it is looked at (Lindon, Sanden & Shirikian, "Rapid
+//! Regression Detection in Software Deployments through Sequential Testing", KDD 2022,
+//! with the null share allowed to change every interval).
+//!
+//! - **Canary against baseline** (`update`): the successes are the canary's events, the
+//!   failures the baseline's; `θ0_t = ρ_t m / (ρ_t m + 1 − ρ_t)`, where `ρ_t` is the
+//!   canary's share of the interval's requests and `m` the margin ("the canary's rate
+//!   more than m× the baseline's"; 1 for "any worse").
+//! - **A bound on the canary** (`update_bound`): the successes are the canary's events,
+//!   the failures its other requests; `θ0 = p0` ("errors above 5%": p0 = 0.05).
 
 use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
-use statrs::function::gamma::ln_gamma;
 
-/// Largest log rate ratio on the prior's grid (e^4 ≈ 55× the baseline's rate).
+/// Largest log odds ratio on the prior's grid (e^4 ≈ 55×).
 const DELTA_MAX: f64 = 4.0;
 /// Grid points of the prior.
 const GRID_POINTS: usize = 201;
@@ -78,25 +86,49 @@ fn log_sum_exp(xs: &[f64]) -> f64 {
     max + xs.iter().map(|x| (x - max).exp()).sum::<f64>().ln()
 }
 
+/// The null share of events of the canary, whose share of requests is `rho`, when its
+/// event rate is `margin` times the baseline's.
+pub fn null_share(rho: f64, margin: f64) -> f64 {
+    rho * margin / (rho * margin + 1.0 - rho)
+}
+
 impl SequentialState {
-    /// Adds one interval: events and requests of each arm. Intervals where an arm served
-    /// no requests carry no information about the split and change nothing.
-    pub fn update(&mut self, canary: (f64, f64), baseline: (f64, f64)) {
+    /// Adds one interval: `successes` out of `successes + failures` trials with null
+    /// probability `theta0`. Nothing to learn without trials, or from a degenerate null.
+    fn add(&mut self, successes: f64, failures: f64, theta0: f64) {
+        if successes + failures <= 0.0 || !(theta0 > 0.0 && theta0 < 1.0) {
+            return;
+        }
+        for (j, acc) in self.log_lr.iter_mut().enumerate() {
+            let e = grid_delta(j).exp();
+            let theta = theta0 * e / (theta0 * e + 1.0 - theta0);
+            *acc += successes * (theta / theta0).ln() + failures * ((1.0 - theta) / (1.0 - theta0)).ln();
+        }
+        self.p_value = self.p_value.min((-self.log_e_value()).exp().min(1.0));
+    }
+
+    /// Canary against baseline: adds one interval's `(requests, events)` of each arm.
+    /// `margin` ≥ 1 is the rate ratio the canary may reach before it counts as worse.
+    /// Intervals where an arm served no requests carry no information about the split.
+    pub fn update(&mut self, canary: (f64, f64), baseline: (f64, f64), margin: f64) {
         let ((c_req, c_ev), (b_req, b_ev)) = (canary, baseline);
         self.canary_requests += c_req;
         self.baseline_requests += b_req;
         self.canary_events += c_ev;
         self.baseline_events += b_ev;
-        if c_req <= 0.0 || b_req <= 0.0 || c_ev + b_ev <= 0.0 {
+        if c_req <= 0.0 || b_req <= 0.0 {
             return;
         }
-        let rho = c_req / (c_req + b_req);
-        for (j, acc) in self.log_lr.iter_mut().enumerate() {
-            let e = grid_delta(j).exp();
-            let theta = rho * e / (rho * e + 1.0 - rho);
-            *acc += c_ev * (theta / rho).ln() + b_ev * ((1.0 - theta) / (1.0 - rho)).ln();
-        }
-        self.p_value = self.p_value.min((-self.log_e_value()).exp().min(1.0));
+        self.add(c_ev, b_ev, null_share(c_req / (c_req + b_req), margin));
+    }
+
+    /// A bound on the canary alone: adds one interval's `(requests, events)`; under the
+    /// null hypothesis an event's probability is at most `p0`.
+    pub fn update_bound(&mut self, canary: (f64, f64), p0: f64) {
+        let (requests, events) = canary;
+        self.canary_requests += requests;
+        self.canary_events += events;
+        self.add(events, (requests - events).max(0.0), p0);
     }
 
     /// Natural log of the e-value (the mixture likelihood ratio) so far; the log keeps
@@ -105,21 +137,6 @@ impl SequentialState {
         let terms: Vec<f64> = self.log_lr.iter().zip(LOG_PRIOR.iter()).map(|(l, w)| l + w).collect();
         log_sum_exp(&terms)
     }
-}
-
-/// Log Bayes factor of the Dirichlet-multinomial mixture for counts `x` under fixed
-/// category probabilities `rho`, with a Dirichlet(k·ρ) prior (Lindon & Malek):
-/// `ln[ B(kρ + x) / B(kρ) ] − Σ x_i ln ρ_i`.
-pub fn dirichlet_log_bayes_factor(x: &[f64], rho: &[f64], k: f64) -> f64 {
-    let ln_beta = |a: &[f64]| a.iter().map(|&v| ln_gamma(v)).sum::<f64>() - ln_gamma(a.iter().sum());
-    let prior: Vec<f64> = rho.iter().map(|r| k * r).collect();
-    let posterior: Vec<f64> = prior.iter().zip(x).map(|(a, n)| a + n).collect();
-    ln_beta(&posterior) - ln_beta(&prior) - x.iter().zip(rho).map(|(n, r)| n * r.ln()).sum::<f64>()
-}
-
-/// Always-valid p-value of counts `x` under `rho` (a single look): `min(1, 1/BF)`.
-pub fn dirichlet_p_value(x: &[f64], rho: &[f64], k: f64) -> f64 {
-    (-dirichlet_log_bayes_factor(x, rho, k)).exp().min(1.0)
 }
 
 #[cfg(test)]

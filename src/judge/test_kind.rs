@@ -34,7 +34,15 @@ pub enum TestConfig {
         /// This metric's share of the rollout's false rollback budget (already split).
         alpha: f64,
         /// Requests slower than this (seconds) are the events, for latency metrics.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         slower_than: Option<f64>,
+        /// Canary against baseline with a margin: the canary's error rate (or quantile)
+        /// may be up to this many times the baseline's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        margin: Option<f64>,
+        /// A bound on the canary alone: its error rate, or its quantile in seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<f64>,
     },
 }
 

@@ -149,10 +149,17 @@ pub struct MetricSpec {
     /// Lower bound: canary value (threshold) or canary/baseline ratio (ratio).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
-    /// Upper bound: canary value (threshold), canary/baseline ratio (ratio) or mean
-    /// ratio effect size (mann-whitney).
+    /// Upper bound: canary value (threshold), canary/baseline ratio (ratio), mean
+    /// ratio effect size (mann-whitney), or for sequential a bound on the canary alone:
+    /// its error rate (e.g. 0.05) or its quantile in seconds (e.g. 0.5), tested
+    /// anytime-valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
+    /// Sequential: how much worse than the baseline the canary may be before it counts
+    /// as a regression: its error rate (or its quantile, for latency) up to `margin` ×
+    /// the baseline's (e.g. 1.5 for "errors 50% above the baseline"). At least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin: Option<f64>,
     /// Latency templates: the quantile judged, e.g. 0.99 (defaults from the template).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantile: Option<f64>,

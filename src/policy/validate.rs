@@ -303,6 +303,9 @@ fn compile_metric(p: &mut Problems, path: &str, m: &MetricSpec, sequential: usiz
     if m.alpha.is_some() && m.test != "sequential" {
         p.add(format!("{path}.alpha"), "only the sequential test takes alpha");
     }
+    if m.margin.is_some() && m.test != "sequential" {
+        p.add(format!("{path}.margin"), "only the sequential test takes a margin; ratio takes max");
+    }
     let test = compile_test(p, path, m, kind, sequential);
     match test {
         Some(test) if p.0.len() == before => {
@@ -372,19 +375,52 @@ fn compile_test(
                     "sequential tests need event counts (error or latency templates); use ratio or mann-whitney for gauges",
                 );
             }
-            for (field, v) in [("min", m.min), ("max", m.max)] {
-                if v.is_some() {
-                    p.add(format!("{path}.{field}"), "the sequential test takes alpha, not bounds");
-                }
+            if m.min.is_some() {
+                p.add(
+                    format!("{path}.min"),
+                    "the sequential test takes max (a bound on the canary) or margin, not min",
+                );
             }
             let alpha = m.alpha.unwrap_or(DEFAULT_ALPHA);
             if !(alpha > 0.0 && alpha < 1.0) {
                 p.add(format!("{path}.alpha"), format!("{alpha} is outside (0, 1)"));
             }
+            if let Some(margin) = m.margin
+                && !(margin >= 1.0 && margin.is_finite())
+            {
+                p.add(
+                    format!("{path}.margin"),
+                    format!("{margin} is below 1: a canary exactly as good as its baseline would count as a regression"),
+                );
+            }
+            match (m.max, kind) {
+                (Some(_), _) if m.margin.is_some() => {
+                    p.add(path, "set max (a bound on the canary) or margin (against the baseline), not both")
+                }
+                (Some(max), SampleKind::Counts) if !(max > 0.0 && max < 1.0) => {
+                    p.add(format!("{path}.max"), format!("an error-rate bound must be in (0, 1), not {max}"))
+                }
+                (Some(max), SampleKind::Histogram) if !(max > 0.0 && max.is_finite()) => p.add(
+                    format!("{path}.max"),
+                    format!("a latency bound must be a positive number of seconds, not {max}"),
+                ),
+                _ => {}
+            }
+            if m.slower_than.is_some() && (m.max.is_some() || m.margin.is_some()) {
+                p.add(
+                    format!("{path}.slowerThan"),
+                    "with max or margin the bound on slow requests follows from them; drop slowerThan",
+                );
+            }
             // A bad duration is reported here; the metric is then not compiled at all.
             let slower_than =
                 m.slower_than.as_deref().map(|s| p.duration(&format!("{path}.slowerThan"), s).as_secs_f64());
-            Some(TestConfig::Sequential { alpha: alpha / sequential as f64, slower_than })
+            Some(TestConfig::Sequential {
+                alpha: alpha / sequential as f64,
+                slower_than,
+                margin: m.margin,
+                max: m.max,
+            })
         }
         other => {
             p.add(
@@ -526,7 +562,15 @@ mod tests {
         let text = "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {name: p}\nspec:\n  selector: {matchLabels: {a: b}}\n  analysis:\n    metrics:\n      - {name: e, template: http-error-rate, test: sequential, alpha: 0.02}\n      - {name: l, template: http-latency-p99, test: sequential, alpha: 0.02}\n";
         let plan = &load_str("p.yaml", text).policies[0].plan;
         for m in &plan.metrics {
-            assert_eq!(m.test, crate::judge::TestConfig::Sequential { alpha: 0.01, slower_than: None });
+            assert_eq!(
+                m.test,
+                crate::judge::TestConfig::Sequential {
+                    alpha: 0.01,
+                    slower_than: None,
+                    margin: None,
+                    max: None
+                }
+            );
         }
     }
 }
