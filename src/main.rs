@@ -1,7 +1,7 @@
 //! The `canaryd` command line. Thin: every subcommand calls into the library.
 //!
 //! Exit codes: 0 ok (or promoted), 1 a verdict or failure (rolled back, daemon error),
-//! 2 usage or invalid input.
+//! 2 usage or invalid input, 3 a backtest whose data ended before a verdict.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,10 +17,14 @@ use canaryd::policy;
 const EXIT_FAILURE: u8 = 1;
 /// Exit code for bad usage or invalid input.
 const EXIT_INVALID: u8 = 2;
+/// Exit code of a backtest whose data ends before a verdict.
+const EXIT_UNFINISHED: u8 = 3;
 
 #[derive(Parser)]
 #[command(name = "canaryd", version, about = "Canary releases on evidence", long_about = None)]
-#[command(after_help = "Exit codes: 0 ok, 1 verdict/failure, 2 usage or invalid input.")]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 verdict/failure, 2 usage or invalid input, 3 backtest data ended first."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,8 +56,8 @@ enum Command {
     /// List the built-in metric templates.
     Templates,
     /// Run a policy over recorded data (a file, or Prometheus for a past window): exit 0
-    /// if it would promote, 1 if it would roll back (or the data ends first), 2 on
-    /// invalid input.
+    /// if it would promote, 1 if it would roll back, 2 on invalid input, 3 if the data
+    /// ends before a verdict.
     #[command(group(clap::ArgGroup::new("input").required(true).args(["data", "prometheus"])))]
     Backtest {
         /// Policy file (YAML).
@@ -292,6 +296,7 @@ fn backtest(
     }
     match result.outcome {
         canaryd::backtest::BacktestOutcome::Promoted => ExitCode::SUCCESS,
+        canaryd::backtest::BacktestOutcome::Unfinished => ExitCode::from(EXIT_UNFINISHED),
         _ => ExitCode::from(EXIT_FAILURE),
     }
 }

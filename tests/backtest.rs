@@ -68,13 +68,34 @@ fn a_p99_regression_is_rolled_back_on_slow_requests() {
 }
 
 #[test]
-fn a_canary_without_traffic_is_never_promoted() {
+fn a_canary_without_traffic_is_never_promoted_and_the_data_ends_first() {
+    // 20 minutes without a canary request: the step holds (no data is never a pass), and
+    // the 30-minute progress deadline is not reached before the recording ends.
     let (code, v) = json("no-traffic");
+    assert_eq!(code, Some(3), "exit 3: the data ended before a verdict");
+    assert_eq!(v["outcome"], "unfinished");
+    assert_eq!(last_decision(&v)["action"], "started");
+    for interval in v["timeline"].as_array().unwrap() {
+        let errors =
+            interval["verdicts"].as_array().unwrap().iter().find(|x| x["metric"] == "errors").unwrap();
+        assert_eq!(errors["outcome"], "insufficient", "{errors}");
+    }
+}
+
+#[test]
+fn a_canary_with_little_traffic_holds_until_its_progress_deadline_then_names_it() {
+    // 2 canary requests per interval for 35 minutes, otherwise healthy.
+    let (code, v) = json("low-traffic");
     assert_eq!(code, Some(1));
     assert_eq!(v["outcome"], "rolled-back");
-    let reason = last_decision(&v)["reason"].as_str().unwrap().to_string();
-    assert!(reason.contains("6 inconclusive intervals in a row"), "{reason}");
-    assert!(reason.contains("canary served 0 requests"), "{reason}");
+    let decisions = v["record"]["decisions"].as_array().unwrap();
+    assert_eq!(decisions.len(), 2, "started, then the one rollback: {decisions:?}");
+    let rollback = &decisions[1];
+    // Not before the deadline: 30 minutes after the start at 10:00.
+    assert_eq!(rollback["at"], "2026-11-01T10:30:00Z");
+    let reason = rollback["reason"].as_str().unwrap();
+    assert!(reason.starts_with("not enough traffic to judge: 30m at 10%"), "{reason}");
+    assert!(reason.contains("served 2 requests, fewer than the 50 needed"), "{reason}");
 }
 
 #[test]

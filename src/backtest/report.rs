@@ -26,6 +26,7 @@ pub fn render_text(result: &BacktestResult, source: &str) -> String {
                     Outcome::Pass => "pass",
                     Outcome::Fail => "FAIL",
                     Outcome::Inconclusive => "n/a",
+                    Outcome::Insufficient => "low",
                 };
                 format!("{}={mark}", v.metric)
             })

@@ -31,6 +31,11 @@ pub enum RollbackReason {
         /// Intervals in a row.
         intervals: u32,
     },
+    /// A step waited its whole progress deadline without enough traffic to judge.
+    NotEnoughTraffic {
+        /// Seconds the step waited.
+        waited_seconds: u64,
+    },
     /// An operator aborted the rollout.
     Aborted,
 }

@@ -28,15 +28,27 @@ pub struct Plan {
     pub interval: Duration,
     /// Failed checks that roll back.
     pub failure_limit: u32,
-    /// Inconclusive intervals in a row that roll back.
+    /// Inconclusive intervals (no data, failed queries) in a row that roll back.
     pub inconclusive_limit: u32,
-    /// Requests per arm and interval needed before a count metric is judged.
+    /// Requests per arm needed: per interval for the point tests, per step for the
+    /// sequential tests.
     pub min_sample_size: u64,
+    /// Longest a step may wait for enough traffic to judge before rolling back.
+    #[serde(with = "crate::duration::serde_text", default = "default_progress_deadline")]
+    pub progress_deadline: Duration,
     /// Judged metrics.
     pub metrics: Vec<MetricPlan>,
     /// Immediate-rollback conditions.
     pub triggers: Vec<Trigger>,
 }
+
+fn default_progress_deadline() -> Duration {
+    DEFAULT_PROGRESS_DEADLINE
+}
+
+/// A step waits this long for enough traffic unless the policy says otherwise: generous,
+/// since low traffic only slows a verdict down.
+pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
 /// How one metric is measured and judged.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

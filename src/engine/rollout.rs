@@ -123,6 +123,10 @@ pub struct Rollout {
     pub started_at: Option<Timestamp>,
     /// When the current step's clock started (reset by a failed check or a resume).
     pub step_started_at: Option<Timestamp>,
+    /// When the current step began (or the rollout last resumed): its progress deadline
+    /// counts from here.
+    #[serde(default)]
+    pub step_entered_at: Option<Timestamp>,
     /// When it ended.
     pub finished_at: Option<Timestamp>,
     /// Failed checks so far.
@@ -155,6 +159,7 @@ impl Rollout {
             weight: 0,
             started_at: None,
             step_started_at: None,
+            step_entered_at: None,
             finished_at: None,
             failed_checks: 0,
             inconclusive_streak: 0,

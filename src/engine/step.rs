@@ -112,6 +112,7 @@ impl Transition {
         r.weight = r.plan.steps.first().copied().unwrap_or(100);
         r.started_at = Some(now);
         r.step_started_at = Some(now);
+        r.step_entered_at = Some(now);
         let summary = format!("{} revision {}: canary at {}%", r.id, r.revision, r.weight);
         let weight = r.weight;
         self.decide(now, "started", format!("policy {}", self.rollout.plan.policy), vec![], vec![]);
@@ -194,7 +195,26 @@ impl Transition {
                 vec![],
             );
         }
-        let all_passed = failed.is_empty() && inconclusive.is_empty();
+        let waiting: Vec<&Verdict> = verdicts.iter().filter(|v| v.outcome == Outcome::Insufficient).collect();
+        let entered = r.step_entered_at.or(r.step_started_at);
+        if !waiting.is_empty() && entered.is_some_and(|e| now >= later(e, r.plan.progress_deadline)) {
+            let waited = entered.map_or(0, |e| now.duration_since(e).as_secs().max(0) as u64);
+            let why = format!(
+                "not enough traffic to judge: {} at {}% without the evidence to advance (progress deadline {}); last: {}",
+                humantime::format_duration(Duration::from_secs(waited)),
+                r.weight,
+                humantime::format_duration(r.plan.progress_deadline),
+                reasons(&waiting)
+            );
+            return self.roll_back(
+                now,
+                RollbackReason::NotEnoughTraffic { waited_seconds: waited },
+                why,
+                verdicts,
+                vec![],
+            );
+        }
+        let all_passed = verdicts.iter().all(|v| v.outcome == Outcome::Pass);
         let step_done = r.step_started_at.is_some_and(|s| now >= later(s, r.plan.step_duration));
         if all_passed && step_done {
             self.advance(now, verdicts);
@@ -282,6 +302,8 @@ impl Transition {
         r.step = next;
         r.weight = r.plan.steps[next];
         r.step_started_at = Some(now);
+        r.step_entered_at = Some(now);
+        r.metrics.values_mut().for_each(crate::judge::MetricState::start_step);
         let to = r.weight;
         let summary = format!("{}: canary {from}% -> {to}%", r.id);
         self.decide(now, "advanced", format!("step at {from}% passed its analysis"), evidence, vec![]);
@@ -354,8 +376,10 @@ impl Transition {
             }
             (Command::Resume, Phase::Paused) => {
                 self.rollout.phase = Phase::Progressing;
-                // The step's full duration is required again after a pause.
+                // The step's full duration is required again after a pause, and its
+                // progress deadline counts from the resume.
                 self.rollout.step_started_at = Some(now);
+                self.rollout.step_entered_at = Some(now);
                 let summary = format!("{} resumed at {}% by {by}", self.rollout.id, self.rollout.weight);
                 self.decide(now, "resumed", format!("resumed by {by}"), vec![], vec![]);
                 self.notify(EventKind::Resumed, summary);

@@ -25,12 +25,12 @@ fn threshold_fails_above_max_and_passes_below() {
 }
 
 #[test]
-fn no_data_and_too_few_requests_are_inconclusive_never_a_pass() {
+fn no_data_is_inconclusive_and_too_few_requests_insufficient_never_a_pass() {
     let t = TestConfig::Threshold { min: None, max: Some(0.01) };
     let v = judge(rule(&t), &obs(None, counts(1000.0, 0.0)), &mut MetricState::default());
     assert_eq!((v.outcome, v.reason.as_str()), (Outcome::Inconclusive, "no data for the canary"));
     let v = judge(rule(&t), &obs(counts(10.0, 0.0), None), &mut MetricState::default());
-    assert_eq!(v.outcome, Outcome::Inconclusive);
+    assert_eq!(v.outcome, Outcome::Insufficient);
     assert!(v.reason.contains("fewer than the 50 needed"), "{}", v.reason);
     let failed = Observation { error: Some("Prometheus unreachable".into()), ..Observation::default() };
     let v = judge(rule(&t), &failed, &mut MetricState::default());
@@ -112,12 +112,26 @@ fn sequential_on_latency_counts_requests_above_the_baseline_bucket() {
 }
 
 #[test]
-fn sequential_with_few_requests_updates_but_does_not_pass() {
+fn sequential_accumulates_the_steps_requests_until_they_meet_the_minimum() {
     let t = TestConfig::Sequential { alpha: 0.05, slower_than: None, margin: None, max: None };
     let mut state = MetricState::default();
+    // 10 canary requests an interval: 50 are needed, so four intervals hold and the fifth passes.
+    for _ in 0..4 {
+        let v = judge(rule(&t), &obs(counts(10.0, 0.0), counts(90.0, 1.0)), &mut state);
+        assert_eq!(v.outcome, Outcome::Insufficient, "{}", v.reason);
+        assert!(v.reason.contains("collecting evidence: the canary served"), "{}", v.reason);
+    }
     let v = judge(rule(&t), &obs(counts(10.0, 0.0), counts(90.0, 1.0)), &mut state);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.reason);
+    assert_eq!(state.sequential.as_ref().unwrap().baseline_requests, 450.0);
+    // A new step counts again; the running test goes on.
+    state.start_step();
+    let v = judge(rule(&t), &obs(counts(10.0, 0.0), counts(90.0, 1.0)), &mut state);
+    assert_eq!(v.outcome, Outcome::Insufficient);
+    assert_eq!(state.sequential.as_ref().unwrap().canary_requests, 60.0);
+    // No data at all is not low traffic: it counts towards the inconclusive limit.
+    let v = judge(rule(&t), &obs(None, counts(90.0, 1.0)), &mut state);
     assert_eq!(v.outcome, Outcome::Inconclusive);
-    assert_eq!(state.sequential.unwrap().baseline_requests, 90.0);
 }
 
 #[test]

@@ -34,6 +34,41 @@ pub struct MetricState {
     /// Sequential test state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequential: Option<SequentialState>,
+    /// Requests of each arm since the current step began: a sequential test needs
+    /// `min_sample_size` of them before its step can pass.
+    #[serde(default)]
+    pub step_requests: (f64, f64),
+}
+
+impl MetricState {
+    /// Starts counting a new step's evidence (the running test goes on).
+    pub fn start_step(&mut self) {
+        self.step_requests = (0.0, 0.0);
+    }
+}
+
+/// Why an arm cannot be judged this interval.
+#[derive(Clone, Debug)]
+enum Short {
+    /// No sample, or none that gives a value: counts towards the inconclusive limit.
+    NoData(String),
+    /// Fewer requests than the minimum: the step holds.
+    TooFew(String),
+}
+
+impl Short {
+    fn outcome(&self) -> Outcome {
+        match self {
+            Short::NoData(_) => Outcome::Inconclusive,
+            Short::TooFew(_) => Outcome::Insufficient,
+        }
+    }
+
+    fn reason(&self) -> String {
+        match self {
+            Short::NoData(r) | Short::TooFew(r) => r.clone(),
+        }
+    }
 }
 
 /// What the judge needs to know about a metric.
@@ -45,7 +80,8 @@ pub struct MetricRule<'a> {
     pub test: &'a TestConfig,
     /// Quantile judged for histograms.
     pub quantile: Option<f64>,
-    /// Requests per arm needed in an interval.
+    /// Requests per arm needed: in an interval for the point tests, since the step
+    /// began for the sequential tests.
     pub min_sample_size: u64,
 }
 
@@ -76,14 +112,16 @@ fn arm_evidence(sample: Option<&Sample>, quantile: Option<f64>) -> ArmEvidence {
 }
 
 /// Why an arm cannot be judged this interval, if it cannot.
-fn shortfall(arm: &str, sample: Option<&Sample>, value: Option<f64>, min: u64) -> Option<String> {
-    let Some(sample) = sample else { return Some(format!("no data for the {arm}")) };
+fn shortfall(arm: &str, sample: Option<&Sample>, value: Option<f64>, min: u64) -> Option<Short> {
+    let Some(sample) = sample else { return Some(Short::NoData(format!("no data for the {arm}"))) };
     if let Some(requests) = sample.requests()
         && requests < min as f64
     {
-        return Some(format!("{arm} served {requests:.0} requests, fewer than the {min} needed"));
+        return Some(Short::TooFew(format!(
+            "{arm} served {requests:.0} requests, fewer than the {min} needed"
+        )));
     }
-    value.is_none().then(|| format!("no usable {arm} value"))
+    value.is_none().then(|| Short::NoData(format!("no usable {arm} value")))
 }
 
 /// Judges one metric for one interval, updating its running state.
@@ -113,7 +151,8 @@ pub fn judge(rule: MetricRule<'_>, obs: &Observation, state: &mut MetricState) -
     match rule.test {
         TestConfig::Threshold { min, max } => {
             let (Some(value), None) = (canary, &canary_short) else {
-                return verdict(Outcome::Inconclusive, canary_short.unwrap_or_default(), evidence);
+                let short = canary_short.unwrap_or(Short::NoData("no usable canary value".into()));
+                return verdict(short.outcome(), short.reason(), evidence);
             };
             let (outcome, reason) = check_bounds("canary value", value, *min, *max);
             evidence.bound =
@@ -122,7 +161,8 @@ pub fn judge(rule: MetricRule<'_>, obs: &Observation, state: &mut MetricState) -
         }
         TestConfig::Ratio { min, max } => {
             let (Some(c), Some(b), None) = (canary, baseline, &either_short) else {
-                return verdict(Outcome::Inconclusive, either_short.unwrap_or_default(), evidence);
+                let short = either_short.unwrap_or(Short::NoData("no usable value".into()));
+                return verdict(short.outcome(), short.reason(), evidence);
             };
             let ratio = ratio(c, b);
             // JSON has no infinity: a canary value over a zero baseline records no ratio.
@@ -133,7 +173,8 @@ pub fn judge(rule: MetricRule<'_>, obs: &Observation, state: &mut MetricState) -
         }
         TestConfig::MannWhitney { direction, max_effect, confidence } => {
             let (Some(c), Some(b), None) = (canary, baseline, &either_short) else {
-                return verdict(Outcome::Inconclusive, either_short.unwrap_or_default(), evidence);
+                let short = either_short.unwrap_or(Short::NoData("no usable value".into()));
+                return verdict(short.outcome(), short.reason(), evidence);
             };
             push_bounded(&mut state.canary_history, c);
             push_bounded(&mut state.baseline_history, b);
@@ -171,9 +212,9 @@ struct SequentialTest {
 
 /// Why each arm, or the pair, cannot be judged this interval.
 struct Shortfall {
-    canary: Option<String>,
-    baseline: Option<String>,
-    either: Option<String>,
+    canary: Option<Short>,
+    baseline: Option<Short>,
+    either: Option<Short>,
 }
 
 /// What a sequential test compares.
@@ -238,16 +279,28 @@ fn judge_sequential(
         Some(Sample::Histogram(h)) => slower_than.map(|b| (h.total(), h.count_above(b))),
         _ => None,
     };
-    let waiting = |what: &str| (Outcome::Inconclusive, what.to_string(), false);
+    let waiting = |what: &str| (Outcome::Insufficient, what.to_string(), false);
+    let min = rule.min_sample_size as f64;
+    let step_short = |arm: &str, requests: f64| {
+        (requests < min).then(|| {
+            format!(
+                "collecting evidence: the {arm} served {requests:.0} requests at this step, {min:.0} needed"
+            )
+        })
+    };
     let (why_short, counts) = match &compared {
         Compared::Arms { margin } => {
             let (Some(c), Some(b)) = (events(&obs.canary), events(&obs.baseline)) else {
                 return match &short.either {
-                    Some(why) if obs.canary.is_none() || obs.baseline.is_none() => waiting(why),
-                    _ => waiting("waiting for a baseline histogram to fix the slow-request bound"),
+                    Some(Short::NoData(why)) => (Outcome::Inconclusive, why.clone(), false),
+                    _ => waiting(
+                        "waiting for a baseline histogram with enough requests to fix the slow-request bound",
+                    ),
                 };
             };
             seq.update(c, b, *margin);
+            state.step_requests.0 += c.0;
+            state.step_requests.1 += b.0;
             evidence.canary.events = Some(c.1);
             evidence.baseline.events = Some(b.1);
             let share = seq.canary_requests / (seq.canary_requests + seq.baseline_requests).max(1.0);
@@ -262,16 +315,19 @@ fn judge_sequential(
                 seq.canary_events + seq.baseline_events,
                 share * 100.0
             );
-            (&short.either, counts)
+            let short = step_short("canary", state.step_requests.0)
+                .or_else(|| step_short("baseline", state.step_requests.1));
+            (short, counts)
         }
         Compared::Bound { p0, what } => {
             let Some(c) = events(&obs.canary) else {
-                return match (&short.canary, obs.canary.is_some()) {
-                    (Some(why), false) => waiting(why),
+                return match &short.canary {
+                    Some(Short::NoData(why)) => (Outcome::Inconclusive, why.clone(), false),
                     _ => waiting("no histogram bucket at or above the bound yet: cannot count slow requests"),
                 };
             };
             seq.update_bound(c, *p0);
+            state.step_requests.0 += c.0;
             evidence.canary.events = Some(c.1);
             let counts = format!(
                 "canary {:.0} of {:.0} requests ({:.2}%) are {what}, {:.2}% allowed",
@@ -280,7 +336,7 @@ fn judge_sequential(
                 100.0 * seq.canary_events / seq.canary_requests.max(1.0),
                 p0 * 100.0
             );
-            (&short.canary, counts)
+            (step_short("canary", state.step_requests.0), counts)
         }
     };
     evidence.slower_than = seq.slower_than;
@@ -300,7 +356,7 @@ fn judge_sequential(
         return (Outcome::Fail, reason, true);
     }
     match why_short {
-        Some(why) => (Outcome::Inconclusive, why.clone(), false),
+        Some(why) => (Outcome::Insufficient, why, false),
         None => (
             Outcome::Pass,
             format!("no regression so far: {counts}; p = {:.3} > alpha {alpha:.2e}", seq.p_value),

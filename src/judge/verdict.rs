@@ -10,8 +10,12 @@ pub enum Outcome {
     Pass,
     /// The canary is worse than allowed.
     Fail,
-    /// Not enough data, no data, or the data could not be fetched. Never a pass.
+    /// No data, or the data could not be fetched. Never a pass; counts towards the
+    /// inconclusive limit.
     Inconclusive,
+    /// Too little traffic so far to judge. Never a pass: the step holds, and only the
+    /// progress deadline turns it into a rollback.
+    Insufficient,
 }
 
 /// One arm's side of the evidence.

@@ -111,6 +111,10 @@ pub struct AnalysisSpec {
     /// Requests each arm must have served in an interval before it can be judged.
     #[serde(default = "default_min_sample_size")]
     pub min_sample_size: u64,
+    /// Longest a step may wait for enough traffic to judge before rolling back with that
+    /// reason (default 30m). At least the step duration.
+    #[serde(default = "default_progress_deadline")]
+    pub progress_deadline: String,
     /// The metrics judged at every interval. At least one.
     pub metrics: Vec<MetricSpec>,
 }
@@ -124,6 +128,10 @@ fn default_failure_limit() -> u32 {
 fn default_inconclusive_limit() -> u32 {
     6
 }
+fn default_progress_deadline() -> String {
+    "30m".into()
+}
+
 fn default_min_sample_size() -> u64 {
     50
 }

@@ -70,6 +70,16 @@ pub fn compile(
 
     let analysis = &spec.analysis;
     let interval = p.duration("spec.analysis.interval", &analysis.interval);
+    let progress_deadline = p.duration("spec.analysis.progressDeadline", &analysis.progress_deadline);
+    if progress_deadline < step_duration {
+        p.add(
+            "spec.analysis.progressDeadline",
+            format!(
+                "{} is shorter than the step duration ({}): a step would give up before it could pass",
+                analysis.progress_deadline, traffic.step_duration
+            ),
+        );
+    }
     if analysis.failure_limit == 0 {
         p.add("spec.analysis.failureLimit", "must be at least 1");
     }
@@ -126,6 +136,7 @@ pub fn compile(
         failure_limit: analysis.failure_limit,
         inconclusive_limit: analysis.inconclusive_limit,
         min_sample_size: analysis.min_sample_size,
+        progress_deadline,
         metrics,
         triggers,
     })

@@ -3,7 +3,7 @@
 
 Each scenario is 40 intervals of 30 s at 100 requests/s in all, split between canary and
 baseline by the traffic weight the policy would have set (10% for the first 10 intervals,
-50% after). Run again with `python3 tests/data/backtest/generate.py`.
+50% after); `low-traffic` is 70 intervals in which the canary gets 2 requests each. Run again with `python3 tests/data/backtest/generate.py`.
 """
 import json
 import math
@@ -45,12 +45,16 @@ def arm(rng, requests, error_rate, shape, memory):
     }
 
 
-def scenario(name, seed, canary_error=0.01, canary_shape=HEALTHY, canary_traffic=True, gap=()):
+def scenario(name, seed, canary_error=0.01, canary_shape=HEALTHY, canary_traffic=True, gap=(), length=40,
+             canary_fixed=None):
     rng = random.Random(seed)
     intervals = []
-    for i in range(40):
+    for i in range(length):
         weight = 0.10 if i < 10 else 0.50
-        canary_requests = binomial(rng, 3000, weight) if canary_traffic else 0
+        if canary_fixed is not None:
+            canary_requests = canary_fixed
+        else:
+            canary_requests = binomial(rng, 3000, weight) if canary_traffic else 0
         baseline_requests = 3000 - canary_requests
         row = {
             "canary": arm(rng, canary_requests, canary_error, canary_shape, 2.1e8),
@@ -74,3 +78,5 @@ scenario("error-2x", 2, canary_error=0.02)
 scenario("p99-regression", 3, canary_shape=SLOW)
 scenario("no-traffic", 4, canary_traffic=False)
 scenario("prometheus-gap", 5, gap=range(8, 12))
+# A healthy canary that gets 2 requests per interval, for 35 minutes.
+scenario("low-traffic", 6, length=70, canary_fixed=2)
