@@ -92,3 +92,137 @@ fn sequential_test_keeps_false_rollbacks_under_alpha_while_peeking_does_not() {
     assert!(sequential <= limit, "sequential false rollback rate {sequential} > {limit}");
     assert!(peeking > limit, "peeking with a fixed-horizon test should exceed alpha; got {peeking}");
 }
+
+/// Judges each of `ROLLOUTS` generated rollouts at every interval with `test`; returns the
+/// share that was ever (falsely) rejected.
+fn rejection_rate(
+    test: &canaryd::judge::TestConfig,
+    quantile: Option<f64>,
+    mut interval: impl FnMut(&mut StdRng, f64) -> canaryd::judge::Observation,
+) -> f64 {
+    use canaryd::judge::{MetricRule, MetricState, Outcome, judge};
+    let mut rng = StdRng::seed_from_u64(20261123);
+    let rule = MetricRule { name: "m", test, quantile, min_sample_size: 1 };
+    let mut rejected = 0;
+    for _ in 0..ROLLOUTS {
+        let mut state = MetricState::default();
+        let shares = STEPS.iter().flat_map(|(share, n)| std::iter::repeat_n(*share, *n));
+        if shares
+            .map(|share| interval(&mut rng, share))
+            .any(|o| judge(rule, &o, &mut state).outcome == Outcome::Fail)
+        {
+            rejected += 1;
+        }
+    }
+    rejected as f64 / ROLLOUTS as f64
+}
+
+fn limit() -> f64 {
+    ALPHA + 3.0 * (ALPHA * (1.0 - ALPHA) / ROLLOUTS as f64).sqrt()
+}
+
+fn split(rng: &mut StdRng, share: f64) -> (u64, u64) {
+    let canary = Binomial::new(REQUESTS, share).unwrap().sample(rng);
+    (canary, REQUESTS - canary)
+}
+
+fn counts(requests: u64, events: u64) -> Option<canaryd::judge::Sample> {
+    Some(canaryd::judge::Sample::Counts { requests: requests as f64, events: events as f64 })
+}
+
+#[test]
+fn a_canary_exactly_at_the_margin_is_rolled_back_at_most_alpha_of_the_time() {
+    // "Errors 50% above the baseline": the canary errs at exactly 1.5x the baseline's 1%.
+    let test = canaryd::judge::TestConfig::Sequential {
+        alpha: ALPHA,
+        slower_than: None,
+        margin: Some(1.5),
+        max: None,
+    };
+    let rate = rejection_rate(&test, None, |rng, share| {
+        let (c, b) = split(rng, share);
+        canaryd::judge::Observation {
+            canary: counts(c, Binomial::new(c, 0.015).unwrap().sample(rng)),
+            baseline: counts(b, Binomial::new(b, 0.01).unwrap().sample(rng)),
+            ..Default::default()
+        }
+    });
+    println!("margin 1.5, canary at exactly 1.5x: {rate:.4} (limit {:.4})", limit());
+    assert!(rate <= limit(), "{rate}");
+}
+
+#[test]
+fn a_canary_exactly_at_an_error_bound_is_rolled_back_at_most_alpha_of_the_time() {
+    // "Errors above 5%": the canary errs at exactly 5%, judged on its own counts.
+    let test = canaryd::judge::TestConfig::Sequential {
+        alpha: ALPHA,
+        slower_than: None,
+        margin: None,
+        max: Some(0.05),
+    };
+    let rate = rejection_rate(&test, None, |rng, share| {
+        let (c, _) = split(rng, share);
+        canaryd::judge::Observation {
+            canary: counts(c, Binomial::new(c, 0.05).unwrap().sample(rng)),
+            ..Default::default()
+        }
+    });
+    println!("bound 5%, canary at exactly 5%: {rate:.4} (limit {:.4})", limit());
+    assert!(rate <= limit(), "{rate}");
+}
+
+/// A histogram with buckets 0.1, 0.25, 0.5, 1 whose requests fall above 0.25 s and
+/// above 0.5 s with the given probabilities.
+fn latency(rng: &mut StdRng, n: u64, above_quarter: f64, above_half: f64) -> Option<canaryd::judge::Sample> {
+    let slow = Binomial::new(n, above_quarter).unwrap().sample(rng);
+    let slower = Binomial::new(slow, above_half / above_quarter).unwrap().sample(rng);
+    let n = n as f64;
+    Some(canaryd::judge::Sample::Histogram(canaryd::judge::Histogram {
+        buckets: vec![
+            (0.1, (n - slow as f64) * 0.6),
+            (0.25, n - slow as f64),
+            (0.5, n - slower as f64),
+            (1.0, n),
+            (f64::INFINITY, n),
+        ],
+    }))
+}
+
+#[test]
+fn a_canary_exactly_at_a_latency_margin_is_rolled_back_at_most_alpha_of_the_time() {
+    // "P95 more than 2x the baseline": the baseline's p95 lies in (0.1, 0.25]; at 2x the
+    // bound is 0.5 s, and the canary has exactly 5% of its requests above it.
+    let test = canaryd::judge::TestConfig::Sequential {
+        alpha: ALPHA,
+        slower_than: None,
+        margin: Some(2.0),
+        max: None,
+    };
+    let rate = rejection_rate(&test, Some(0.95), |rng, share| {
+        let (c, b) = split(rng, share);
+        canaryd::judge::Observation {
+            canary: latency(rng, c, 0.2, 0.05),
+            baseline: latency(rng, b, 0.02, 0.001),
+            ..Default::default()
+        }
+    });
+    println!("latency margin 2x on p95, canary exactly at it: {rate:.4} (limit {:.4})", limit());
+    assert!(rate <= limit(), "{rate}");
+}
+
+#[test]
+fn a_canary_exactly_at_a_latency_bound_is_rolled_back_at_most_alpha_of_the_time() {
+    // "p99 < 500 ms": exactly 1% of the canary's requests are slower than 0.5 s.
+    let test = canaryd::judge::TestConfig::Sequential {
+        alpha: ALPHA,
+        slower_than: None,
+        margin: None,
+        max: Some(0.5),
+    };
+    let rate = rejection_rate(&test, Some(0.99), |rng, share| {
+        let (c, _) = split(rng, share);
+        canaryd::judge::Observation { canary: latency(rng, c, 0.1, 0.01), ..Default::default() }
+    });
+    println!("latency bound 0.5 s on p99, canary exactly at it: {rate:.4} (limit {:.4})", limit());
+    assert!(rate <= limit(), "{rate}");
+}
