@@ -100,22 +100,53 @@ fn health_checks_roll_back_after_consecutive_failures_only() {
     assert!(r.decisions.last().unwrap().reason.contains("3 consecutive failed health checks"));
 }
 
+/// The errors policy with only its point (ratio) test: no sequential test can roll back
+/// first, so the failure limit is the only way out.
+fn ratio_only() -> Rollout {
+    let spec = ERRORS_SPEC
+        .replace("    - {name: errors, template: http-error-rate, test: sequential, alpha: 0.05}\n", "");
+    Rollout::new(RolloutId { namespace: "t".into(), name: "web".into() }, "v2", plan(&spec))
+}
+
+/// Feeds inputs to `r` at the given times.
+fn run_at(mut r: Rollout, inputs: &[(i64, Input)]) -> (Rollout, Vec<Action>) {
+    let mut actions = Vec::new();
+    for (t, input) in inputs {
+        let next = step(&r, input, at(*t)).unwrap();
+        r = next.rollout;
+        actions.extend(next.actions);
+    }
+    (r, actions)
+}
+
 #[test]
 fn failed_checks_reaching_the_limit_roll_back() {
-    // 2.5x the baseline's error rate: under the hard limit, over nothing else but noise;
-    // the ratio test (max 3) passes, so use 4x on a tiny budget of intervals.
+    // 4x the baseline's error rate fails the ratio test (max 3) and stays under the
+    // 20% hard limit.
     let bad = || Input::Interval(errors((100.0, 4.0), (900.0, 9.0)));
-    let (r, _) = run(&[Input::Start, bad()]);
+    let (r, _) = run_at(ratio_only(), &[(0, Input::Start), (30, bad())]);
     assert_eq!((r.phase, r.failed_checks), (Phase::Progressing, 1));
-    let (r, actions) = run(&[Input::Start, bad(), bad()]);
+    let (r, actions) = run_at(ratio_only(), &[(0, Input::Start), (30, bad()), (60, healthy()), (90, bad())]);
     assert_eq!(r.phase, Phase::RolledBack);
-    assert!(actions.iter().any(|a| matches!(
-        a,
-        Action::RollBack { reason: RollbackReason::FailureLimit { failed_checks: 2 }, .. }
-    ) || matches!(
-        a,
-        Action::RollBack { reason: RollbackReason::Regression { .. }, .. }
-    )));
+    let rollbacks: Vec<&RollbackReason> = actions
+        .iter()
+        .filter_map(|a| if let Action::RollBack { reason, .. } = a { Some(reason) } else { None })
+        .collect();
+    assert_eq!(rollbacks, [&RollbackReason::FailureLimit { failed_checks: 2 }]);
+    assert!(r.decisions.last().unwrap().reason.starts_with("2 failed checks reached the limit of 2"));
+}
+
+#[test]
+fn a_failed_check_restarts_the_steps_clock() {
+    // 1m steps: without a failure the step would advance at t = 60; a failure at t = 60
+    // restarts its clock, so the next chance is a passing interval at t >= 120.
+    let bad = Input::Interval(errors((100.0, 4.0), (900.0, 9.0)));
+    let inputs = [(0, Input::Start), (30, healthy()), (60, bad), (90, healthy()), (120, healthy())];
+    let (r, _) = run_at(ratio_only(), &inputs[..4]);
+    assert_eq!((r.step, r.weight), (0, 10), "not advanced at t = 90");
+    let (r, _) = run_at(ratio_only(), &inputs);
+    assert_eq!((r.step, r.weight), (1, 50));
+    assert_eq!(r.decisions.last().unwrap().at, at(120));
 }
 
 #[test]
@@ -192,14 +223,24 @@ fn a_paused_rollout_still_rolls_back_on_a_trigger() {
 // ---- properties -------------------------------------------------------------------
 
 fn arb_input() -> impl Strategy<Value = Input> {
-    let counts = (0u32..400, 0u32..30, 0u32..2000, 0u32..60);
+    // Error counts are mostly realistic (up to ~3%), one interval in ten anything at all,
+    // so that runs live long enough to reach every trigger and every step.
+    let counts = (0u32..400, 0u32..30, 0u32..2000, 0u32..60, prop::bool::weighted(0.1)).prop_map(
+        |(cr, ce, br, be, wild)| {
+            if wild {
+                (cr, ce.min(cr), br, be.min(br))
+            } else {
+                (cr, ce % (cr / 30 + 1), br, be % (br / 30 + 1))
+            }
+        },
+    );
     prop_oneof![
         8 => (counts, any::<bool>(), any::<bool>(), prop::option::of(any::<bool>())).prop_map(
             |((cr, ce, br, be), missing, alert, health)| {
                 let mut obs = if missing {
                     IntervalObservations::default()
                 } else {
-                    errors((cr as f64, ce.min(cr) as f64), (br as f64, be.min(br) as f64))
+                    errors((cr as f64, ce as f64), (br as f64, be as f64))
                 };
                 if alert && cr % 7 == 0 {
                     obs.firing_alerts.insert("ErrorBudgetBurn".into());
@@ -210,6 +251,7 @@ fn arb_input() -> impl Strategy<Value = Input> {
                 Input::Interval(obs)
             }
         ),
+        8 => Just(healthy()),
         1 => prop::sample::select(vec![Command::Promote, Command::Abort, Command::Pause, Command::Resume])
             .prop_map(|command| Input::Command { command, by: "prop".into() }),
         1 => Just(Input::PromotionDone),
@@ -236,49 +278,113 @@ fn transitions(inputs: &[Input]) -> Vec<(Input, Rollout, Vec<Action>)> {
     out
 }
 
+/// Steps through `inputs` and returns, per input, the rollout before it and the result.
+fn every_step(inputs: &[Input]) -> Vec<(Rollout, Input, Result<canaryd::engine::Transition, EngineError>)> {
+    let mut r = new_rollout();
+    let mut out = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        let result = step(&r, input, at(30 * i as i64));
+        let before = r.clone();
+        if let Ok(t) = &result {
+            r = t.rollout.clone();
+        }
+        out.push((before, input.clone(), result));
+    }
+    out
+}
+
+/// Every kind of input, for probing a rollout that has ended.
+fn every_kind_of_input() -> Vec<Input> {
+    let mut all = vec![Input::Start, Input::PromotionDone, healthy()];
+    let mut alert = errors((100.0, 1.0), (900.0, 9.0));
+    alert.firing_alerts.insert("ErrorBudgetBurn".into());
+    all.push(Input::Interval(alert));
+    for command in [Command::Promote, Command::Abort, Command::Pause, Command::Resume] {
+        all.push(Input::Command { command, by: "prop".into() });
+    }
+    all
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
     fn no_promotion_without_a_passing_analysis_at_every_step(inputs in arb_run()) {
+        use canaryd::judge::Outcome;
         for (input, r, actions) in transitions(&inputs) {
             let manual = matches!(input, Input::Command { command: Command::Promote, .. });
-            if actions.contains(&Action::Promote) && !manual {
-                for s in 0..r.plan.steps.len() - 1 {
-                    let passed = r.intervals.iter().any(|i| {
-                        i.step == s && i.verdicts.iter().all(|v| v.outcome == canaryd::judge::Outcome::Pass)
-                    });
-                    prop_assert!(passed, "promoted without a fully passing interval at step {}", s);
-                }
+            if !actions.contains(&Action::Promote) || manual {
+                continue;
             }
-        }
-    }
-
-    #[test]
-    fn weights_never_rise_after_a_rollback(inputs in arb_run()) {
-        let mut rolled_back = false;
-        for (_, r, actions) in transitions(&inputs) {
-            if rolled_back {
-                prop_assert!(weights(&actions).iter().all(|w| *w == 0));
-                prop_assert_eq!(r.weight, 0);
-            }
-            rolled_back |= matches!(r.phase, Phase::RolledBack | Phase::Aborted);
-        }
-    }
-
-    #[test]
-    fn a_trigger_always_wins(inputs in arb_run()) {
-        let mut before = new_rollout();
-        for (_, r, actions) in transitions(&inputs) {
-            let recorded = r.intervals.len() > before.intervals.len();
-            if recorded && r.intervals.last().is_some_and(|i| !i.triggers.is_empty()) {
-                prop_assert_eq!(r.phase, Phase::RolledBack);
-                let trigger_rollback = actions
+            // Each step was left on an interval where every metric passed, at least a step
+            // duration after the step began and after its last failed check.
+            let mut entered = r.started_at.unwrap();
+            for d in r.decisions.iter().filter(|d| d.action == "advanced" || d.action == "promoting") {
+                let interval = r.intervals.iter().find(|i| i.at == d.at).expect("the deciding interval");
+                prop_assert!(interval.verdicts.iter().all(|v| v.outcome == Outcome::Pass));
+                prop_assert_eq!(interval.verdicts.len(), r.plan.metrics.len());
+                let last_failure = r
+                    .intervals
                     .iter()
-                    .any(|a| matches!(a, Action::RollBack { reason: RollbackReason::Trigger { .. }, .. }));
-                prop_assert!(trigger_rollback);
+                    .filter(|i| i.at > entered && i.at < d.at && i.verdicts.iter().any(|v| v.outcome == Outcome::Fail))
+                    .map(|i| i.at)
+                    .max();
+                let clock = last_failure.unwrap_or(entered);
+                let waited = d.at.duration_since(clock).as_secs();
+                prop_assert!(waited >= r.plan.step_duration.as_secs() as i64, "left a step after {}s", waited);
+                entered = d.at;
             }
-            before = r;
+        }
+    }
+
+    #[test]
+    fn nothing_raises_the_weight_after_a_rollback(inputs in arb_run()) {
+        let mut r = new_rollout();
+        for (i, input) in inputs.iter().enumerate() {
+            if let Ok(t) = step(&r, input, at(30 * i as i64)) {
+                r = t.rollout;
+            }
+            if matches!(r.phase, Phase::RolledBack | Phase::Aborted) {
+                // Probe the ended rollout with every kind of input, not only the run's own.
+                for probe in every_kind_of_input() {
+                    if let Ok(t) = step(&r, &probe, at(30 * i as i64 + 1)) {
+                        prop_assert!(weights(&t.actions).iter().all(|w| *w == 0), "{:?} raised the weight", probe);
+                        prop_assert_eq!(t.rollout.weight, 0);
+                        prop_assert!(t.rollout.phase.is_terminal());
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn a_met_trigger_always_rolls_back_and_nothing_else_is_a_trigger(inputs in arb_run()) {
+        // An independent model of the policy's three triggers: the alert firing, three
+        // failed health checks in a row, and the canary's error rate above 20% on at least
+        // minSampleSize (20) requests.
+        let mut failures_in_a_row = 0;
+        for (before, input, result) in every_step(&inputs) {
+            let (Input::Interval(obs), Ok(t)) = (&input, &result) else { continue };
+            if !matches!(before.phase, Phase::Progressing | Phase::Paused) {
+                continue;
+            }
+            if let Some(&healthy) = obs.health.get("health") {
+                failures_in_a_row = if healthy { 0 } else { failures_in_a_row + 1 };
+            }
+            let over_limit = obs.metrics.get("error-ratio").and_then(|o| o.canary.clone()).is_some_and(|c| {
+                matches!(c, canaryd::judge::Sample::Counts { requests, events } if requests >= 20.0 && events / requests > 0.2)
+            });
+            let expected = obs.firing_alerts.contains("ErrorBudgetBurn") || failures_in_a_row >= 3 || over_limit;
+            let by_trigger = t
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::RollBack { reason: RollbackReason::Trigger { .. }, .. }));
+            prop_assert_eq!(by_trigger, expected, "model and engine disagree on {:?}", obs);
+            if expected {
+                prop_assert_eq!(t.rollout.phase, Phase::RolledBack);
+                prop_assert_eq!(t.rollout.weight, 0);
+            }
         }
     }
 
