@@ -1,5 +1,5 @@
 //! Detection benchmark: how fast each judge finds a real regression, and how often it
-//! rolls back a canary that is no worse, on the reference scenario of STATS.md, driven
+//! rolls back a canary that is no worse, on the reference scenario of docs/judge.md, driven
 //! through the same engine the daemon runs.
 //!
 //! Scenario: the canary serves 10 req/s (at a 10% split the baseline serves 90 req/s, at
