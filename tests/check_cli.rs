@@ -129,7 +129,7 @@ fn an_interval_shorter_than_the_scrape_interval_is_refused_with_the_smallest_tha
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(
-            "web-default.yaml:26:15: CanaryPolicy shop/web-default: spec.analysis.interval: 30s is shorter than the 1m scrape interval"
+            "web-default.yaml:29:15: CanaryPolicy shop/web-default: spec.analysis.interval: 30s is shorter than the 1m scrape interval"
         ) && stderr.contains("the smallest interval that works is 1m"),
         "{stderr}"
     );
