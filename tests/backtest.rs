@@ -180,3 +180,82 @@ fn an_unreadable_prometheus_fails_the_backtest_instead_of_judging_a_gap() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot read the window from Prometheus: Prometheus unreachable"), "{stderr}");
 }
+
+/// A policy that holds its first step for ten hours, and a recording of `n` healthy
+/// intervals, the first `at_ten` of them recorded at 10% and the rest at 50%.
+fn long_run(dir: &std::path::Path, n: usize, at_ten: usize) -> (String, String) {
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {name: long, namespace: shop}\nspec:\n  selector: {matchLabels: {app: x}}\n  traffic: {steps: [10, 50, 100], stepDuration: 10h}\n  analysis:\n    interval: 30s\n    progressDeadline: 10h\n    metrics:\n      - {name: errors, template: http-error-rate, test: sequential}\n",
+    )
+    .unwrap();
+    let rows: Vec<String> = (0..n)
+        .map(|i| {
+            let weight = if i < at_ten { 10 } else { 50 };
+            let canary = 30 * weight;
+            format!(
+                "{{\"weight\": {weight}, \"canary\": {{\"requests\": {canary}, \"errors\": {}}}, \"baseline\": {{\"requests\": {}, \"errors\": {}}}}}",
+                canary / 100,
+                3000 - canary,
+                (3000 - canary) / 100
+            )
+        })
+        .collect();
+    let data = dir.join("data.json");
+    std::fs::write(
+        &data,
+        format!(
+            "{{\"start\": \"2026-11-01T10:00:00Z\", \"interval\": \"30s\", \"intervals\": [{}]}}",
+            rows.join(",")
+        ),
+    )
+    .unwrap();
+    (policy.display().to_string(), data.display().to_string())
+}
+
+#[test]
+fn the_timeline_keeps_every_interval_of_a_long_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let (policy, data) = long_run(dir.path(), 600, 600);
+    let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["backtest", "--policy", &policy, "--data", &data, "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let timeline = v["timeline"].as_array().unwrap();
+    assert_eq!(timeline.len(), 600, "not cut at 500");
+    assert_eq!(timeline[599]["at"], "2026-11-01T15:00:00Z");
+    assert!(timeline.iter().all(|i| i["mismatch"].is_null()), "recorded at the engine's 10% throughout");
+}
+
+#[test]
+fn intervals_recorded_at_another_weight_than_the_engines_are_marked() {
+    // The data moved to 50% after 20 intervals; this policy holds 10% for ten hours.
+    let dir = tempfile::tempdir().unwrap();
+    let (policy, data) = long_run(dir.path(), 40, 20);
+    let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["backtest", "--policy", &policy, "--data", &data, "--format", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let timeline = v["timeline"].as_array().unwrap();
+    for (i, entry) in timeline.iter().enumerate() {
+        assert_eq!(entry["weight"], 10);
+        if i < 20 {
+            assert!(entry["mismatch"].is_null(), "{entry}");
+        } else {
+            assert_eq!(entry["recordedWeight"], 50);
+            assert_eq!(
+                entry["mismatch"],
+                "the engine had the canary at 10% but the data was recorded at 50%"
+            );
+        }
+    }
+    let text = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["backtest", "--policy", &policy, "--data", &data])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("SPLIT the engine had the canary at 10%"));
+}

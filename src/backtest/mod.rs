@@ -36,9 +36,32 @@ pub struct BacktestResult {
     pub outcome: BacktestOutcome,
     /// The deployment record, with the evidence of every decision.
     pub record: DeploymentRecord,
-    /// Every analysed interval, in order.
-    pub timeline: Vec<IntervalRecord>,
+    /// Every analysed interval, in order, however many there are.
+    pub timeline: Vec<TimelineEntry>,
 }
+
+/// One analysed interval of a backtest, with the traffic split the data was recorded at.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEntry {
+    /// The engine's analysis of the interval (`weight` is the engine's canary weight).
+    #[serde(flatten)]
+    pub interval: IntervalRecord,
+    /// The canary weight the data was recorded at, when the recording says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_weight: Option<u8>,
+    /// The canary's measured share of the interval's requests, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_share: Option<f64>,
+    /// Why this interval's data does not match the engine's weight, if it does not: the
+    /// verdicts from here on are not quite what this policy would have seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mismatch: Option<String>,
+}
+
+/// One interval fed to a backtest: its end, the observations, and the canary weight the
+/// data was recorded at (if known).
+pub type ReplayedInterval = (Timestamp, IntervalObservations, Option<u8>);
 
 /// Runs `plan` over `recording` (read from `source`, named in the evidence).
 pub fn run(plan: &Plan, recording: &Recording, source: &str) -> BacktestResult {
@@ -47,20 +70,24 @@ pub fn run(plan: &Plan, recording: &Recording, source: &str) -> BacktestResult {
         |w| RolloutId { namespace: w.namespace.clone(), name: w.name.clone() },
     );
     let revision = recording.revision.clone().unwrap_or_else(|| "recorded".into());
-    let intervals = (0..recording.intervals.len())
-        .map(|i| (recording.interval_end(i, plan.interval), recording.observations(i, plan, source)));
+    let intervals = (0..recording.intervals.len()).map(|i| {
+        let weight = recording.intervals[i].weight;
+        (recording.interval_end(i, plan.interval), recording.observations(i, plan, source), weight)
+    });
     replay(plan, id, &revision, recording.start, intervals)
 }
 
-/// Drives the engine from `start` over observed intervals `(end time, observations)`,
-/// confirming promotions at once, until the rollout ends or the data does.
+/// Drives the engine from `start` over observed intervals, confirming promotions at once,
+/// until the rollout ends or the data does. The timeline keeps every interval (the
+/// rollout's own state keeps only a bounded summary).
 pub fn replay(
     plan: &Plan,
     id: RolloutId,
     revision: &str,
     start: Timestamp,
-    intervals: impl IntoIterator<Item = (Timestamp, IntervalObservations)>,
+    intervals: impl IntoIterator<Item = ReplayedInterval>,
 ) -> BacktestResult {
+    let mut timeline = Vec::new();
     let mut rollout = Rollout::new(id, revision, plan.clone());
     let feed = |rollout: &mut Rollout, input: Input, at| match step(rollout, &input, at) {
         Ok(t) => *rollout = t.rollout,
@@ -68,11 +95,20 @@ pub fn replay(
         Err(e) => tracing::warn!(error = %e, "backtest input refused"),
     };
     feed(&mut rollout, Input::Start, start);
-    for (at, observations) in intervals {
+    for (at, observations, recorded_weight) in intervals {
         if rollout.phase.is_terminal() {
             break;
         }
+        let measured = measured_share(&observations);
         feed(&mut rollout, Input::Interval(observations), at);
+        if let Some(record) = rollout.intervals.last().filter(|r| r.at == at) {
+            timeline.push(TimelineEntry {
+                mismatch: mismatch(record.weight, recorded_weight, measured),
+                recorded_weight,
+                measured_share: measured.map(|(share, _)| share * 100.0),
+                interval: record.clone(),
+            });
+        }
         if rollout.phase == Phase::Promoting {
             // The backtest's platform promotes at once.
             feed(&mut rollout, Input::PromotionDone, at);
@@ -83,7 +119,37 @@ pub fn replay(
         Phase::RolledBack | Phase::Aborted => BacktestOutcome::RolledBack,
         _ => BacktestOutcome::Unfinished,
     };
-    BacktestResult { outcome, record: DeploymentRecord::of(&rollout), timeline: rollout.intervals }
+    BacktestResult { outcome, record: DeploymentRecord::of(&rollout), timeline }
+}
+
+/// The canary's share of the interval's requests and the requests it rests on, from the
+/// first metric that counts requests in both arms.
+fn measured_share(observations: &IntervalObservations) -> Option<(f64, f64)> {
+    observations.metrics.values().find_map(|o| {
+        let (c, b) = (o.canary.as_ref()?.requests()?, o.baseline.as_ref()?.requests()?);
+        (c + b > 0.0).then(|| (c / (c + b), c + b))
+    })
+}
+
+/// Why the engine's weight and the data's traffic split disagree, if they do: the
+/// recorded weight differs, or the measured share is more than 5 points and 4 standard
+/// errors away from the engine's weight.
+fn mismatch(engine: u8, recorded: Option<u8>, measured: Option<(f64, f64)>) -> Option<String> {
+    if let Some(recorded) = recorded {
+        return (recorded != engine).then(|| {
+            format!("the engine had the canary at {engine}% but the data was recorded at {recorded}%")
+        });
+    }
+    let (share, requests) = measured?;
+    let expected = f64::from(engine) / 100.0;
+    let se = (expected * (1.0 - expected) / requests).sqrt();
+    let off = (share - expected).abs();
+    (off > 0.05 && off > 4.0 * se).then(|| {
+        format!(
+            "the engine had the canary at {engine}% but it served {:.1}% of the recorded requests",
+            share * 100.0
+        )
+    })
 }
 
 /// Runs `plan` over what Prometheus recorded for `id` between `from` and `to`, with the
@@ -106,7 +172,7 @@ pub async fn from_prometheus(
             .iter()
             .filter_map(|m| observed.remove(&(id.clone(), m.name.clone())).map(|o| (m.name.clone(), o)))
             .collect();
-        Some((at, IntervalObservations { metrics, ..IntervalObservations::default() }))
+        Some((at, IntervalObservations { metrics, ..IntervalObservations::default() }, None))
     });
     Ok(replay(plan, id.clone(), "recorded", from, intervals))
 }

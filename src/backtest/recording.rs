@@ -67,6 +67,9 @@ pub struct RecordedInterval {
     /// End of the interval, if not at the regular spacing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<Timestamp>,
+    /// The canary weight (percent) the interval was recorded at, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u8>,
     /// The canary's data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<RecordedArm>,

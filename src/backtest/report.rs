@@ -17,7 +17,8 @@ pub fn render_text(result: &BacktestResult, source: &str) -> String {
     let _ =
         writeln!(out, "backtest of policy {} on {} revision {} ({source})", r.policy, r.workload, r.revision);
     let _ = writeln!(out, "{:<9} {:>4} {:>6}  verdicts", "time", "step", "weight");
-    for interval in &result.timeline {
+    for entry in &result.timeline {
+        let interval = &entry.interval;
         let verdicts: Vec<String> = interval
             .verdicts
             .iter()
@@ -44,6 +45,9 @@ pub fn render_text(result: &BacktestResult, source: &str) -> String {
         }
         for hit in &interval.triggers {
             let _ = writeln!(out, "{:>24}TRIGGER {}: {}", "", hit.trigger, hit.detail);
+        }
+        if let Some(why) = &entry.mismatch {
+            let _ = writeln!(out, "{:>24}SPLIT {why}", "");
         }
     }
     let _ = writeln!(out, "decisions:");
