@@ -151,7 +151,13 @@ fn approximate_counts_are_inconclusive_and_never_reach_the_sequential_test() {
 
 #[test]
 fn mann_whitney_collects_points_then_finds_a_shift() {
-    let t = TestConfig::MannWhitney { direction: Direction::Increase, max_effect: 1.1, confidence: 0.98 };
+    let t = TestConfig::MannWhitney {
+        direction: Direction::Increase,
+        max_effect: 1.1,
+        confidence: 0.98,
+        tolerance: 0.25,
+        window: 60,
+    };
     let mut state = MetricState::default();
     let gauge = |v: f64| Some(Sample::Values { values: vec![v] });
     let mut outcomes = vec![];
@@ -167,7 +173,13 @@ fn mann_whitney_collects_points_then_finds_a_shift() {
 
 #[test]
 fn mann_whitney_passes_equal_series() {
-    let t = TestConfig::MannWhitney { direction: Direction::Increase, max_effect: 1.0, confidence: 0.98 };
+    let t = TestConfig::MannWhitney {
+        direction: Direction::Increase,
+        max_effect: 1.0,
+        confidence: 0.98,
+        tolerance: 0.25,
+        window: 60,
+    };
     let mut state = MetricState::default();
     let gauge = |v: f64| Some(Sample::Values { values: vec![v] });
     let mut last = None;
@@ -267,4 +279,45 @@ fn a_latency_margin_compares_the_canarys_quantile_with_a_multiple_of_the_baselin
     assert_eq!(three_times.evidence.slower_than, Some(0.5));
     let within = run(latency(1000.0, [0.1, 0.02, 0.0]));
     assert_eq!(within.outcome, Outcome::Pass, "{}", within.reason);
+}
+
+/// Feeds a Mann-Whitney test the baseline series `y` and the canary series `y + shift +
+/// noise`, one point per interval; the last verdict.
+fn kayenta(shift: f64, window: usize) -> (Verdict, MetricState) {
+    let t = TestConfig::MannWhitney {
+        direction: Direction::Increase,
+        max_effect: 1.0,
+        confidence: 0.98,
+        tolerance: 0.25,
+        window,
+    };
+    let y = [5., 9., 2., 7., 4., 8., 3., 6., 1., 10., 5., 9., 2., 7., 4., 8., 3., 6., 1., 10.];
+    let noise = [3., -2., 1., -3., 2., 0., -1., 3., -2., 1., 0., 2., -3., 1., -1., 2., 0., -2., 3., -1.];
+    let mut state = MetricState::default();
+    let mut last = None;
+    for (b, n) in y.iter().zip(noise) {
+        let values = |v: f64| Some(Sample::Values { values: vec![v] });
+        last = Some(judge(rule(&t), &obs(values(b + shift + n), values(*b)), &mut state));
+    }
+    (last.unwrap(), state)
+}
+
+#[test]
+fn mann_whitney_fails_only_when_the_interval_clears_a_quarter_of_the_estimate() {
+    // R, wilcox.test(conf.int = TRUE, exact = FALSE, conf.level = 0.98) on these series:
+    // shift 3.5 gives the interval [0.50, 6.50] around 3.5: above zero, but not above
+    // 0.25 x 3.5 = 0.875, so Kayenta passes it. Shift 4.5 gives [1.5, 7.5]: above 1.125.
+    let (v, _) = kayenta(3.5, 20);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.reason);
+    let (lo, _) = v.evidence.interval.unwrap();
+    assert!((lo - 0.5).abs() < 1.25e-4, "{lo}");
+    let (v, _) = kayenta(4.5, 20);
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.reason);
+}
+
+#[test]
+fn mann_whitney_keeps_the_configured_window() {
+    let (v, state) = kayenta(4.5, 8);
+    assert_eq!(state.canary_history.len(), 8);
+    assert_eq!(v.evidence.canary.points, Some(8));
 }

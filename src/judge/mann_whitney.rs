@@ -213,6 +213,62 @@ mod tests {
         ((a - b) / b).abs() < 1e-6
     }
 
+    /// R's `uniroot` stops within `tol = .Machine$double.eps^0.25` ≈ 1.22e-4 of a root; this
+    /// code bisects to machine precision. Both find the same jump of the same step
+    /// function, so they agree within R's tolerance.
+    const R_TOLERANCE: f64 = 1.25e-4;
+
+    #[test]
+    fn intervals_and_estimates_tie_out_with_rs_wilcox_test() {
+        // tests/data/vectors/mann_whitney.R: R's wilcox.test(conf.int = TRUE, exact = FALSE).
+        let vectors: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/data/vectors/mann_whitney.json")).unwrap();
+        let floats = |v: &serde_json::Value| -> Vec<f64> {
+            v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+        };
+        let mut worst: f64 = 0.0;
+        for case in vectors["cases"].as_array().unwrap() {
+            let (x, y) = (floats(&case["x"]), floats(&case["y"]));
+            let confidence = case["confidence"].as_f64().unwrap();
+            let r = compare(&x, &y, confidence, Alternative::TwoSided).unwrap();
+            let expected = floats(&case["interval"]);
+            for (ours, theirs) in [(r.interval.0, expected[0]), (r.interval.1, expected[1])] {
+                worst = worst.max((ours - theirs).abs());
+                assert!(
+                    (ours - theirs).abs() <= R_TOLERANCE,
+                    "{} at {confidence}: {:?} vs R {expected:?}",
+                    case["name"],
+                    r.interval
+                );
+            }
+            // R's asymptotic estimate is a root of the same step function at zero: any point
+            // between the two middle pairwise differences (one point when their count is
+            // odd). Ours is the Hodges-Lehmann median, the midpoint of the two.
+            let mut d: Vec<f64> = x.iter().flat_map(|a| y.iter().map(move |b| a - b)).collect();
+            d.sort_by(f64::total_cmp);
+            let (lo, hi) = (d[(d.len() - 1) / 2], d[d.len() / 2]);
+            let estimate = case["estimate"].as_f64().unwrap();
+            assert!(
+                estimate >= lo - R_TOLERANCE && estimate <= hi + R_TOLERANCE,
+                "{}: R's {estimate} not in [{lo}, {hi}]",
+                case["name"]
+            );
+            assert!((r.estimate - (lo + hi) / 2.0).abs() < 1e-12, "{}", case["name"]);
+        }
+        assert!(worst > 0.0, "the root finder ran: R's answers are not exact");
+    }
+
+    #[test]
+    fn the_interval_widens_with_the_confidence() {
+        let x = [3.1, 2.2, 5.5, 4.0, 6.1, 7.3, 1.9];
+        let y = [1.0, 2.2, 0.5, 3.3, 2.8];
+        let at_95 = compare(&x, &y, 0.95, Alternative::TwoSided).unwrap().interval;
+        let at_98 = compare(&x, &y, 0.98, Alternative::TwoSided).unwrap().interval;
+        assert!(at_98.0 < at_95.0 && at_98.1 > at_95.1, "{at_95:?} vs {at_98:?}");
+        // Both inside the search range (min and max pairwise difference): the root finder decided.
+        assert!(at_98.0 > 1.9 - 3.3 && at_98.1 < 7.3 - 0.5);
+    }
+
     #[test]
     fn kayenta_reference_interval_and_estimate() {
         // Kayenta MannWhitneySuite: x = [10, 20, 30, 40], y = [1, 2, 3, 4].

@@ -10,14 +10,12 @@ mod verdict;
 use serde::{Deserialize, Serialize};
 
 pub use sample::{Histogram, Observation, Sample, SampleKind};
-pub use test_kind::{Direction, TEST_NAMES, TestConfig};
+pub use test_kind::{DEFAULT_WINDOW, Direction, KAYENTA_TOLERANCE, TEST_NAMES, TestConfig};
 pub use verdict::{ArmEvidence, Cumulative, Evidence, Outcome, Verdict};
 
 use mann_whitney::Alternative;
 use sequential::SequentialState;
 
-/// Series points kept per arm for the Mann-Whitney test (the analysis window).
-const HISTORY_LIMIT: usize = 60;
 /// Points per arm before a Mann-Whitney verdict is given.
 const MIN_POINTS: usize = 5;
 
@@ -171,14 +169,20 @@ pub fn judge(rule: MetricRule<'_>, obs: &Observation, state: &mut MetricState) -
             let (outcome, reason) = check_bounds("canary/baseline", ratio, *min, *max);
             verdict(outcome, reason, evidence)
         }
-        TestConfig::MannWhitney { direction, max_effect, confidence } => {
+        TestConfig::MannWhitney { direction, max_effect, confidence, tolerance, window } => {
             let (Some(c), Some(b), None) = (canary, baseline, &either_short) else {
                 let short = either_short.unwrap_or(Short::NoData("no usable value".into()));
                 return verdict(short.outcome(), short.reason(), evidence);
             };
-            push_bounded(&mut state.canary_history, c);
-            push_bounded(&mut state.baseline_history, b);
-            judge_mann_whitney(state, *direction, *max_effect, *confidence, evidence, verdict)
+            push_bounded(&mut state.canary_history, c, *window);
+            push_bounded(&mut state.baseline_history, b, *window);
+            let test = KayentaRule {
+                direction: *direction,
+                max_effect: *max_effect,
+                confidence: *confidence,
+                tolerance: *tolerance,
+            };
+            judge_mann_whitney(state, &test, evidence, verdict)
         }
         TestConfig::Sequential { alpha, slower_than, margin, max } => {
             if let Some(why) = &obs.approximate {
@@ -394,11 +398,19 @@ fn check_bounds(what: &str, value: f64, min: Option<f64>, max: Option<f64>) -> (
     (Outcome::Pass, format!("{what} {value:.4} within bounds"))
 }
 
-fn push_bounded(history: &mut Vec<f64>, value: f64) {
+fn push_bounded(history: &mut Vec<f64>, value: f64, window: usize) {
     history.push(value);
-    if history.len() > HISTORY_LIMIT {
-        history.remove(0);
+    if history.len() > window {
+        history.drain(..history.len() - window);
     }
+}
+
+/// How Kayenta's NetflixACAJudge classifies a metric by Mann-Whitney.
+struct KayentaRule {
+    direction: Direction,
+    max_effect: f64,
+    confidence: f64,
+    tolerance: f64,
 }
 
 /// The largest bucket bound at or below `bound` (requests above it count as slow); the
@@ -409,14 +421,17 @@ fn snap_to_bucket(h: &Histogram, bound: f64) -> f64 {
     finite().filter(|le| *le <= bound).reduce(f64::max).or_else(|| finite().reduce(f64::min)).unwrap_or(bound)
 }
 
+/// Kayenta's rule: higher when the shift interval's lower bound is above
+/// `tolerance × |estimate|`, lower when its upper bound is below the negative of that;
+/// and, as a guard against tiny shifts of tight series, the mean ratio must pass
+/// `max_effect` (or `1 / max_effect`) as well.
 fn judge_mann_whitney(
     state: &MetricState,
-    direction: Direction,
-    max_effect: f64,
-    confidence: f64,
+    rule: &KayentaRule,
     mut evidence: Evidence,
     verdict: impl Fn(Outcome, String, Evidence) -> Verdict,
 ) -> Verdict {
+    let KayentaRule { direction, max_effect, confidence, tolerance } = *rule;
     let (c, b) = (&state.canary_history, &state.baseline_history);
     evidence.canary.points = Some(c.len());
     evidence.baseline.points = Some(b.len());
@@ -441,15 +456,16 @@ fn judge_mann_whitney(
     evidence.p_value = Some(r.p_value);
     evidence.interval = Some(r.interval);
     evidence.bound = Some(max_effect);
-    let higher = r.interval.0 > 0.0 && effect > max_effect;
-    let lower = r.interval.1 < 0.0 && effect < 1.0 / max_effect;
+    let critical = tolerance * r.estimate.abs();
+    let higher = r.interval.0 > critical && effect > max_effect;
+    let lower = r.interval.1 < -critical && effect < 1.0 / max_effect;
     let failed = match direction {
         Direction::Increase => higher,
         Direction::Decrease => lower,
         Direction::Either => higher || lower,
     };
     let summary = format!(
-        "shift {:.4} ({:.0}% CI [{:.4}, {:.4}]), mean ratio {effect:.3}, bound {max_effect}",
+        "shift {:.4} ({:.0}% CI [{:.4}, {:.4}], must clear ±{critical:.4}), mean ratio {effect:.3}, bound {max_effect}",
         r.estimate,
         confidence * 100.0,
         r.interval.0,

@@ -28,6 +28,12 @@ pub enum TestConfig {
         max_effect: f64,
         /// Confidence of the shift interval (Kayenta: 0.98).
         confidence: f64,
+        /// Kayenta's fraction: the interval must clear this share of |estimate| (0.25).
+        #[serde(default = "kayenta_tolerance")]
+        tolerance: f64,
+        /// Points kept per arm: the analysis window, in intervals.
+        #[serde(default = "default_window")]
+        window: usize,
     },
     /// Anytime-valid mixture test on event counts (errors, slow requests).
     Sequential {
@@ -83,4 +89,19 @@ impl Direction {
             _ => None,
         }
     }
+}
+
+/// Kayenta's fraction of |estimate| that a shift interval must clear (its
+/// `MannWhitneyClassifier` default).
+pub const KAYENTA_TOLERANCE: f64 = 0.25;
+
+/// Points per arm a Mann-Whitney test keeps unless the policy says otherwise.
+pub const DEFAULT_WINDOW: usize = 60;
+
+fn kayenta_tolerance() -> f64 {
+    KAYENTA_TOLERANCE
+}
+
+fn default_window() -> usize {
+    DEFAULT_WINDOW
 }

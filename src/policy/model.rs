@@ -171,6 +171,9 @@ pub struct MetricSpec {
     /// Latency templates: the quantile judged, e.g. 0.99 (defaults from the template).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantile: Option<f64>,
+    /// Mann-Whitney: points per arm in the analysis window, in intervals (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u32>,
     /// Mann-Whitney: which change is bad, `increase` (default), `decrease` or `either`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direction: Option<String>,

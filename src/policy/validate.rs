@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::duration;
 use crate::engine::plan::{MetricPlan, MetricQuery, Plan, Trigger, TriggerCondition};
-use crate::judge::{Direction, SampleKind, TEST_NAMES, TestConfig};
+use crate::judge::{DEFAULT_WINDOW, Direction, KAYENTA_TOLERANCE, SampleKind, TEST_NAMES, TestConfig};
 use crate::policy::model::{MetricSpec, PolicySpec, TriggerSpec};
 use crate::source::promql;
 use crate::source::scrape::ScrapeIntervals;
@@ -21,6 +21,8 @@ pub const ROUTERS: [&str; 4] = ["gateway-api", "istio", "replica", "nginx"];
 const DEFAULT_ALPHA: f64 = 0.05;
 /// Kayenta's confidence for the Mann-Whitney shift interval.
 const MANN_WHITNEY_CONFIDENCE: f64 = 0.98;
+/// Most points per arm a Mann-Whitney window may keep: bounds each judgement's cost.
+const MAX_WINDOW: usize = 200;
 
 /// One problem in a spec: the field path and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -341,6 +343,9 @@ fn compile_test(
     if m.slower_than.is_some() && !(m.test == "sequential" && kind == SampleKind::Histogram) {
         p.add(format!("{path}.slowerThan"), "only sequential tests on latency metrics take slowerThan");
     }
+    if m.window.is_some() && m.test != "mann-whitney" {
+        p.add(format!("{path}.window"), "only the mann-whitney test takes a window");
+    }
     if m.direction.is_some() && m.test != "mann-whitney" {
         p.add(format!("{path}.direction"), "only the mann-whitney test takes a direction");
     }
@@ -377,7 +382,20 @@ fn compile_test(
             if max_effect < 1.0 {
                 p.add(format!("{path}.max"), "the effect size bound is a ratio of at least 1");
             }
-            Some(TestConfig::MannWhitney { direction, max_effect, confidence: MANN_WHITNEY_CONFIDENCE })
+            let window = m.window.map_or(DEFAULT_WINDOW, |w| w as usize);
+            if !(5..=MAX_WINDOW).contains(&window) {
+                p.add(
+                    format!("{path}.window"),
+                    format!("{window} points is outside 5-{MAX_WINDOW}: fewer cannot be judged, more cost too much each interval"),
+                );
+            }
+            Some(TestConfig::MannWhitney {
+                direction,
+                max_effect,
+                confidence: MANN_WHITNEY_CONFIDENCE,
+                tolerance: KAYENTA_TOLERANCE,
+                window,
+            })
         }
         "sequential" => {
             if kind == SampleKind::Values {
