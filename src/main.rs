@@ -184,7 +184,11 @@ fn check(paths: &[PathBuf], scrape: &canaryd::source::scrape::ScrapeIntervals) -
     for problem in &loaded.problems {
         eprintln!("error: {problem}");
     }
-    if loaded.problems.is_empty() {
+    if loaded.problems.is_empty() && loaded.policies.is_empty() {
+        let places = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        eprintln!("error: no policies found in {places} (files ending in .yaml or .yml)");
+        ExitCode::from(EXIT_INVALID)
+    } else if loaded.problems.is_empty() {
         println!("{} policies valid", loaded.policies.len());
         ExitCode::SUCCESS
     } else {

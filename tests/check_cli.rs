@@ -155,3 +155,39 @@ fn extra_labels_may_not_override_what_a_template_matches() {
     );
     assert!(!stderr.contains("labels.route"), "route is the template's to narrow: {stderr}");
 }
+
+#[test]
+fn silently_accepted_nonsense_is_refused_with_field_and_reason() {
+    let out = canaryd(&["check", "tests/data/nonsense/"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for message in [
+        "CanaryPolicy shop/bounds: spec.analysis.metrics[0]: min 0.5 is above max 0.1: every value would fail",
+        "CanaryPolicy shop/bounds: spec.triggers[0].ratioAbove: -1 is not above 0",
+        "CanaryPolicy shop/durations: spec.traffic.stepDuration: `500000y` is longer than 30days",
+        "CanaryPolicy shop/durations: spec.analysis.interval: `1ns` is shorter than 1s",
+        "CanaryPolicy shop/short-steps: spec.traffic.stepDuration: 10s is shorter than the analysis interval (30s)",
+        "CanaryPolicy shop/short-steps: spec.analysis.metrics[0].name: `err\\u{1b}[31mors` contains the control character '\\u{1b}'",
+        "object Not_A_Name: metadata.name: `Not_A_Name` is not a name Kubernetes accepts",
+        // A policy on the document-start line is read, not skipped.
+        "object inline: metadata.namespace: `Bad.Namespace` is not a name Kubernetes accepts",
+        "kind: kind List (the output of `kubectl get -o yaml`) is not read",
+    ] {
+        assert!(stderr.contains(message), "missing: {message}\n--- stderr:\n{stderr}");
+    }
+    // The escape reaches the terminal escaped, never raw.
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+}
+
+#[test]
+fn a_directory_without_policies_is_an_error_not_a_pass() {
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("README.md"), "not a policy").unwrap();
+    let out = canaryd(&["check", empty.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("error: no policies found in"), "{stderr}");
+    let none = tempfile::tempdir().unwrap();
+    let out = canaryd(&["check", none.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -325,9 +325,12 @@ fn judge_sequential(
         }
         Compared::Bound { p0, what } => {
             let Some(c) = events(&obs.canary) else {
-                return match &short.canary {
-                    Some(Short::NoData(why)) => (Outcome::Inconclusive, why.clone(), false),
-                    _ => waiting("no histogram bucket at or above the bound yet: cannot count slow requests"),
+                return match (&short.canary, test.margin) {
+                    (Some(Short::NoData(why)), _) => (Outcome::Inconclusive, why.clone(), false),
+                    (_, Some(_)) => waiting(
+                        "waiting for a baseline histogram with enough requests to fix the slow-request bound",
+                    ),
+                    _ => waiting("no histogram bucket at or above the bound: cannot count slow requests"),
                 };
             };
             seq.update_bound(c, *p0);

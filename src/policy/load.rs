@@ -213,7 +213,27 @@ pub fn load_str_with(file: &str, text: &str, scrape: Option<&ScrapeIntervals>) -
     loaded
 }
 
-/// Splits a YAML stream at `---` markers, keeping each document's first line number.
+/// Whether `name` is one Kubernetes accepts: lowercase alphanumerics and `-` (and `.`
+/// where `dots`), starting and ending alphanumeric, at most `max` characters.
+fn kubernetes_name(name: &str, max: usize, dots: bool) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');
+    let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if name.len() <= max
+        && name.chars().all(ok_char)
+        && ends(name.chars().next())
+        && ends(name.chars().last())
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "`{}` is not a name Kubernetes accepts: at most {max} lowercase letters, digits{}, and `-`, starting and ending with a letter or digit",
+        name.escape_debug(),
+        if dots { ", `.`" } else { "" }
+    ))
+}
+
+/// Splits a YAML stream at `---` markers, keeping each document's first line number. A
+/// document may start on the marker's own line (`--- {kind: …}`).
 fn split_documents(text: &str) -> Vec<(u64, &str)> {
     let mut docs = Vec::new();
     let (mut start, mut start_line, mut offset) = (0usize, 1u64, 0usize);
@@ -221,8 +241,9 @@ fn split_documents(text: &str) -> Vec<(u64, &str)> {
         let bare = line.trim_end();
         if bare == "---" || bare.starts_with("--- ") {
             docs.push((start_line, &text[start..offset]));
-            start = offset + line.len();
-            start_line = n as u64 + 2;
+            // What follows the marker on its line belongs to the next document.
+            start = if bare == "---" { offset + line.len() } else { offset + 4 };
+            start_line = if bare == "---" { n as u64 + 2 } else { n as u64 + 1 };
         }
         offset += line.len();
     }
@@ -258,6 +279,13 @@ fn parse_document(doc: &str) -> Result<Option<(PolicyRef, PolicySpec)>, Problem>
     };
     let header: Header = parse_typed(doc)
         .map_err(|(path, loc, message)| Problem { location: loc, ..problem(String::new(), path, message) })?;
+    if header.kind.as_deref() == Some("List") {
+        return Err(problem(
+            String::new(),
+            Some("kind".into()),
+            "kind List (the output of `kubectl get -o yaml`) is not read: write each policy as its own document, separated by ---".into(),
+        ));
+    }
     let meta = header.metadata.unwrap_or(HeaderMeta { name: None, namespace: None });
     let Some(name) = meta.name.filter(|n| !n.is_empty()) else {
         return Err(problem(String::new(), Some("metadata.name".into()), "a policy needs a name".into()));
@@ -277,6 +305,16 @@ fn parse_document(doc: &str) -> Result<Option<(PolicyRef, PolicySpec)>, Problem>
         PolicyKind::Namespaced => Some(meta.namespace.unwrap_or_else(|| "default".into())),
         PolicyKind::Cluster => None,
     };
+    if let Err(why) = kubernetes_name(&name, 253, true) {
+        return Err(problem(format!("object {}", name.escape_debug()), Some("metadata.name".into()), why));
+    }
+    if let Some(Err(why)) = namespace.as_deref().map(|ns| kubernetes_name(ns, 63, false)) {
+        return Err(problem(
+            format!("object {}", name.escape_debug()),
+            Some("metadata.namespace".into()),
+            why,
+        ));
+    }
     let reference = PolicyRef { kind, namespace, name };
     if header.api_version.as_deref() != Some(API_VERSION) {
         return Err(problem(

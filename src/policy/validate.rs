@@ -19,6 +19,11 @@ pub const ROUTERS: [&str; 4] = ["gateway-api", "istio", "replica", "nginx"];
 
 /// Default false rollback budget of a sequential metric.
 const DEFAULT_ALPHA: f64 = 0.05;
+/// The longest duration a policy may state (a step, an interval, a deadline).
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The shortest analysis interval: Prometheus itself resolves no finer than seconds.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Kayenta's confidence for the Mann-Whitney shift interval.
 const MANN_WHITNEY_CONFIDENCE: f64 = 0.98;
 /// Most points per arm a Mann-Whitney window may keep: bounds each judgement's cost.
@@ -43,10 +48,20 @@ impl Problems {
     }
 
     fn duration(&mut self, path: &str, text: &str) -> std::time::Duration {
-        duration::parse(text).unwrap_or_else(|e| {
-            self.add(path, e);
-            std::time::Duration::ZERO
-        })
+        match duration::parse(text) {
+            Ok(d) if d > MAX_DURATION => {
+                self.add(
+                    path,
+                    format!("`{text}` is longer than {}: surely a typo", duration::format(MAX_DURATION)),
+                );
+                d
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.add(path, e);
+                std::time::Duration::ZERO
+            }
+        }
     }
 }
 
@@ -72,8 +87,21 @@ pub fn compile(
 
     let analysis = &spec.analysis;
     let interval = p.duration("spec.analysis.interval", &analysis.interval);
+    if !interval.is_zero() && interval < MIN_INTERVAL {
+        p.add("spec.analysis.interval", format!("`{}` is shorter than 1s", analysis.interval));
+    }
+    // Durations that did not parse are zero and already reported: compare only the others.
+    if !interval.is_zero() && !step_duration.is_zero() && step_duration < interval {
+        p.add(
+            "spec.traffic.stepDuration",
+            format!(
+                "{} is shorter than the analysis interval ({}): a step must hold at least one analysed interval",
+                traffic.step_duration, analysis.interval
+            ),
+        );
+    }
     let progress_deadline = p.duration("spec.analysis.progressDeadline", &analysis.progress_deadline);
-    if progress_deadline < step_duration {
+    if !progress_deadline.is_zero() && progress_deadline < step_duration {
         p.add(
             "spec.analysis.progressDeadline",
             format!(
@@ -255,8 +283,8 @@ fn check_steps(p: &mut Problems, steps: &[i64]) -> Vec<u8> {
 
 fn compile_metric(p: &mut Problems, path: &str, m: &MetricSpec, sequential: usize) -> Option<MetricPlan> {
     let before = p.0.len();
-    if m.name.is_empty() {
-        p.add(format!("{path}.name"), "must not be empty");
+    if let Err(why) = check_name(&m.name) {
+        p.add(format!("{path}.name"), why);
     }
     let (query, signal, kind, default_quantile) = match (&m.template, &m.query) {
         (Some(name), None) => match templates::find(name) {
@@ -352,10 +380,12 @@ fn compile_test(
     match m.test.as_str() {
         "threshold" => {
             need_bound(p);
+            bounds_in_order(p, path, m);
             Some(TestConfig::Threshold { min: m.min, max: m.max })
         }
         "ratio" => {
             need_bound(p);
+            bounds_in_order(p, path, m);
             for (field, v) in [("min", m.min), ("max", m.max)] {
                 if v.is_some_and(|v| v <= 0.0) {
                     p.add(format!("{path}.{field}"), "a ratio bound must be positive");
@@ -461,6 +491,28 @@ fn compile_test(
     }
 }
 
+/// A name shown in events, logs and terminals: printable, at most 63 characters.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(format!("`{}` contains the control character {c:?}", name.escape_debug()));
+    }
+    if name.chars().count() > 63 {
+        return Err(format!("`{}` is longer than 63 characters", name.escape_debug()));
+    }
+    Ok(())
+}
+
+fn bounds_in_order(p: &mut Problems, path: &str, m: &MetricSpec) {
+    if let (Some(min), Some(max)) = (m.min, m.max)
+        && min > max
+    {
+        p.add(path, format!("min {min} is above max {max}: every value would fail"));
+    }
+}
+
 fn compile_trigger(
     p: &mut Problems,
     path: &str,
@@ -473,6 +525,15 @@ fn compile_trigger(
         return None;
     }
     let bounds = [t.above, t.below, t.ratio_above];
+    if let Some(Err(why)) = t.name.as_deref().map(check_name) {
+        p.add(format!("{path}.name"), why);
+    }
+    if let Some(r) = t.ratio_above.filter(|r| r.is_nan() || *r <= 0.0) {
+        p.add(
+            format!("{path}.ratioAbove"),
+            format!("{r} is not above 0: a ratio of two rates is never below it"),
+        );
+    }
     let condition = if let Some(metric) = &t.metric {
         if !metrics.contains(metric.as_str()) {
             p.add(format!("{path}.metric"), format!("`{metric}` is not a metric of spec.analysis.metrics"));

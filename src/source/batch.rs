@@ -332,12 +332,10 @@ pub fn prom_duration(d: Duration) -> String {
 pub type BatchResult = Result<Vec<Series>, String>;
 
 impl Batch {
-    /// The query that measures one member alone: what its evidence names.
-    pub fn query_for(&self, arms: &Arms, options: &BatchOptions) -> String {
-        match render(&self.source, &[arms], self.window, options) {
-            Ok((query, _)) => query,
-            Err(e) => e,
-        }
+    /// The query that measures one member alone: what its evidence names (none when the
+    /// query cannot be built; the observation's error says why).
+    pub fn query_for(&self, arms: &Arms, options: &BatchOptions) -> Option<String> {
+        render(&self.source, &[arms], self.window, options).ok().map(|(query, _)| query)
     }
 }
 
@@ -383,7 +381,7 @@ pub fn split(
         .members
         .iter()
         .map(|(rollout, metric, arms)| {
-            let query = Some(batch.query_for(arms, options));
+            let query = batch.query_for(arms, options);
             let observation = match &series {
                 Err(error) => Observation { query, error: Some(error.clone()), ..Default::default() },
                 Ok(_) => {

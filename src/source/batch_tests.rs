@@ -372,6 +372,21 @@ fn every_template_renders_a_query_that_parses() {
             rs.iter().map(|(id, arms)| Target { rollout: id, arms, metric: &m }).collect();
         let batch = &plan30(&targets)[0];
         structure(query(batch));
-        structure(&batch.query_for(&rs[0].1, &BatchOptions::default()));
+        structure(&batch.query_for(&rs[0].1, &BatchOptions::default()).unwrap());
     }
+}
+
+#[test]
+fn each_members_evidence_names_its_own_query_not_the_batch() {
+    let m = metric("errors", "http-error-rate", &[]);
+    let rs = rollouts(50);
+    let targets: Vec<Target<'_>> =
+        rs.iter().map(|(id, arms)| Target { rollout: id, arms, metric: &m }).collect();
+    let batch = &plan30(&targets)[0];
+    let observed = split(batch, &Ok(vec![]), &BatchOptions::default());
+    let (_, obs) = observed.iter().find(|((id, _), _)| id.name == "app7").unwrap();
+    let q = obs.query.as_deref().unwrap();
+    assert!(q.contains("workload=~\"app7|app7-primary\""), "{q}");
+    assert!(!q.contains("app8") && q.len() < query(batch).len(), "{q}");
+    structure(q);
 }
