@@ -189,12 +189,21 @@ fn check(paths: &[PathBuf], scrape: &canaryd::source::scrape::ScrapeIntervals) -
         eprintln!("error: no policies found in {places} (files ending in .yaml or .yml)");
         ExitCode::from(EXIT_INVALID)
     } else if loaded.problems.is_empty() {
-        println!("{} policies valid", loaded.policies.len());
+        println!("{} valid", count(loaded.policies.len(), "policy", "policies"));
         ExitCode::SUCCESS
     } else {
-        eprintln!("{} problems; {} policies valid", loaded.problems.len(), loaded.policies.len());
+        eprintln!(
+            "{}; {} valid",
+            count(loaded.problems.len(), "problem", "problems"),
+            count(loaded.policies.len(), "policy", "policies")
+        );
         ExitCode::from(EXIT_INVALID)
     }
+}
+
+/// `1 policy`, `2 policies`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Reads the one policy a backtest runs, reporting problems as `check` does.

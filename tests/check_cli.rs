@@ -191,3 +191,67 @@ fn a_directory_without_policies_is_an_error_not_a_pass() {
     let out = canaryd(&["check", none.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Runs `canaryd check` on `dir`, failing (not hanging) if it takes longer than 30 s.
+fn check_within_deadline(dir: &std::path::Path) -> (Option<i32>, String, String) {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["check", dir.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("canaryd check on {} did not finish within 30 s", dir.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn links_back_to_the_directory_pipes_and_devices_neither_hang_nor_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy("policies/web-default.yaml", dir.path().join("web.yaml")).unwrap();
+    std::os::unix::fs::symlink(".", dir.path().join("a")).unwrap();
+    std::os::unix::fs::symlink(".", dir.path().join("b")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.yaml")).unwrap();
+    let fifo = dir.path().join("pipe.yaml");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let (code, stdout, stderr) = check_within_deadline(dir.path());
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(stdout.contains("ok: CanaryPolicy shop/web-default"), "{stdout}");
+    assert!(!stderr.contains("defined twice"), "{stderr}");
+    assert!(stderr.contains("zero.yaml: file: not a regular file"), "{stderr}");
+    assert!(stderr.contains("pipe.yaml: file: not a regular file"), "{stderr}");
+    assert!(stderr.contains("2 problems; 1 policy valid"), "{stderr}");
+}
+
+#[test]
+fn a_configmap_mount_is_read_once_and_oversized_files_are_refused() {
+    // Kubernetes mounts a ConfigMap as links to a hidden `..data` directory.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("..2026_11_23_10_00_00.1");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::copy("policies/web-default.yaml", data.join("web.yaml")).unwrap();
+    std::os::unix::fs::symlink("..2026_11_23_10_00_00.1", dir.path().join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/web.yaml", dir.path().join("web.yaml")).unwrap();
+    let (code, stdout, stderr) = check_within_deadline(dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("1 policy valid"), "{stdout}");
+    std::fs::write(dir.path().join("huge.yaml"), vec![b'#'; 2 * 1024 * 1024]).unwrap();
+    let (code, _, stderr) = check_within_deadline(dir.path());
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("huge.yaml: file: 2097152 bytes is more than a policy file may hold (1048576)"),
+        "{stderr}"
+    );
+}

@@ -114,13 +114,13 @@ pub fn load_paths_with(paths: &[PathBuf], scrape: Option<&ScrapeIntervals>) -> L
     let mut loaded = Loaded::default();
     for file in expand(paths, &mut loaded.problems) {
         let name = file.display().to_string();
-        match std::fs::read_to_string(&file) {
+        match read_limited(&file) {
             Ok(text) => {
                 let one = load_str_with(&name, &text, scrape);
                 loaded.policies.extend(one.policies);
                 loaded.problems.extend(one.problems);
             }
-            Err(e) => loaded.problems.push(file_problem(&name, format!("cannot read: {e}"))),
+            Err(e) => loaded.problems.push(file_problem(&name, e)),
         }
     }
     reject_duplicates(&mut loaded);
@@ -131,30 +131,66 @@ fn file_problem(file: &str, message: String) -> Problem {
     Problem { file: file.into(), object: "file".into(), path: None, location: None, message }
 }
 
+/// Largest policy file read; a policy is a few kilobytes.
+pub const MAX_POLICY_FILE: u64 = 1024 * 1024;
+
+/// The policy files under `paths`. Directories given by the caller are walked, but a
+/// directory reached through a symbolic link inside one is not (so a link to `.` cannot
+/// loop), and hidden entries are skipped (a Kubernetes ConfigMap mount's `..data`
+/// directory, whose files the visible links already name). Only regular files are read.
 fn expand(paths: &[PathBuf], problems: &mut Vec<Problem>) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for path in paths {
-        if path.is_dir() {
-            match std::fs::read_dir(path) {
-                Ok(entries) => {
-                    let mut found: Vec<PathBuf> = entries
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| is_yaml(p) || p.is_dir())
-                        .collect();
-                    found.sort();
-                    files.extend(expand(&found, problems));
-                }
-                Err(e) => {
-                    problems.push(file_problem(&path.display().to_string(), format!("cannot list: {e}")))
-                }
-            }
-        } else if path.exists() {
-            files.push(path.clone());
-        } else {
-            problems.push(file_problem(&path.display().to_string(), "no such file or directory".into()));
-        }
+        walk(path, true, &mut files, problems);
     }
     files
+}
+
+fn walk(path: &Path, given: bool, files: &mut Vec<PathBuf>, problems: &mut Vec<Problem>) {
+    let name = path.display().to_string();
+    let linked = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let Ok(meta) = std::fs::metadata(path) else {
+        return problems.push(file_problem(&name, "no such file or directory".into()));
+    };
+    if meta.is_dir() {
+        if linked && !given {
+            return;
+        }
+        let mut found: Vec<PathBuf> = match std::fs::read_dir(path) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')))
+                .filter(|p| is_yaml(p) || p.is_dir())
+                .collect(),
+            Err(e) => return problems.push(file_problem(&name, format!("cannot list: {e}"))),
+        };
+        found.sort();
+        for entry in found {
+            walk(&entry, false, files, problems);
+        }
+    } else if !meta.is_file() {
+        problems.push(file_problem(&name, "not a regular file (a pipe, socket or device); not read".into()));
+    } else if meta.len() > MAX_POLICY_FILE {
+        problems.push(file_problem(
+            &name,
+            format!("{} bytes is more than a policy file may hold ({MAX_POLICY_FILE}); not read", meta.len()),
+        ));
+    } else {
+        files.push(path.to_path_buf());
+    }
+}
+
+/// Reads a file found by [`expand`], at most [`MAX_POLICY_FILE`] bytes (it may have grown).
+fn read_limited(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_POLICY_FILE + 1).read_to_string(&mut text))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if text.len() as u64 > MAX_POLICY_FILE {
+        return Err(format!("more than {MAX_POLICY_FILE} bytes; not read"));
+    }
+    Ok(text)
 }
 
 fn is_yaml(p: &Path) -> bool {
