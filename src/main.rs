@@ -226,6 +226,25 @@ fn policy_plan(file: &std::path::Path, name: Option<&str>) -> Result<canaryd::en
     }
 }
 
+/// The largest recording `canaryd backtest` reads: a day of 30 s intervals is a few
+/// megabytes, so this leaves room for years without letting a stray file exhaust memory.
+const MAX_RECORDING: u64 = 256 * 1024 * 1024;
+
+/// Reads a recording, refusing anything but a regular file of at most `MAX_RECORDING`.
+fn read_recording(path: &std::path::Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_RECORDING {
+        return Err(format!(
+            "{} bytes is more than a recording may hold ({MAX_RECORDING}); split it by time",
+            meta.len()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))
+}
+
 /// Where a backtest's data comes from.
 enum BacktestInput {
     /// A recording file.
@@ -258,9 +277,9 @@ fn backtest(
     let (result, source) = match input {
         BacktestInput::File(data) => {
             let source = data.display().to_string();
-            let text = match std::fs::read_to_string(&data) {
+            let text = match read_recording(&data) {
                 Ok(t) => t,
-                Err(e) => return invalid(format!("{source}: cannot read: {e}")),
+                Err(e) => return invalid(format!("{source}: {e}")),
             };
             match canaryd::backtest::Recording::parse(&source, &text) {
                 Ok(recording) => (canaryd::backtest::run(&plan, &recording, &source), source),

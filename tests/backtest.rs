@@ -259,3 +259,48 @@ fn intervals_recorded_at_another_weight_than_the_engines_are_marked() {
         .unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("SPLIT the engine had the canary at 10%"));
 }
+
+#[test]
+fn recordings_with_impossible_values_are_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bad.json");
+    std::fs::write(
+        &data,
+        r#"{"start": "2026-11-01T10:00:00Z", "interval": "30s", "intervals": [
+  {"canary": {"requests": 10, "errors": 1, "latency": {"NaN": 3, "+Inf": 10}}},
+  {"canary": {"requests": 10, "latency": {"-0.5": 3, "+Inf": 10}}},
+  {"canary": {"requests": 10, "latency": {"0.5": -3, "+Inf": 10}}},
+  {"canary": {"requests": 10, "latency": {"0.5": 3, "+Inf": 12}}},
+  {"canary": {"requests": 10, "memory": [2e8, -1]}},
+  {"at": "2026-11-01T10:01:00Z", "canary": {"requests": 10}},
+  {"canary": {"requests": 1e300, "errors": 8e298}}
+]}"#,
+    )
+    .unwrap();
+    let out = backtest(data.to_str().unwrap(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for message in [
+        "intervals[0].canary.latency: bucket bound `NaN` is not a number of seconds",
+        "intervals[1].canary.latency: bucket bound `-0.5` is not a number of seconds",
+        "intervals[2].canary.latency: bucket `0.5` holds -3, not a count",
+        "intervals[3].canary.latency.+Inf: 12 requests in the +Inf bucket, but 10 requests recorded",
+        "intervals[4].canary.memory: -1 is not a reading",
+        "intervals[5].at: 2026-11-01T10:01:00Z is not after the previous interval (2026-11-01T10:02:30Z)",
+        "intervals[6].canary.requests: more than 1e9 in one interval is not a real count",
+    ] {
+        assert!(stderr.contains(message), "missing: {message}\n--- stderr:\n{stderr}");
+    }
+}
+
+#[test]
+fn a_recording_larger_than_the_limit_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("huge.json");
+    // Sparse: takes no disk, and reading it would take 300 MiB of memory.
+    std::fs::File::create(&data).unwrap().set_len(300 * 1024 * 1024).unwrap();
+    let out = backtest(data.to_str().unwrap(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("314572800 bytes is more than a recording may hold (268435456)"), "{stderr}");
+}

@@ -163,8 +163,12 @@ impl Recording {
             add("intervals".into(), "no intervals recorded".into());
         }
         let mut previous = self.start;
+        let spacing = self.interval.as_deref().and_then(|d| crate::duration::parse(d).ok());
         for (i, interval) in self.intervals.iter().enumerate() {
-            if let Some(at) = interval.at {
+            // An interval without `at` ends at its place in the regular spacing.
+            let regular =
+                || spacing.and_then(|s| self.start.checked_add(s.saturating_mul(i as u32 + 1)).ok());
+            if let Some(at) = interval.at.or_else(regular) {
                 if at <= previous {
                     add(
                         format!("intervals[{i}].at"),
@@ -232,6 +236,25 @@ impl RecordedArm {
         for (field, v) in [("requests", self.requests), ("errors", self.errors)] {
             if v.is_some_and(|v| !(v >= 0.0 && v.is_finite())) {
                 add(format!("{path}.{field}"), "must be a count (0 or more)".into());
+            } else if v.is_some_and(|v| v > MAX_COUNT) {
+                add(
+                    format!("{path}.{field}"),
+                    format!("more than {MAX_COUNT:e} in one interval is not a real count"),
+                );
+            }
+        }
+        let gauges = [
+            ("cpu", &self.cpu),
+            ("memory", &self.memory),
+            ("cpuUtilisation", &self.cpu_utilisation),
+            ("memoryUtilisation", &self.memory_utilisation),
+        ];
+        let custom = self.custom.iter().map(|(name, v)| (name.as_str(), v));
+        for (field, values) in
+            gauges.into_iter().filter_map(|(f, v)| v.as_ref().map(|v| (f, v))).chain(custom)
+        {
+            if let Some(v) = values.iter().find(|v| !(**v >= 0.0 && v.is_finite())) {
+                add(format!("{path}.{field}"), format!("{v} is not a reading (0 or more)"));
             }
         }
         match (self.requests, self.errors) {
@@ -243,8 +266,13 @@ impl RecordedArm {
             }
             _ => {}
         }
-        if let Some(Err(e)) = self.latency.as_ref().map(parse_histogram) {
-            add(format!("{path}.latency"), e);
+        match (self.latency.as_ref().map(parse_histogram), self.requests) {
+            (Some(Err(e)), _) => add(format!("{path}.latency"), e),
+            (Some(Ok(h)), Some(requests)) if h.total() != requests => add(
+                format!("{path}.latency.+Inf"),
+                format!("{} requests in the +Inf bucket, but {requests} requests recorded", h.total()),
+            ),
+            _ => {}
         }
     }
 
@@ -262,16 +290,28 @@ impl RecordedArm {
     }
 }
 
+/// The largest count one interval may record: a billion requests in one analysis interval
+/// is not a measurement, and sums of such counts would lose the exactness the tests need.
+pub const MAX_COUNT: f64 = 1e9;
+
 /// Reads cumulative `le` buckets; they must rise with the bound and end with `+Inf`.
 fn parse_histogram(buckets: &BTreeMap<String, f64>) -> Result<Histogram, String> {
     let mut parsed = Vec::with_capacity(buckets.len());
     for (le, count) in buckets {
         let bound = match le.as_str() {
             "+Inf" | "Inf" | "inf" => f64::INFINITY,
-            other => {
-                other.parse::<f64>().map_err(|_| format!("bucket bound `{other}` is not a number or +Inf"))?
-            }
+            other => match other.parse::<f64>() {
+                Ok(b) if b.is_finite() && b >= 0.0 => b,
+                _ => {
+                    return Err(format!(
+                        "bucket bound `{other}` is not a number of seconds (0 or more) or +Inf"
+                    ));
+                }
+            },
         };
+        if !(*count >= 0.0 && count.is_finite() && *count <= MAX_COUNT) {
+            return Err(format!("bucket `{le}` holds {count}, not a count"));
+        }
         parsed.push((bound, *count));
     }
     parsed.sort_by(|a, b| a.0.total_cmp(&b.0));
