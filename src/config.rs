@@ -206,6 +206,9 @@ impl Settings {
         let fail = |problems: Vec<String>| ConfigError { source_name: source_name.clone(), problems };
         let mut builder = config::Config::builder();
         if let Some(f) = file {
+            if f.is_dir() {
+                return Err(fail(vec![format!("{}: is a directory, not a settings file", f.display())]));
+            }
             if !f.exists() {
                 return Err(fail(vec![format!("{}: no such file", f.display())]));
             }

@@ -54,7 +54,11 @@ enum Command {
     /// Print the CustomResourceDefinitions (YAML) generated from the policy types.
     Crd,
     /// List the built-in metric templates.
-    Templates,
+    Templates {
+        /// Also print each template's PromQL, as sent for one rollout (shop/web).
+        #[arg(long, short)]
+        verbose: bool,
+    },
     /// Run a policy over recorded data (a file, or Prometheus for a past window): exit 0
     /// if it would promote, 1 if it would roll back, 2 on invalid input, 3 if the data
     /// ends before a verdict.
@@ -129,9 +133,12 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILURE)
             }
         },
-        Command::Templates => {
+        Command::Templates { verbose } => {
             for t in canaryd::source::templates::TEMPLATES {
                 println!("{:<30} {:<10?} {}", t.name, t.kind(), t.description);
+                if verbose {
+                    println!("  {}\n", canaryd::source::batch::example_query(t));
+                }
             }
             ExitCode::SUCCESS
         }
@@ -311,7 +318,12 @@ fn backtest(
                 Ok(result) => (result, url),
                 Err(e) => {
                     eprintln!("error: {e:#}");
-                    return ExitCode::from(EXIT_FAILURE);
+                    // A query that cannot be built is invalid input, not a failure to read.
+                    let invalid = matches!(
+                        e.downcast_ref::<canaryd::source::prometheus::RangeError>(),
+                        Some(canaryd::source::prometheus::RangeError::Batch(_))
+                    );
+                    return ExitCode::from(if invalid { EXIT_INVALID } else { EXIT_FAILURE });
                 }
             }
         }

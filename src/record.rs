@@ -24,7 +24,7 @@ pub struct DeploymentRecord {
     pub finished_at: Option<Timestamp>,
     /// Final (or current) phase.
     pub outcome: Phase,
-    /// Highest step index reached.
+    /// Highest step reached, counting from 1 (0: traffic never moved).
     pub step_reached: usize,
     /// Highest canary weight reached before the end.
     pub max_weight: u8,
@@ -37,7 +37,8 @@ impl DeploymentRecord {
     pub fn of(rollout: &Rollout) -> DeploymentRecord {
         let max_weight =
             rollout.decisions.iter().map(|d| d.weight).chain([rollout.weight]).max().unwrap_or(0);
-        let step_reached = rollout.intervals.iter().map(|i| i.step).chain([rollout.step]).max().unwrap_or(0);
+        let highest = rollout.intervals.iter().map(|i| i.step).chain([rollout.step]).max().unwrap_or(0);
+        let step_reached = if rollout.started_at.is_some() { highest + 1 } else { 0 };
         DeploymentRecord {
             id: format!("{}@{}", rollout.id, rollout.revision),
             workload: rollout.id.clone(),

@@ -304,3 +304,50 @@ fn a_recording_larger_than_the_limit_is_refused_before_it_is_read() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("314572800 bytes is more than a recording may hold (268435456)"), "{stderr}");
 }
+
+/// The first fenced block of `lang` after `heading` in README.md.
+fn readme_block(heading: &str, lang: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split(heading).nth(1).unwrap();
+    section.split(&format!("```{lang}\n")).nth(1).unwrap().split("```").next().unwrap().to_string()
+}
+
+#[test]
+fn the_readme_examples_work_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, readme_block("## Policies", "yaml")).unwrap();
+    let recording: serde_json::Value = serde_json::from_str(&readme_block("## Backtests", "json")).unwrap();
+    let run = |data: &serde_json::Value| {
+        let file = dir.path().join("data.json");
+        std::fs::write(&file, data.to_string()).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+            .args([
+                "backtest",
+                "--policy",
+                policy.to_str().unwrap(),
+                "--data",
+                file.to_str().unwrap(),
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), last_decision(&v)["reason"].as_str().unwrap_or_default().to_string())
+    };
+    // As written: the first interval's firing alert rolls the canary back.
+    let (code, reason) = run(&recording);
+    assert_eq!(code, Some(1));
+    assert!(reason.contains("alert ErrorBudgetBurn is firing"), "{reason}");
+    // The recording's `"health": {"health": …}` reaches the policy's unnamed healthCheck.
+    let mut failing = recording["intervals"][0].clone();
+    failing.as_object_mut().unwrap().remove("alerts");
+    failing["health"]["health"] = false.into();
+    let mut data = recording.clone();
+    data["intervals"] = serde_json::Value::Array(vec![failing; 4]);
+    let (code, reason) = run(&data);
+    assert_eq!(code, Some(1));
+    assert!(reason.contains("health: 4 consecutive failed health checks"), "{reason}");
+}

@@ -255,3 +255,17 @@ fn a_configmap_mount_is_read_once_and_oversized_files_are_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn templates_verbose_shows_each_templates_promql() {
+    let out = canaryd(&["templates", "--verbose"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let queries: Vec<&str> = stdout.lines().filter(|l| l.starts_with("  ")).collect();
+    assert_eq!(queries.len(), canaryd::source::templates::TEMPLATES.len(), "{stdout}");
+    assert!(
+        queries.iter().all(|q| q.contains("web") && promql_parser::parser::parse(q.trim()).is_ok()),
+        "{stdout}"
+    );
+    assert!(stdout.contains("last_over_time(http_requests_total{workload=~\"web|web-primary\""), "{stdout}");
+}

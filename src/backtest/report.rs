@@ -59,11 +59,7 @@ pub fn render_text(result: &BacktestResult, source: &str) -> String {
         BacktestOutcome::RolledBack => "ROLLED BACK",
         BacktestOutcome::Unfinished => "UNFINISHED (the data ended before a decision)",
     };
-    let _ = writeln!(
-        out,
-        "outcome: {verdict} (reached step {}, max weight {}%)",
-        r.step_reached + 1,
-        r.max_weight
-    );
+    let _ =
+        writeln!(out, "outcome: {verdict} (reached step {}, max weight {}%)", r.step_reached, r.max_weight);
     out
 }

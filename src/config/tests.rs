@@ -61,3 +61,10 @@ fn a_missing_file_is_named() {
     let e = Settings::load(Some(Path::new("/nonexistent/canaryd.toml")), BTreeMap::new()).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/canaryd.toml: no such file"));
 }
+
+#[test]
+fn a_directory_given_as_the_settings_file_is_named_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Settings::load(Some(dir.path()), BTreeMap::new()).unwrap_err();
+    assert!(err.to_string().contains("is a directory, not a settings file"), "{err}");
+}

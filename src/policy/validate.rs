@@ -138,12 +138,13 @@ pub fn compile(
         check_interval(&mut p, scrape, interval, &metrics);
     }
 
-    let triggers = spec
+    let mut triggers: Vec<Trigger> = spec
         .triggers
         .iter()
         .enumerate()
         .filter_map(|(i, t)| compile_trigger(&mut p, &format!("spec.triggers[{i}]"), t, &names))
         .collect();
+    name_health_checks(&mut triggers, &spec.triggers);
 
     if let Some(slack) = &spec.notify.slack {
         if !(slack.channel.starts_with('#') || slack.channel.starts_with('C')) {
@@ -583,6 +584,19 @@ fn compile_trigger(
     };
     let name = t.name.clone().unwrap_or_else(|| describe(&condition));
     Some(Trigger { name, condition })
+}
+
+/// Unnamed health checks are called `health` (then `health-2`, …): the name under which
+/// their probe results are recorded and replayed. (A trigger that did not compile was
+/// reported, and the plan is refused, so the two lists line up whenever it matters.)
+fn name_health_checks(triggers: &mut [Trigger], specs: &[TriggerSpec]) {
+    let mut n = 0;
+    for (t, spec) in triggers.iter_mut().zip(specs) {
+        if spec.name.is_none() && matches!(t.condition, TriggerCondition::HealthCheck { .. }) {
+            n += 1;
+            t.name = if n == 1 { "health".into() } else { format!("health-{n}") };
+        }
+    }
 }
 
 /// A readable name for an unnamed trigger.

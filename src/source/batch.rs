@@ -323,6 +323,17 @@ fn render(
     Ok((query, parts))
 }
 
+/// The query `template` sends for one rollout, `shop/web` against `shop/web-primary`,
+/// over a 30 s interval with the default options: what `canaryd templates --verbose` shows.
+pub fn example_query(template: &'static Template) -> String {
+    let arms = Arms { namespace: "shop".into(), canary: "web".into(), baseline: "web-primary".into() };
+    let source = Source::Template(template.name, BTreeMap::new());
+    match render(&source, &[&arms], Duration::from_secs(30), &BatchOptions::default()) {
+        Ok((query, _)) => query,
+        Err(e) => e,
+    }
+}
+
 /// A duration as PromQL writes it (whole seconds or milliseconds).
 pub fn prom_duration(d: Duration) -> String {
     if d.subsec_millis() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
