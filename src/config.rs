@@ -214,21 +214,66 @@ impl Settings {
             }
             builder = builder.add_source(config::File::from(f).format(config::FileFormat::Toml));
         }
+        let env_snapshot = env.clone();
         let environment = config::Environment::with_prefix("CANARYD")
             .prefix_separator("__")
             .separator("__")
             .source(Some(env.into_iter().collect()));
+        let secrets = secret_values(&env_snapshot);
         let raw: RawSettings = builder
             .add_source(environment)
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|e| fail(vec![e.to_string()]))?;
+            .map_err(|e| fail(vec![redact(&e.to_string(), &secrets)]))?;
         raw.validate().map_err(fail)
     }
 
     /// Reads settings with the process environment.
     pub fn load_from_process(file: Option<&Path>) -> Result<Settings, ConfigError> {
         Settings::load(file, std::env::vars().collect())
+    }
+}
+
+/// Environment keys (after `CANARYD__`) whose values are secrets.
+const SECRET_KEYS: [&str; 4] = [
+    "SERVER__API_TOKEN",
+    "PROMETHEUS__BEARER_TOKEN",
+    "PROMETHEUS__BASIC_AUTH_PASSWORD",
+    "PROMETHEUS__HEADERS",
+];
+
+/// The secret values set in the environment, to be kept out of error messages.
+fn secret_values(env: &BTreeMap<String, String>) -> Vec<String> {
+    env.iter()
+        .filter(|(k, v)| {
+            let key = k.strip_prefix("CANARYD__").unwrap_or_default().to_ascii_uppercase();
+            !v.is_empty() && SECRET_KEYS.iter().any(|s| key.starts_with(s))
+        })
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// An error message fit to print: the secret values replaced, and no quoted source lines
+/// (a TOML parse error quotes the offending line, which may hold a token).
+fn redact(message: &str, secrets: &[String]) -> String {
+    let mut out: String = message
+        .lines()
+        .filter(|line| {
+            !line.trim_start().trim_start_matches(|c: char| c.is_ascii_digit()).trim_start().starts_with('|')
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    for secret in secrets {
+        out = out.replace(secret.as_str(), "<redacted>");
+    }
+    out
+}
+
+/// A URL with any `user:password@` replaced, for messages.
+fn without_userinfo(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}<redacted>{}", &url[..scheme + 3], &url[at..]),
+        _ => url.to_string(),
     }
 }
 
@@ -286,7 +331,8 @@ impl RawSettings {
         let batching = self.prometheus.batching(&mut problems);
         let url = url::Url::parse(&self.prometheus.url)
             .map_err(|e| {
-                problems.push(format!("prometheus.url: `{}` is not a URL ({e})", self.prometheus.url))
+                let shown = without_userinfo(&self.prometheus.url);
+                problems.push(format!("prometheus.url: `{shown}` is not a URL ({e})"))
             })
             .ok();
         let timeout = duration::parse(&self.prometheus.timeout)

@@ -99,6 +99,8 @@ async fn run_loads_settings_and_policies_and_serves_healthz() {
     .unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_canaryd"))
         .args(["run", "--config", file.to_str().unwrap()])
+        .envs(MARKED_SECRETS[..3].iter().copied())
+        .env("RUST_LOG", "debug")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -116,6 +118,66 @@ async fn run_loads_settings_and_policies_and_serves_healthz() {
     assert_eq!(body, "ok\n");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("policies loaded") && log.contains("policies=4"), "{log}");
+    assert!(!log.contains(MARKER), "a secret reached the log:\n{log}");
+}
+
+/// A value planted in every secret-bearing setting; it must never be printed.
+const MARKER: &str = "S3CRET-MARKER-7f3a";
+
+/// Every secret-bearing setting, through the environment, holding the marker (the first
+/// three form valid settings; the password alone is half of basic auth).
+const MARKED_SECRETS: [(&str, &str); 4] = [
+    ("CANARYD__SERVER__API_TOKEN", "api-S3CRET-MARKER-7f3a"),
+    ("CANARYD__PROMETHEUS__BEARER_TOKEN", "bearer-S3CRET-MARKER-7f3a"),
+    ("CANARYD__PROMETHEUS__HEADERS__X-SCOPE-ORGID", "tenant-S3CRET-MARKER-7f3a"),
+    ("CANARYD__PROMETHEUS__BASIC_AUTH_PASSWORD", "pw-S3CRET-MARKER-7f3a"),
+];
+
+#[test]
+fn no_error_path_prints_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let unterminated = file("syntax.toml", format!("[prometheus]\nbearer_token = \"{MARKER}\n"));
+    let with_tokens = file(
+        "tokens.toml",
+        format!(
+            "[server]\napi_token = \"{MARKER}\"\n[prometheus]\nbearer_token = \"{MARKER}\"\ntimeout = \"soon\"\n[log]\nformat = \"xml\"\n"
+        ),
+    );
+    let misspelt = file("misspelt.toml", format!("[prometheus]\nbearer_tokn = \"{MARKER}\"\n"));
+    type Case = (Vec<String>, Vec<(&'static str, String)>);
+    let cases: Vec<Case> = vec![
+        // A header given as a string instead of a map.
+        (vec![], vec![("CANARYD__PROMETHEUS__HEADERS", format!("Authorization=Bearer {MARKER}"))]),
+        // A TOML syntax error on the token's own line.
+        (vec!["--config".into(), unterminated], vec![]),
+        // A URL that does not parse, with credentials in it.
+        (vec![], vec![("CANARYD__PROMETHEUS__URL", format!("http://ops:{MARKER}@[bad"))]),
+        // Valid tokens beside invalid settings, and a misspelt token key.
+        (vec!["--config".into(), with_tokens], vec![]),
+        (vec!["--config".into(), misspelt], vec![]),
+        // Basic auth half set.
+        (vec![], vec![("CANARYD__PROMETHEUS__BASIC_AUTH_PASSWORD", MARKER.to_string())]),
+    ];
+    for (args, env) in cases {
+        for command in ["check", "run"] {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_canaryd"));
+            cmd.arg(command).args(&args).envs(MARKED_SECRETS).envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+            if command == "check" {
+                cmd.arg("policies/");
+            }
+            let out = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+            let printed =
+                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert_eq!(out.status.code(), Some(2), "{command} {args:?} {env:?}: {printed}");
+            assert!(printed.contains("invalid settings"), "{printed}");
+            assert!(!printed.contains(MARKER), "{command} {args:?} {env:?} printed a secret:\n{printed}");
+        }
+    }
 }
 
 #[test]
