@@ -366,23 +366,54 @@ async fn backtest_prometheus(
 #[tokio::main]
 async fn run(settings: Settings) -> anyhow::Result<()> {
     canaryd::telemetry::init_logging(&settings.log);
-    let loaded = policy::load_paths_with(&settings.policy_paths, Some(&settings.prometheus.batching.scrape));
-    for problem in &loaded.problems {
-        tracing::error!(%problem, "policy rejected; the other policies stay in force");
-    }
-    tracing::info!(policies = loaded.policies.len(), "policies loaded");
-
     let state = canaryd::server::AppState::default();
+    load_policies(&settings, &state);
     let listener = tokio::net::TcpListener::bind(settings.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
     tracing::info!(listen = %settings.server.listen, "serving /healthz, /readyz and /metrics");
-    state.ready.store(true, Ordering::Relaxed);
-    axum::serve(listener, canaryd::server::app(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-        })
-        .await
-        .context("HTTP server failed")
+    let app = canaryd::server::app(state.clone());
+    let limits = canaryd::server::listen::Limits::default();
+    canaryd::server::listen::serve(listener, app, limits, signals(&settings, &state)).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Loads the policies; the daemon is ready only with at least one valid policy.
+fn load_policies(settings: &Settings, state: &canaryd::server::AppState) {
+    let loaded = policy::load_paths_with(&settings.policy_paths, Some(&settings.prometheus.batching.scrape));
+    for problem in &loaded.problems {
+        tracing::error!(%problem, "policy rejected; the other policies stay in force");
+    }
+    let ready = !loaded.policies.is_empty();
+    if !ready {
+        tracing::warn!(paths = ?settings.policy_paths, "no valid policy loaded: not ready");
+    }
+    tracing::info!(policies = loaded.policies.len(), "policies loaded");
+    state.ready.store(ready, Ordering::Relaxed);
+}
+
+/// Completes on SIGTERM (what Kubernetes sends) or SIGINT; SIGHUP reloads the policies.
+async fn signals(settings: &Settings, state: &canaryd::server::AppState) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        tracing::error!("cannot listen for signals; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!(signal = "SIGTERM", "shutting down");
+                return;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!(signal = "SIGINT", "shutting down");
+                return;
+            }
+            _ = hup.recv() => {
+                tracing::info!(signal = "SIGHUP", "reloading policies");
+                load_policies(settings, state);
+            }
+        }
+    }
 }

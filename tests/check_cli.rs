@@ -331,3 +331,64 @@ fn templates_verbose_shows_each_templates_promql() {
     );
     assert!(stdout.contains("last_over_time(http_requests_total{workload=~\"web|web-primary\""), "{stdout}");
 }
+
+/// Polls `url` until it answers `status`, within 30 s.
+async fn wait_for_status(url: &str, status: u16) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if reqwest::get(url).await.is_ok_and(|r| r.status().as_u16() == status) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{url} never answered {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let sent = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+}
+
+#[tokio::test]
+async fn the_daemon_is_ready_only_with_policies_reloads_on_sighup_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let file = dir.path().join("canaryd.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[policies]\npaths = [\"{}\"]\n",
+            policies.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["run", "--config", file.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for_status(&format!("{base}/healthz"), 200).await;
+    // Alive, but with no policy there is nothing it can do: not ready.
+    wait_for_status(&format!("{base}/readyz"), 503).await;
+    std::fs::copy("policies/web-default.yaml", policies.join("web.yaml")).unwrap();
+    signal(&child, "HUP");
+    wait_for_status(&format!("{base}/readyz"), 200).await;
+    signal(&child, "TERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "SIGTERM did not stop the daemon");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("no valid policy loaded: not ready"), "{log}");
+    assert!(log.contains("reloading policies") && log.contains("policies=1"), "{log}");
+    assert!(log.contains("shutting down") && log.contains("SIGTERM") && log.contains("stopped"), "{log}");
+}

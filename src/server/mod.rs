@@ -1,6 +1,8 @@
 //! The HTTP surface (axum): health, readiness, the daemon's own metrics, and (in later
 //! parts) the API.
 
+pub mod listen;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
