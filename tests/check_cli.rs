@@ -234,6 +234,10 @@ fn silently_accepted_nonsense_is_refused_with_field_and_reason() {
         // A policy on the document-start line is read, not skipped.
         "object inline: metadata.namespace: `Bad.Namespace` is not a name Kubernetes accepts",
         "kind: kind List (the output of `kubectl get -o yaml`) is not read",
+        "CanaryPolicy shop/lenient: spec.selector.matchExpression: unknown field `matchExpression`; expected matchLabels or matchExpressions",
+        "CanaryPolicy shop/lenient: spec.traffic.steps[0]: \"10\" is a string; write the number itself",
+        "spec.analysis.metrics[0].alpha: `.nan` is not a number a policy may hold (NaN and infinities are refused)",
+        "`metadata` appears twice in the same mapping",
     ] {
         assert!(stderr.contains(message), "missing: {message}\n--- stderr:\n{stderr}");
     }

@@ -211,30 +211,32 @@ pub fn load_str_with(file: &str, text: &str, scrape: Option<&ScrapeIntervals>) -
         let in_file = |(line, col): (u64, u64)| (line + first_line - 1, col);
         match parse_document(doc) {
             Ok(None) => {}
-            Ok(Some((reference, spec))) => match validate::compile(&reference.key(), &spec, scrape) {
-                Ok(plan) => {
-                    let at = locate::find(&locate::locations(doc), "metadata.name");
-                    loaded.policies.push(LoadedPolicy {
-                        origin: format!("{file}#{}", index + 1),
-                        location: at.map(in_file),
-                        reference,
-                        spec,
-                        plan,
-                    })
+            Ok(Some((reference, spec))) => {
+                match strict(doc).and_then(|()| validate::compile(&reference.key(), &spec, scrape)) {
+                    Ok(plan) => {
+                        let at = locate::find(&locate::locations(doc), "metadata.name");
+                        loaded.policies.push(LoadedPolicy {
+                            origin: format!("{file}#{}", index + 1),
+                            location: at.map(in_file),
+                            reference,
+                            spec,
+                            plan,
+                        })
+                    }
+                    Err(problems) => {
+                        let at = locate::locations(doc);
+                        loaded.problems.extend(problems.into_iter().map(|FieldProblem { path, message }| {
+                            Problem {
+                                file: file.into(),
+                                object: reference.to_string(),
+                                location: locate::find(&at, &path).map(in_file),
+                                path: Some(path),
+                                message,
+                            }
+                        }))
+                    }
                 }
-                Err(problems) => {
-                    let at = locate::locations(doc);
-                    loaded.problems.extend(problems.into_iter().map(|FieldProblem { path, message }| {
-                        Problem {
-                            file: file.into(),
-                            object: reference.to_string(),
-                            location: locate::find(&at, &path).map(in_file),
-                            path: Some(path),
-                            message,
-                        }
-                    }))
-                }
-            },
+            }
             Err(mut e) => {
                 e.file = file.into();
                 e.location = e.location.map(in_file);
@@ -378,7 +380,7 @@ fn parse_typed<T: serde::de::DeserializeOwned>(doc: &str) -> Result<T, ParseErro
     serde_saphyr::with_deserializer_from_str(doc, |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {
             let p = e.path().to_string();
-            path = (p != "." && !p.is_empty()).then_some(p);
+            path = (p != "." && p != "?" && !p.is_empty()).then_some(p);
             e.into_inner()
         })
     })
@@ -388,13 +390,61 @@ fn parse_typed<T: serde::de::DeserializeOwned>(doc: &str) -> Result<T, ParseErro
     })
 }
 
-/// The first line of a parser message, without its own `error: line X column Y:` prefix.
+/// The first line of a parser message, without its own `error: line X column Y:` prefix,
+/// in the words of a policy rather than of the parser's options.
 fn short_message(full: &str) -> String {
     let first = full.lines().next().unwrap_or(full).trim_start_matches("error: ");
-    match first.split_once(": ") {
+    let message = match first.split_once(": ") {
         Some((head, rest)) if head.starts_with("line ") => rest.to_string(),
         _ => first.to_string(),
+    };
+    if let Some(value) = message.strip_prefix("non-finite float ").and_then(|r| r.split(' ').next()) {
+        return format!("{value} is not a number a policy may hold (NaN and infinities are refused)");
     }
+    if let Some(key) = message.strip_prefix("duplicate mapping key: ").and_then(|r| r.split(',').next()) {
+        return format!("`{key}` appears twice in the same mapping");
+    }
+    if message.starts_with("budget breached") {
+        return "the document is larger or more deeply nested than any policy (parser limit reached)".into();
+    }
+    message
+}
+
+/// Checks the parts of a document that its types read leniently: the label selector
+/// (Kubernetes' own type ignores unknown keys, so `matchExpression` would silently widen a
+/// policy's reach) and numbers written as strings (which the CRD would refuse).
+fn strict(doc: &str) -> Result<(), Vec<FieldProblem>> {
+    let Ok(value) = serde_saphyr::from_str::<serde_json::Value>(doc) else { return Ok(()) };
+    let mut problems = Vec::new();
+    let selector = &value["spec"]["selector"];
+    for key in selector.as_object().into_iter().flat_map(|m| m.keys()) {
+        if !matches!(key.as_str(), "matchLabels" | "matchExpressions") {
+            problems.push(FieldProblem {
+                path: format!("spec.selector.{key}"),
+                message: format!("unknown field `{key}`; expected matchLabels or matchExpressions"),
+            });
+        }
+    }
+    let expressions = selector["matchExpressions"].as_array().into_iter().flatten().enumerate();
+    for (i, requirement) in expressions {
+        for key in requirement.as_object().into_iter().flat_map(|m| m.keys()) {
+            if !matches!(key.as_str(), "key" | "operator" | "values") {
+                problems.push(FieldProblem {
+                    path: format!("spec.selector.matchExpressions[{i}].{key}"),
+                    message: format!("unknown field `{key}`; expected key, operator or values"),
+                });
+            }
+        }
+    }
+    for (i, step) in value["spec"]["traffic"]["steps"].as_array().into_iter().flatten().enumerate() {
+        if let Some(text) = step.as_str() {
+            problems.push(FieldProblem {
+                path: format!("spec.traffic.steps[{i}]"),
+                message: format!("\"{text}\" is a string; write the number itself (the CRD refuses strings)"),
+            });
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
 }
 
 fn reject_duplicates(loaded: &mut Loaded) {
