@@ -7,6 +7,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// The label set of a metric that has none but may be absent (a `Family` with one
+/// empty series once set).
+type NoLabels = Vec<(String, String)>;
+
 use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global tracing subscriber. Call once, from `main`.
@@ -42,8 +46,9 @@ pub struct Metrics {
     pub prometheus_failed_attempts: Family<QueryLabels, Counter>,
     /// `canaryd_prometheus_query_duration_seconds`: time per query, retries included.
     pub prometheus_query_seconds: Histogram,
-    /// `canaryd_prometheus_up`: 1 if the last query reached Prometheus, else 0.
-    pub prometheus_up: Gauge,
+    /// `canaryd_prometheus_up`: 1 if the last query reached Prometheus, else 0; absent
+    /// until a query has been made (unknown is not down).
+    pub prometheus_up: Family<NoLabels, Gauge>,
 }
 
 impl Metrics {
@@ -53,7 +58,7 @@ impl Metrics {
         let prometheus_queries = Family::<QueryLabels, Counter>::default();
         let prometheus_failed_attempts = Family::<QueryLabels, Counter>::default();
         let prometheus_query_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 12));
-        let prometheus_up = Gauge::default();
+        let prometheus_up = Family::<NoLabels, Gauge>::default();
         registry.register("prometheus_queries", "Prometheus queries by outcome", prometheus_queries.clone());
         registry.register(
             "prometheus_query_attempts_failed",
@@ -73,6 +78,16 @@ impl Metrics {
             prometheus_query_seconds,
             prometheus_up,
         }
+    }
+
+    /// Records whether the last query reached Prometheus.
+    pub fn set_prometheus_up(&self, up: bool) {
+        self.prometheus_up.get_or_create(&NoLabels::new()).set(i64::from(up));
+    }
+
+    /// Whether the last query reached Prometheus; `None` before any query.
+    pub fn prometheus_up(&self) -> Option<bool> {
+        self.prometheus_up.get(&NoLabels::new()).map(|g| g.get() == 1)
     }
 
     /// The metrics in the Prometheus text format.

@@ -181,7 +181,7 @@ async fn prometheus_stopped_mid_test_is_inconclusive_never_a_pass() {
     let targets = Target::for_plan(&plan, &good, &arms);
     let before = src.observe(&targets, end_of_interval(3), Duration::from_secs(30)).await;
     assert_eq!(verdict(&plan, "p99", &before[&(good.clone(), "p99".into())]).outcome, Outcome::Pass);
-    assert_eq!(metrics.prometheus_up.get(), 1);
+    assert_eq!(metrics.prometheus_up(), Some(true));
 
     server.stop();
     let after = src.observe(&targets, end_of_interval(3), Duration::from_secs(30)).await;
@@ -193,7 +193,7 @@ async fn prometheus_stopped_mid_test_is_inconclusive_never_a_pass() {
         assert_eq!(v.outcome, Outcome::Inconclusive, "{}", m.name);
     }
     // The outage shows in the daemon's own metrics.
-    assert_eq!(metrics.prometheus_up.get(), 0);
+    assert_eq!(metrics.prometheus_up(), Some(false));
     let text = metrics.encode();
     assert!(
         text.contains("canaryd_prometheus_queries_total{kind=\"instant\",outcome=\"unreachable\"}"),

@@ -168,7 +168,8 @@ impl Transition {
             if r.failed_checks >= r.plan.failure_limit {
                 let failed_checks = r.failed_checks;
                 let why = format!(
-                    "{failed_checks} failed checks reached the limit of {}; last: {}",
+                    "{failed_checks} failed {} reached the limit of {}; last: {}",
+                    if failed_checks == 1 { "check" } else { "checks" },
                     r.plan.failure_limit,
                     reasons(&failed)
                 );

@@ -68,7 +68,14 @@ mod tests {
     #[tokio::test]
     async fn metrics_are_served_in_the_text_format() {
         let state = AppState::default();
-        state.metrics.prometheus_up.set(1);
+        let before =
+            app(state.clone()).oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+        let before = axum::body::to_bytes(before.into_body(), 1 << 20).await.unwrap();
+        assert!(
+            !String::from_utf8(before.to_vec()).unwrap().contains("canaryd_prometheus_up 0"),
+            "no query yet: unknown, not down"
+        );
+        state.metrics.set_prometheus_up(true);
         let response =
             app(state).oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);

@@ -30,6 +30,9 @@ pub enum SourceError {
     /// Prometheus refused the query (4xx): retrying will not help.
     #[error("bad query: {0}")]
     BadQuery(String),
+    /// Prometheus (or a proxy before it) refused the credentials (401, 403).
+    #[error("Prometheus refused the credentials: {0}")]
+    Auth(String),
     /// Prometheus failed (5xx).
     #[error("Prometheus server error: {0}")]
     Server(String),
@@ -45,6 +48,7 @@ impl SourceError {
             SourceError::Unreachable(_) => "unreachable",
             SourceError::Timeout(_) => "timeout",
             SourceError::BadQuery(_) => "bad-query",
+            SourceError::Auth(_) => "auth",
             SourceError::Server(_) => "server-error",
             SourceError::Settings(_) => "settings",
         }
@@ -60,7 +64,12 @@ fn classify(e: PromError) -> SourceError {
         PromError::Client(c) => match c.inner() {
             Some(r) if r.is_timeout() => SourceError::Timeout(r.to_string()),
             Some(r) if r.is_connect() => SourceError::Unreachable(r.to_string()),
+            // It answered, but not with its API's JSON (a proxy's page, a truncated body).
+            Some(r) if r.is_decode() => SourceError::Server(format!("not a Prometheus API response: {c}")),
             Some(r) => match r.status() {
+                Some(s) if s.as_u16() == 401 || s.as_u16() == 403 => SourceError::Auth(format!(
+                    "HTTP {s}; check prometheus.bearer_token, the basic auth settings or the headers"
+                )),
                 Some(s) if s.is_client_error() => SourceError::BadQuery(format!("HTTP {s}: {c}")),
                 Some(s) => SourceError::Server(format!("HTTP {s}: {c}")),
                 None => SourceError::Unreachable(r.to_string()),
@@ -185,7 +194,7 @@ impl PrometheusSource {
         let outcome = result.as_ref().map_or_else(SourceError::label, |_| "ok");
         self.metrics.prometheus_queries.get_or_create(&QueryLabels { kind, outcome }).inc();
         let reached = !matches!(result, Err(SourceError::Unreachable(_) | SourceError::Timeout(_)));
-        self.metrics.prometheus_up.set(i64::from(reached));
+        self.metrics.set_prometheus_up(reached);
         if let Err(e) = &result {
             tracing::error!(error = %e, query = promql, "Prometheus query failed");
         }

@@ -113,5 +113,56 @@ async fn an_unreachable_server_is_retried_then_reported() {
         .get_or_create(&QueryLabels { kind: "instant", outcome: "unreachable" })
         .get();
     assert_eq!(failed, 3, "one attempt and two retries");
-    assert_eq!(metrics.prometheus_up.get(), 0);
+    assert_eq!(metrics.prometheus_up(), Some(false));
+}
+
+/// A stand-in endpoint answering every query with `status`, `content_type` and `body`.
+async fn answering(status: u16, content_type: &'static str, body: &'static str) -> String {
+    let app = axum::Router::new().route(
+        "/api/v1/query",
+        axum::routing::post(move || async move {
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                [(axum::http::header::CONTENT_TYPE, content_type)],
+                body,
+            )
+        }),
+    );
+    serve(app).await
+}
+
+async fn failed_attempts(metrics: &Metrics, outcome: &'static str) -> i64 {
+    metrics.prometheus_failed_attempts.get_or_create(&QueryLabels { kind: "instant", outcome }).get() as i64
+}
+
+#[tokio::test]
+async fn a_refused_credential_is_an_auth_failure_and_is_not_retried() {
+    let url = answering(401, "text/plain", "Unauthorized").await;
+    let metrics = Arc::new(Metrics::new());
+    let src = source(&settings(&url, &[("CANARYD__PROMETHEUS__RETRIES", "2")]), metrics.clone());
+    let err = src.instant("up", Timestamp::UNIX_EPOCH).await.unwrap_err();
+    assert!(matches!(err, SourceError::Auth(_)), "{err:?}");
+    assert!(err.to_string().contains("check prometheus.bearer_token"), "{err}");
+    assert_eq!(failed_attempts(&metrics, "auth").await, 1, "not retried");
+    assert_eq!(metrics.prometheus_up(), Some(true), "it was reached");
+}
+
+#[tokio::test]
+async fn an_html_error_page_is_a_server_error_and_is_retried() {
+    let url = answering(500, "text/html", "<html><body>Internal Server Error</body></html>").await;
+    let metrics = Arc::new(Metrics::new());
+    let src = source(&settings(&url, &[("CANARYD__PROMETHEUS__RETRIES", "2")]), metrics.clone());
+    let err = src.instant("up", Timestamp::UNIX_EPOCH).await.unwrap_err();
+    assert!(matches!(err, SourceError::Server(_)), "{err:?}");
+    assert_eq!(failed_attempts(&metrics, "server-error").await, 3, "one attempt and two retries");
+}
+
+#[tokio::test]
+async fn json_that_is_not_the_prometheus_api_is_a_server_error_not_unreachable() {
+    let url = answering(200, "application/json", "{\"hello\": \"proxy\"}").await;
+    let metrics = Arc::new(Metrics::new());
+    let src = source(&settings(&url, &[]), metrics.clone());
+    let err = src.instant("up", Timestamp::UNIX_EPOCH).await.unwrap_err();
+    assert!(matches!(err, SourceError::Server(_)), "{err:?}");
+    assert!(err.to_string().contains("not a Prometheus API response"), "{err}");
 }
