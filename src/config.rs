@@ -270,7 +270,7 @@ fn redact(message: &str, secrets: &[String]) -> String {
 }
 
 /// A URL with any `user:password@` replaced, for messages.
-fn without_userinfo(url: &str) -> String {
+pub fn without_userinfo(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}<redacted>{}", &url[..scheme + 3], &url[at..]),
         _ => url.to_string(),

@@ -308,6 +308,10 @@ fn backtest(
             let mut arms = canaryd::source::batch::Arms::kubernetes(&id);
             arms.canary = canary.unwrap_or(arms.canary);
             arms.baseline = baseline.unwrap_or(arms.baseline);
+            if let Err(e) = url::Url::parse(&url) {
+                let shown = canaryd::config::without_userinfo(&url);
+                return invalid(format!("--prometheus: `{shown}` is not a URL ({e})"));
+            }
             let mut env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
             env.insert("CANARYD__PROMETHEUS__URL".into(), url.clone());
             let settings = match Settings::load(None, env) {

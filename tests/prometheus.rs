@@ -421,3 +421,41 @@ async fn the_readme_relabel_rule_names_exactly_the_deployment() {
         assert_eq!(workload(other), None, "target {other} is no Deployment's pod");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backtest_window_over_prometheus_point_limit_is_read_in_pieces() {
+    // 12,000 intervals of 30 s: over the 11,000 points Prometheus returns per series.
+    let server = PrometheusServer::start("", None).await;
+    let from = recording("good").start;
+    let to = from.checked_add(Duration::from_secs(30 * 12_000)).unwrap();
+    let before = server.requests_to("/api/v1/query_range").await;
+    let v = cli_backtest(&[
+        "--prometheus",
+        &server.url,
+        "--from",
+        &from.to_string(),
+        "--to",
+        &to.to_string(),
+        "--workload",
+        "shop/nothing",
+    ]);
+    let queries = server.requests_to("/api/v1/query_range").await - before;
+    // Three template batches (errors, the latency histogram, memory), two pieces each.
+    assert_eq!(queries, 6.0);
+    // No data at all: the backtest ran and says so, instead of failing to read the window.
+    assert_eq!(v["outcome"], "rolled-back", "{v}");
+}
+
+#[test]
+fn a_bad_prometheus_url_is_blamed_on_the_flag_without_its_credentials() {
+    let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["backtest", "--policy", POLICY, "--prometheus", "http://ops:pw-secret@[bad"])
+        .args(["--from", "2026-11-01T10:00:00Z", "--to", "2026-11-01T11:00:00Z", "--workload", "shop/web"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--prometheus: `http://<redacted>@[bad` is not a URL"), "{stderr}");
+    assert!(!stderr.contains("pw-secret"), "{stderr}");
+}

@@ -272,9 +272,15 @@ impl PrometheusSource {
         for b in batch::plan(targets, step, &self.batching) {
             let query = b.query.as_ref().map_err(Clone::clone)?;
             let mut by_time: BTreeMap<i64, Vec<Series>> = BTreeMap::new();
-            for (labels, points) in self.range(query, start, end, step).await? {
-                for (t, v) in points {
-                    by_time.entry(t).or_default().push((labels.clone(), v));
+            // Prometheus answers at most 11,000 points per series: ask in pieces.
+            for chunk in times.chunks(RANGE_POINTS) {
+                let (Some(&first), Some(&last)) = (chunk.first(), chunk.last()) else { continue };
+                let (from, to) = (Timestamp::from_second(first), Timestamp::from_second(last));
+                let (Ok(from), Ok(to)) = (from, to) else { continue };
+                for (labels, points) in self.range(query, from, to, step).await? {
+                    for (t, v) in points {
+                        by_time.entry(t).or_default().push((labels.clone(), v));
+                    }
                 }
             }
             for &t in &times {
@@ -285,6 +291,9 @@ impl PrometheusSource {
         Ok(out)
     }
 }
+
+/// Points per range query: under Prometheus' limit of 11,000 per series.
+const RANGE_POINTS: usize = 10_000;
 
 /// Why a window could not be read for a backtest.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
