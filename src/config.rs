@@ -220,17 +220,68 @@ impl Settings {
             .separator("__")
             .source(Some(env.into_iter().collect()));
         let secrets = secret_values(&env_snapshot);
-        let raw: RawSettings = builder
+        let tree: config::Map<String, config::Value> = builder
             .add_source(environment)
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| fail(vec![redact(&e.to_string(), &secrets)]))?;
-        raw.validate().map_err(fail)
+        let (raw, mut problems) = every_type_error(tree, &secrets);
+        match raw.map(RawSettings::validate) {
+            Some(Ok(settings)) if problems.is_empty() => Ok(settings),
+            Some(Err(more)) => {
+                problems.extend(more);
+                Err(fail(problems))
+            }
+            _ => Err(fail(problems)),
+        }
     }
 
     /// Reads settings with the process environment.
     pub fn load_from_process(file: Option<&Path>) -> Result<Settings, ConfigError> {
         Settings::load(file, std::env::vars().collect())
+    }
+}
+
+/// Reads the settings tree, reporting every value of the wrong type or unknown key, not
+/// only the first: each failing key is noted and taken out, and the rest read again. Returns
+/// the settings read without the failing keys (so their values can be checked too), and
+/// the problems.
+fn every_type_error(
+    mut tree: config::Map<String, config::Value>,
+    secrets: &[String],
+) -> (Option<RawSettings>, Vec<String>) {
+    let mut problems = Vec::new();
+    loop {
+        let value = config::Value::new(None, config::ValueKind::Table(tree.clone()));
+        match serde_path_to_error::deserialize::<_, RawSettings>(value) {
+            Ok(raw) => return (Some(raw), problems),
+            Err(e) => {
+                let mut path: Vec<String> = e.path().iter().map(ToString::to_string).collect();
+                let message = e.into_inner().to_string();
+                // An unknown key is reported at its table; name the key itself.
+                if let Some(key) = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next())
+                    && path.last().map(String::as_str) != Some(key)
+                {
+                    path.push(key.to_string());
+                }
+                problems.push(redact(&format!("{}: {message}", path.join(".")), secrets));
+                if problems.len() >= 32 || !remove(&mut tree, &path) {
+                    return (None, problems);
+                }
+            }
+        }
+    }
+}
+
+/// Removes the value at `path` from the tree; whether there was one.
+fn remove(tree: &mut config::Map<String, config::Value>, path: &[String]) -> bool {
+    match path {
+        [] => false,
+        [key] => tree.remove(key).is_some(),
+        [first, rest @ ..] => match tree.get_mut(first).map(|v| &mut v.kind) {
+            Some(config::ValueKind::Table(inner)) => remove(inner, rest),
+            _ => false,
+        },
     }
 }
 

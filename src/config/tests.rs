@@ -68,3 +68,20 @@ fn a_directory_given_as_the_settings_file_is_named_as_one() {
     let err = Settings::load(Some(dir.path()), BTreeMap::new()).unwrap_err();
     assert!(err.to_string().contains("is a directory, not a settings file"), "{err}");
 }
+
+#[test]
+fn every_type_error_and_unknown_key_is_reported_not_only_the_first() {
+    let f = file(
+        "[server]\nlisen = \"x\"\nlisten = 7\n[prometheus]\nretries = \"many\"\nshard_size = \"lots\"\ntimeout = 5\n",
+    );
+    let text = Settings::load(Some(f.path()), BTreeMap::new()).unwrap_err().to_string();
+    for expected in [
+        "server.lisen: unknown field `lisen`",
+        "prometheus.retries: invalid type: string \"many\"",
+        "prometheus.shard_size: invalid type: string \"lots\"",
+        "server.listen: `7` is not an address",
+        "prometheus.timeout: `5` is not a duration",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in:\n{text}");
+    }
+}
