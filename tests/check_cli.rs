@@ -238,6 +238,7 @@ fn silently_accepted_nonsense_is_refused_with_field_and_reason() {
         "CanaryPolicy shop/lenient: spec.traffic.steps[0]: \"10\" is a string; write the number itself",
         "spec.analysis.metrics[0].alpha: `.nan` is not a number a policy may hold (NaN and infinities are refused)",
         "`metadata` appears twice in the same mapping",
+        "CanaryPolicy shop/renamed: spec.analysis.metrics[0].labels.__name__: template http-error-rate already matches on `__name__`",
     ] {
         assert!(stderr.contains(message), "missing: {message}\n--- stderr:\n{stderr}");
     }

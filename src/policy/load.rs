@@ -502,4 +502,16 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn a_document_over_the_parser_budget_is_refused_in_plain_words() {
+        let items = vec!["0"; 300_000].join(",");
+        let text = format!(
+            "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {{name: big, namespace: shop}}\nspec:\n  extra: [{items}]\n"
+        );
+        let loaded = load_str("big.yaml", &text);
+        let message = loaded.problems[0].to_string();
+        assert!(message.contains("larger or more deeply nested than any policy"), "{message}");
+        assert!(!message.contains("Nodes {"), "{message}");
+    }
 }
