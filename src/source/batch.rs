@@ -223,7 +223,15 @@ fn template_of(source: &Source) -> &'static Template {
 fn build(source: &Source, members: &[&Target<'_>], window: Duration, options: &BatchOptions) -> Batch {
     let template = template_of(source);
     let arms: Vec<&Arms> = members.iter().map(|t| t.arms).collect();
-    let (query, parts) = match render(source, &arms, window, options) {
+    // Templates are fixed and tested; an inline query is checked at load with example
+    // values, and here once per batch with the real ones (not again per member).
+    let rendered = render(source, &arms, window, options).and_then(|(query, parts)| match source {
+        Source::Inline(_) => promql_parser::parser::parse(&query)
+            .map(|_| (query, parts))
+            .map_err(|e| format!("rendered query does not parse: {e}")),
+        _ => Ok((query, parts)),
+    });
+    let (query, parts) = match rendered {
         Ok((query, parts)) => (Ok(query), parts),
         Err(message) => {
             let metric = members.first().map(|t| t.metric.name.clone()).unwrap_or_default();
@@ -314,13 +322,7 @@ fn render(
     };
     let parts = pieces.iter().map(|(p, _)| *p).collect();
     let query = pieces.into_iter().map(|(p, expr)| part(p, promql::fill(&expr, &values))).collect::<Vec<_>>();
-    let query = query.join(" or ");
-    // Templates are fixed and tested; an inline query is checked at load with example
-    // values, and again here with the real ones.
-    if inline.is_some() {
-        promql_parser::parser::parse(&query).map_err(|e| format!("rendered query does not parse: {e}"))?;
-    }
-    Ok((query, parts))
+    Ok((query.join(" or "), parts))
 }
 
 /// The query `template` sends for one rollout, `shop/web` against `shop/web-primary`,
@@ -344,8 +346,9 @@ pub type BatchResult = Result<Vec<Series>, String>;
 
 impl Batch {
     /// The query that measures one member alone: what its evidence names (none when the
-    /// query cannot be built; the observation's error says why).
+    /// batch's query could not be built; the observation's error says why).
     pub fn query_for(&self, arms: &Arms, options: &BatchOptions) -> Option<String> {
+        self.query.as_ref().ok()?;
         render(&self.source, &[arms], self.window, options).ok().map(|(query, _)| query)
     }
 }
