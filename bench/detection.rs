@@ -15,7 +15,7 @@
 //! Run: `cargo bench --bench detection` (1,000 rollouts per row; `-- --runs N` to change).
 //! Under `cargo test` it runs a small smoke sample.
 
-use canaryd::engine::{Input, IntervalObservations, Phase, Plan, Rollout, RolloutId, step};
+use canaryd::engine::{Input, IntervalObservations, Plan, Rollout, RolloutId, step};
 use canaryd::judge::{Observation, Sample};
 use jiff::Timestamp;
 use rand::SeedableRng;
@@ -75,7 +75,7 @@ fn time_to_rollback(plan: &Plan, share: f64, canary_rate: f64, rng: &mut StdRng)
         r = step(&r, &Input::Interval(input), t0.checked_add(jiff::SignedDuration::from_secs(t)).ok()?)
             .ok()?
             .rollout;
-        if r.phase == Phase::RolledBack {
+        if r.rolled_back() {
             return Some(t);
         }
     }

@@ -172,7 +172,7 @@ fn run(plan: &Plan, canary_rps: f64, scenario: Scenario, rng: &mut StdRng) -> Op
         let at = t0.checked_add(jiff::SignedDuration::from_secs(t)).ok()?;
         r = step(&r, &Input::Interval(obs), at).ok()?.rollout;
         match r.phase {
-            Phase::RolledBack => {
+            Phase::RollingBack | Phase::RolledBack => {
                 if std::env::var_os("CANARYD_BENCH_REASONS").is_some() {
                     eprintln!("rolled back: {}", r.decisions.last().map_or("", |d| d.reason.as_str()));
                 }

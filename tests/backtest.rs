@@ -17,8 +17,10 @@ fn json(scenario: &str) -> (Option<i32>, serde_json::Value) {
     (out.status.code(), value)
 }
 
+/// The last decision of the analysis (the platform finishing a rollback follows it).
 fn last_decision(v: &serde_json::Value) -> &serde_json::Value {
-    v["record"]["decisions"].as_array().unwrap().last().unwrap()
+    let decisions = v["record"]["decisions"].as_array().unwrap();
+    decisions.iter().rev().find(|d| d["action"] != "rollback-finished").unwrap()
 }
 
 #[test]
@@ -89,7 +91,8 @@ fn a_canary_with_little_traffic_holds_until_its_progress_deadline_then_names_it(
     assert_eq!(code, Some(1));
     assert_eq!(v["outcome"], "rolled-back");
     let decisions = v["record"]["decisions"].as_array().unwrap();
-    assert_eq!(decisions.len(), 2, "started, then the one rollback: {decisions:?}");
+    assert_eq!(decisions.len(), 3, "started, the one rollback, its end: {decisions:?}");
+    assert_eq!(decisions[2]["action"], "rollback-finished");
     let rollback = &decisions[1];
     // Not before the deadline: 30 minutes after the start at 10:00.
     assert_eq!(rollback["at"], "2026-11-01T10:30:00Z");

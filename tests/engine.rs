@@ -3,8 +3,8 @@
 mod support;
 
 use canaryd::engine::{
-    Action, Command, EngineError, Input, IntervalObservations, Phase, RollbackReason, Rollout, RolloutId,
-    step,
+    Action, Command, Desired, EngineError, EventKind, Input, IntervalObservations, IntervalRecord,
+    Notification, Phase, RollbackReason, Rollout, RolloutId, Scale, step,
 };
 use proptest::prelude::*;
 use support::engine::{ERRORS_SPEC, at, errors, plan};
@@ -59,7 +59,13 @@ fn a_step_waits_for_its_duration() {
     let (r, actions) = run(&[Input::Start, healthy()]);
     assert_eq!((r.phase, r.weight), (Phase::Progressing, 10));
     assert_eq!(weights(&actions), [10]);
-    assert!(matches!(actions.last(), Some(Action::ScheduleEvaluation { .. })));
+    let [Action::SetWeight { canary: 10 }, Action::Notify(started)] = &actions[..] else {
+        panic!("only the start moved traffic and told people: {actions:?}")
+    };
+    assert_eq!(started.event, EventKind::Started);
+    // The next evaluation is derived from the persisted state: one interval after the last.
+    assert_eq!(r.next_evaluation(), Some(at(60)));
+    assert_eq!(r.last_evaluation, Some(at(30)));
 }
 
 #[test]
@@ -67,7 +73,7 @@ fn a_firing_alert_rolls_back_at_once_traffic_first() {
     let mut obs = errors((100.0, 1.0), (900.0, 9.0));
     obs.firing_alerts.insert("ErrorBudgetBurn".into());
     let (r, actions) = run(&[Input::Start, Input::Interval(obs)]);
-    assert_eq!(r.phase, Phase::RolledBack);
+    assert_eq!(r.phase, Phase::RollingBack);
     let rollback_at = actions.iter().position(|a| matches!(a, Action::RollBack { .. })).unwrap();
     assert_eq!(actions[rollback_at - 1], Action::SetWeight { canary: 0 });
     let Action::RollBack { reason, triggers, .. } = &actions[rollback_at] else { unreachable!() };
@@ -81,7 +87,7 @@ fn a_metric_trigger_needs_enough_requests() {
     let (r, _) = run(&[Input::Start, Input::Interval(errors((2.0, 1.0), (900.0, 9.0)))]);
     assert_eq!(r.phase, Phase::Progressing);
     let (r, _) = run(&[Input::Start, Input::Interval(errors((100.0, 30.0), (900.0, 9.0)))]);
-    assert_eq!(r.phase, Phase::RolledBack);
+    assert_eq!(r.phase, Phase::RollingBack);
     assert!(r.decisions.last().unwrap().reason.contains("hard-limit: error-ratio canary value 0.3000 > 0.2"));
 }
 
@@ -93,10 +99,10 @@ fn health_checks_roll_back_after_consecutive_failures_only() {
         Input::Interval(obs)
     };
     let (r, _) = run(&[Input::Start, probe(false), probe(false), probe(true), probe(false), probe(false)]);
-    assert_ne!(r.phase, Phase::RolledBack, "the streak was broken");
+    assert_ne!(r.phase, Phase::RollingBack, "the streak was broken");
     assert!(r.decisions.iter().all(|d| d.action != "rolled-back"));
     let (r, _) = run(&[Input::Start, probe(false), probe(false), probe(false)]);
-    assert_eq!(r.phase, Phase::RolledBack);
+    assert_eq!(r.phase, Phase::RollingBack);
     assert!(r.decisions.last().unwrap().reason.contains("3 consecutive failed health checks"));
 }
 
@@ -127,7 +133,7 @@ fn failed_checks_reaching_the_limit_roll_back() {
     let (r, _) = run_at(ratio_only(), &[(0, Input::Start), (30, bad())]);
     assert_eq!((r.phase, r.failed_checks), (Phase::Progressing, 1));
     let (r, actions) = run_at(ratio_only(), &[(0, Input::Start), (30, bad()), (60, healthy()), (90, bad())]);
-    assert_eq!(r.phase, Phase::RolledBack);
+    assert_eq!(r.phase, Phase::RollingBack);
     let rollbacks: Vec<&RollbackReason> = actions
         .iter()
         .filter_map(|a| if let Action::RollBack { reason, .. } = a { Some(reason) } else { None })
@@ -156,7 +162,7 @@ fn a_sequential_regression_rolls_back_conclusively_with_its_evidence() {
     let mut inputs = vec![Input::Start];
     inputs.extend(std::iter::repeat_with(doubled).take(30));
     let (r, actions) = run(&inputs);
-    assert_eq!(r.phase, Phase::RolledBack);
+    assert_eq!(r.phase, Phase::RollingBack);
     let Some(Action::RollBack { reason, evidence, .. }) =
         actions.iter().find(|a| matches!(a, Action::RollBack { .. }))
     else {
@@ -177,7 +183,7 @@ fn no_data_is_never_a_pass_and_rolls_back_at_the_inconclusive_limit() {
     let mut inputs = vec![Input::Start];
     inputs.extend(std::iter::repeat_with(silent).take(10));
     let (r, actions) = run(&inputs);
-    assert_eq!(r.phase, Phase::RolledBack);
+    assert_eq!(r.phase, Phase::RollingBack);
     assert_eq!(weights(&actions), [10, 0]);
     assert!(actions.iter().any(|a| matches!(
         a,
@@ -206,9 +212,13 @@ fn commands_are_valid_only_from_their_phases() {
     assert!(promoted.actions.contains(&Action::Promote));
     assert!(step(&promoted.rollout, &cmd(Command::Abort), at(530)).is_err());
     let aborted = step(&r, &cmd(Command::Abort), at(20)).unwrap();
-    assert_eq!(aborted.rollout.phase, Phase::Aborted);
+    assert_eq!(aborted.rollout.phase, Phase::RollingBack);
     assert_eq!(aborted.rollout.decisions.last().unwrap().reason, "aborted by alice");
     assert!(step(&aborted.rollout, &Input::Start, at(30)).is_err());
+    // The platform's confirmation ends it as an abort, not as a rollback.
+    let done = step(&aborted.rollout, &Input::RollbackDone, at(40)).unwrap().rollout;
+    assert_eq!((done.phase, done.finished_at), (Phase::Aborted, Some(at(40))));
+    assert!(!done.rolled_back());
 }
 
 #[test]
@@ -217,7 +227,72 @@ fn a_paused_rollout_still_rolls_back_on_a_trigger() {
     let r = step(&r, &Input::Command { command: Command::Pause, by: "bob".into() }, at(1)).unwrap().rollout;
     let mut obs = errors((100.0, 1.0), (900.0, 9.0));
     obs.firing_alerts.insert("ErrorBudgetBurn".into());
-    assert_eq!(step(&r, &Input::Interval(obs), at(30)).unwrap().rollout.phase, Phase::RolledBack);
+    assert_eq!(step(&r, &Input::Interval(obs), at(30)).unwrap().rollout.phase, Phase::RollingBack);
+}
+
+#[test]
+fn a_rollback_holds_weight_zero_with_the_canary_down_until_the_platform_confirms() {
+    let mut obs = errors((100.0, 1.0), (900.0, 9.0));
+    obs.firing_alerts.insert("ErrorBudgetBurn".into());
+    let (r, _) = run(&[Input::Start, Input::Interval(obs)]);
+    assert_eq!(r.phase, Phase::RollingBack);
+    let down = Desired { weight: 0, canary: Scale::Down, promote: false };
+    assert_eq!(r.desired(), down);
+    assert_eq!(r.next_evaluation(), None, "nothing is analysed while rolling back");
+    // Late observations change nothing; only the confirmation ends the phase.
+    let late = step(&r, &healthy(), at(90)).unwrap();
+    assert_eq!((late.rollout.phase, late.actions.len()), (Phase::RollingBack, 0));
+    assert!(step(&r, &Input::PromotionDone, at(90)).is_err());
+    let done = step(&r, &Input::RollbackDone, at(95)).unwrap();
+    assert_eq!(done.rollout.phase, Phase::RolledBack);
+    assert!(done.rollout.rolled_back());
+    assert_eq!(done.rollout.desired(), down);
+    assert_eq!(done.rollout.decisions.last().unwrap().action, "rollback-finished");
+    assert!(done.actions.is_empty(), "the rollback was announced when decided, not again");
+    assert!(step(&done.rollout, &Input::RollbackDone, at(96)).is_err());
+}
+
+#[test]
+fn a_new_revision_mid_rollout_restarts_the_analysis_and_says_why() {
+    let mut inputs = vec![Input::Start];
+    inputs.extend(std::iter::repeat_with(healthy).take(3));
+    let (r, _) = run(&inputs);
+    assert_eq!((r.phase, r.weight), (Phase::Progressing, 50));
+    let t = step(&r, &Input::Superseded { revision: "v3".into() }, at(200)).unwrap();
+    let n = &t.rollout;
+    assert_eq!((n.phase, n.step, n.weight, n.revision.as_str()), (Phase::Progressing, 0, 10, "v3"));
+    assert!(n.metrics.is_empty() && n.failed_checks == 0, "no evidence carries over to the new revision");
+    assert_eq!(t.actions.first(), Some(&Action::SetWeight { canary: 10 }));
+    let d = n.decisions.last().unwrap();
+    assert_eq!((d.action.as_str(), d.revision.as_str()), ("superseded", "v3"));
+    assert!(d.reason.contains("v3 replaced v2 while progressing at 50%"), "{}", d.reason);
+    assert_eq!(n.next_evaluation(), Some(at(230)));
+    // The same revision again is no news.
+    let same = step(n, &Input::Superseded { revision: "v3".into() }, at(201)).unwrap();
+    assert_eq!((&same.rollout, same.actions.len()), (n, 0));
+    // A rollback in progress is also superseded: the new canary gets its own analysis.
+    let mut obs = errors((100.0, 1.0), (900.0, 9.0));
+    obs.firing_alerts.insert("ErrorBudgetBurn".into());
+    let rolling = step(n, &Input::Interval(obs), at(230)).unwrap().rollout;
+    let again = step(&rolling, &Input::Superseded { revision: "v4".into() }, at(240)).unwrap().rollout;
+    assert_eq!((again.phase, again.weight, again.rollback.is_none()), (Phase::Progressing, 10, true));
+}
+
+#[test]
+fn notifications_carry_a_key_per_decision_and_its_evidence() {
+    let mut obs = errors((100.0, 1.0), (900.0, 9.0));
+    obs.firing_alerts.insert("ErrorBudgetBurn".into());
+    let (r, actions) = run(&[Input::Start, healthy(), Input::Interval(obs)]);
+    let notes: Vec<&Notification> =
+        actions.iter().filter_map(|a| if let Action::Notify(n) = a { Some(n) } else { None }).collect();
+    let keys: Vec<u64> = notes.iter().map(|n| n.key.decision).collect();
+    assert_eq!(keys, [0, 1], "one notification per decision, keyed by its place");
+    assert!(notes.iter().all(|n| n.key.rollout == "t/web" && n.key.revision == "v2"));
+    let rollback = notes[1];
+    assert_eq!(rollback.event, EventKind::RolledBack);
+    assert_eq!(rollback.evidence, r.decisions[1].evidence);
+    assert_eq!(rollback.triggers[0].trigger, "budget");
+    assert!(!rollback.evidence.is_empty());
 }
 
 // ---- properties -------------------------------------------------------------------
@@ -255,6 +330,7 @@ fn arb_input() -> impl Strategy<Value = Input> {
         1 => prop::sample::select(vec![Command::Promote, Command::Abort, Command::Pause, Command::Resume])
             .prop_map(|command| Input::Command { command, by: "prop".into() }),
         1 => Just(Input::PromotionDone),
+        1 => Just(Input::RollbackDone),
     ]
 }
 
@@ -266,13 +342,13 @@ fn arb_run() -> impl Strategy<Value = Vec<Input>> {
 }
 
 /// Applies inputs, keeping each accepted transition.
-fn transitions(inputs: &[Input]) -> Vec<(Input, Rollout, Vec<Action>)> {
+fn transitions(inputs: &[Input]) -> Vec<(Input, Rollout, Vec<Action>, Option<IntervalRecord>)> {
     let mut r = new_rollout();
     let mut out = Vec::new();
     for (i, input) in inputs.iter().enumerate() {
         if let Ok(t) = step(&r, input, at(30 * i as i64)) {
             r = t.rollout.clone();
-            out.push((input.clone(), t.rollout, t.actions));
+            out.push((input.clone(), t.rollout, t.actions, t.interval));
         }
     }
     out
@@ -295,7 +371,7 @@ fn every_step(inputs: &[Input]) -> Vec<(Rollout, Input, Result<canaryd::engine::
 
 /// Every kind of input, for probing a rollout that has ended.
 fn every_kind_of_input() -> Vec<Input> {
-    let mut all = vec![Input::Start, Input::PromotionDone, healthy()];
+    let mut all = vec![Input::Start, Input::PromotionDone, Input::RollbackDone, healthy()];
     let mut alert = errors((100.0, 1.0), (900.0, 9.0));
     alert.firing_alerts.insert("ErrorBudgetBurn".into());
     all.push(Input::Interval(alert));
@@ -311,7 +387,9 @@ proptest! {
     #[test]
     fn no_promotion_without_a_passing_analysis_at_every_step(inputs in arb_run()) {
         use canaryd::judge::Outcome;
-        for (input, r, actions) in transitions(&inputs) {
+        let mut intervals: Vec<IntervalRecord> = Vec::new();
+        for (input, r, actions, interval) in transitions(&inputs) {
+            intervals.extend(interval);
             let manual = matches!(input, Input::Command { command: Command::Promote, .. });
             if !actions.contains(&Action::Promote) || manual {
                 continue;
@@ -320,11 +398,10 @@ proptest! {
             // duration after the step began and after its last failed check.
             let mut entered = r.started_at.unwrap();
             for d in r.decisions.iter().filter(|d| d.action == "advanced" || d.action == "promoting") {
-                let interval = r.intervals.iter().find(|i| i.at == d.at).expect("the deciding interval");
+                let interval = intervals.iter().find(|i| i.at == d.at).expect("the deciding interval");
                 prop_assert!(interval.verdicts.iter().all(|v| v.outcome == Outcome::Pass));
                 prop_assert_eq!(interval.verdicts.len(), r.plan.metrics.len());
-                let last_failure = r
-                    .intervals
+                let last_failure = intervals
                     .iter()
                     .filter(|i| i.at > entered && i.at < d.at && i.verdicts.iter().any(|v| v.outcome == Outcome::Fail))
                     .map(|i| i.at)
@@ -344,13 +421,13 @@ proptest! {
             if let Ok(t) = step(&r, input, at(30 * i as i64)) {
                 r = t.rollout;
             }
-            if matches!(r.phase, Phase::RolledBack | Phase::Aborted) {
+            if matches!(r.phase, Phase::RollingBack | Phase::RolledBack | Phase::Aborted) {
                 // Probe the ended rollout with every kind of input, not only the run's own.
                 for probe in every_kind_of_input() {
                     if let Ok(t) = step(&r, &probe, at(30 * i as i64 + 1)) {
                         prop_assert!(weights(&t.actions).iter().all(|w| *w == 0), "{:?} raised the weight", probe);
                         prop_assert_eq!(t.rollout.weight, 0);
-                        prop_assert!(t.rollout.phase.is_terminal());
+                        prop_assert!(matches!(t.rollout.phase, Phase::RollingBack | Phase::RolledBack | Phase::Aborted));
                     }
                 }
                 break;
@@ -382,7 +459,7 @@ proptest! {
                 .any(|a| matches!(a, Action::RollBack { reason: RollbackReason::Trigger { .. }, .. }));
             prop_assert_eq!(by_trigger, expected, "model and engine disagree on {:?}", obs);
             if expected {
-                prop_assert_eq!(t.rollout.phase, Phase::RolledBack);
+                prop_assert_eq!(t.rollout.phase, Phase::RollingBack);
                 prop_assert_eq!(t.rollout.weight, 0);
             }
         }
@@ -390,7 +467,7 @@ proptest! {
 
     #[test]
     fn state_round_trips_through_serde(inputs in arb_run()) {
-        for (_, r, _) in transitions(&inputs) {
+        for (_, r, _, _) in transitions(&inputs) {
             let json = serde_json::to_string(&r).unwrap();
             let back: Rollout = serde_json::from_str(&json).unwrap();
             prop_assert_eq!(back, r);

@@ -62,7 +62,7 @@ analysis:
             break;
         }
     }
-    r.phase == Phase::RolledBack
+    r.rolled_back()
 }
 
 /// A one-sided two-proportion z-test on the cumulative counts, re-run at every interval

@@ -12,7 +12,7 @@ pub use report::render_text;
 use jiff::Timestamp;
 
 use crate::engine::{Input, IntervalObservations, IntervalRecord, Phase, Plan, Rollout, RolloutId, step};
-use crate::record::DeploymentRecord;
+use crate::record::{DeploymentRecord, Timeline, TimelinePoint};
 use crate::source::batch::{Arms, Target};
 use crate::source::prometheus::{PrometheusSource, RangeError};
 
@@ -88,11 +88,18 @@ pub fn replay(
     intervals: impl IntoIterator<Item = ReplayedInterval>,
 ) -> BacktestResult {
     let mut timeline = Vec::new();
+    let mut points = Timeline::default();
     let mut rollout = Rollout::new(id, revision, plan.clone());
     let feed = |rollout: &mut Rollout, input: Input, at| match step(rollout, &input, at) {
-        Ok(t) => *rollout = t.rollout,
+        Ok(t) => {
+            *rollout = t.rollout;
+            t.interval
+        }
         // Only valid inputs are fed; a refusal ends the replay where it stands.
-        Err(e) => tracing::warn!(error = %e, "backtest input refused"),
+        Err(e) => {
+            tracing::warn!(error = %e, "backtest input refused");
+            None
+        }
     };
     feed(&mut rollout, Input::Start, start);
     for (at, observations, recorded_weight) in intervals {
@@ -100,26 +107,28 @@ pub fn replay(
             break;
         }
         let measured = measured_share(&observations);
-        feed(&mut rollout, Input::Interval(observations), at);
-        if let Some(record) = rollout.intervals.last().filter(|r| r.at == at) {
+        if let Some(record) = feed(&mut rollout, Input::Interval(observations), at) {
+            points.push(TimelinePoint::of(&record));
             timeline.push(TimelineEntry {
                 mismatch: mismatch(record.weight, recorded_weight, measured),
                 recorded_weight,
                 measured_share: measured.map(|(share, _)| share * 100.0),
-                interval: record.clone(),
+                interval: record,
             });
         }
-        if rollout.phase == Phase::Promoting {
-            // The backtest's platform promotes at once.
-            feed(&mut rollout, Input::PromotionDone, at);
-        }
+        // The backtest's platform carries out promotions and rollbacks at once.
+        match rollout.phase {
+            Phase::Promoting => feed(&mut rollout, Input::PromotionDone, at),
+            Phase::RollingBack => feed(&mut rollout, Input::RollbackDone, at),
+            _ => None,
+        };
     }
     let outcome = match rollout.phase {
         Phase::Succeeded => BacktestOutcome::Promoted,
-        Phase::RolledBack | Phase::Aborted => BacktestOutcome::RolledBack,
+        Phase::RolledBack | Phase::Aborted | Phase::RollingBack => BacktestOutcome::RolledBack,
         _ => BacktestOutcome::Unfinished,
     };
-    BacktestResult { outcome, record: DeploymentRecord::of(&rollout), timeline }
+    BacktestResult { outcome, record: DeploymentRecord::of(&rollout, points), timeline }
 }
 
 /// The canary's share of the interval's requests and the requests it rests on, from the

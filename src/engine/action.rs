@@ -1,10 +1,9 @@
 //! What the engine asks the outside world to do. Executors (traffic routers, scalers,
 //! notifiers, the scheduler) carry these out; the engine never does I/O itself.
 
-use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::rollout::TriggerHit;
+use crate::engine::rollout::{Decision, RolloutId, TriggerHit};
 use crate::judge::Verdict;
 
 /// Why a rollout was rolled back.
@@ -60,6 +59,86 @@ pub enum EventKind {
     Paused,
     /// Resumed by an operator.
     Resumed,
+    /// A new revision replaced the canary mid-rollout; the analysis restarted.
+    Superseded,
+}
+
+impl EventKind {
+    /// The event of a decision, by the decision's action; `None` for decisions nobody
+    /// needs to hear about (the platform finishing a rollback already announced).
+    pub fn of_decision(action: &str) -> Option<EventKind> {
+        Some(match action {
+            "started" => EventKind::Started,
+            "advanced" => EventKind::Advanced,
+            "promoting" => EventKind::Promoting,
+            "promoted" => EventKind::Promoted,
+            "rolled-back" => EventKind::RolledBack,
+            "aborted" => EventKind::Aborted,
+            "paused" => EventKind::Paused,
+            "resumed" => EventKind::Resumed,
+            "superseded" => EventKind::Superseded,
+            _ => return None,
+        })
+    }
+}
+
+/// What identifies a notification: a replay after a crash carries the same key, so a
+/// receiver (and the outbox) can drop the repeat.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationKey {
+    /// `namespace/name` of the rollout.
+    pub rollout: String,
+    /// The revision the decision was about.
+    pub revision: String,
+    /// The decision's `seq`.
+    pub decision: u64,
+}
+
+impl std::fmt::Display for NotificationKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}#{}", self.rollout, self.revision, self.decision)
+    }
+}
+
+/// A message about a decision, with the evidence it rested on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    /// Deduplication key.
+    pub key: NotificationKey,
+    /// What happened.
+    pub event: EventKind,
+    /// One line.
+    pub summary: String,
+    /// The verdicts the decision rested on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<Verdict>,
+    /// The triggers it rested on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<TriggerHit>,
+}
+
+impl Notification {
+    /// The notification of `decision` of `rollout`, if the decision is one to tell.
+    pub fn of(rollout: &RolloutId, decision: &Decision) -> Option<Notification> {
+        let event = EventKind::of_decision(&decision.action)?;
+        let verb = decision.action.replace('-', " ");
+        Some(Notification {
+            key: NotificationKey {
+                rollout: rollout.to_string(),
+                revision: decision.revision.clone(),
+                decision: decision.seq,
+            },
+            event,
+            summary: format!(
+                "{rollout} revision {}: {verb}, canary at {}%: {}",
+                decision.revision, decision.weight, decision.reason
+            ),
+            evidence: decision.evidence.clone(),
+            triggers: decision.triggers.clone(),
+        })
+    }
 }
 
 /// An instruction to the executors.
@@ -83,15 +162,5 @@ pub enum Action {
         triggers: Vec<TriggerHit>,
     },
     /// Tell people.
-    Notify {
-        /// What happened.
-        event: EventKind,
-        /// One line.
-        summary: String,
-    },
-    /// Evaluate again at this time.
-    ScheduleEvaluation {
-        /// When.
-        at: Timestamp,
-    },
+    Notify(Notification),
 }

@@ -53,4 +53,11 @@ pub enum Input {
     },
     /// The platform finished promoting.
     PromotionDone,
+    /// The platform took the canary out (traffic at 0, scaled down).
+    RollbackDone,
+    /// A new revision replaced the canary while the rollout ran.
+    Superseded {
+        /// The new revision.
+        revision: String,
+    },
 }

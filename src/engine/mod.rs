@@ -9,8 +9,10 @@ pub mod plan;
 pub mod rollout;
 pub mod step;
 
-pub use action::{Action, EventKind, RollbackReason};
+pub use action::{Action, EventKind, Notification, NotificationKey, RollbackReason};
 pub use input::{Command, Input, IntervalObservations};
 pub use plan::Plan;
-pub use rollout::{Decision, IntervalRecord, Phase, Rollout, RolloutId, TriggerHit};
+pub use rollout::{
+    Decision, Desired, IntervalRecord, IntervalSummary, Phase, Rollout, RolloutId, Scale, TriggerHit,
+};
 pub use step::{EngineError, Transition, step};

@@ -8,6 +8,7 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::action::RollbackReason;
 use crate::engine::plan::Plan;
 use crate::judge::{MetricState, Verdict};
 
@@ -40,6 +41,9 @@ pub enum Phase {
     Promoting,
     /// Promoted.
     Succeeded,
+    /// Rollback (or abort) decided: traffic is at 0 and the platform is scaling the
+    /// canary down. The platform's confirmation ends it.
+    RollingBack,
     /// Rolled back by the analysis or a trigger.
     RolledBack,
     /// Stopped by an operator.
@@ -51,6 +55,32 @@ impl Phase {
     pub fn is_terminal(self) -> bool {
         matches!(self, Phase::Succeeded | Phase::RolledBack | Phase::Aborted)
     }
+
+    /// The phase's name as shown and exported.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Progressing => "progressing",
+            Phase::Paused => "paused",
+            Phase::Promoting => "promoting",
+            Phase::Succeeded => "succeeded",
+            Phase::RollingBack => "rolling-back",
+            Phase::RolledBack => "rolled-back",
+            Phase::Aborted => "aborted",
+        }
+    }
+
+    /// Every phase.
+    pub const ALL: [Phase; 8] = [
+        Phase::Pending,
+        Phase::Progressing,
+        Phase::Paused,
+        Phase::Promoting,
+        Phase::Succeeded,
+        Phase::RollingBack,
+        Phase::RolledBack,
+        Phase::Aborted,
+    ];
 }
 
 /// A trigger that was met, and why.
@@ -83,10 +113,17 @@ pub struct IntervalRecord {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Decision {
+    /// Its place in the rollout's sequence of decisions, from 0: with the rollout and
+    /// revision, the key its notification is deduplicated by.
+    #[serde(default)]
+    pub seq: u64,
+    /// The revision it was about.
+    #[serde(default)]
+    pub revision: String,
     /// When.
     pub at: Timestamp,
     /// What was decided: started, advanced, promoting, promoted, rolled-back, aborted,
-    /// paused, resumed.
+    /// rollback-finished, paused, resumed, superseded.
     pub action: String,
     /// Canary weight after the decision.
     pub weight: u8,
@@ -100,8 +137,32 @@ pub struct Decision {
     pub triggers: Vec<TriggerHit>,
 }
 
-/// Interval records kept per rollout (decisions are always kept).
-pub const INTERVAL_HISTORY_LIMIT: usize = 500;
+/// A one-line summary of an analysed interval, kept in the rollout's state for the most
+/// recent intervals only. The full analysis is in the transition's `interval` and the
+/// daemon's timeline.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IntervalSummary {
+    /// End of the interval.
+    pub at: Timestamp,
+    /// Step index.
+    pub step: usize,
+    /// Canary weight during the interval.
+    pub weight: u8,
+    /// One letter per metric, in the plan's order: `p` pass, `f` fail, `F` conclusive
+    /// fail, `i` inconclusive, `w` waiting for traffic (insufficient).
+    pub outcomes: String,
+    /// Triggers met.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<String>,
+}
+
+/// Recent intervals summarised in the state.
+pub const RECENT_INTERVALS: usize = 6;
+
+/// Decisions kept in the state. Only operator pauses and resumes can repeat without
+/// bound; past this many, the oldest of them is dropped (its `seq` shows the gap).
+pub const DECISION_LIMIT: usize = 48;
 
 /// One rollout.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -139,10 +200,26 @@ pub struct Rollout {
     /// The judge's running state per metric.
     #[serde(default)]
     pub metrics: BTreeMap<String, MetricState>,
-    /// Analysed intervals (bounded by `INTERVAL_HISTORY_LIMIT`).
+    /// When the last interval ended (or traffic started): the next interval's
+    /// observations cover the time since.
     #[serde(default)]
-    pub intervals: Vec<IntervalRecord>,
-    /// Every decision.
+    pub last_evaluation: Option<Timestamp>,
+    /// When the next interval is due; `None` when nothing is to be analysed.
+    #[serde(default)]
+    pub next_evaluation: Option<Timestamp>,
+    /// Why it is rolling back (or rolled back), once decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackReason>,
+    /// Intervals analysed so far.
+    #[serde(default)]
+    pub intervals_analysed: u64,
+    /// The most recent intervals (at most `RECENT_INTERVALS`), oldest first.
+    #[serde(default)]
+    pub recent: Vec<IntervalSummary>,
+    /// Decisions made so far (the next decision's `seq`).
+    #[serde(default)]
+    pub decisions_made: u64,
+    /// The decisions, with their evidence (at most `DECISION_LIMIT`).
     #[serde(default)]
     pub decisions: Vec<Decision>,
 }
@@ -165,8 +242,63 @@ impl Rollout {
             inconclusive_streak: 0,
             health_failures: BTreeMap::new(),
             metrics: BTreeMap::new(),
-            intervals: Vec::new(),
+            last_evaluation: None,
+            next_evaluation: None,
+            rollback: None,
+            intervals_analysed: 0,
+            recent: Vec::new(),
+            decisions_made: 0,
             decisions: Vec::new(),
         }
     }
+
+    /// Whether a rollback (not an operator's abort) was decided.
+    pub fn rolled_back(&self) -> bool {
+        self.rollback.as_ref().is_some_and(|r| *r != RollbackReason::Aborted)
+    }
+
+    /// When the next interval is to be analysed, from the persisted state alone.
+    pub fn next_evaluation(&self) -> Option<Timestamp> {
+        match self.phase {
+            Phase::Progressing | Phase::Paused => self.next_evaluation,
+            _ => None,
+        }
+    }
+
+    /// The world the platform must be brought to, from the state alone.
+    pub fn desired(&self) -> Desired {
+        match self.phase {
+            Phase::Pending => Desired { weight: 0, canary: Scale::Up, promote: false },
+            Phase::Progressing | Phase::Paused => {
+                Desired { weight: self.weight, canary: Scale::Up, promote: false }
+            }
+            Phase::Promoting | Phase::Succeeded => Desired { weight: 100, canary: Scale::Up, promote: true },
+            Phase::RollingBack | Phase::RolledBack | Phase::Aborted => {
+                Desired { weight: 0, canary: Scale::Down, promote: false }
+            }
+        }
+    }
+}
+
+/// Whether the canary's pods should run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scale {
+    /// Running, taking its share of traffic.
+    Up,
+    /// Scaled to zero: rolled back.
+    Down,
+}
+
+/// What the platform should look like for a rollout: executors compare this with what
+/// they last applied and act on the difference, so repeating them is harmless.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Desired {
+    /// Canary weight, percent.
+    pub weight: u8,
+    /// Canary pods up or down.
+    pub canary: Scale,
+    /// Whether the canary is to become the stable version.
+    pub promote: bool,
 }

@@ -4,10 +4,12 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::engine::action::{Action, EventKind, RollbackReason};
+use crate::engine::action::{Action, Notification, RollbackReason};
 use crate::engine::input::{Command, Input, IntervalObservations};
 use crate::engine::plan::TriggerCondition;
-use crate::engine::rollout::{Decision, INTERVAL_HISTORY_LIMIT, IntervalRecord, Phase, Rollout, TriggerHit};
+use crate::engine::rollout::{
+    DECISION_LIMIT, Decision, IntervalRecord, IntervalSummary, Phase, RECENT_INTERVALS, Rollout, TriggerHit,
+};
 use crate::judge::{self, MetricRule, Observation, Outcome, Verdict};
 
 /// An input the rollout cannot take in its phase.
@@ -32,11 +34,15 @@ pub struct Transition {
     pub rollout: Rollout,
     /// Actions, in the order they must be carried out.
     pub actions: Vec<Action>,
+    /// The full analysis of the interval, when the input was one: the rollout keeps only
+    /// a summary, the daemon's timeline and the backtest report keep this.
+    pub interval: Option<IntervalRecord>,
 }
 
-/// Applies one input at time `now`. Pure and deterministic.
+/// Applies one input at time `now`. Pure and deterministic; its cost does not depend on
+/// how many intervals the rollout has seen (the state is bounded).
 pub fn step(rollout: &Rollout, input: &Input, now: Timestamp) -> Result<Transition, EngineError> {
-    let mut t = Transition { rollout: rollout.clone(), actions: Vec::new() };
+    let mut t = Transition { rollout: rollout.clone(), actions: Vec::new(), interval: None };
     let phase = rollout.phase;
     let invalid = |what: &str| EngineError::InvalidTransition {
         rollout: rollout.id.to_string(),
@@ -47,14 +53,25 @@ pub fn step(rollout: &Rollout, input: &Input, now: Timestamp) -> Result<Transiti
         Input::Start if phase == Phase::Pending => t.start(now),
         Input::Start => return Err(invalid("start")),
         Input::Interval(obs) if matches!(phase, Phase::Progressing | Phase::Paused) => t.interval(obs, now),
-        Input::Interval(_) if phase == Phase::Promoting => {}
+        // Late observations of a rollout already leaving are of no use.
+        Input::Interval(_) if matches!(phase, Phase::Promoting | Phase::RollingBack) => {}
         Input::Interval(_) => return Err(invalid("analyse")),
         Input::PromotionDone if phase == Phase::Promoting => t.promoted(now),
         Input::PromotionDone => return Err(invalid("finish promoting")),
+        Input::RollbackDone if phase == Phase::RollingBack => t.rollback_finished(now),
+        Input::RollbackDone => return Err(invalid("finish rolling back")),
+        Input::Superseded { revision } if *revision == rollout.revision => {}
+        Input::Superseded { revision } if !phase.is_terminal() => t.superseded(revision, now),
+        Input::Superseded { .. } => return Err(invalid("supersede")),
         Input::Command { command, by } => {
             t.command(*command, by, now).map_err(|()| invalid(command_verb(*command)))?
         }
     }
+    // People hear of each new decision once traffic has been moved.
+    let new = t.rollout.decisions.iter().filter(|d| d.seq >= rollout.decisions_made);
+    let notes: Vec<Action> =
+        new.filter_map(|d| Notification::of(&t.rollout.id, d)).map(Action::Notify).collect();
+    t.actions.extend(notes);
     Ok(t)
 }
 
@@ -77,6 +94,7 @@ fn later(t: Timestamp, d: Duration) -> Timestamp {
 }
 
 impl Transition {
+    /// Records a decision (its notification follows the other actions).
     fn decide(
         &mut self,
         now: Timestamp,
@@ -86,23 +104,32 @@ impl Transition {
         triggers: Vec<TriggerHit>,
     ) {
         let r = &mut self.rollout;
-        r.decisions.push(Decision {
+        let decision = Decision {
+            seq: r.decisions_made,
+            revision: r.revision.clone(),
             at: now,
             action: action.into(),
             weight: r.weight,
             reason,
             evidence,
             triggers,
-        });
+        };
+        r.decisions_made += 1;
+        r.decisions.push(decision);
+        if r.decisions.len() > DECISION_LIMIT {
+            // Only pauses and resumes repeat without bound; every other decision stays.
+            let repeatable = |d: &Decision| matches!(d.action.as_str(), "paused" | "resumed");
+            if let Some(oldest) = r.decisions.iter().position(repeatable) {
+                r.decisions.remove(oldest);
+            }
+        }
     }
 
-    fn notify(&mut self, event: EventKind, summary: String) {
-        self.actions.push(Action::Notify { event, summary });
-    }
-
+    /// The interval ending `now` is done; the next is due one interval later.
     fn schedule(&mut self, now: Timestamp) {
-        let at = later(now, self.rollout.plan.interval);
-        self.actions.push(Action::ScheduleEvaluation { at });
+        let r = &mut self.rollout;
+        r.last_evaluation = Some(now);
+        r.next_evaluation = Some(later(now, r.plan.interval));
     }
 
     fn start(&mut self, now: Timestamp) {
@@ -113,11 +140,9 @@ impl Transition {
         r.started_at = Some(now);
         r.step_started_at = Some(now);
         r.step_entered_at = Some(now);
-        let summary = format!("{} revision {}: canary at {}%", r.id, r.revision, r.weight);
         let weight = r.weight;
         self.decide(now, "started", format!("policy {}", self.rollout.plan.policy), vec![], vec![]);
         self.actions.push(Action::SetWeight { canary: weight });
-        self.notify(EventKind::Started, summary);
         self.schedule(now);
     }
 
@@ -125,16 +150,24 @@ impl Transition {
         let verdicts = self.judge_all(obs);
         let triggers = self.check_triggers(obs, &verdicts);
         let r = &mut self.rollout;
-        r.intervals.push(IntervalRecord {
+        r.intervals_analysed += 1;
+        r.recent.push(IntervalSummary {
+            at: now,
+            step: r.step,
+            weight: r.weight,
+            outcomes: verdicts.iter().map(Verdict::letter).collect(),
+            triggers: triggers.iter().map(|h| h.trigger.clone()).collect(),
+        });
+        if r.recent.len() > RECENT_INTERVALS {
+            r.recent.remove(0);
+        }
+        self.interval = Some(IntervalRecord {
             at: now,
             step: r.step,
             weight: r.weight,
             verdicts: verdicts.clone(),
             triggers: triggers.clone(),
         });
-        if r.intervals.len() > INTERVAL_HISTORY_LIMIT {
-            r.intervals.remove(0);
-        }
 
         if !triggers.is_empty() {
             let names = triggers.iter().map(|h| h.trigger.clone()).collect();
@@ -306,10 +339,8 @@ impl Transition {
         r.step_entered_at = Some(now);
         r.metrics.values_mut().for_each(crate::judge::MetricState::start_step);
         let to = r.weight;
-        let summary = format!("{}: canary {from}% -> {to}%", r.id);
         self.decide(now, "advanced", format!("step at {from}% passed its analysis"), evidence, vec![]);
         self.actions.push(Action::SetWeight { canary: to });
-        self.notify(EventKind::Advanced, summary);
         self.schedule(now);
     }
 
@@ -318,20 +349,55 @@ impl Transition {
         r.phase = Phase::Promoting;
         r.step = r.plan.steps.len().saturating_sub(1);
         r.weight = 100;
-        let summary = format!("{} revision {}: promoting ({reason})", r.id, r.revision);
+        r.next_evaluation = None;
         self.decide(now, "promoting", reason, evidence, vec![]);
         self.actions.push(Action::SetWeight { canary: 100 });
         self.actions.push(Action::Promote);
-        self.notify(EventKind::Promoting, summary);
     }
 
     fn promoted(&mut self, now: Timestamp) {
         let r = &mut self.rollout;
         r.phase = Phase::Succeeded;
         r.finished_at = Some(now);
-        let summary = format!("{} revision {} promoted", r.id, r.revision);
         self.decide(now, "promoted", "the platform finished promoting".into(), vec![], vec![]);
-        self.notify(EventKind::Promoted, summary);
+    }
+
+    fn rollback_finished(&mut self, now: Timestamp) {
+        let r = &mut self.rollout;
+        let aborted = r.rollback == Some(RollbackReason::Aborted);
+        r.phase = if aborted { Phase::Aborted } else { Phase::RolledBack };
+        r.finished_at = Some(now);
+        let reason = "the platform took the canary out: no traffic, scaled down".to_string();
+        self.decide(now, "rollback-finished", reason, vec![], vec![]);
+    }
+
+    /// A new revision replaced the canary: the analysis of the old one says nothing
+    /// about it, so everything restarts from the first step.
+    fn superseded(&mut self, revision: &str, now: Timestamp) {
+        let r = &mut self.rollout;
+        let old = std::mem::replace(&mut r.revision, revision.to_string());
+        let (was, at) = (r.phase, r.weight);
+        r.phase = Phase::Progressing;
+        r.step = 0;
+        r.weight = r.plan.steps.first().copied().unwrap_or(100);
+        r.started_at.get_or_insert(now);
+        r.step_started_at = Some(now);
+        r.step_entered_at = Some(now);
+        r.finished_at = None;
+        r.failed_checks = 0;
+        r.inconclusive_streak = 0;
+        r.health_failures.clear();
+        r.metrics.clear();
+        r.rollback = None;
+        r.recent.clear();
+        let weight = r.weight;
+        let reason = format!(
+            "revision {revision} replaced {old} while {} at {at}%; the analysis restarts at step 1",
+            was.name()
+        );
+        self.decide(now, "superseded", reason, vec![], vec![]);
+        self.actions.push(Action::SetWeight { canary: weight });
+        self.schedule(now);
     }
 
     fn roll_back(
@@ -344,20 +410,14 @@ impl Transition {
     ) {
         let aborted = reason == RollbackReason::Aborted;
         let r = &mut self.rollout;
-        r.phase = if aborted { Phase::Aborted } else { Phase::RolledBack };
+        r.phase = Phase::RollingBack;
+        r.rollback = Some(reason.clone());
         r.weight = 0;
-        r.finished_at = Some(now);
-        let summary = format!(
-            "{} revision {} {}: {why}",
-            r.id,
-            r.revision,
-            if aborted { "aborted" } else { "rolled back" }
-        );
+        r.next_evaluation = None;
         let action = if aborted { "aborted" } else { "rolled-back" };
         self.decide(now, action, why, evidence.clone(), triggers.clone());
         self.actions.push(Action::SetWeight { canary: 0 });
         self.actions.push(Action::RollBack { reason, evidence, triggers });
-        self.notify(if aborted { EventKind::Aborted } else { EventKind::RolledBack }, summary);
     }
 
     fn command(&mut self, command: Command, by: &str, now: Timestamp) -> Result<(), ()> {
@@ -371,9 +431,7 @@ impl Transition {
             }
             (Command::Pause, Phase::Progressing) => {
                 self.rollout.phase = Phase::Paused;
-                let summary = format!("{} paused at {}% by {by}", self.rollout.id, self.rollout.weight);
                 self.decide(now, "paused", format!("paused by {by}"), vec![], vec![]);
-                self.notify(EventKind::Paused, summary);
             }
             (Command::Resume, Phase::Paused) => {
                 self.rollout.phase = Phase::Progressing;
@@ -381,9 +439,7 @@ impl Transition {
                 // progress deadline counts from the resume.
                 self.rollout.step_started_at = Some(now);
                 self.rollout.step_entered_at = Some(now);
-                let summary = format!("{} resumed at {}% by {by}", self.rollout.id, self.rollout.weight);
                 self.decide(now, "resumed", format!("resumed by {by}"), vec![], vec![]);
-                self.notify(EventKind::Resumed, summary);
                 self.schedule(now);
             }
             _ => return Err(()),

@@ -100,11 +100,13 @@ fn arm_evidence(sample: Option<&Sample>, quantile: Option<f64>) -> ArmEvidence {
     let value = arm_value(sample, quantile);
     match sample {
         Sample::Counts { requests, events } => {
-            ArmEvidence { value, requests: Some(*requests), events: Some(*events), points: None }
+            ArmEvidence { value, requests: Some(*requests), events: Some(*events), points: None, query: None }
         }
-        Sample::Histogram(h) => ArmEvidence { value, requests: Some(h.total()), events: None, points: None },
+        Sample::Histogram(h) => {
+            ArmEvidence { value, requests: Some(h.total()), events: None, points: None, query: None }
+        }
         Sample::Values { values } => {
-            ArmEvidence { value, requests: None, events: None, points: Some(values.len()) }
+            ArmEvidence { value, requests: None, events: None, points: Some(values.len()), query: None }
         }
     }
 }

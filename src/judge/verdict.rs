@@ -34,6 +34,10 @@ pub struct ArmEvidence {
     /// Gauge readings or series points the value was computed from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub points: Option<usize>,
+    /// The query that measures this arm alone, filled in by the daemon for the verdicts
+    /// a decision rests on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
 }
 
 /// Totals a sequential test has accumulated, per arm.
@@ -98,4 +102,18 @@ pub struct Verdict {
     pub reason: String,
     /// The numbers behind it.
     pub evidence: Evidence,
+}
+
+impl Verdict {
+    /// The outcome in one letter, for compact summaries: `p` pass, `f` fail, `F`
+    /// conclusive fail, `i` inconclusive, `w` waiting for traffic (insufficient).
+    pub fn letter(&self) -> char {
+        match self.outcome {
+            Outcome::Pass => 'p',
+            Outcome::Fail if self.conclusive => 'F',
+            Outcome::Fail => 'f',
+            Outcome::Inconclusive => 'i',
+            Outcome::Insufficient => 'w',
+        }
+    }
 }

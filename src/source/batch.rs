@@ -180,14 +180,7 @@ enum Source {
 pub fn plan(targets: &[Target<'_>], window: Duration, options: &BatchOptions) -> Vec<Batch> {
     let mut groups: BTreeMap<Source, BTreeMap<&RolloutId, Vec<&Target<'_>>>> = BTreeMap::new();
     for t in targets {
-        let source = match &t.metric.query {
-            MetricQuery::Template { name, labels } => match templates::find(name) {
-                Some(template) => Source::Template(template.name, labels.clone()),
-                None => Source::Unknown(name.clone()),
-            },
-            MetricQuery::Inline { promql } => Source::Inline(promql.clone()),
-        };
-        groups.entry(source).or_default().entry(t.rollout).or_default().push(t);
+        groups.entry(source_of(t.metric)).or_default().entry(t.rollout).or_default().push(t);
     }
     let shard_size = options.shard_size.max(1);
     let mut batches = Vec::new();
@@ -199,6 +192,16 @@ pub fn plan(targets: &[Target<'_>], window: Duration, options: &BatchOptions) ->
         }
     }
     batches
+}
+
+fn source_of(metric: &MetricPlan) -> Source {
+    match &metric.query {
+        MetricQuery::Template { name, labels } => match templates::find(name) {
+            Some(template) => Source::Template(template.name, labels.clone()),
+            None => Source::Unknown(name.clone()),
+        },
+        MetricQuery::Inline { promql } => Source::Inline(promql.clone()),
+    }
 }
 
 const INLINE: Template = Template {
@@ -353,6 +356,21 @@ impl Batch {
     }
 }
 
+/// The query that measures one arm of a rollout alone over `window`: what a decision's
+/// evidence names for that arm. Rendered on demand, for the few verdicts a decision
+/// keeps, never for every member of every batch on every tick. `None` when the metric's
+/// query cannot be built (its observation's error says why).
+pub fn arm_query(
+    metric: &MetricPlan,
+    namespace: &str,
+    workload: &str,
+    window: Duration,
+    options: &BatchOptions,
+) -> Option<String> {
+    let arm = Arms { namespace: namespace.into(), canary: workload.into(), baseline: workload.into() };
+    render(&source_of(metric), &[&arm], window, options).ok().map(|(query, _)| query)
+}
+
 /// The series of one workload in a batch's result, by part.
 type Found<'s> = BTreeMap<Part, Vec<&'s Series>>;
 
@@ -378,13 +396,9 @@ fn index<'s>(identity: &Identity, series: &'s [Series]) -> HashMap<(&'s str, &'s
 }
 
 /// Splits a batch's result back into one observation per (rollout, metric). Linear in
-/// the result and the members: the result is indexed by workload once. `options` render
-/// each member's own query for its evidence.
-pub fn split(
-    batch: &Batch,
-    result: &BatchResult,
-    options: &BatchOptions,
-) -> Vec<((RolloutId, String), Observation)> {
+/// the result and the members: the result is indexed by workload once. Observations
+/// name no query: a decision's evidence renders its own with [`arm_query`].
+pub fn split(batch: &Batch, result: &BatchResult) -> Vec<((RolloutId, String), Observation)> {
     let series: Result<&[Series], String> = match (&batch.query, result) {
         (Err(e), _) => Err(e.to_string()),
         (Ok(_), Err(e)) => Err(e.clone()),
@@ -395,14 +409,13 @@ pub fn split(
         .members
         .iter()
         .map(|(rollout, metric, arms)| {
-            let query = batch.query_for(arms, options);
             let observation = match &series {
-                Err(error) => Observation { query, error: Some(error.clone()), ..Default::default() },
+                Err(error) => Observation { error: Some(error.clone()), ..Default::default() },
                 Ok(_) => {
                     let namespace = if batch.identity.namespace_label.is_some() { arms.namespace.as_str() } else { "" };
                     let canary = ArmReading::of(batch, index.get(&(namespace, arms.canary.as_str())));
                     let baseline = ArmReading::of(batch, index.get(&(namespace, arms.baseline.as_str())));
-                    let mut obs = Observation { query, ..Default::default() };
+                    let mut obs = Observation::default();
                     if canary.resets + baseline.resets > 0.0 {
                         obs.approximate = Some(format!(
                             "counter reset in the interval (canary {:.0}, baseline {:.0} series): events between the last scrape and a restart are unseen",

@@ -285,7 +285,13 @@ impl PrometheusSource {
             }
             for &t in &times {
                 let at_t = by_time.remove(&t).unwrap_or_default();
-                out.entry(t).or_default().extend(batch::split(&b, &Ok(at_t), &self.batching));
+                let observed = batch::split(&b, &Ok(at_t)).into_iter().zip(&b.members).map(
+                    |((key, mut obs), (_, _, arms))| {
+                        obs.query = b.query_for(arms, &self.batching);
+                        (key, obs)
+                    },
+                );
+                out.entry(t).or_default().extend(observed);
             }
         }
         Ok(out)
@@ -321,7 +327,7 @@ impl MetricSource for PrometheusSource {
                     // Only its own members learn that their query could not be built.
                     Err(e) => Err(e.to_string()),
                 };
-                batch::split(&b, &result, &self.batching)
+                batch::split(&b, &result)
             })
             .buffer_unordered(self.batching.concurrency)
             .collect::<Vec<_>>()
