@@ -1,13 +1,15 @@
 //! canaryd: canary releases on evidence.
 //!
 //! Layout: `policy` (what users write), `engine` and `judge` (the pure decision core),
-//! `source` (where samples come from), `server` (HTTP surface), `config` and
+//! `source` (where samples come from), `daemon` (the loop that drives every rollout:
+//! platforms, store, outbox), `server` (HTTP surface), `config` and
 //! `telemetry` (daemon plumbing). See README.md for the whole picture.
 #![forbid(unsafe_code)]
 
 pub mod backtest;
 pub mod config;
 pub mod crd;
+pub mod daemon;
 pub mod duration;
 pub mod engine;
 pub mod judge;

@@ -36,6 +36,20 @@ pub struct QueryLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of the rollouts gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// The phase, as `Phase::name` spells it.
+    pub phase: &'static str,
+}
+
+/// Labels of the decisions counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// The decision's action: started, advanced, promoting, rolled-back, …
+    pub kind: String,
+}
+
 /// The daemon's own metrics. Dashboards in `dashboards/` use exactly these names.
 pub struct Metrics {
     /// The registry served on `/metrics`.
@@ -49,6 +63,19 @@ pub struct Metrics {
     /// `canaryd_prometheus_up`: 1 if the last query reached Prometheus, else 0; absent
     /// until a query has been made (unknown is not down).
     pub prometheus_up: Family<NoLabels, Gauge>,
+    /// `canaryd_tick_duration_seconds`: wall time of a tick, from inputs to hand-off.
+    pub tick_seconds: Histogram,
+    /// `canaryd_rollouts{phase}`: rollouts held, by phase.
+    pub rollouts: Family<PhaseLabels, Gauge>,
+    /// `canaryd_decisions_total{kind}`: decisions made, by kind.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// `canaryd_outbox_depth`: notifications waiting for delivery.
+    pub outbox_depth: Gauge,
+    /// `canaryd_outbox_dropped_total`: notifications refused by a full outbox (offered
+    /// again later).
+    pub outbox_dropped: Counter,
+    /// `canaryd_platform_call_failures_total`: platform calls that failed or timed out.
+    pub platform_failures: Counter,
 }
 
 impl Metrics {
@@ -71,7 +98,33 @@ impl Metrics {
             prometheus_query_seconds.clone(),
         );
         registry.register("prometheus_up", "1 if the last query reached Prometheus", prometheus_up.clone());
+        let tick_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register("tick_duration_seconds", "Wall time of a daemon tick", tick_seconds.clone());
+        let rollouts = Family::<PhaseLabels, Gauge>::default();
+        registry.register("rollouts", "Rollouts held, by phase", rollouts.clone());
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register("decisions", "Decisions made, by kind", decisions.clone());
+        let outbox_depth = Gauge::default();
+        registry.register("outbox_depth", "Notifications waiting for delivery", outbox_depth.clone());
+        let outbox_dropped = Counter::default();
+        registry.register(
+            "outbox_dropped",
+            "Notifications refused by a full outbox (offered again later)",
+            outbox_dropped.clone(),
+        );
+        let platform_failures = Counter::default();
+        registry.register(
+            "platform_call_failures",
+            "Platform calls that failed or timed out (retried next tick)",
+            platform_failures.clone(),
+        );
         Metrics {
+            tick_seconds,
+            rollouts,
+            decisions,
+            outbox_depth,
+            outbox_dropped,
+            platform_failures,
             registry,
             prometheus_queries,
             prometheus_failed_attempts,

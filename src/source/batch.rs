@@ -17,7 +17,7 @@ use crate::source::scrape::ScrapeIntervals;
 use crate::source::templates::{self, IdentityMatch, Queries, Template};
 
 /// The workloads whose series are a rollout's two arms.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Arms {
     /// Namespace of both workloads.
     pub namespace: String,

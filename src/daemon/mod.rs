@@ -1,0 +1,679 @@
+//! The daemon loop: one loop drives every rollout. Each tick:
+//!
+//! 1. **Inputs**: platform confirmations and delivered notifications from the previous
+//!    tick, new rollouts and revisions, operator commands, and the confirmations the
+//!    persisted state implies (`PromotionDone`, `RollbackDone`).
+//! 2. **Measure** every due rollout together: one batched observation per window (and,
+//!    inside the source, per template shard), and the health probes, concurrently.
+//! 3. **Decide**: `engine::step` for each.
+//! 4. **Save** every changed state before any I/O.
+//! 5. **Reconcile**: executors bring the platform to each rollout's desired world,
+//!    doing only what the persisted `applied` record does not show as done; they run in
+//!    the background, at most one per rollout, each call bounded by a timeout, and
+//!    report back at the next tick. Repeating them after a crash is harmless.
+//! 6. **Tell**: each decision's notification goes to the outbox (`try_send`).
+//!
+//! A slow or failing Prometheus shard, platform call or notifier holds up only its own
+//! rollouts. A restart is the next tick reading the store.
+
+pub mod health;
+pub mod outbox;
+pub mod platform;
+pub mod records;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::mpsc;
+use tracing::Instrument as _;
+
+use crate::engine::{
+    Command, Input, IntervalObservations, Notification, Phase, Rollout, RolloutId, Scale, Transition, step,
+};
+use crate::policy::{LoadedPolicy, selector};
+use crate::record::{DeploymentRecord, Timeline, TimelinePoint};
+use crate::source::batch::{self, BatchOptions, Target};
+use crate::source::prometheus::MetricSource;
+use crate::telemetry::{DecisionLabels, Metrics, PhaseLabels};
+
+use outbox::{Notifier, Outbox, OutboxOptions};
+use platform::{Platform, PlatformError, RolloutEvent};
+use records::RecordStore;
+use store::{Applied, RunState, RunStore};
+
+/// How the loop runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Time between ticks. Rollouts are evaluated on the first tick at or after their
+    /// next evaluation time.
+    pub tick: Duration,
+    /// Longest a platform call may take before it counts as failed (and is retried).
+    pub platform_timeout: Duration,
+    /// How batches are cut; also renders the evidence queries of decisions.
+    pub batching: BatchOptions,
+    /// The outbox.
+    pub outbox: OutboxOptions,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tick: Duration::from_secs(5),
+            platform_timeout: Duration::from_secs(10),
+            batching: BatchOptions::default(),
+            outbox: OutboxOptions::default(),
+        }
+    }
+}
+
+/// What an executor reports back.
+enum Report {
+    Weight(u8),
+    Scale(Scale),
+    Promoted(String),
+    Failed(String),
+    Finished,
+}
+
+/// A rollout as the loop holds it.
+struct Run {
+    state: RunState,
+    timeline: Timeline,
+    /// Notification keys (decision seqs) offered and not yet reported.
+    offered: HashSet<u64>,
+    /// Delivered past `notified` (a gap before them is still being delivered).
+    delivered: std::collections::BTreeSet<u64>,
+    /// Changed since the last save.
+    dirty: bool,
+    /// An executor is working on it.
+    busy: bool,
+}
+
+impl Run {
+    fn new(state: RunState, timeline: Timeline, dirty: bool) -> Run {
+        Run { state, timeline, offered: HashSet::new(), delivered: Default::default(), dirty, busy: false }
+    }
+
+    /// Moves `notified` past every decision told (or with nothing to tell), in order.
+    fn advance_notified(&mut self) {
+        let r = &self.state.rollout;
+        while self.state.notified < r.decisions_made {
+            let seq = self.state.notified;
+            let pending = r
+                .decisions
+                .iter()
+                .find(|d| d.seq == seq)
+                .is_some_and(|d| Notification::of(&r.id, d).is_some() && !self.delivered.remove(&seq));
+            if pending {
+                break;
+            }
+            self.state.notified += 1;
+            self.dirty = true;
+        }
+    }
+}
+
+/// Counts of one tick, for logs and benchmarks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Rollouts measured and stepped.
+    pub evaluated: usize,
+    /// States saved.
+    pub saved: usize,
+    /// Executors started.
+    pub executors: usize,
+    /// Notifications offered.
+    pub offered: usize,
+}
+
+/// The daemon: sources, platform, store and outbox, and every rollout's state.
+pub struct Daemon<S, P, St> {
+    source: Arc<S>,
+    platform: Arc<P>,
+    store: Arc<St>,
+    outbox: Outbox,
+    outbox_worker: tokio::task::AbortHandle,
+    records: Option<RecordStore>,
+    policies: Vec<LoadedPolicy>,
+    runs: BTreeMap<RolloutId, Run>,
+    options: Options,
+    metrics: Arc<Metrics>,
+    probe_client: reqwest::Client,
+    commands_tx: mpsc::UnboundedSender<(RolloutId, Command, String)>,
+    commands: mpsc::UnboundedReceiver<(RolloutId, Command, String)>,
+    reports_tx: mpsc::UnboundedSender<(RolloutId, Report)>,
+    reports: mpsc::UnboundedReceiver<(RolloutId, Report)>,
+    executors: tokio::task::JoinSet<()>,
+}
+
+impl<S, P, St> Drop for Daemon<S, P, St> {
+    fn drop(&mut self) {
+        // Like a killed process: nothing in flight survives.
+        self.outbox_worker.abort();
+        self.executors.abort_all();
+    }
+}
+
+impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<S, P, St> {
+    /// Starts a daemon on `store`, resuming every rollout stored there. Entries that
+    /// cannot be read are logged and skipped; the others resume.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start<N: Notifier>(
+        source: Arc<S>,
+        platform: Arc<P>,
+        store: Arc<St>,
+        notifier: Arc<N>,
+        records: Option<RecordStore>,
+        policies: Vec<LoadedPolicy>,
+        options: Options,
+        metrics: Arc<Metrics>,
+    ) -> Daemon<S, P, St> {
+        let outbox = Outbox::start(notifier, options.outbox.clone());
+        let outbox_worker = outbox.worker.clone();
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let (reports_tx, reports) = mpsc::unbounded_channel();
+        let (states, problems) = store.load_all();
+        for problem in problems {
+            tracing::error!(%problem, "stored rollout state cannot be read; skipped");
+        }
+        let runs = states
+            .into_iter()
+            .map(|state| {
+                let timeline = store.timeline(&state.rollout.id);
+                let run = Run::new(state, timeline, false);
+                (run.state.rollout.id.clone(), run)
+            })
+            .collect();
+        Daemon {
+            source,
+            platform,
+            store,
+            outbox,
+            outbox_worker,
+            records,
+            policies,
+            runs,
+            options,
+            metrics,
+            probe_client: reqwest::Client::new(),
+            commands_tx,
+            commands,
+            reports_tx,
+            reports,
+            executors: tokio::task::JoinSet::new(),
+        }
+    }
+
+    /// A handle to send operator commands with.
+    pub fn commands(&self) -> mpsc::UnboundedSender<(RolloutId, Command, String)> {
+        self.commands_tx.clone()
+    }
+
+    /// Replaces the policies (on reload). Running rollouts keep the plan they started with.
+    pub fn set_policies(&mut self, policies: Vec<LoadedPolicy>) {
+        self.policies = policies;
+    }
+
+    /// A rollout's persisted state as the loop holds it.
+    pub fn state(&self, id: &RolloutId) -> Option<&RunState> {
+        self.runs.get(id).map(|r| &r.state)
+    }
+
+    /// A rollout's timeline.
+    pub fn timeline(&self, id: &RolloutId) -> Option<&Timeline> {
+        self.runs.get(id).map(|r| &r.timeline)
+    }
+
+    /// Every rollout held.
+    pub fn rollouts(&self) -> impl Iterator<Item = &RunState> {
+        self.runs.values().map(|r| &r.state)
+    }
+
+    /// One whole tick at `now`.
+    pub async fn tick(&mut self, now: Timestamp) -> TickReport {
+        let started = std::time::Instant::now();
+        let mut report = self.decide_and_save(now).await;
+        self.act(now, &mut report);
+        self.metrics.tick_seconds.observe(started.elapsed().as_secs_f64());
+        report
+    }
+
+    /// The first half of a tick: inputs, measurements and decisions, saved. Nothing is
+    /// carried out or told yet; a crash here loses nothing.
+    pub async fn decide_and_save(&mut self, now: Timestamp) -> TickReport {
+        let mut report = TickReport::default();
+        self.take_inputs(now);
+        report.evaluated = self.evaluate(now).await;
+        report.saved = self.save();
+        report
+    }
+
+    /// The second half of a tick: executors start and notifications are offered.
+    pub fn act(&mut self, now: Timestamp, report: &mut TickReport) {
+        report.executors = self.reconcile(now);
+        report.offered = self.tell();
+        report.saved += self.save();
+        self.export_metrics();
+    }
+
+    /// Stops: waits up to `deadline` for executors and the outbox, then takes in what
+    /// they reported and saves. Called on SIGTERM.
+    pub async fn shutdown(&mut self, deadline: Duration) {
+        let executors = async { while self.executors.join_next().await.is_some() {} };
+        if tokio::time::timeout(deadline, executors).await.is_err() {
+            tracing::warn!(
+                "platform calls still running at the shutdown deadline; they are repeated on restart"
+            );
+        }
+        if !self.outbox.drain(deadline).await {
+            tracing::warn!(
+                "notifications still queued at the shutdown deadline; they are offered again on restart"
+            );
+        }
+        self.take_reports();
+        self.save();
+    }
+
+    /// Waits (up to `deadline`) until no executor is running and the outbox is empty.
+    pub async fn settle(&mut self, deadline: Duration) -> bool {
+        let executors = async { while self.executors.join_next().await.is_some() {} };
+        let ok = tokio::time::timeout(deadline, executors).await.is_ok();
+        ok && self.outbox.drain(deadline).await
+    }
+
+    // ---- 1. inputs --------------------------------------------------------------------
+
+    fn take_reports(&mut self) {
+        while let Ok((id, report)) = self.reports.try_recv() {
+            let Some(run) = self.runs.get_mut(&id) else { continue };
+            let applied = &mut run.state.applied;
+            match report {
+                Report::Weight(w) => applied.weight = Some(w),
+                Report::Scale(s) => applied.canary = Some(s),
+                Report::Promoted(revision) => applied.promoted = Some(revision),
+                Report::Failed(error) => {
+                    self.metrics.platform_failures.inc();
+                    tracing::warn!(rollout = %id, %error, "platform call failed; retried next tick");
+                }
+                Report::Finished => run.busy = false,
+            }
+            run.dirty = true;
+        }
+        for (key, delivered) in self.outbox.outcomes() {
+            let id = key.rollout.split_once('/').map(|(namespace, name)| RolloutId {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            });
+            let Some(run) = id.and_then(|id| self.runs.get_mut(&id)) else { continue };
+            // Given up: offered again next tick.
+            run.offered.remove(&key.decision);
+            if delivered {
+                run.delivered.insert(key.decision);
+                run.advance_notified();
+            }
+        }
+    }
+
+    fn take_inputs(&mut self, now: Timestamp) {
+        self.take_reports();
+        for event in self.platform.events() {
+            self.take_event(event, now);
+        }
+        while let Ok((id, command, by)) = self.commands.try_recv() {
+            let input = Input::Command { command, by: by.clone() };
+            match self.runs.get(&id).map(|r| step(&r.state.rollout, &input, now)) {
+                Some(Ok(t)) => self.apply(&id, t, None),
+                Some(Err(e)) => tracing::warn!(rollout = %id, by, error = %e, "command refused"),
+                None => tracing::warn!(rollout = %id, by, "command for an unknown rollout"),
+            }
+        }
+        // Confirmations the persisted state implies: the platform did what was asked.
+        let confirmed: Vec<(RolloutId, Input)> = self
+            .runs
+            .iter()
+            .filter_map(|(id, run)| {
+                let (r, applied) = (&run.state.rollout, &run.state.applied);
+                let input = match r.phase {
+                    Phase::Promoting if applied.promoted.as_ref() == Some(&r.revision) => {
+                        Input::PromotionDone
+                    }
+                    Phase::RollingBack
+                        if applied.weight == Some(0) && applied.canary == Some(Scale::Down) =>
+                    {
+                        Input::RollbackDone
+                    }
+                    _ => return None,
+                };
+                Some((id.clone(), input))
+            })
+            .collect();
+        for (id, input) in confirmed {
+            if let Some(Ok(t)) = self.runs.get(&id).map(|r| step(&r.state.rollout, &input, now)) {
+                self.apply(&id, t, None);
+            }
+        }
+    }
+
+    fn take_event(&mut self, event: RolloutEvent, now: Timestamp) {
+        let id = event.id.clone();
+        if let Some(run) = self.runs.get(&id) {
+            let r = &run.state.rollout;
+            if r.revision == event.revision {
+                return; // Seen before (a re-list after a restart, a repeated event).
+            }
+            if !r.phase.is_terminal() {
+                let input = Input::Superseded { revision: event.revision.clone() };
+                if let Ok(t) = step(r, &input, now) {
+                    tracing::info!(rollout = %id, revision = %event.revision, "new revision mid-rollout: analysis restarts");
+                    self.apply(&id, t, None);
+                }
+                return;
+            }
+        }
+        let Some(selection) = selector::select(&self.policies, &id.namespace, &event.labels) else {
+            tracing::debug!(rollout = %id, "no policy selects this workload");
+            return;
+        };
+        tracing::info!(rollout = %id, revision = %event.revision, policy = %selection.chosen.reference, choice = %selection.explain(), "new rollout");
+        let rollout = Rollout::new(id.clone(), event.revision, selection.chosen.plan.clone());
+        let Ok(t) = step(&rollout, &Input::Start, now) else { return };
+        // A finished rollout of this workload gives way: its record was written.
+        if let Some(old) = self.runs.remove(&id)
+            && let Err(e) = self.store.remove(&old.state.rollout.id)
+        {
+            tracing::error!(rollout = %id, error = %e, "cannot forget the finished rollout");
+        }
+        let state = RunState {
+            rollout: rollout.clone(),
+            arms: event.arms,
+            applied: Applied::default(),
+            notified: 0,
+            recorded: false,
+            version: 0,
+        };
+        self.runs.insert(id.clone(), Run::new(state, Timeline::default(), true));
+        self.apply(&id, t, None);
+    }
+
+    /// Takes a transition into the rollout's state, its interval into the timeline, and
+    /// fills in the evidence queries of the decisions it made.
+    fn apply(&mut self, id: &RolloutId, t: Transition, window: Option<Duration>) {
+        let Some(run) = self.runs.get_mut(id) else { return };
+        let before = run.state.rollout.decisions_made;
+        run.state.rollout = t.rollout;
+        run.dirty = true;
+        let r = &mut run.state.rollout;
+        let window = window.unwrap_or(r.plan.interval);
+        for d in r.decisions.iter_mut().filter(|d| d.seq >= before) {
+            self.metrics.decisions.get_or_create(&DecisionLabels { kind: d.action.clone() }).inc();
+            for v in &mut d.evidence {
+                let Some(metric) = r.plan.metrics.iter().find(|m| m.name == v.metric) else { continue };
+                let arms = &run.state.arms;
+                for (arm, workload) in
+                    [(&mut v.evidence.canary, &arms.canary), (&mut v.evidence.baseline, &arms.baseline)]
+                {
+                    arm.query =
+                        batch::arm_query(metric, &arms.namespace, workload, window, &self.options.batching);
+                }
+            }
+            tracing::info!(rollout = %id, revision = %r.revision, decision = %d.action, weight = d.weight, reason = %d.reason, "decision");
+        }
+        if let Some(interval) = t.interval {
+            let point = TimelinePoint::of(&interval);
+            if let Err(e) = self.store.append_timeline(id, &point) {
+                tracing::error!(rollout = %id, error = %e, "cannot append to the timeline");
+            }
+            run.timeline.push(point);
+        }
+    }
+
+    // ---- 2 and 3. measure and decide --------------------------------------------------
+
+    async fn evaluate(&mut self, now: Timestamp) -> usize {
+        // Due rollouts, grouped by the time since their last evaluation: each group's
+        // counts are the exact increments over its own window.
+        let mut groups: BTreeMap<Duration, Vec<RolloutId>> = BTreeMap::new();
+        for (id, run) in &self.runs {
+            let r = &run.state.rollout;
+            if r.next_evaluation().is_some_and(|at| at <= now) {
+                let since = r.last_evaluation.map_or(r.plan.interval, |last| {
+                    Duration::from_secs(now.duration_since(last).as_secs().max(1) as u64)
+                });
+                groups.entry(since).or_default().push(id.clone());
+            }
+        }
+        if groups.is_empty() {
+            return 0;
+        }
+        let runs = &self.runs;
+        let source = &self.source;
+        let measured = futures::future::join_all(groups.iter().map(|(window, ids)| async move {
+            let targets: Vec<Target<'_>> = ids
+                .iter()
+                .filter_map(|id| runs.get(id).map(|run| (id, run)))
+                .flat_map(|(id, run)| Target::for_plan(&run.state.rollout.plan, id, &run.state.arms))
+                .collect();
+            (*window, source.observe(&targets, now, *window).await)
+        }));
+        let probes: Vec<health::Probe> = groups
+            .values()
+            .flatten()
+            .filter_map(|id| runs.get(id).map(|run| (id, run)))
+            .flat_map(|(id, run)| health::probes(id, &run.state.rollout.plan, &run.state.arms))
+            .collect();
+        let (measured, mut health) = futures::join!(measured, health::run(&self.probe_client, probes));
+        let mut evaluated = 0;
+        for (window, mut observed) in measured {
+            for id in &groups[&window] {
+                let Some(run) = self.runs.get(id) else { continue };
+                let r = &run.state.rollout;
+                let span = tracing::info_span!("rollout", rollout = %id, revision = %r.revision);
+                let _entered = span.enter();
+                let mut obs = IntervalObservations::default();
+                for m in &r.plan.metrics {
+                    if let Some(o) = observed.remove(&(id.clone(), m.name.clone())) {
+                        obs.metrics.insert(m.name.clone(), o);
+                    }
+                }
+                obs.health = health.remove(id).unwrap_or_default();
+                match step(r, &Input::Interval(obs), now) {
+                    Ok(t) => {
+                        evaluated += 1;
+                        self.apply(id, t, Some(window));
+                    }
+                    Err(e) => tracing::error!(error = %e, "interval refused"),
+                }
+            }
+        }
+        evaluated
+    }
+
+    // ---- 4. save ----------------------------------------------------------------------
+
+    fn save(&mut self) -> usize {
+        let mut saved = 0;
+        for (id, run) in self.runs.iter_mut().filter(|(_, r)| r.dirty) {
+            match self.store.save(&run.state) {
+                Ok(version) => {
+                    run.state.version = version;
+                    run.dirty = false;
+                    saved += 1;
+                }
+                Err(e) => {
+                    tracing::error!(rollout = %id, error = %e, "cannot save the rollout's state; no action is taken for it until it is saved")
+                }
+            }
+        }
+        saved
+    }
+
+    // ---- 5. reconcile -----------------------------------------------------------------
+
+    fn reconcile(&mut self, now: Timestamp) -> usize {
+        let mut started = 0;
+        let mut finished = Vec::new();
+        for (id, run) in self.runs.iter_mut() {
+            // Act only on what is saved: an unsaved state could be lost to a crash.
+            if run.busy || run.dirty {
+                continue;
+            }
+            let r = &run.state.rollout;
+            let calls = work(r, &run.state.applied);
+            if calls.is_empty() {
+                if r.phase.is_terminal() && run.state.notified >= r.decisions_made && !run.state.recorded {
+                    finished.push(id.clone());
+                }
+                continue;
+            }
+            run.busy = true;
+            started += 1;
+            let (platform, reports, timeout) =
+                (self.platform.clone(), self.reports_tx.clone(), self.options.platform_timeout);
+            let id = id.clone();
+            let span = tracing::info_span!("executor", rollout = %id, revision = %r.revision);
+            self.executors.spawn(
+                async move {
+                    for call in calls {
+                        let result = tokio::time::timeout(timeout, call.run(&*platform, &id)).await;
+                        let report = match result {
+                            Ok(Ok(())) => call.confirmed(),
+                            Ok(Err(PlatformError(e))) => Report::Failed(format!("{}: {e}", call.describe())),
+                            Err(_) => {
+                                Report::Failed(format!("{}: no answer within {timeout:?}", call.describe()))
+                            }
+                        };
+                        let failed = matches!(report, Report::Failed(_));
+                        let _ = reports.send((id.clone(), report));
+                        if failed {
+                            break;
+                        }
+                    }
+                    let _ = reports.send((id, Report::Finished));
+                }
+                .instrument(span),
+            );
+        }
+        for id in finished {
+            self.record(&id, now);
+        }
+        started
+    }
+
+    /// Writes the deployment record of a finished rollout (once).
+    fn record(&mut self, id: &RolloutId, now: Timestamp) {
+        let Some(run) = self.runs.get_mut(id) else { return };
+        if let Some(records) = &self.records {
+            let record = DeploymentRecord::of(&run.state.rollout, run.timeline.clone());
+            match records.write(&record, now) {
+                Ok(path) => {
+                    tracing::info!(rollout = %id, path = %path.display(), outcome = record.outcome.name(), "deployment record written")
+                }
+                Err(e) => {
+                    tracing::error!(rollout = %id, error = %e, "cannot write the deployment record; retried next tick");
+                    return;
+                }
+            }
+        }
+        run.state.recorded = true;
+        run.dirty = true;
+    }
+
+    // ---- 6. tell ----------------------------------------------------------------------
+
+    fn tell(&mut self) -> usize {
+        let mut offered = 0;
+        for run in self.runs.values_mut() {
+            if run.dirty {
+                continue;
+            }
+            run.advance_notified();
+            let r = &run.state.rollout;
+            let (notified, offered_now, delivered) = (run.state.notified, &mut run.offered, &run.delivered);
+            for d in r.decisions.iter().filter(|d| d.seq >= notified) {
+                if offered_now.contains(&d.seq) || delivered.contains(&d.seq) {
+                    continue;
+                }
+                let Some(n) = Notification::of(&r.id, d) else { continue };
+                if !self.outbox.offer(n) {
+                    self.metrics.outbox_dropped.inc();
+                    break;
+                }
+                offered_now.insert(d.seq);
+                offered += 1;
+            }
+        }
+        offered
+    }
+
+    fn export_metrics(&self) {
+        let mut by_phase: HashMap<&'static str, i64> = Phase::ALL.iter().map(|p| (p.name(), 0)).collect();
+        for run in self.runs.values() {
+            *by_phase.entry(run.state.rollout.phase.name()).or_default() += 1;
+        }
+        for (phase, n) in by_phase {
+            self.metrics.rollouts.get_or_create(&PhaseLabels { phase }).set(n);
+        }
+        let depth = self.outbox.stats.depth.load(std::sync::atomic::Ordering::Relaxed);
+        self.metrics.outbox_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+}
+
+/// One platform call an executor makes.
+#[derive(Clone, Debug, PartialEq)]
+enum Call {
+    Weight(u8),
+    Scale(Scale),
+    Promote(String),
+}
+
+impl Call {
+    async fn run<P: Platform>(&self, platform: &P, id: &RolloutId) -> Result<(), PlatformError> {
+        match self {
+            Call::Weight(w) => platform.set_weight(id, *w).await,
+            Call::Scale(s) => platform.scale(id, *s).await,
+            Call::Promote(revision) => platform.promote(id, revision).await,
+        }
+    }
+
+    fn confirmed(&self) -> Report {
+        match self {
+            Call::Weight(w) => Report::Weight(*w),
+            Call::Scale(s) => Report::Scale(*s),
+            Call::Promote(revision) => Report::Promoted(revision.clone()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Call::Weight(w) => format!("set weight {w}%"),
+            Call::Scale(Scale::Up) => "scale the canary up".into(),
+            Call::Scale(Scale::Down) => "scale the canary down".into(),
+            Call::Promote(revision) => format!("promote {revision}"),
+        }
+    }
+}
+
+/// The calls that bring the platform from `applied` to the desired world of `r`, in
+/// order: a canary coming back is scaled up before it takes traffic, and taken out of
+/// traffic before it is scaled down.
+fn work(r: &Rollout, applied: &Applied) -> Vec<Call> {
+    let desired = r.desired();
+    let mut calls = Vec::new();
+    // A canary is up as the platform created it; only one scaled down must come back.
+    if desired.canary == Scale::Up && applied.canary == Some(Scale::Down) {
+        calls.push(Call::Scale(Scale::Up));
+    }
+    if applied.weight != Some(desired.weight) {
+        calls.push(Call::Weight(desired.weight));
+    }
+    if desired.promote && applied.promoted.as_ref() != Some(&r.revision) {
+        calls.push(Call::Promote(r.revision.clone()));
+    }
+    if desired.canary == Scale::Down && applied.canary != Some(Scale::Down) {
+        calls.push(Call::Scale(Scale::Down));
+    }
+    calls
+}

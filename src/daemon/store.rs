@@ -1,0 +1,295 @@
+//! Where the daemon keeps each rollout's state between ticks and across restarts: a
+//! small, bounded [`RunState`] saved with a compare-and-swap version, and the rollout's
+//! timeline beside it. [`FileStore`] writes one file per rollout atomically (temporary
+//! file, fsync, rename) for the local platform; [`MemoryStore`] serves tests and
+//! benchmarks, and survives a simulated crash because it outlives the daemon.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Rollout, RolloutId, Scale};
+use crate::record::{Timeline, TimelinePoint};
+use crate::source::batch::Arms;
+
+/// What the platform has confirmed for a rollout: executors compare it with the desired
+/// world and do only the difference.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Applied {
+    /// Canary weight last confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u8>,
+    /// Canary scale last confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Scale>,
+    /// Revision whose promotion was confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<String>,
+}
+
+/// Everything persisted about one rollout.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunState {
+    /// The engine's state.
+    pub rollout: Rollout,
+    /// The workloads measured as canary and baseline.
+    pub arms: Arms,
+    /// What the platform has confirmed.
+    #[serde(default)]
+    pub applied: Applied,
+    /// Decisions whose notifications were delivered: every `seq` below this.
+    #[serde(default)]
+    pub notified: u64,
+    /// Whether the deployment record of the finished rollout was written.
+    #[serde(default)]
+    pub recorded: bool,
+    /// Compare-and-swap version: the store's, bumped by every save.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// Why the store refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Someone else saved a newer version.
+    #[error("{id}: stored version is {stored}, expected {expected}")]
+    Conflict {
+        /// The rollout.
+        id: String,
+        /// Version found.
+        stored: u64,
+        /// Version the writer had.
+        expected: u64,
+    },
+    /// Reading or writing failed.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Persisted rollout states.
+pub trait RunStore: Send + Sync + 'static {
+    /// Every stored state, and a problem per entry that could not be read (the others
+    /// load regardless).
+    fn load_all(&self) -> (Vec<RunState>, Vec<StoreError>);
+    /// Saves `state` if the stored version is still `state.version`; returns the new
+    /// version.
+    fn save(&self, state: &RunState) -> Result<u64, StoreError>;
+    /// Forgets a rollout (after its record is written).
+    fn remove(&self, id: &RolloutId) -> Result<(), StoreError>;
+    /// Appends a point to a rollout's timeline.
+    fn append_timeline(&self, id: &RolloutId, point: &TimelinePoint) -> Result<(), StoreError>;
+    /// A rollout's timeline (bounded).
+    fn timeline(&self, id: &RolloutId) -> Timeline;
+}
+
+/// States in memory: for tests and benchmarks.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<(HashMap<RolloutId, RunState>, HashMap<RolloutId, Timeline>)>,
+    saves: std::sync::atomic::AtomicU64,
+}
+
+impl MemoryStore {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (HashMap<RolloutId, RunState>, HashMap<RolloutId, Timeline>)> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The stored state of a rollout.
+    pub fn get(&self, id: &RolloutId) -> Option<RunState> {
+        self.lock().0.get(id).cloned()
+    }
+
+    /// Saves so far.
+    pub fn saves(&self) -> u64 {
+        self.saves.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl RunStore for MemoryStore {
+    fn load_all(&self) -> (Vec<RunState>, Vec<StoreError>) {
+        (self.lock().0.values().cloned().collect(), Vec::new())
+    }
+
+    fn save(&self, state: &RunState) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let stored = inner.0.get(&state.rollout.id).map_or(0, |s| s.version);
+        if stored != state.version {
+            return Err(StoreError::Conflict {
+                id: state.rollout.id.to_string(),
+                stored,
+                expected: state.version,
+            });
+        }
+        let mut saved = state.clone();
+        saved.version += 1;
+        inner.0.insert(state.rollout.id.clone(), saved);
+        self.saves.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(state.version + 1)
+    }
+
+    fn remove(&self, id: &RolloutId) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner.0.remove(id);
+        inner.1.remove(id);
+        Ok(())
+    }
+
+    fn append_timeline(&self, id: &RolloutId, point: &TimelinePoint) -> Result<(), StoreError> {
+        self.lock().1.entry(id.clone()).or_default().push(point.clone());
+        Ok(())
+    }
+
+    fn timeline(&self, id: &RolloutId) -> Timeline {
+        self.lock().1.get(id).cloned().unwrap_or_default()
+    }
+}
+
+/// One JSON file per rollout in a directory, written atomically; the timeline is a
+/// JSON-lines file beside it, appended to and compacted when it doubles its bound.
+pub struct FileStore {
+    dir: PathBuf,
+    lock: Mutex<()>,
+}
+
+fn io_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io { path: path.display().to_string(), message: e.to_string() }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
+    file.write_all(bytes).map_err(|e| io_error(&tmp, e))?;
+    file.sync_all().map_err(|e| io_error(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
+    if let Some(dir) = path.parent().and_then(|d| std::fs::File::open(d).ok()) {
+        // The rename itself is durable only once the directory is synced.
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+impl FileStore {
+    /// A store in `dir`, created if missing.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<FileStore, StoreError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+        Ok(FileStore { dir, lock: Mutex::new(()) })
+    }
+
+    fn stem(id: &RolloutId) -> String {
+        // Kubernetes names hold no `_`, so `namespace_name` cannot collide.
+        format!("{}_{}", id.namespace, id.name)
+    }
+
+    fn state_path(&self, id: &RolloutId) -> PathBuf {
+        self.dir.join(format!("{}.json", Self::stem(id)))
+    }
+
+    fn timeline_path(&self, id: &RolloutId) -> PathBuf {
+        self.dir.join(format!("{}.timeline.jsonl", Self::stem(id)))
+    }
+
+    fn read(path: &Path) -> Result<RunState, StoreError> {
+        let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+        serde_json::from_str(&text).map_err(|e| io_error(path, format!("not a rollout state: {e}")))
+    }
+}
+
+impl RunStore for FileStore {
+    fn load_all(&self) -> (Vec<RunState>, Vec<StoreError>) {
+        let (mut states, mut problems) = (Vec::new(), Vec::new());
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) => return (states, vec![io_error(&self.dir, e)]),
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if !name.ends_with(".json") || name.starts_with('.') {
+                continue;
+            }
+            match Self::read(&path) {
+                Ok(s) => states.push(s),
+                Err(e) => problems.push(e),
+            }
+        }
+        states.sort_by(|a, b| a.rollout.id.cmp(&b.rollout.id));
+        (states, problems)
+    }
+
+    fn save(&self, state: &RunState) -> Result<u64, StoreError> {
+        let _guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let path = self.state_path(&state.rollout.id);
+        let stored = if path.exists() { Self::read(&path)?.version } else { 0 };
+        if stored != state.version {
+            return Err(StoreError::Conflict {
+                id: state.rollout.id.to_string(),
+                stored,
+                expected: state.version,
+            });
+        }
+        let mut saved = state.clone();
+        saved.version += 1;
+        let bytes = serde_json::to_vec_pretty(&saved).map_err(|e| io_error(&path, e))?;
+        write_atomically(&path, &bytes)?;
+        Ok(saved.version)
+    }
+
+    fn remove(&self, id: &RolloutId) -> Result<(), StoreError> {
+        for path in [self.state_path(id), self.timeline_path(id)] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn append_timeline(&self, id: &RolloutId, point: &TimelinePoint) -> Result<(), StoreError> {
+        let path = self.timeline_path(id);
+        let mut line = serde_json::to_vec(point).map_err(|e| io_error(&path, e))?;
+        line.push(b'\n');
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        file.write_all(&line).map_err(|e| io_error(&path, e))?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        // Compact once the file holds about twice the bound (rows are ~100–300 bytes).
+        if len > (crate::record::TIMELINE_LIMIT as u64) * 600 {
+            let timeline = self.timeline(id);
+            let mut text = Vec::new();
+            for p in &timeline.points {
+                text.extend(serde_json::to_vec(p).map_err(|e| io_error(&path, e))?);
+                text.push(b'\n');
+            }
+            write_atomically(&path, &text)?;
+        }
+        Ok(())
+    }
+
+    fn timeline(&self, id: &RolloutId) -> Timeline {
+        let mut timeline = Timeline::default();
+        let Ok(text) = std::fs::read_to_string(self.timeline_path(id)) else { return timeline };
+        // A line cut short by a crash is skipped; the others stand.
+        for point in text.lines().filter_map(|l| serde_json::from_str::<TimelinePoint>(l).ok()) {
+            timeline.push(point);
+        }
+        timeline
+    }
+}

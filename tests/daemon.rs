@@ -1,0 +1,412 @@
+//! The daemon loop, driven tick by tick with an injected clock over history written into
+//! a real Prometheus, with the in-memory platform, store and notifier: a bad canary is
+//! rolled back and a good one promoted; a crash at any point between "state saved" and
+//! "all actions confirmed" changes nothing in the end; a hanging platform call, a
+//! failing Prometheus shard and a notifier that is down hold up only their own rollouts.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use canaryd::config::Settings;
+use canaryd::daemon::outbox::{MemoryNotifier, OutboxOptions};
+use canaryd::daemon::platform::{Fault, MemoryPlatform, RolloutEvent};
+use canaryd::daemon::records::{self, RecordStore, Retention};
+use canaryd::daemon::store::MemoryStore;
+use canaryd::daemon::{Daemon, Options};
+use canaryd::engine::{Phase, RolloutId};
+use canaryd::policy::LoadedPolicy;
+use canaryd::source::batch::Arms;
+use canaryd::source::prometheus::PrometheusSource;
+use canaryd::telemetry::Metrics;
+use jiff::Timestamp;
+use support::prometheus::{PrometheusServer, load_openmetrics, poll};
+use support::scrape::{Pod, Scraped, openmetrics, simulate};
+
+/// The history's origin: 2026-11-01T10:00:00Z.
+const ORIGIN: i64 = 1_793_527_200;
+/// Seconds of history.
+const SPAN: f64 = 1500.0;
+/// Ticks every 10 s from here: not aligned with the 15 s scrapes or the 30 s interval.
+const FIRST_TICK: i64 = 97;
+const TICK: i64 = 10;
+
+fn policy(health_port: u16) -> String {
+    format!(
+        "apiVersion: canaryd.io/v1alpha1
+kind: CanaryPolicy
+metadata: {{name: web, namespace: shop}}
+spec:
+  selector: {{matchLabels: {{tier: web}}}}
+  traffic: {{steps: [10, 50, 100], stepDuration: 1m}}
+  analysis:
+    interval: 30s
+    minSampleSize: 50
+    metrics:
+      - {{name: errors, template: http-error-rate, test: sequential, margin: 1.5}}
+      - {{name: p95, template: http-latency-p95, test: sequential, max: 0.5}}
+  triggers:
+    - healthCheck: {{url: \"http://127.0.0.1:{health_port}/{{{{workload}}}}/healthz\", consecutiveFailures: 3, timeout: 1s}}
+---
+apiVersion: canaryd.io/v1alpha1
+kind: CanaryPolicy
+metadata: {{name: broken-shard, namespace: shop}}
+spec:
+  selector: {{matchLabels: {{tier: broken}}}}
+  traffic: {{steps: [10, 50, 100], stepDuration: 1m}}
+  analysis:
+    interval: 30s
+    inconclusiveLimit: 1000
+    metrics:
+      - {{name: errors, template: http-error-rate, test: sequential, margin: 1.5}}
+      - name: odd
+        test: threshold
+        max: 1
+        query: 'sum by ($by) (http_requests_total{{$matchers}}) / on() group_left sum by ($by) (http_requests_total{{$matchers}})'
+"
+    )
+}
+
+fn pod(workload: &str, error_rate: f64, seed: u64) -> Scraped {
+    let pod = Pod {
+        namespace: "shop".into(),
+        workload: workload.into(),
+        pod: format!("{workload}-pod"),
+        rate: 8.0,
+        error_rate,
+        slow: [0.1, 0.01],
+        scrape: 15.0,
+        jitter: 1.5,
+        start: 0.0,
+        end: SPAN,
+        restarts: vec![],
+        histogram: true,
+    };
+    simulate(pod, seed)
+}
+
+/// Good canaries err as often as their baselines; `bad` errs at 8% against 1%.
+fn history(names: &[&str]) -> String {
+    let mut pods = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let canary_errors = if name.starts_with("bad") { 0.08 } else { 0.01 };
+        pods.push(pod(name, canary_errors, 10 + 2 * i as u64));
+        pods.push(pod(&format!("{name}-primary"), 0.01, 11 + 2 * i as u64));
+    }
+    openmetrics(&pods, ORIGIN)
+}
+
+/// A health endpoint on loopback answering 200 for every workload.
+async fn health_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route("/{workload}/healthz", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+struct World {
+    _prometheus: PrometheusServer,
+    _tsdb: tempfile::TempDir,
+    records_dir: tempfile::TempDir,
+    source: Arc<PrometheusSource>,
+    platform: Arc<MemoryPlatform>,
+    store: Arc<MemoryStore>,
+    notifier: Arc<MemoryNotifier>,
+    policies: Vec<LoadedPolicy>,
+}
+
+impl World {
+    async fn new(names: &[&str]) -> World {
+        let tsdb = load_openmetrics(&history(names));
+        let prometheus = PrometheusServer::start("", Some(&tsdb.path().join("tsdb"))).await;
+        let env = [("CANARYD__PROMETHEUS__URL".to_string(), prometheus.url.clone())];
+        let settings = Settings::load(None, env.into_iter().collect()).unwrap();
+        let source =
+            PrometheusSource::new(&settings.prometheus, Arc::new(Metrics::new()), Duration::from_millis(20))
+                .unwrap();
+        let loaded = canaryd::policy::load_str("web.yaml", &policy(health_server().await));
+        assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+        World {
+            _prometheus: prometheus,
+            _tsdb: tsdb,
+            records_dir: tempfile::tempdir().unwrap(),
+            source: Arc::new(source),
+            platform: Arc::new(MemoryPlatform::new()),
+            store: Arc::new(MemoryStore::default()),
+            notifier: Arc::new(MemoryNotifier::default()),
+            policies: loaded.policies,
+        }
+    }
+
+    /// A daemon on this world's store, as a (re)started process would be.
+    fn daemon(&self) -> Daemon<PrometheusSource, MemoryPlatform, MemoryStore> {
+        let options = Options {
+            platform_timeout: Duration::from_secs(1),
+            outbox: OutboxOptions { backoff: Duration::from_millis(20), attempts: 3, ..Default::default() },
+            ..Default::default()
+        };
+        let records = RecordStore::open(self.records_dir.path(), Retention::default()).unwrap();
+        Daemon::start(
+            self.source.clone(),
+            self.platform.clone(),
+            self.store.clone(),
+            self.notifier.clone(),
+            Some(records),
+            self.policies.clone(),
+            options,
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn deploy(&self, name: &str, tier: &str) -> RolloutId {
+        let id = RolloutId { namespace: "shop".into(), name: name.into() };
+        self.platform.push(RolloutEvent {
+            id: id.clone(),
+            revision: format!("{name}-v2"),
+            labels: [("tier".to_string(), tier.to_string())].into(),
+            arms: Arms::kubernetes(&id),
+        });
+        id
+    }
+
+    fn record(&self, id: &RolloutId) -> canaryd::record::DeploymentRecord {
+        let files = records::list(self.records_dir.path());
+        let file = files.iter().find(|f| f.to_string_lossy().contains(&format!("shop_{}_", id.name)));
+        records::read(file.unwrap_or_else(|| panic!("a record for {id} among {files:?}"))).unwrap()
+    }
+}
+
+fn at(t: i64) -> Timestamp {
+    Timestamp::from_second(ORIGIN + t).unwrap()
+}
+
+fn settled() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn calls_of(platform: &MemoryPlatform, id: &RolloutId) -> Vec<String> {
+    platform.calls().into_iter().filter(|c| &c.id == id).map(|c| c.what).collect()
+}
+
+/// Ticks until every rollout has finished (its record written) or the history ends.
+async fn run_to_the_end(world: &World, daemon: &mut Daemon<PrometheusSource, MemoryPlatform, MemoryStore>) {
+    let mut t = FIRST_TICK;
+    while t < SPAN as i64 - 60 {
+        daemon.tick(at(t)).await;
+        assert!(daemon.settle(settled()).await, "executors and outbox settle");
+        if daemon.rollouts().all(|s| s.recorded) && daemon.rollouts().count() > 0 {
+            break;
+        }
+        t += TICK;
+    }
+    let _ = world;
+}
+
+#[tokio::test]
+async fn the_loop_rolls_a_bad_canary_back_and_promotes_a_good_one_through_every_step() {
+    let world = World::new(&["good", "bad"]).await;
+    let mut daemon = world.daemon();
+    let good = world.deploy("good", "web");
+    let bad = world.deploy("bad", "web");
+    run_to_the_end(&world, &mut daemon).await;
+
+    // The bad canary: traffic back to 0, its pods scaled down, nothing promoted.
+    let world_bad = world.platform.world(&bad);
+    assert_eq!((world_bad.weight, world_bad.canary_up, world_bad.promoted.clone()), (0, false, None));
+    let calls = calls_of(&world.platform, &bad);
+    assert_eq!(calls.first().map(String::as_str), Some("set-weight 10"));
+    assert_eq!(&calls[calls.len() - 2..], ["set-weight 0", "scale down"], "traffic out first: {calls:?}");
+    let record = world.record(&bad);
+    assert_eq!(record.outcome, Phase::RolledBack);
+    let decision = record.decisions.iter().find(|d| d.action == "rolled-back").expect("a rollback decision");
+    assert!(decision.reason.contains("errors"), "the record names the metric: {}", decision.reason);
+    let errors = decision.evidence.iter().find(|v| v.metric == "errors").expect("the metric's evidence");
+    assert!(errors.conclusive && errors.evidence.p_value.is_some_and(|p| p < 0.05), "{errors:?}");
+    let cumulative = errors.evidence.cumulative.as_ref().expect("the counts behind the test");
+    assert!(cumulative.canary_events / cumulative.canary_requests > 0.04, "{cumulative:?}");
+    // Each arm's evidence names the query that measures that arm alone.
+    let canary_query = errors.evidence.canary.query.as_deref().unwrap();
+    assert!(canary_query.contains("workload=~\"bad\"") && !canary_query.contains("good"), "{canary_query}");
+    let baseline_query = errors.evidence.baseline.query.as_deref().unwrap();
+    assert!(baseline_query.contains("workload=~\"bad-primary\""), "{baseline_query}");
+    assert!(!record.timeline.points.is_empty() && record.metrics == ["errors", "p95"]);
+
+    // The good canary: 10, 50, then promoted at 100.
+    assert_eq!(
+        calls_of(&world.platform, &good),
+        ["set-weight 10", "set-weight 50", "set-weight 100", "promote good-v2"]
+    );
+    let record = world.record(&good);
+    assert_eq!((record.outcome, record.step_reached), (Phase::Succeeded, 3));
+    let actions: Vec<&str> = record.decisions.iter().map(|d| d.action.as_str()).collect();
+    assert_eq!(actions, ["started", "advanced", "promoting", "promoted"]);
+    // Every health probe of the good canary answered: the trigger never counted a failure.
+    assert!(record.timeline.points.iter().all(|p| p.triggers.is_empty()));
+
+    // Every decision worth telling was told once, with its key.
+    let received = world.notifier.received();
+    let keys: Vec<String> = received.iter().map(|n| n.key.to_string()).collect();
+    let unique: BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "no notification twice: {keys:?}");
+    assert_eq!(keys.len(), 4 + 2, "good: started, advanced, promoting, promoted; bad: started, rolled-back");
+}
+
+/// Where a test kills the loop.
+#[derive(Clone, Copy, Debug)]
+enum Kill {
+    /// The tick saved its changes; nothing was carried out or offered.
+    AfterSave,
+    /// Executors and notifications were handed off but had not run.
+    BeforeActionsRan,
+    /// The platform confirmed the calls; the loop had not taken the confirmations in.
+    AfterPlatformConfirmed,
+    /// Notifications were delivered; the loop had not recorded it.
+    AfterDelivery,
+}
+
+#[tokio::test]
+async fn a_crash_anywhere_between_saving_and_confirming_changes_nothing_in_the_end() {
+    // The reference: the same rollouts without a crash.
+    let reference = World::new(&["good", "bad"]).await;
+    let mut daemon = reference.daemon();
+    let ids = [reference.deploy("good", "web"), reference.deploy("bad", "web")];
+    run_to_the_end(&reference, &mut daemon).await;
+    let expected: BTreeMap<&RolloutId, Vec<(String, u8)>> = ids
+        .iter()
+        .map(|id| (id, reference.record(id).decisions.iter().map(|d| (d.action.clone(), d.weight)).collect()))
+        .collect();
+    drop(daemon);
+
+    for kill in [Kill::AfterSave, Kill::BeforeActionsRan, Kill::AfterPlatformConfirmed, Kill::AfterDelivery] {
+        let world = World::new(&["good", "bad"]).await;
+        let mut daemon = world.daemon();
+        let ids = [world.deploy("good", "web"), world.deploy("bad", "web")];
+        let (mut t, mut crashes) = (FIRST_TICK, 0);
+        let mut killed_at: BTreeSet<String> = BTreeSet::new();
+        while t < SPAN as i64 - 60
+            && !(daemon.rollouts().count() == 2 && daemon.rollouts().all(|s| s.recorded))
+        {
+            let decisions = |d: &Daemon<_, _, _>| -> BTreeSet<(RolloutId, u64, String)> {
+                d.rollouts()
+                    .flat_map(|s| {
+                        s.rollout.decisions.iter().map(|d| (s.rollout.id.clone(), d.seq, d.action.clone()))
+                    })
+                    .collect()
+            };
+            let before = decisions(&daemon);
+            if let Kill::AfterPlatformConfirmed = kill {
+                world.notifier.set_down(true);
+            }
+            let mut report = daemon.decide_and_save(at(t)).await;
+            let new: Vec<String> = decisions(&daemon).difference(&before).map(|d| d.2.clone()).collect();
+            if new.is_empty() || !matches!(kill, Kill::AfterSave) {
+                daemon.act(at(t), &mut report);
+            }
+            if !new.is_empty() {
+                killed_at.extend(new);
+                if let Kill::AfterPlatformConfirmed | Kill::AfterDelivery = kill {
+                    // Executors and outbox finish; the loop does not take their reports in
+                    // before the kill (that happens at a tick's start).
+                    assert!(daemon.settle(settled()).await);
+                }
+                drop(daemon); // The kill: nothing in flight survives.
+                crashes += 1;
+                world.notifier.set_down(false);
+                daemon = world.daemon();
+            } else {
+                world.notifier.set_down(false);
+                assert!(daemon.settle(settled()).await);
+            }
+            t += TICK;
+        }
+        assert!(daemon.settle(settled()).await);
+        let every = ["started", "advanced", "promoting", "promoted", "rolled-back", "rollback-finished"];
+        assert_eq!(
+            killed_at,
+            every.map(String::from).into(),
+            "{kill:?}: killed right after every kind of decision"
+        );
+        assert!(crashes >= 4, "{kill:?}: {crashes} crashes");
+        for id in &ids {
+            let record = world.record(id);
+            let got: Vec<(String, u8)> =
+                record.decisions.iter().map(|d| (d.action.clone(), d.weight)).collect();
+            assert_eq!(&got, &expected[id], "{kill:?}: {id} decided exactly as without a crash");
+            let seqs: Vec<u64> = record.decisions.iter().map(|d| d.seq).collect();
+            assert_eq!(
+                seqs,
+                (0..seqs.len() as u64).collect::<Vec<_>>(),
+                "{kill:?}: no decision skipped or repeated"
+            );
+            // The platform ended in the desired world.
+            let w = world.platform.world(id);
+            match record.outcome {
+                Phase::Succeeded => assert_eq!((w.weight, w.promoted.as_deref()), (100, Some("good-v2"))),
+                Phase::RolledBack => assert_eq!((w.weight, w.canary_up), (0, false)),
+                other => panic!("{kill:?}: {id} ended {other:?}"),
+            }
+        }
+        // Every notification reached the receiver; by key, exactly once.
+        let received = world.notifier.received();
+        let keys: BTreeSet<String> = received.iter().map(|n| n.key.to_string()).collect();
+        assert_eq!(keys.len(), 6, "{kill:?}: {keys:?}");
+        match kill {
+            // Delivered but not yet recorded when the loop died: sent again, with the same
+            // key, which is what the key is for. Nothing else is ever repeated.
+            Kill::AfterDelivery => {
+                assert!(received.len() > keys.len(), "{kill:?}: the repeat is the known case")
+            }
+            _ => assert_eq!(received.len(), keys.len(), "{kill:?}: no notification twice"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hung_platform_call_a_failing_shard_and_a_down_notifier_hold_up_only_their_own() {
+    let world = World::new(&["stuck", "fine-a", "fine-b", "odd"]).await;
+    let mut daemon = world.daemon();
+    let stuck = world.deploy("stuck", "web");
+    let fine = [world.deploy("fine-a", "web"), world.deploy("fine-b", "web")];
+    let odd = world.deploy("odd", "broken");
+    world.platform.fault(&stuck, Some(Fault::Hang));
+    world.notifier.set_down(true);
+    let mut t = FIRST_TICK;
+    while t < 600 {
+        daemon.tick(at(t)).await;
+        // The others' calls are made while the stuck one hangs: wait for them, not it.
+        for id in &fine {
+            let want = daemon.state(id).unwrap().rollout.desired().weight;
+            poll(settled(), || async { world.platform.world(id).weight == want }).await.unwrap();
+        }
+        for id in fine.iter().chain([&odd]) {
+            let r = &daemon.state(id).unwrap().rollout;
+            if !r.phase.is_terminal() && r.phase != Phase::Promoting {
+                // Measured and judged on time at every tick it was due.
+                assert!(r.next_evaluation().is_some_and(|next| next > at(t)), "{id} at {t}");
+            }
+        }
+        t += TICK;
+    }
+    for id in &fine {
+        assert_eq!(daemon.state(id).unwrap().rollout.phase, Phase::Succeeded, "{id}");
+    }
+    assert!(world.platform.hanging() <= 1);
+    assert_eq!(world.platform.world(&stuck).weight, 0, "the stuck rollout's calls never landed");
+    let odd_state = &daemon.state(&odd).unwrap().rollout;
+    assert_eq!(odd_state.phase, Phase::Progressing, "the failed shard's rollout waits, never passes");
+    assert!(odd_state.recent.iter().all(|s| s.outcomes.ends_with('i')), "{:?}", odd_state.recent);
+    assert!(world.notifier.received().is_empty());
+    // The notifier comes back: everything that was waiting is delivered.
+    world.notifier.set_down(false);
+    world.platform.fault(&stuck, None);
+    daemon.tick(at(t)).await;
+    daemon.settle(settled()).await;
+    daemon.tick(at(t + TICK)).await;
+    assert!(daemon.settle(settled()).await);
+    let keys: BTreeSet<String> = world.notifier.received().iter().map(|n| n.key.to_string()).collect();
+    assert!(keys.iter().any(|k| k.starts_with("shop/fine-a@fine-a-v2#3")), "{keys:?}");
+    assert_eq!(world.platform.world(&stuck).weight, daemon.state(&stuck).unwrap().rollout.desired().weight);
+}
