@@ -37,7 +37,9 @@ const PRIOR_SCALE: f64 = 1.0;
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SequentialState {
-    /// `Σ_t log L_t(δ_j)` for each grid point δ_j.
+    /// `Σ_t log L_t(δ_j)` for each grid point δ_j. Persisted exactly but compactly, as
+    /// base64 of the little-endian bytes: a rollout saves this every tick.
+    #[serde(with = "exact_floats")]
     log_lr: Vec<f64>,
     /// The always-valid p-value so far.
     pub p_value: f64,
@@ -63,6 +65,42 @@ impl Default for SequentialState {
             canary_requests: 0.0,
             baseline_requests: 0.0,
             slower_than: None,
+        }
+    }
+}
+
+/// Floats as base64 of their little-endian bytes: exact, and about half the size of
+/// their shortest decimal forms. Plain JSON arrays are read too.
+mod exact_floats {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(values: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        List(Vec<f64>),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::List(values) => Ok(values),
+            Repr::Text(text) => {
+                let bytes = STANDARD.decode(text).map_err(serde::de::Error::custom)?;
+                if bytes.len() % 8 != 0 {
+                    return Err(serde::de::Error::custom("not a whole number of 8-byte floats"));
+                }
+                Ok(bytes
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                    .collect())
+            }
         }
     }
 }
