@@ -243,6 +243,10 @@ async fn the_loop_rolls_a_bad_canary_back_and_promotes_a_good_one_through_every_
     assert_eq!((record.outcome, record.step_reached), (Phase::Succeeded, 3));
     let actions: Vec<&str> = record.decisions.iter().map(|d| d.action.as_str()).collect();
     assert_eq!(actions, ["started", "advanced", "promoting", "promoted"]);
+    // Its persisted state, after every decision, stays small: the queries' text lives in
+    // the record, the state keeps the window to render them from.
+    let stored = serde_json::to_vec(&world.store.get(&good).unwrap()).unwrap().len();
+    assert!(stored < 16 * 1024, "{stored} bytes");
     // Every health probe of the good canary answered: the trigger never counted a failure.
     assert!(record.timeline.points.iter().all(|p| p.triggers.is_empty()));
 

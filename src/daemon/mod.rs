@@ -406,18 +406,10 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         run.state.rollout = t.rollout;
         run.dirty = true;
         let r = &mut run.state.rollout;
-        let window = window.unwrap_or(r.plan.interval);
         for d in r.decisions.iter_mut().filter(|d| d.seq >= before) {
             self.metrics.decisions.get_or_create(&DecisionLabels { kind: d.action.clone() }).inc();
-            for v in &mut d.evidence {
-                let Some(metric) = r.plan.metrics.iter().find(|m| m.name == v.metric) else { continue };
-                let arms = &run.state.arms;
-                for (arm, workload) in
-                    [(&mut v.evidence.canary, &arms.canary), (&mut v.evidence.baseline, &arms.baseline)]
-                {
-                    arm.query =
-                        batch::arm_query(metric, &arms.namespace, workload, window, &self.options.batching);
-                }
+            if !d.evidence.is_empty() {
+                d.window_seconds = window.map(|w| w.as_secs());
             }
             tracing::info!(rollout = %id, revision = %r.revision, decision = %d.action, weight = d.weight, reason = %d.reason, "decision");
         }
@@ -566,7 +558,12 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
     fn record(&mut self, id: &RolloutId, now: Timestamp) {
         let Some(run) = self.runs.get_mut(id) else { return };
         if let Some(records) = &self.records {
-            let record = DeploymentRecord::of(&run.state.rollout, run.timeline.clone());
+            let mut record = DeploymentRecord::of(&run.state.rollout, run.timeline.clone());
+            let plan = &run.state.rollout.plan;
+            for d in &mut record.decisions {
+                let window = d.window_seconds.map_or(plan.interval, Duration::from_secs);
+                name_queries(&mut d.evidence, plan, &run.state.arms, window, &self.options.batching);
+            }
             match records.write(&record, now) {
                 Ok(path) => {
                     tracing::info!(rollout = %id, path = %path.display(), outcome = record.outcome.name(), "deployment record written")
@@ -618,6 +615,25 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         }
         let depth = self.outbox.stats.depth.load(std::sync::atomic::Ordering::Relaxed);
         self.metrics.outbox_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+}
+
+/// Fills in, for each verdict, the query that measures each arm alone over `window`:
+/// what a record shows as the evidence's source.
+pub fn name_queries(
+    verdicts: &mut [crate::judge::Verdict],
+    plan: &crate::engine::Plan,
+    arms: &crate::source::batch::Arms,
+    window: Duration,
+    options: &BatchOptions,
+) {
+    for v in verdicts {
+        let Some(metric) = plan.metrics.iter().find(|m| m.name == v.metric) else { continue };
+        for (arm, workload) in
+            [(&mut v.evidence.canary, &arms.canary), (&mut v.evidence.baseline, &arms.baseline)]
+        {
+            arm.query = batch::arm_query(metric, &arms.namespace, workload, window, options);
+        }
     }
 }
 

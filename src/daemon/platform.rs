@@ -150,6 +150,11 @@ impl MemoryPlatform {
         self.lock().world.get(id).cloned().unwrap_or_default()
     }
 
+    /// Tokio's clock now, relative to the platform's creation (as `Call::at`).
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.created.elapsed()
+    }
+
     /// Calls that are hanging now.
     pub fn hanging(&self) -> usize {
         self.lock().hung.len()

@@ -135,6 +135,11 @@ pub struct Decision {
     /// The triggers it rested on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<TriggerHit>,
+    /// Seconds of the measurement window its evidence covers, when it rests on an
+    /// interval: with the plan and the arms, this renders the exact query of each arm
+    /// (`source::batch::arm_query`), so the state need not carry the queries' text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_seconds: Option<u64>,
 }
 
 /// A one-line summary of an analysed interval, kept in the rollout's state for the most

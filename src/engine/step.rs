@@ -113,6 +113,7 @@ impl Transition {
             reason,
             evidence,
             triggers,
+            window_seconds: None,
         };
         r.decisions_made += 1;
         r.decisions.push(decision);

@@ -34,8 +34,8 @@ pub struct ArmEvidence {
     /// Gauge readings or series points the value was computed from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub points: Option<usize>,
-    /// The query that measures this arm alone, filled in by the daemon for the verdicts
-    /// a decision rests on.
+    /// The query that measures this arm alone: filled in for the decisions of a
+    /// deployment record (the rollout's state keeps the window to render it from).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
 }
