@@ -65,6 +65,29 @@ pub struct Settings {
     pub policy_paths: Vec<PathBuf>,
     /// Logging.
     pub log: LogSettings,
+    /// The loop: where state and records live, how often it ticks.
+    pub daemon: DaemonSettings,
+}
+
+/// The daemon loop's settings.
+#[derive(Clone, Debug)]
+pub struct DaemonSettings {
+    /// Directory of the rollouts' state files (one per rollout, written atomically).
+    pub state_dir: PathBuf,
+    /// Directory of the deployment records.
+    pub records_dir: PathBuf,
+    /// Time between ticks.
+    pub tick: Duration,
+    /// Longest a platform call may take before it is retried.
+    pub platform_timeout: Duration,
+    /// Records kept, at most.
+    pub records_max_count: usize,
+    /// Records kept for at most this long.
+    pub records_max_age: Duration,
+    /// On SIGTERM, how long to wait for platform calls and notifications in flight.
+    pub shutdown_deadline: Duration,
+    /// Where decisions are posted as JSON (a secret: webhook URLs carry tokens).
+    pub webhook_url: Option<Secret>,
 }
 
 /// HTTP server settings.
@@ -120,6 +143,62 @@ struct RawSettings {
     prometheus: RawPrometheus,
     policies: RawPolicies,
     log: RawLog,
+    daemon: RawDaemon,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDaemon {
+    state_dir: PathBuf,
+    records_dir: PathBuf,
+    tick: String,
+    platform_timeout: String,
+    records_max_count: usize,
+    records_max_age: String,
+    shutdown_deadline: String,
+    webhook_url: Option<Secret>,
+}
+
+impl Default for RawDaemon {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("state"),
+            records_dir: PathBuf::from("records"),
+            tick: "5s".into(),
+            platform_timeout: "10s".into(),
+            records_max_count: 1000,
+            records_max_age: "90d".into(),
+            shutdown_deadline: "10s".into(),
+            webhook_url: None,
+        }
+    }
+}
+
+impl RawDaemon {
+    fn validate(self, problems: &mut Vec<String>) -> DaemonSettings {
+        let tick = positive(problems, "daemon.tick", &self.tick);
+        let platform_timeout = positive(problems, "daemon.platform_timeout", &self.platform_timeout);
+        let records_max_age = positive(problems, "daemon.records_max_age", &self.records_max_age);
+        let shutdown_deadline = positive(problems, "daemon.shutdown_deadline", &self.shutdown_deadline);
+        if self.records_max_count == 0 {
+            problems.push("daemon.records_max_count: must be at least 1".into());
+        }
+        if let Some(url) = &self.webhook_url
+            && url::Url::parse(url.expose()).is_err()
+        {
+            problems.push("daemon.webhook_url: not a URL (value not shown: it is a secret)".into());
+        }
+        DaemonSettings {
+            state_dir: self.state_dir,
+            records_dir: self.records_dir,
+            tick,
+            platform_timeout,
+            records_max_count: self.records_max_count.max(1),
+            records_max_age,
+            shutdown_deadline,
+            webhook_url: self.webhook_url,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -286,8 +365,9 @@ fn remove(tree: &mut config::Map<String, config::Value>, path: &[String]) -> boo
 }
 
 /// Environment keys (after `CANARYD__`) whose values are secrets.
-const SECRET_KEYS: [&str; 4] = [
+const SECRET_KEYS: [&str; 5] = [
     "SERVER__API_TOKEN",
+    "DAEMON__WEBHOOK_URL",
     "PROMETHEUS__BEARER_TOKEN",
     "PROMETHEUS__BASIC_AUTH_PASSWORD",
     "PROMETHEUS__HEADERS",
@@ -328,18 +408,19 @@ pub fn without_userinfo(url: &str) -> String {
     }
 }
 
+/// A positive duration read from `text`, or a problem naming `key` (and 1 s, so the
+/// other values can still be checked).
+fn positive(problems: &mut Vec<String>, key: &str, text: &str) -> Duration {
+    duration::parse(text).unwrap_or_else(|e| {
+        problems.push(format!("{key}: {e}"));
+        Duration::from_secs(1)
+    })
+}
+
 impl RawPrometheus {
     fn batching(&self, problems: &mut Vec<String>) -> BatchOptions {
-        let duration = |problems: &mut Vec<String>, key: &str, text: &str| match duration::parse(text) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
-                problems.push(format!("prometheus.{key}: must be longer than zero"));
-                Duration::from_secs(1)
-            }
-            Err(e) => {
-                problems.push(format!("prometheus.{key}: {e}"));
-                Duration::from_secs(1)
-            }
+        let duration = |problems: &mut Vec<String>, key: &str, text: &str| {
+            positive(problems, &format!("prometheus.{key}"), text)
         };
         let mut scrape =
             ScrapeIntervals::uniform(duration(problems, "scrape_interval", &self.scrape_interval));
@@ -380,6 +461,7 @@ impl RawSettings {
             })
             .ok();
         let batching = self.prometheus.batching(&mut problems);
+        let daemon = self.daemon.validate(&mut problems);
         let url = url::Url::parse(&self.prometheus.url)
             .map_err(|e| {
                 let shown = without_userinfo(&self.prometheus.url);
@@ -431,6 +513,7 @@ impl RawSettings {
                 },
                 policy_paths: self.policies.paths,
                 log: LogSettings { format, level: self.log.level },
+                daemon,
             }),
             _ => Err(problems),
         }

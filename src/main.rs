@@ -59,6 +59,17 @@ enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// Read the deployment records the daemon wrote.
+    Records {
+        /// Settings file (TOML) whose `daemon.records_dir` holds them.
+        #[arg(long, env = "CANARYD_CONFIG")]
+        config: Option<PathBuf>,
+        /// The records directory, overriding the settings.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[command(subcommand)]
+        action: RecordsAction,
+    },
     /// Run a policy over recorded data (a file, or Prometheus for a past window): exit 0
     /// if it would promote, 1 if it would roll back, 2 on invalid input, 3 if the data
     /// ends before a verdict.
@@ -94,6 +105,18 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+}
+
+/// What `canaryd records` does.
+#[derive(Subcommand)]
+enum RecordsAction {
+    /// One line per record, oldest first.
+    List,
+    /// One record in full (JSON), by id (`namespace/name@revision`) or file name.
+    Show {
+        /// The record's id or file name.
+        id: String,
     },
 }
 
@@ -164,6 +187,19 @@ fn main() -> ExitCode {
             };
             backtest(&policy, name.as_deref(), input, format)
         }
+        Command::Records { config, dir, action } => {
+            let dir = match dir {
+                Some(dir) => dir,
+                None => match Settings::load_from_process(config.as_deref()) {
+                    Ok(s) => s.daemon.records_dir,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(EXIT_INVALID);
+                    }
+                },
+            };
+            records(&dir, action)
+        }
         Command::Run { config } => {
             let settings = match Settings::load_from_process(config.as_deref()) {
                 Ok(s) => s,
@@ -209,6 +245,68 @@ fn check(paths: &[PathBuf], scrape: &canaryd::source::scrape::ScrapeIntervals) -
 }
 
 /// `1 policy`, `2 policies`.
+/// `canaryd records list|show`.
+fn records(dir: &std::path::Path, action: RecordsAction) -> ExitCode {
+    use canaryd::daemon::records;
+    if !dir.is_dir() {
+        eprintln!("error: {}: no records directory (daemon.records_dir)", dir.display());
+        return ExitCode::from(EXIT_INVALID);
+    }
+    let files = records::list(dir);
+    match action {
+        RecordsAction::List => {
+            for file in &files {
+                match records::read(file) {
+                    Ok(r) => {
+                        let ended = r.finished_at.map_or_else(|| "-".to_string(), |t| t.to_string());
+                        let last = r
+                            .decisions
+                            .iter()
+                            .rev()
+                            .find(|d| !d.evidence.is_empty() || !d.triggers.is_empty());
+                        let why = last.map_or("", |d| d.reason.as_str());
+                        println!(
+                            "{ended}  {:<40} {:<12} step {}  max {}%  {why}",
+                            r.id,
+                            r.outcome.name(),
+                            r.step_reached,
+                            r.max_weight
+                        );
+                    }
+                    Err(e) => eprintln!("warning: {e}"),
+                }
+            }
+            if files.is_empty() {
+                eprintln!("no records in {}", dir.display());
+            }
+            ExitCode::SUCCESS
+        }
+        RecordsAction::Show { id } => {
+            let found = files.iter().rev().find_map(|f| {
+                let named = f.file_name().is_some_and(|n| n.to_string_lossy() == id);
+                records::read(f).ok().filter(|r| named || r.id == id)
+            });
+            match found.map(|r| serde_json::to_string_pretty(&r)) {
+                Some(Ok(json)) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+                None => {
+                    eprintln!(
+                        "error: no record `{id}` in {} (`canaryd records list` shows them)",
+                        dir.display()
+                    );
+                    ExitCode::from(EXIT_INVALID)
+                }
+            }
+        }
+    }
+}
+
 fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -15,7 +15,7 @@ use canaryd::daemon::outbox::{MemoryNotifier, OutboxOptions};
 use canaryd::daemon::platform::{Fault, MemoryPlatform, RolloutEvent};
 use canaryd::daemon::records::{self, RecordStore, Retention};
 use canaryd::daemon::store::MemoryStore;
-use canaryd::daemon::{Daemon, Options};
+use canaryd::daemon::{Daemon, Options, run_until};
 use canaryd::engine::{Phase, RolloutId};
 use canaryd::policy::LoadedPolicy;
 use canaryd::source::batch::Arms;
@@ -413,4 +413,70 @@ async fn a_hung_platform_call_a_failing_shard_and_a_down_notifier_hold_up_only_t
     let keys: BTreeSet<String> = world.notifier.received().iter().map(|n| n.key.to_string()).collect();
     assert!(keys.iter().any(|k| k.starts_with("shop/fine-a@fine-a-v2#3")), "{keys:?}");
     assert_eq!(world.platform.world(&stuck).weight, daemon.state(&stuck).unwrap().rollout.desired().weight);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_start_it_resumes_every_stored_rollout_and_on_shutdown_saves_what_was_confirmed() {
+    use canaryd::daemon::store::{Applied, RunState, RunStore as _};
+    use canaryd::engine::{Input, Rollout, step};
+    // A rollout a previous process had started and saved, then died before acting on it.
+    let loaded = canaryd::policy::load_str("web.yaml", &policy(9));
+    let id = RolloutId { namespace: "shop".into(), name: "web".into() };
+    let started =
+        step(&Rollout::new(id.clone(), "v2", loaded.policies[0].plan.clone()), &Input::Start, at(0));
+    let store = Arc::new(MemoryStore::default());
+    let state = RunState {
+        rollout: started.unwrap().rollout,
+        arms: Arms::kubernetes(&id),
+        applied: Applied::default(),
+        notified: 0,
+        recorded: false,
+        version: 0,
+    };
+    store.save(&state).unwrap();
+    let env = [("CANARYD__PROMETHEUS__URL".to_string(), "http://127.0.0.1:9".to_string())];
+    let settings = Settings::load(None, env.into_iter().collect()).unwrap();
+    let source =
+        PrometheusSource::new(&settings.prometheus, Arc::new(Metrics::new()), Duration::from_millis(20));
+    let (platform, notifier) = (Arc::new(MemoryPlatform::new()), Arc::new(MemoryNotifier::default()));
+    let mut daemon = Daemon::start(
+        Arc::new(source.unwrap()),
+        platform.clone(),
+        store.clone(),
+        notifier.clone(),
+        None,
+        loaded.policies,
+        Options::default(),
+        Arc::new(Metrics::new()),
+    );
+    assert!(daemon.state(&id).is_some(), "the stored rollout is resumed");
+    let ready = std::sync::atomic::AtomicBool::new(false);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // The clock stands before the rollout's next evaluation: nothing is measured.
+    let clock = || at(5);
+    let running = run_until(
+        &mut daemon,
+        Duration::from_secs(5),
+        clock,
+        &ready,
+        async { stopped.await.unwrap_or(()) },
+        Duration::from_secs(10),
+    );
+    let check = async {
+        poll(Duration::from_secs(60), || async { ready.load(std::sync::atomic::Ordering::Relaxed) })
+            .await
+            .unwrap();
+        poll(Duration::from_secs(60), || async {
+            platform.world(&id).weight == 10 && !notifier.received().is_empty()
+        })
+        .await
+        .unwrap();
+        stop.send(()).unwrap();
+    };
+    tokio::join!(running, check);
+    // What the platform and the notifier confirmed is saved on the way out.
+    let saved = store.get(&id).unwrap();
+    assert_eq!(saved.applied.weight, Some(10));
+    assert_eq!(saved.notified, 1, "the start's notification is recorded as delivered");
+    assert_eq!(notifier.received().len(), 1);
 }

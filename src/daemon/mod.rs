@@ -637,6 +637,39 @@ pub fn name_queries(
     }
 }
 
+/// Runs the loop: a tick every `every` (at the clock's `now`), until `shutdown`
+/// completes; then stops within `deadline`, with everything reported saved. `ready` is
+/// set once the store is loaded and the first tick has run.
+pub async fn run_until<S, P, St>(
+    daemon: &mut Daemon<S, P, St>,
+    every: Duration,
+    clock: impl Fn() -> Timestamp,
+    ready: &std::sync::atomic::AtomicBool,
+    shutdown: impl std::future::Future<Output = ()>,
+    deadline: Duration,
+) where
+    S: MetricSource + Send + Sync + 'static,
+    P: Platform,
+    St: RunStore,
+{
+    let mut ticks = tokio::time::interval(every);
+    // A tick that overruns delays the next one; ticks are never run back to back.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = ticks.tick() => {
+                let report = daemon.tick(clock()).await;
+                ready.store(true, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(?report, "tick");
+            }
+        }
+    }
+    tracing::info!("stopping: waiting for platform calls and notifications in flight");
+    daemon.shutdown(deadline).await;
+}
+
 /// One platform call an executor makes.
 #[derive(Clone, Debug, PartialEq)]
 enum Call {
