@@ -7,6 +7,9 @@
 //! method of Kayenta's NetflixACAJudge); the estimate is the Hodges–Lehmann median of
 //! pairwise differences.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
 use statrs::distribution::{ContinuousCDF, Normal};
 
 /// Samples below which (each arm) the exact distribution is used when there are no ties.
@@ -81,8 +84,50 @@ fn normal_tail(z: f64) -> f64 {
     Normal::standard().sf(z)
 }
 
-/// Exact P(U ≤ u) for sizes (m, n) without ties, by counting arrangements.
+/// Exact P(U ≤ u) for sizes (m, n) without ties, from the cached distribution.
 fn exact_cdf(u: f64, m: usize, n: usize) -> f64 {
+    let cdf = exact_distribution(m, n);
+    let upto = u.floor().max(0.0) as usize;
+    cdf.get(upto.min(cdf.len().saturating_sub(1))).copied().unwrap_or(if u < 0.0 { 0.0 } else { 1.0 })
+}
+
+/// The exact distributions computed so far, by sizes: a policy's window fixes the sizes,
+/// so each is computed once rather than at every judgement (O(m·n·mn) each).
+static EXACT: LazyLock<Mutex<ExactCache>> = LazyLock::new(Default::default);
+
+/// Cumulative exact distributions by (m, n).
+type ExactCache = HashMap<(usize, usize), Arc<Vec<f64>>>;
+
+/// Distributions kept at most (sizes below `EXACT_LIMIT`: at most 2,401 floats each).
+const EXACT_CACHE: usize = 64;
+
+/// P(U ≤ k) for k = 0..=m·n.
+fn exact_distribution(m: usize, n: usize) -> Arc<Vec<f64>> {
+    let mut cache = EXACT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(cdf) = cache.get(&(m, n)) {
+        return cdf.clone();
+    }
+    let counts = exact_counts(m, n);
+    let total: f64 = counts.iter().sum();
+    let mut running = 0.0;
+    let cdf: Arc<Vec<f64>> = Arc::new(
+        counts
+            .iter()
+            .map(|c| {
+                running += c;
+                running / total
+            })
+            .collect(),
+    );
+    if cache.len() >= EXACT_CACHE {
+        cache.clear();
+    }
+    cache.insert((m, n), cdf.clone());
+    cdf
+}
+
+/// Arrangements with U = k, for k = 0..=m·n.
+fn exact_counts(m: usize, n: usize) -> Vec<f64> {
     // counts[k] = arrangements with U = k, built up one x at a time (Mann & Whitney's recursion).
     let max_u = m * n;
     let mut table = vec![vec![0.0_f64; max_u + 1]; n + 1];
@@ -101,10 +146,7 @@ fn exact_cdf(u: f64, m: usize, n: usize) -> f64 {
         }
         table = next;
     }
-    let counts = &table[n];
-    let total: f64 = counts.iter().sum();
-    let upto = u.floor().max(0.0) as usize;
-    counts.iter().take(upto + 1).sum::<f64>() / total
+    table.swap_remove(n)
 }
 
 /// p-value of U for `x` against `y`.
@@ -137,41 +179,69 @@ pub fn p_value(x: &[f64], y: &[f64], alternative: Alternative) -> f64 {
     }
 }
 
-/// Hodges–Lehmann estimate: the median of all pairwise differences x_i − y_j.
+/// Hodges–Lehmann estimate: the median of all pairwise differences x_i − y_j, by
+/// selection (linear in the m·n differences, no sort).
 pub fn hodges_lehmann(x: &[f64], y: &[f64]) -> f64 {
     let mut d: Vec<f64> = x.iter().flat_map(|a| y.iter().map(move |b| a - b)).collect();
-    d.sort_by(f64::total_cmp);
     let n = d.len();
     if n == 0 {
         return f64::NAN;
     }
-    if n % 2 == 1 { d[n / 2] } else { (d[n / 2 - 1] + d[n / 2]) / 2.0 }
+    let (_, &mut upper, _) = d.select_nth_unstable_by(n / 2, f64::total_cmp);
+    if n % 2 == 1 {
+        return upper;
+    }
+    // The lower middle is the largest of the half below the upper one.
+    let lower = d[..n / 2].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (lower + upper) / 2.0
 }
 
 /// R's `wdiff`: the continuity-corrected normal statistic of x − d against y, minus `zq`.
-fn wdiff(x: &[f64], y: &[f64], d: f64, zq: f64) -> f64 {
-    let shifted: Vec<f64> = x.iter().map(|v| v - d).collect();
-    let (nx, ny) = (x.len() as f64, y.len() as f64);
-    let dz = u_statistic(&shifted, y) - nx * ny / 2.0;
-    let all: Vec<f64> = shifted.iter().chain(y).copied().collect();
-    let s = sigma(nx, ny, &tie_groups(&all));
+/// `xs` and `ys` are sorted: one merge finds U and the ties, O(m + n), no allocation.
+fn wdiff(xs: &[f64], ys: &[f64], d: f64, zq: f64) -> f64 {
+    let (nx, ny) = (xs.len() as f64, ys.len() as f64);
+    let (mut i, mut j, mut below) = (0, 0, 0usize);
+    let (mut x_ranks, mut tie_term) = (0.0, 0.0);
+    while i < xs.len() || j < ys.len() {
+        let next_x = xs.get(i).map(|v| v - d);
+        let v = match (next_x, ys.get(j)) {
+            (Some(a), Some(&b)) => a.min(b),
+            (Some(a), None) => a,
+            (None, Some(&b)) => b,
+            (None, None) => break,
+        };
+        let cx = xs[i..].iter().take_while(|&&a| a - d == v).count();
+        let cy = ys[j..].iter().take_while(|&&b| b == v).count();
+        let t = (cx + cy) as f64;
+        x_ranks += cx as f64 * (below as f64 + (t + 1.0) / 2.0);
+        tie_term += t * t * t - t;
+        below += cx + cy;
+        (i, j) = (i + cx, j + cy);
+    }
+    let n = nx + ny;
+    let s = ((nx * ny / 12.0) * ((n + 1.0) - tie_term / (n * (n - 1.0)))).sqrt();
+    let dz = x_ranks - nx * (nx + 1.0) / 2.0 - nx * ny / 2.0;
     let correction = 0.5 * dz.signum();
     (dz - correction) / s - zq
 }
 
 /// The root of the decreasing step function `wdiff(·, zq)` on [min, max], as R's
-/// `uniroot` finds it: the boundary when it does not change sign, else its jump point.
-fn root(x: &[f64], y: &[f64], lo: f64, hi: f64, zq: f64) -> f64 {
-    if wdiff(x, y, lo, zq) <= 0.0 {
+/// `uniroot` finds it: the boundary when it does not change sign, else its jump point,
+/// bisected until the bracket holds no float between its ends (at most ~64 steps).
+fn root(xs: &[f64], ys: &[f64], lo: f64, hi: f64, zq: f64) -> f64 {
+    if wdiff(xs, ys, lo, zq) <= 0.0 {
         return lo;
     }
-    if wdiff(x, y, hi, zq) >= 0.0 {
+    if wdiff(xs, ys, hi, zq) >= 0.0 {
         return hi;
     }
     let (mut a, mut b) = (lo, hi);
     for _ in 0..200 {
         let mid = (a + b) / 2.0;
-        if wdiff(x, y, mid, zq) > 0.0 {
+        if mid <= a || mid >= b {
+            break;
+        }
+        if wdiff(xs, ys, mid, zq) > 0.0 {
             a = mid;
         } else {
             b = mid;
@@ -196,7 +266,10 @@ pub fn compare(x: &[f64], y: &[f64], confidence: f64, alternative: Alternative) 
         x.iter().copied().fold(f64::NEG_INFINITY, f64::max) - y.iter().copied().fold(f64::INFINITY, f64::min);
     let alpha = 1.0 - confidence;
     let zq = Normal::standard().inverse_cdf(1.0 - alpha / 2.0);
-    let interval = (root(x, y, lo, hi, zq), root(x, y, lo, hi, -zq));
+    let (mut xs, mut ys) = (x.to_vec(), y.to_vec());
+    xs.sort_by(f64::total_cmp);
+    ys.sort_by(f64::total_cmp);
+    let interval = (root(&xs, &ys, lo, hi, zq), root(&xs, &ys, lo, hi, -zq));
     Some(MannWhitney {
         u: u_statistic(x, y),
         p_value: p_value(x, y, alternative),
