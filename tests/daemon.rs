@@ -98,11 +98,20 @@ fn history(names: &[&str]) -> String {
     openmetrics(&pods, ORIGIN)
 }
 
-/// A health endpoint on loopback answering 200 for every workload.
+/// A health endpoint on loopback: 500 for `sick-*` workloads, no answer ever for
+/// `slow-*`, 200 for the others.
 async fn health_server() -> u16 {
+    use axum::extract::Path;
+    use axum::http::StatusCode;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().route("/{workload}/healthz", axum::routing::get(|| async { "ok" }));
+    let health = |Path(workload): Path<String>| async move {
+        if workload.starts_with("slow") {
+            std::future::pending::<()>().await;
+        }
+        if workload.starts_with("sick") { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK }
+    };
+    let app = axum::Router::new().route("/{workload}/healthz", axum::routing::get(health));
     tokio::spawn(async move { axum::serve(listener, app).await });
     port
 }
@@ -116,6 +125,7 @@ struct World {
     store: Arc<MemoryStore>,
     notifier: Arc<MemoryNotifier>,
     policies: Vec<LoadedPolicy>,
+    metrics: Arc<Metrics>,
 }
 
 impl World {
@@ -138,6 +148,7 @@ impl World {
             store: Arc::new(MemoryStore::default()),
             notifier: Arc::new(MemoryNotifier::default()),
             policies: loaded.policies,
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
@@ -157,7 +168,7 @@ impl World {
             Some(records),
             self.policies.clone(),
             options,
-            Arc::new(Metrics::new()),
+            self.metrics.clone(),
         )
     }
 
@@ -256,6 +267,50 @@ async fn the_loop_rolls_a_bad_canary_back_and_promotes_a_good_one_through_every_
     let unique: BTreeSet<&String> = keys.iter().collect();
     assert_eq!(unique.len(), keys.len(), "no notification twice: {keys:?}");
     assert_eq!(keys.len(), 4 + 2, "good: started, advanced, promoting, promoted; bad: started, rolled-back");
+
+    // The loop's own metrics say the same.
+    let exported = world.metrics.encode();
+    for line in [
+        "canaryd_decisions_total{kind=\"rolled-back\"} 1",
+        "canaryd_decisions_total{kind=\"promoted\"} 1",
+        "canaryd_rollouts{phase=\"succeeded\"} 1",
+        "canaryd_rollouts{phase=\"rolled-back\"} 1",
+        "canaryd_outbox_depth 0",
+    ] {
+        assert!(exported.lines().any(|l| l == line), "{line} in:\n{exported}");
+    }
+    assert!(exported.contains("canaryd_tick_duration_seconds_count"));
+}
+
+#[tokio::test]
+async fn failing_and_hanging_health_probes_roll_back_after_three_in_a_row_without_holding_the_tick() {
+    let world = World::new(&["sick-api", "slow-api", "well-api"]).await;
+    let mut daemon = world.daemon();
+    let ids = ["sick-api", "slow-api", "well-api"].map(|n| world.deploy(n, "web"));
+    let mut t = FIRST_TICK;
+    for _ in 0..12 {
+        // Each probe gives up after its 1 s timeout: the tick ends.
+        tokio::time::timeout(Duration::from_secs(60), daemon.tick(at(t))).await.expect("the tick ends");
+        daemon.settle(settled()).await;
+        t += TICK;
+    }
+    for id in &ids[..2] {
+        let r = &daemon.state(id).unwrap().rollout;
+        assert!(r.rolled_back(), "{id}: {:?}", r.phase);
+        let d = r.decisions.iter().find(|d| d.action == "rolled-back").unwrap();
+        assert_eq!(d.triggers[0].trigger, "health");
+        assert!(
+            d.triggers[0].detail.starts_with("3 consecutive failed health checks of http://127.0.0.1:"),
+            "{:?}",
+            d.triggers
+        );
+        // The detail names the policy's URL; each canary's own was probed (the healthy
+        // one, on the same template, was not rolled back).
+        assert!(d.triggers[0].detail.ends_with("/{{workload}}/healthz"), "{:?}", d.triggers);
+        // Three intervals of 30 s: after the third probe, not before.
+        assert_eq!(r.intervals_analysed, 3, "{id}");
+    }
+    assert!(!daemon.state(&ids[2]).unwrap().rollout.rolled_back(), "a healthy canary is not touched");
 }
 
 /// Where a test kills the loop.

@@ -208,6 +208,18 @@ impl FileStore {
     }
 }
 
+/// Whether a non-empty file's last byte is not a newline.
+fn ends_mid_line(file: &mut std::fs::File) -> std::io::Result<bool> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    if file.metadata()?.len() == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
+}
+
 impl RunStore for FileStore {
     fn load_all(&self) -> (Vec<RunState>, Vec<StoreError>) {
         let (mut states, mut problems) = (Vec::new(), Vec::new());
@@ -265,9 +277,14 @@ impl RunStore for FileStore {
         line.push(b'\n');
         let mut file = std::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&path)
             .map_err(|e| io_error(&path, e))?;
+        // A line torn by a crash is closed first, so this one stands on its own.
+        if ends_mid_line(&mut file).map_err(|e| io_error(&path, e))? {
+            line.insert(0, b'\n');
+        }
         file.write_all(&line).map_err(|e| io_error(&path, e))?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         // Compact once the file holds about twice the bound (rows are ~100–300 bytes).
@@ -291,5 +308,94 @@ impl RunStore for FileStore {
             timeline.push(point);
         }
         timeline
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Rollout;
+
+    fn state(name: &str) -> RunState {
+        let loaded = crate::policy::load_paths(&["policies/web-default.yaml".into()]);
+        let id = RolloutId { namespace: "shop".into(), name: name.into() };
+        RunState {
+            arms: Arms::kubernetes(&id),
+            rollout: Rollout::new(id, "v2", loaded.policies[0].plan.clone()),
+            applied: Applied::default(),
+            notified: 0,
+            recorded: false,
+            version: 0,
+        }
+    }
+
+    #[test]
+    fn files_round_trip_and_a_stale_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path().join("state")).unwrap();
+        let mut s = state("web");
+        s.version = store.save(&s).unwrap();
+        assert_eq!(s.version, 1);
+        // A writer still holding version 0 (another replica, a stale copy) is refused.
+        let mut stale = s.clone();
+        stale.version = 0;
+        let err = store.save(&stale).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { stored: 1, expected: 0, .. }), "{err}");
+        s.applied.weight = Some(10);
+        s.version = store.save(&s).unwrap();
+        let (loaded, problems) = store.load_all();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(loaded, vec![s.clone()]);
+        // No temporary file is left behind by the atomic writes.
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into())
+            .collect();
+        assert_eq!(names, ["shop_web.json"]);
+    }
+
+    #[test]
+    fn an_unreadable_file_is_reported_by_path_and_the_others_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        store.save(&state("good")).unwrap();
+        std::fs::write(dir.path().join("shop_torn.json"), "{\"rollout\": {").unwrap();
+        let (loaded, problems) = store.load_all();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(problems.len(), 1);
+        let message = problems[0].to_string();
+        assert!(message.contains("shop_torn.json") && message.contains("not a rollout state"), "{message}");
+    }
+
+    #[test]
+    fn the_timeline_survives_a_torn_last_line_and_is_forgotten_with_its_rollout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let id = state("web").rollout.id;
+        let point = |i: i64| TimelinePoint {
+            at: jiff::Timestamp::from_second(1_700_000_000 + 30 * i).unwrap(),
+            step: 0,
+            weight: 10,
+            outcomes: "pp".into(),
+            values: vec![(Some(0.01), Some(0.011)), (None, Some(0.2))],
+            triggers: vec![],
+        };
+        for i in 0..3 {
+            store.append_timeline(&id, &point(i)).unwrap();
+        }
+        // A crash in the middle of an append leaves half a line.
+        let path = dir.path().join("shop_web.timeline.jsonl");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"at\":\"2023");
+        std::fs::write(&path, text).unwrap();
+        // The next append after the restart starts on a line of its own.
+        store.append_timeline(&id, &point(3)).unwrap();
+        let timeline = store.timeline(&id);
+        assert_eq!(
+            timeline.points.iter().cloned().collect::<Vec<_>>(),
+            (0..4).map(point).collect::<Vec<_>>()
+        );
+        store.remove(&id).unwrap();
+        assert!(store.timeline(&id).points.is_empty() && !path.exists());
     }
 }
