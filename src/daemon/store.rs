@@ -76,6 +76,20 @@ pub enum StoreError {
     },
 }
 
+/// `state` with its version bumped, if `stored` is the version it was read at.
+fn next_version(state: &RunState, stored: u64) -> Result<RunState, StoreError> {
+    if stored != state.version {
+        return Err(StoreError::Conflict {
+            id: state.rollout.id.to_string(),
+            stored,
+            expected: state.version,
+        });
+    }
+    let mut saved = state.clone();
+    saved.version += 1;
+    Ok(saved)
+}
+
 /// Persisted rollout states.
 pub trait RunStore: Send + Sync + 'static {
     /// Every stored state, and a problem per entry that could not be read (the others
@@ -124,16 +138,7 @@ impl RunStore for MemoryStore {
 
     fn save(&self, state: &RunState) -> Result<u64, StoreError> {
         let mut inner = self.lock();
-        let stored = inner.0.get(&state.rollout.id).map_or(0, |s| s.version);
-        if stored != state.version {
-            return Err(StoreError::Conflict {
-                id: state.rollout.id.to_string(),
-                stored,
-                expected: state.version,
-            });
-        }
-        let mut saved = state.clone();
-        saved.version += 1;
+        let saved = next_version(state, inner.0.get(&state.rollout.id).map_or(0, |s| s.version))?;
         inner.0.insert(state.rollout.id.clone(), saved);
         self.saves.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(state.version + 1)
@@ -245,16 +250,7 @@ impl RunStore for FileStore {
     fn save(&self, state: &RunState) -> Result<u64, StoreError> {
         let _guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let path = self.state_path(&state.rollout.id);
-        let stored = if path.exists() { Self::read(&path)?.version } else { 0 };
-        if stored != state.version {
-            return Err(StoreError::Conflict {
-                id: state.rollout.id.to_string(),
-                stored,
-                expected: state.version,
-            });
-        }
-        let mut saved = state.clone();
-        saved.version += 1;
+        let saved = next_version(state, if path.exists() { Self::read(&path)?.version } else { 0 })?;
         let bytes = serde_json::to_vec_pretty(&saved).map_err(|e| io_error(&path, e))?;
         write_atomically(&path, &bytes)?;
         Ok(saved.version)
