@@ -126,7 +126,7 @@ fn a_prometheus_gap_holds_the_step_and_is_never_counted_as_a_pass() {
 fn the_text_report_names_the_reasons() {
     let out = backtest("tests/data/backtest/error-2x.json", &[]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("rolled-back weight   0%  errors: regression"), "{text}");
+    assert!(text.contains("rolled-back       weight   0%  errors: regression"), "{text}");
     assert!(text.contains("outcome: ROLLED BACK"), "{text}");
 }
 

@@ -52,7 +52,7 @@ pub fn render_text(result: &BacktestResult, source: &str) -> String {
     }
     let _ = writeln!(out, "decisions:");
     for d in &r.decisions {
-        let _ = writeln!(out, "  {} {:<11} weight {:>3}%  {}", clock(d.at), d.action, d.weight, d.reason);
+        let _ = writeln!(out, "  {} {:<17} weight {:>3}%  {}", clock(d.at), d.action, d.weight, d.reason);
     }
     let verdict = match result.outcome {
         BacktestOutcome::Promoted => "PROMOTED",
