@@ -297,8 +297,12 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
                 Report::Failed(error) => {
                     self.metrics.platform_failures.inc();
                     tracing::warn!(rollout = %id, %error, "platform call failed; retried next tick");
+                    continue;
                 }
-                Report::Finished => run.busy = false,
+                Report::Finished => {
+                    run.busy = false;
+                    continue;
+                }
             }
             run.dirty = true;
         }
@@ -308,6 +312,11 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
                 name: name.to_string(),
             });
             let Some(run) = id.and_then(|id| self.runs.get_mut(&id)) else { continue };
+            // A key of a rollout this one replaced (same workload, seq from 0 again) is stale.
+            let ours = |d: &crate::engine::Decision| d.seq == key.decision && d.revision == key.revision;
+            if !run.state.rollout.decisions.iter().any(ours) {
+                continue;
+            }
             // Given up: offered again next tick.
             run.offered.remove(&key.decision);
             if delivered {
