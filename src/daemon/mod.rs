@@ -81,7 +81,6 @@ enum Report {
 /// A rollout as the loop holds it.
 struct Run {
     state: RunState,
-    timeline: Timeline,
     /// Notification keys (decision seqs) offered and not yet reported.
     offered: HashSet<u64>,
     /// Delivered past `notified` (a gap before them is still being delivered).
@@ -93,8 +92,8 @@ struct Run {
 }
 
 impl Run {
-    fn new(state: RunState, timeline: Timeline, dirty: bool) -> Run {
-        Run { state, timeline, offered: HashSet::new(), delivered: Default::default(), dirty, busy: false }
+    fn new(state: RunState, dirty: bool) -> Run {
+        Run { state, offered: HashSet::new(), delivered: Default::default(), dirty, busy: false }
     }
 
     /// Moves `notified` past every decision told (or with nothing to tell), in order.
@@ -182,8 +181,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         let runs = states
             .into_iter()
             .map(|state| {
-                let timeline = store.timeline(&state.rollout.id);
-                let run = Run::new(state, timeline, false);
+                let run = Run::new(state, false);
                 (run.state.rollout.id.clone(), run)
             })
             .collect();
@@ -222,9 +220,10 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         self.runs.get(id).map(|r| &r.state)
     }
 
-    /// A rollout's timeline.
-    pub fn timeline(&self, id: &RolloutId) -> Option<&Timeline> {
-        self.runs.get(id).map(|r| &r.timeline)
+    /// A rollout's timeline, read from the store: it is kept out of memory, since a
+    /// long rollout's timeline is far larger than its state.
+    pub fn timeline(&self, id: &RolloutId) -> Option<Timeline> {
+        self.runs.contains_key(id).then(|| self.store.timeline(id))
     }
 
     /// Every rollout held.
@@ -403,7 +402,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
             recorded: false,
             version: 0,
         };
-        self.runs.insert(id.clone(), Run::new(state, Timeline::default(), true));
+        self.runs.insert(id.clone(), Run::new(state, true));
         self.apply(&id, t, None);
     }
 
@@ -427,7 +426,6 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
             if let Err(e) = self.store.append_timeline(id, &point) {
                 tracing::error!(rollout = %id, error = %e, "cannot append to the timeline");
             }
-            run.timeline.push(point);
         }
     }
 
@@ -567,7 +565,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
     fn record(&mut self, id: &RolloutId, now: Timestamp) {
         let Some(run) = self.runs.get_mut(id) else { return };
         if let Some(records) = &self.records {
-            let mut record = DeploymentRecord::of(&run.state.rollout, run.timeline.clone());
+            let mut record = DeploymentRecord::of(&run.state.rollout, self.store.timeline(id));
             let plan = &run.state.rollout.plan;
             for d in &mut record.decisions {
                 let window = d.window_seconds.map_or(plan.interval, Duration::from_secs);
