@@ -395,7 +395,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
             tracing::error!(rollout = %id, error = %e, "cannot forget the finished rollout");
         }
         let state = RunState {
-            rollout: rollout.clone(),
+            rollout,
             arms: event.arms,
             applied: Applied::default(),
             notified: 0,
@@ -406,8 +406,9 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         self.apply(&id, t, None);
     }
 
-    /// Takes a transition into the rollout's state, its interval into the timeline, and
-    /// fills in the evidence queries of the decisions it made.
+    /// Takes a transition into the rollout's state and its interval into the timeline;
+    /// each new decision with evidence keeps the measurement window its queries are
+    /// rendered from.
     fn apply(&mut self, id: &RolloutId, t: Transition, window: Option<Duration>) {
         let Some(run) = self.runs.get_mut(id) else { return };
         let before = run.state.rollout.decisions_made;

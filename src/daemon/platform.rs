@@ -123,11 +123,7 @@ impl MemoryPlatform {
     /// A new canary (or revision) appears.
     pub fn push(&self, event: RolloutEvent) {
         let mut inner = self.lock();
-        inner
-            .world
-            .entry(event.id.clone())
-            .or_insert(World { canary_up: true, ..Default::default() })
-            .canary_up = true;
+        inner.world.entry(event.id.clone()).or_default().canary_up = true;
         inner.events.push(event);
     }
 
