@@ -15,6 +15,10 @@ use crate::source::batch::{BatchOptions, DEFAULT_SHARD_SIZE};
 use crate::source::scrape::ScrapeIntervals;
 use crate::source::templates;
 
+pub mod local;
+
+pub use local::{Hook, HookAction, Hooks, LocalSettings, NginxSettings, ServiceSettings};
+
 /// A value that must never be printed: tokens, passwords, webhook URLs.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -67,6 +71,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// The loop: where state and records live, how often it ticks.
     pub daemon: DaemonSettings,
+    /// The local platform (nginx and declared services), when services are declared.
+    pub local: Option<LocalSettings>,
 }
 
 /// The daemon loop's settings.
@@ -144,6 +150,8 @@ struct RawSettings {
     policies: RawPolicies,
     log: RawLog,
     daemon: RawDaemon,
+    nginx: local::RawNginx,
+    services: Vec<local::RawService>,
 }
 
 #[derive(Deserialize)]
@@ -462,6 +470,7 @@ impl RawSettings {
             .ok();
         let batching = self.prometheus.batching(&mut problems);
         let daemon = self.daemon.validate(&mut problems);
+        let local = local::validate(self.nginx, self.services, daemon.platform_timeout, &mut problems);
         let url = url::Url::parse(&self.prometheus.url)
             .map_err(|e| {
                 let shown = without_userinfo(&self.prometheus.url);
@@ -514,6 +523,7 @@ impl RawSettings {
                 policy_paths: self.policies.paths,
                 log: LogSettings { format, level: self.log.level },
                 daemon,
+                local,
             }),
             _ => Err(problems),
         }

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod duration;
 pub mod engine;
 pub mod judge;
+pub mod platform;
 pub mod policy;
 pub mod record;
 pub mod server;

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
@@ -32,6 +33,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a rollout, or show where rollouts stand, through the running daemon's API.
+    Rollout {
+        /// Settings file (TOML): `server.listen` and `server.api_token` say where and how.
+        #[arg(long, env = "CANARYD_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// The daemon's base URL, overriding the settings (e.g. `http://127.0.0.1:8480`).
+        #[arg(long, global = true)]
+        server: Option<String>,
+        #[command(subcommand)]
+        action: RolloutAction,
+    },
     /// Run the daemon.
     Run {
         /// Settings file (TOML). `CANARYD__SECTION__KEY` variables override it.
@@ -105,6 +117,24 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+}
+
+/// What `canaryd rollout` does.
+#[derive(Subcommand)]
+enum RolloutAction {
+    /// Start rolling out a revision of a service (local platform).
+    Start {
+        /// The service, as declared in the settings.
+        service: String,
+        /// The canary's revision.
+        #[arg(long)]
+        revision: String,
+    },
+    /// Show where rollouts stand (all, or one service's).
+    Status {
+        /// The service.
+        service: Option<String>,
     },
 }
 
@@ -199,6 +229,17 @@ fn main() -> ExitCode {
                 },
             };
             records(&dir, action)
+        }
+        Command::Rollout { config, server, action } => {
+            let settings = match Settings::load_from_process(config.as_deref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_INVALID);
+                }
+            };
+            let base = server.unwrap_or_else(|| format!("http://{}", settings.server.listen));
+            rollout(&base, settings.server.api_token.as_ref(), action)
         }
         Command::Run { config } => {
             let settings = match Settings::load_from_process(config.as_deref()) {
@@ -468,21 +509,131 @@ async fn backtest_prometheus(
 #[tokio::main]
 async fn run(settings: Settings) -> anyhow::Result<()> {
     canaryd::telemetry::init_logging(&settings.log);
-    let state = canaryd::server::AppState::default();
-    load_policies(&settings, &state);
+    let mut state = canaryd::server::AppState::default();
+    let policies = load_policies(&settings, &state);
     let listener = tokio::net::TcpListener::bind(settings.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
-    tracing::info!(listen = %settings.server.listen, "serving /healthz, /readyz and /metrics");
+    let limits = canaryd::server::listen::Limits::default();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let Some(local) = &settings.local else {
+        tracing::warn!(listen = %settings.server.listen, "no platform configured ([[services]]): serving /healthz, /readyz and /metrics only");
+        let app = canaryd::server::app(state.clone());
+        let serve = canaryd::server::listen::serve(listener, app, limits, stopped(stop));
+        tokio::join!(serve, signals(&settings, &state, None, stop_tx));
+        tracing::info!("stopped");
+        return Ok(());
+    };
+    let metrics = state.metrics.clone();
+    let platform = Arc::new(
+        canaryd::platform::local::LocalPlatform::open(local, metrics.clone())
+            .map_err(|e| anyhow::anyhow!("nginx.include: {e}"))?,
+    );
+    let store = Arc::new(
+        canaryd::daemon::store::FileStore::open(&settings.daemon.state_dir)
+            .with_context(|| "daemon.state_dir".to_string())?,
+    );
+    let retention = canaryd::daemon::records::Retention {
+        max_count: settings.daemon.records_max_count,
+        max_age: settings.daemon.records_max_age,
+    };
+    let records = canaryd::daemon::records::RecordStore::open(&settings.daemon.records_dir, retention)
+        .with_context(|| "daemon.records_dir".to_string())?;
+    let source = Arc::new(canaryd::source::prometheus::PrometheusSource::new(
+        &settings.prometheus,
+        metrics.clone(),
+        std::time::Duration::from_millis(500),
+    )?);
+    let options = canaryd::daemon::Options {
+        tick: settings.daemon.tick,
+        platform_timeout: settings.daemon.platform_timeout,
+        batching: settings.prometheus.batching.clone(),
+        ..Default::default()
+    };
+    let parts = Parts { source, platform: platform.clone(), store, records, policies, options, metrics };
+    match &settings.daemon.webhook_url {
+        Some(url) => {
+            let notifier = canaryd::daemon::outbox::WebhookNotifier::new(
+                url.expose(),
+                std::time::Duration::from_secs(10),
+            )
+            .map_err(|e| anyhow::anyhow!("daemon.webhook_url: {e}"))?;
+            run_local(&settings, &mut state, listener, parts, Arc::new(notifier), (stop_tx, stop)).await
+        }
+        None => {
+            let notifier = Arc::new(canaryd::daemon::outbox::LogNotifier);
+            run_local(&settings, &mut state, listener, parts, notifier, (stop_tx, stop)).await
+        }
+    }
+}
+
+/// What the local platform's loop is made of.
+struct Parts {
+    source: Arc<canaryd::source::prometheus::PrometheusSource>,
+    platform: Arc<canaryd::platform::local::LocalPlatform>,
+    store: Arc<canaryd::daemon::store::FileStore>,
+    records: canaryd::daemon::records::RecordStore,
+    policies: Vec<policy::LoadedPolicy>,
+    options: canaryd::daemon::Options,
+    metrics: Arc<canaryd::telemetry::Metrics>,
+}
+
+/// Runs the loop on the local platform next to the HTTP server, until a signal.
+async fn run_local<N: canaryd::daemon::outbox::Notifier>(
+    settings: &Settings,
+    state: &mut canaryd::server::AppState,
+    listener: tokio::net::TcpListener,
+    parts: Parts,
+    notifier: Arc<N>,
+    (stop_tx, stop): (tokio::sync::watch::Sender<bool>, tokio::sync::watch::Receiver<bool>),
+) -> anyhow::Result<()> {
+    let Parts { source, platform, store, records, policies, options, metrics } = parts;
+    let mut daemon = canaryd::daemon::Daemon::start(
+        source,
+        platform.clone(),
+        store,
+        notifier,
+        Some(records),
+        policies,
+        options,
+        metrics,
+    );
+    state.api = Some(canaryd::server::api::Api {
+        platform,
+        views: daemon.views(),
+        token: settings.server.api_token.clone(),
+    });
+    let ticked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    state.loop_ready = Some(ticked.clone());
+    let reload = daemon.policy_updates();
+    tracing::info!(listen = %settings.server.listen, tick = ?settings.daemon.tick, "running: /healthz, /readyz, /metrics and /api/v1/rollouts");
     let app = canaryd::server::app(state.clone());
     let limits = canaryd::server::listen::Limits::default();
-    canaryd::server::listen::serve(listener, app, limits, signals(&settings, &state)).await;
+    let mut server_stop = stop.clone();
+    let serve = canaryd::server::listen::serve(listener, app, limits, async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    });
+    let mut loop_stop = stop;
+    let run = canaryd::daemon::run_until(
+        &mut daemon,
+        settings.daemon.tick,
+        jiff::Timestamp::now,
+        &ticked,
+        async move {
+            let _ = loop_stop.wait_for(|s| *s).await;
+        },
+        settings.daemon.shutdown_deadline,
+    );
+    tokio::join!(serve, run, signals(settings, state, Some(reload), stop_tx));
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Loads the policies; the daemon is ready only with at least one valid policy.
-fn load_policies(settings: &Settings, state: &canaryd::server::AppState) {
+fn load_policies(settings: &Settings, state: &canaryd::server::AppState) -> Vec<policy::LoadedPolicy> {
     let loaded = policy::load_paths_with(&settings.policy_paths, Some(&settings.prometheus.batching.scrape));
     for problem in &loaded.problems {
         tracing::error!(%problem, "policy rejected; the other policies stay in force");
@@ -493,10 +644,17 @@ fn load_policies(settings: &Settings, state: &canaryd::server::AppState) {
     }
     tracing::info!(policies = loaded.policies.len(), "policies loaded");
     state.ready.store(ready, Ordering::Relaxed);
+    loaded.policies
 }
 
-/// Completes on SIGTERM (what Kubernetes sends) or SIGINT; SIGHUP reloads the policies.
-async fn signals(settings: &Settings, state: &canaryd::server::AppState) {
+/// Sets `stop` on SIGTERM (what Kubernetes sends) or SIGINT; SIGHUP reloads the
+/// policies (and hands them to the loop, when one runs).
+async fn signals(
+    settings: &Settings,
+    state: &canaryd::server::AppState,
+    reload: Option<tokio::sync::mpsc::UnboundedSender<Vec<policy::LoadedPolicy>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
         tracing::error!("cannot listen for signals; stop with SIGKILL");
@@ -506,16 +664,91 @@ async fn signals(settings: &Settings, state: &canaryd::server::AppState) {
         tokio::select! {
             _ = term.recv() => {
                 tracing::info!(signal = "SIGTERM", "shutting down");
+                let _ = stop.send(true);
                 return;
             }
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!(signal = "SIGINT", "shutting down");
+                let _ = stop.send(true);
                 return;
             }
             _ = hup.recv() => {
                 tracing::info!(signal = "SIGHUP", "reloading policies");
-                load_policies(settings, state);
+                let policies = load_policies(settings, state);
+                if let Some(reload) = &reload {
+                    let _ = reload.send(policies);
+                }
             }
         }
     }
+}
+
+/// `canaryd rollout start|status`: one API call, its answer printed.
+#[tokio::main(flavor = "current_thread")]
+async fn rollout(base: &str, token: Option<&canaryd::config::Secret>, action: RolloutAction) -> ExitCode {
+    let client = reqwest::Client::new();
+    let base = base.trim_end_matches('/');
+    let request = match &action {
+        RolloutAction::Start { service, revision } => {
+            let body =
+                canaryd::server::api::StartRequest { service: service.clone(), revision: revision.clone() };
+            let mut r = client.post(format!("{base}/api/v1/rollouts")).json(&body);
+            if let Some(token) = token {
+                r = r.bearer_auth(token.expose());
+            }
+            r
+        }
+        RolloutAction::Status { service: Some(s) } => client.get(format!("{base}/api/v1/rollouts/{s}")),
+        RolloutAction::Status { service: None } => client.get(format!("{base}/api/v1/rollouts")),
+    };
+    let response = match request.timeout(std::time::Duration::from_secs(120)).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot reach the daemon at {base}: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        let why = body.get("error").and_then(|e| e.as_str()).unwrap_or("no reason given");
+        eprintln!("error: {status}: {why}");
+        return ExitCode::from(if status.is_client_error() { EXIT_INVALID } else { EXIT_FAILURE });
+    }
+    match action {
+        RolloutAction::Start { .. } => {
+            let get = |k: &str| body.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+            println!("{} {}: {}", get("rollout"), get("revision"), get("status"));
+        }
+        RolloutAction::Status { .. } => {
+            let views: Vec<canaryd::daemon::view::RolloutView> = match body {
+                serde_json::Value::Array(_) => serde_json::from_value(body).unwrap_or_default(),
+                one => serde_json::from_value(one).map(|v| vec![v]).unwrap_or_default(),
+            };
+            for v in &views {
+                println!("{}", progress_line(v));
+            }
+            if views.is_empty() {
+                println!("no rollouts");
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// One line per rollout: where it stands and each metric's last verdict.
+fn progress_line(v: &canaryd::daemon::view::RolloutView) -> String {
+    let metrics = v.metrics.iter().map(|m| format!("{}={}", m.name, m.verdict)).collect::<Vec<_>>().join(" ");
+    let applied = v.applied_weight.map_or_else(|| "-".to_string(), |w| format!("{w}%"));
+    let last = v.last_decision.as_ref().map_or(String::new(), |d| format!(" | {}: {}", d.action, d.reason));
+    format!(
+        "{}/{} {} {:<12} step {}/{} weight {}% (applied {applied}) {metrics}{last}",
+        v.namespace,
+        v.name,
+        v.revision,
+        v.phase,
+        v.step,
+        v.steps.len(),
+        v.weight
+    )
 }

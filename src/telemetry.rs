@@ -76,6 +76,9 @@ pub struct Metrics {
     pub outbox_dropped: Counter,
     /// `canaryd_platform_call_failures_total`: platform calls that failed or timed out.
     pub platform_failures: Counter,
+    /// `canaryd_router_failures_total`: router changes refused (nginx test or reload
+    /// failed, or the new weights were not served); traffic stayed on the last good config.
+    pub router_failures: Counter,
 }
 
 impl Metrics {
@@ -118,7 +121,14 @@ impl Metrics {
             "Platform calls that failed or timed out (retried next tick)",
             platform_failures.clone(),
         );
+        let router_failures = Counter::default();
+        registry.register(
+            "router_failures",
+            "Router changes refused (nginx test or reload failed, or not served); traffic stayed on the last good config",
+            router_failures.clone(),
+        );
         Metrics {
+            router_failures,
             tick_seconds,
             rollouts,
             decisions,

@@ -21,6 +21,7 @@ pub mod outbox;
 pub mod platform;
 pub mod records;
 pub mod store;
+pub mod view;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -56,6 +57,10 @@ pub struct Options {
     pub batching: BatchOptions,
     /// The outbox.
     pub outbox: OutboxOptions,
+    /// Failures in a row of one rollout's platform calls after which the engine is told
+    /// (a failed promotion then rolls back, a weight that cannot be set pauses). The
+    /// calls go on being retried either way.
+    pub platform_attempts: u32,
 }
 
 impl Default for Options {
@@ -65,6 +70,7 @@ impl Default for Options {
             platform_timeout: Duration::from_secs(10),
             batching: BatchOptions::default(),
             outbox: OutboxOptions::default(),
+            platform_attempts: 3,
         }
     }
 }
@@ -74,7 +80,7 @@ enum Report {
     Weight(u8),
     Scale(Scale),
     Promoted(String),
-    Failed(String),
+    Failed { call: String, error: String },
     Finished,
 }
 
@@ -89,11 +95,13 @@ struct Run {
     dirty: bool,
     /// An executor is working on it.
     busy: bool,
+    /// Platform calls failed in a row (not persisted: a restart retries afresh).
+    failures: u32,
 }
 
 impl Run {
     fn new(state: RunState, dirty: bool) -> Run {
-        Run { state, offered: HashSet::new(), delivered: Default::default(), dirty, busy: false }
+        Run { state, offered: HashSet::new(), delivered: Default::default(), dirty, busy: false, failures: 0 }
     }
 
     /// Moves `notified` past every decision told (or with nothing to tell), in order.
@@ -146,6 +154,11 @@ pub struct Daemon<S, P, St> {
     reports_tx: mpsc::UnboundedSender<(RolloutId, Report)>,
     reports: mpsc::UnboundedReceiver<(RolloutId, Report)>,
     executors: tokio::task::JoinSet<()>,
+    /// Platform failures to tell the engine at the next tick.
+    failed: Vec<(RolloutId, Input)>,
+    policies_tx: mpsc::UnboundedSender<Vec<LoadedPolicy>>,
+    policies_rx: mpsc::UnboundedReceiver<Vec<LoadedPolicy>>,
+    views: tokio::sync::watch::Sender<Vec<view::RolloutView>>,
 }
 
 impl<S, P, St> Drop for Daemon<S, P, St> {
@@ -174,6 +187,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         let outbox_worker = outbox.worker.clone();
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let (reports_tx, reports) = mpsc::unbounded_channel();
+        let (policies_tx, policies_rx) = mpsc::unbounded_channel();
         let (states, problems) = store.load_all();
         for problem in problems {
             tracing::error!(%problem, "stored rollout state cannot be read; skipped");
@@ -202,7 +216,22 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
             reports_tx,
             reports,
             executors: tokio::task::JoinSet::new(),
+            failed: Vec::new(),
+            policies_tx,
+            policies_rx,
+            views: tokio::sync::watch::Sender::new(Vec::new()),
         }
+    }
+
+    /// A handle to replace the policies with from another task (on reload); taken in at
+    /// the next tick.
+    pub fn policy_updates(&self) -> mpsc::UnboundedSender<Vec<LoadedPolicy>> {
+        self.policies_tx.clone()
+    }
+
+    /// Where every rollout stands, refreshed after each tick.
+    pub fn views(&self) -> tokio::sync::watch::Receiver<Vec<view::RolloutView>> {
+        self.views.subscribe()
     }
 
     /// A handle to send operator commands with.
@@ -256,6 +285,9 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         report.offered = self.tell();
         report.saved += self.save();
         self.export_metrics();
+        if !self.views.is_closed() {
+            self.views.send_replace(self.runs.values().map(|r| view::RolloutView::of(&r.state)).collect());
+        }
     }
 
     /// Stops: waits up to `deadline` for executors and the outbox, then takes in what
@@ -289,13 +321,20 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         while let Ok((id, report)) = self.reports.try_recv() {
             let Some(run) = self.runs.get_mut(&id) else { continue };
             let applied = &mut run.state.applied;
+            if matches!(report, Report::Weight(_) | Report::Scale(_) | Report::Promoted(_)) {
+                run.failures = 0;
+            }
             match report {
                 Report::Weight(w) => applied.weight = Some(w),
                 Report::Scale(s) => applied.canary = Some(s),
                 Report::Promoted(revision) => applied.promoted = Some(revision),
-                Report::Failed(error) => {
+                Report::Failed { call, error } => {
                     self.metrics.platform_failures.inc();
-                    tracing::warn!(rollout = %id, %error, "platform call failed; retried next tick");
+                    run.failures += 1;
+                    tracing::warn!(rollout = %id, %call, %error, failures = run.failures, "platform call failed; retried next tick");
+                    if run.failures == self.options.platform_attempts {
+                        self.failed.push((id, Input::PlatformFailed { call, error }));
+                    }
                     continue;
                 }
                 Report::Finished => {
@@ -327,6 +366,16 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
 
     fn take_inputs(&mut self, now: Timestamp) {
         self.take_reports();
+        while let Ok(policies) = self.policies_rx.try_recv() {
+            self.policies = policies;
+        }
+        for (id, input) in std::mem::take(&mut self.failed) {
+            match self.runs.get(&id).map(|r| step(&r.state.rollout, &input, now)) {
+                Some(Ok(t)) => self.apply(&id, t, None),
+                Some(Err(e)) => tracing::warn!(rollout = %id, error = %e, "platform failure not taken"),
+                None => {}
+            }
+        }
         for event in self.platform.events() {
             self.take_event(event, now);
         }
@@ -438,7 +487,9 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         let mut groups: BTreeMap<Duration, Vec<RolloutId>> = BTreeMap::new();
         for (id, run) in &self.runs {
             let r = &run.state.rollout;
-            if r.next_evaluation().is_some_and(|at| at <= now) {
+            // A step is judged on the traffic it was given: not before its weight landed.
+            let landed = r.phase != Phase::Progressing || run.state.applied.weight == Some(r.weight);
+            if landed && r.next_evaluation().is_some_and(|at| at <= now) {
                 let since = r.last_evaluation.map_or(r.plan.interval, |last| {
                     Duration::from_secs(now.duration_since(last).as_secs().max(1) as u64)
                 });
@@ -540,12 +591,13 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
                         let result = tokio::time::timeout(timeout, call.run(&*platform, &id)).await;
                         let report = match result {
                             Ok(Ok(())) => call.confirmed(),
-                            Ok(Err(PlatformError(e))) => Report::Failed(format!("{}: {e}", call.describe())),
-                            Err(_) => {
-                                Report::Failed(format!("{}: no answer within {timeout:?}", call.describe()))
-                            }
+                            Ok(Err(PlatformError(error))) => Report::Failed { call: call.describe(), error },
+                            Err(_) => Report::Failed {
+                                call: call.describe(),
+                                error: format!("no answer within {}", humantime::format_duration(timeout)),
+                            },
                         };
-                        let failed = matches!(report, Report::Failed(_));
+                        let failed = matches!(report, Report::Failed { .. });
                         let _ = reports.send((id.clone(), report));
                         if failed {
                             break;
@@ -682,7 +734,7 @@ pub async fn run_until<S, P, St>(
 #[derive(Clone, Debug, PartialEq)]
 enum Call {
     Weight(u8),
-    Scale(Scale),
+    Scale(Scale, String),
     Promote(String),
 }
 
@@ -690,7 +742,7 @@ impl Call {
     async fn run<P: Platform>(&self, platform: &P, id: &RolloutId) -> Result<(), PlatformError> {
         match self {
             Call::Weight(w) => platform.set_weight(id, *w).await,
-            Call::Scale(s) => platform.scale(id, *s).await,
+            Call::Scale(s, revision) => platform.scale(id, revision, *s).await,
             Call::Promote(revision) => platform.promote(id, revision).await,
         }
     }
@@ -698,7 +750,7 @@ impl Call {
     fn confirmed(&self) -> Report {
         match self {
             Call::Weight(w) => Report::Weight(*w),
-            Call::Scale(s) => Report::Scale(*s),
+            Call::Scale(s, _) => Report::Scale(*s),
             Call::Promote(revision) => Report::Promoted(revision.clone()),
         }
     }
@@ -706,8 +758,8 @@ impl Call {
     fn describe(&self) -> String {
         match self {
             Call::Weight(w) => format!("set weight {w}%"),
-            Call::Scale(Scale::Up) => "scale the canary up".into(),
-            Call::Scale(Scale::Down) => "scale the canary down".into(),
+            Call::Scale(Scale::Up, _) => "scale the canary up".into(),
+            Call::Scale(Scale::Down, _) => "scale the canary down".into(),
             Call::Promote(revision) => format!("promote {revision}"),
         }
     }
@@ -721,7 +773,7 @@ fn work(r: &Rollout, applied: &Applied) -> Vec<Call> {
     let mut calls = Vec::new();
     // A canary is up as the platform created it; only one scaled down must come back.
     if desired.canary == Scale::Up && applied.canary == Some(Scale::Down) {
-        calls.push(Call::Scale(Scale::Up));
+        calls.push(Call::Scale(Scale::Up, r.revision.clone()));
     }
     if applied.weight != Some(desired.weight) {
         calls.push(Call::Weight(desired.weight));
@@ -730,7 +782,7 @@ fn work(r: &Rollout, applied: &Applied) -> Vec<Call> {
         calls.push(Call::Promote(r.revision.clone()));
     }
     if desired.canary == Scale::Down && applied.canary != Some(Scale::Down) {
-        calls.push(Call::Scale(Scale::Down));
+        calls.push(Call::Scale(Scale::Down, r.revision.clone()));
     }
     calls
 }

@@ -218,3 +218,14 @@ impl Notifier for MemoryNotifier {
         Ok(())
     }
 }
+
+/// Notifications written to the log only: what the daemon uses when no webhook is set.
+#[derive(Default)]
+pub struct LogNotifier;
+
+impl Notifier for LogNotifier {
+    async fn deliver(&self, n: &Notification) -> Result<(), String> {
+        tracing::info!(key = %n.key, event = ?n.event, summary = %n.summary, "notification (no daemon.webhook_url set)");
+        Ok(())
+    }
+}

@@ -46,8 +46,13 @@ pub trait Platform: Send + Sync + 'static {
         id: &RolloutId,
         revision: &str,
     ) -> impl Future<Output = Result<(), PlatformError>> + Send;
-    /// Scales the canary's pods up or down.
-    fn scale(&self, id: &RolloutId, scale: Scale) -> impl Future<Output = Result<(), PlatformError>> + Send;
+    /// Scales the canary (of `revision`) up or down.
+    fn scale(
+        &self,
+        id: &RolloutId,
+        revision: &str,
+        scale: Scale,
+    ) -> impl Future<Output = Result<(), PlatformError>> + Send;
 }
 
 /// What [`MemoryPlatform`] is to do with a call for a rollout.
@@ -206,7 +211,7 @@ impl Platform for MemoryPlatform {
         self.call(id, format!("promote {revision}"), |w| w.promoted = Some(revision.to_string())).await
     }
 
-    async fn scale(&self, id: &RolloutId, scale: Scale) -> Result<(), PlatformError> {
+    async fn scale(&self, id: &RolloutId, _revision: &str, scale: Scale) -> Result<(), PlatformError> {
         let up = scale == Scale::Up;
         self.call(id, format!("scale {}", if up { "up" } else { "down" }), |w| w.canary_up = up).await
     }

@@ -37,6 +37,13 @@ pub enum RollbackReason {
     },
     /// An operator aborted the rollout.
     Aborted,
+    /// The platform could not carry out a call (e.g. the promote hook failed).
+    PlatformFailed {
+        /// The call, e.g. `promote v2`.
+        call: String,
+        /// Why it failed, as the platform said.
+        error: String,
+    },
 }
 
 /// Events worth telling people about.

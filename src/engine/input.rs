@@ -60,4 +60,12 @@ pub enum Input {
         /// The new revision.
         revision: String,
     },
+    /// The platform failed a call again and again (the daemon gives up retrying in
+    /// place): a failed promotion rolls back, a weight that cannot be set pauses.
+    PlatformFailed {
+        /// The call, e.g. `set weight 50%` or `promote v2`.
+        call: String,
+        /// Why it failed, as the platform said.
+        error: String,
+    },
 }

@@ -63,6 +63,19 @@ pub fn step(rollout: &Rollout, input: &Input, now: Timestamp) -> Result<Transiti
         Input::Superseded { revision } if *revision == rollout.revision => {}
         Input::Superseded { revision } if !phase.is_terminal() => t.superseded(revision, now),
         Input::Superseded { .. } => return Err(invalid("supersede")),
+        Input::PlatformFailed { call, error } if phase == Phase::Promoting => {
+            let why = format!("promotion failed, the canary did not become stable: {call}: {error}");
+            let reason = RollbackReason::PlatformFailed { call: call.clone(), error: error.clone() };
+            t.roll_back(now, reason, why, vec![], vec![]);
+        }
+        Input::PlatformFailed { call, error } if phase == Phase::Progressing => {
+            t.rollout.phase = Phase::Paused;
+            let why = format!(
+                "the platform could not {call}: {error}; traffic stays on what the platform last applied; the analysis holds until an operator resumes"
+            );
+            t.decide(now, "paused", why, vec![], vec![]);
+        }
+        Input::PlatformFailed { .. } => return Err(invalid("take a platform failure")),
         Input::Command { command, by } => {
             t.command(*command, by, now).map_err(|()| invalid(command_verb(*command)))?
         }

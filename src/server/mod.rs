@@ -1,6 +1,7 @@
-//! The HTTP surface (axum): health, readiness, the daemon's own metrics, and (in later
-//! parts) the API.
+//! The HTTP surface (axum): health, readiness, the daemon's own metrics, and the
+//! control API.
 
+pub mod api;
 pub mod listen;
 
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::telemetry::Metrics;
 
@@ -20,6 +21,10 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// The daemon's own metrics.
     pub metrics: Arc<Metrics>,
+    /// The control API, when a platform runs.
+    pub api: Option<api::Api>,
+    /// Set once the loop has run its first tick, when a loop runs.
+    pub loop_ready: Option<Arc<AtomicBool>>,
 }
 
 /// Builds the router.
@@ -28,11 +33,18 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(
+            Router::new()
+                .route("/api/v1/rollouts", post(api::start).get(api::list))
+                .route("/api/v1/rollouts/{service}", get(api::one))
+                .with_state(state.api),
+        )
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if state.ready.load(Ordering::Relaxed) {
+    let looping = state.loop_ready.as_ref().is_none_or(|r| r.load(Ordering::Relaxed));
+    if state.ready.load(Ordering::Relaxed) && looping {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
