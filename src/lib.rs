@@ -10,6 +10,7 @@ pub mod backtest;
 pub mod config;
 pub mod crd;
 pub mod daemon;
+pub mod demo;
 pub mod duration;
 pub mod engine;
 pub mod judge;

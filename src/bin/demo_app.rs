@@ -3,6 +3,9 @@
 //! `http_request_duration_seconds` histogram on `/metrics`, the series canaryd's
 //! `http-*` templates read. Flags set its version, its error rate and added latency.
 //!
+//! With `--webhook-receiver` it is instead the demo's notification receiver: it prints
+//! the body of every POST on one line of stdout and answers 200.
+//!
 //! Errors are spread evenly, not drawn at random: with `--error-rate 0.05` exactly one
 //! request in twenty fails, so what a test expects is known in advance.
 
@@ -38,6 +41,20 @@ struct Args {
     /// Latency added to every request, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Be a webhook receiver instead: print each POST's body on one line, answer 200.
+    #[arg(long)]
+    webhook_receiver: bool,
+}
+
+/// Prints a received notification on one line.
+async fn receive(body: String) -> StatusCode {
+    use std::io::Write as _;
+    let line = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    StatusCode::OK
 }
 
 fn share(text: &str) -> Result<f64, String> {
@@ -122,11 +139,15 @@ async fn metrics(State(app): State<Arc<App>>) -> ([(axum::http::HeaderName, &'st
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let app = Arc::new(App::new(&args));
-    let router = Router::new()
-        .route("/", get(serve))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
-        .with_state(app);
+    let router = if args.webhook_receiver {
+        Router::new().fallback(axum::routing::post(receive))
+    } else {
+        Router::new()
+            .route("/", get(serve))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics))
+            .with_state(app)
+    };
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {

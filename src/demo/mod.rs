@@ -1,0 +1,716 @@
+//! The local stack behind `scripts/demo` and the end-to-end tests: a real Prometheus,
+//! nginx, wrk and `canaryd-demo-app` instances on free loopback ports, with generated
+//! configs in a temporary directory, and `canaryd run` on the local platform in front of
+//! them. Everything it starts is stopped when it is dropped (the demo drops it on
+//! Ctrl-C too).
+//!
+//! The service `demo/web` has two stable servers (workload `web`) and two canary servers
+//! (workload `web-canary`); Prometheus scrapes all four every second, and its relabel
+//! rules give each arm its `workload` label. The hooks are shell scripts in the
+//! directory: `pre-rollout` checks that the canary servers answer, `promote` restarts the
+//! stable servers with the canary's flags, `rollback` stops the canary servers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::daemon::view::RolloutView;
+use crate::engine::Notification;
+use crate::server::api::StartRequest;
+
+/// The binaries the stack runs.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    /// `canaryd`.
+    pub canaryd: PathBuf,
+    /// `canaryd-demo-app`.
+    pub demo_app: PathBuf,
+}
+
+/// The demo's policy: 5 s intervals over 1 s scrapes, steps 10 → 50 → 100 of 10 s each.
+pub const DEMO_POLICY: &str = "\
+# The demo's policy: errors and p95 latency judged against the stable servers with
+# anytime-valid sequential tests every 5 s; a canary at 10% errors or more is rolled
+# back at once by the trigger.
+apiVersion: canaryd.io/v1alpha1
+kind: CanaryPolicy
+metadata: {name: demo, namespace: demo}
+spec:
+  selector: {matchLabels: {app: web}}
+  traffic: {router: nginx, steps: [10, 50, 100], stepDuration: 10s}
+  analysis:
+    interval: 5s
+    inconclusiveLimit: 3
+    minSampleSize: 100
+    metrics:
+      - {name: errors, template: http-error-rate, test: sequential, margin: 1.5}
+      - {name: p95, template: http-latency-p95, test: sequential, max: 0.25}
+  triggers:
+    - {metric: errors, above: 0.1}
+";
+
+/// How the stack is set up.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The policy (YAML).
+    pub policy: String,
+    /// The `promote` hook's command, replacing the demo's (e.g. one that fails).
+    pub promote_hook: Option<Vec<String>>,
+    /// The `promote` hook's time limit.
+    pub promote_timeout: String,
+    /// Stable servers' error rate.
+    pub stable_error_rate: f64,
+    /// Latency every demo server adds, in milliseconds (it also bounds wrk's rate).
+    pub latency_ms: u64,
+    /// wrk connections.
+    pub connections: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            policy: DEMO_POLICY.to_string(),
+            promote_hook: None,
+            promote_timeout: "15s".into(),
+            stable_error_rate: 0.005,
+            latency_ms: 5,
+            connections: 8,
+        }
+    }
+}
+
+/// The loopback ports in use.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    /// nginx: where the load goes.
+    pub nginx: u16,
+    /// nginx's status server (canaryd reads the served weights back from it).
+    pub status: u16,
+    /// canaryd's HTTP server and API.
+    pub canaryd: u16,
+    /// Prometheus.
+    pub prometheus: u16,
+    /// The webhook receiver.
+    pub receiver: u16,
+    /// The stable servers.
+    pub stable: [u16; 2],
+    /// The canary servers.
+    pub canary: [u16; 2],
+}
+
+/// Requests one demo server has served, by its own metrics.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Served {
+    /// Its port.
+    pub port: u16,
+    /// Whether it is a canary server.
+    pub canary: bool,
+    /// `sum(http_requests_total)`.
+    pub requests: f64,
+}
+
+/// The running stack.
+pub struct Stack {
+    /// The temporary directory with every config, log, state and record.
+    pub dir: tempfile::TempDir,
+    /// Ports.
+    pub ports: Ports,
+    /// The API's bearer token.
+    pub token: String,
+    bins: Binaries,
+    prometheus: Option<Child>,
+    nginx: Option<Child>,
+    receiver: Option<Child>,
+    wrk: Option<Child>,
+    canaryd: Option<Child>,
+    client: reqwest::Client,
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Polls `check` every 100 ms until it holds, or fails after `within` naming `what`.
+pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{what}: not within {}", humantime::format_duration(within));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends `signal` to `pid` (with the `kill` command: the crate forbids unsafe code).
+fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill").args([signal, &pid.to_string()]).stderr(Stdio::null()).status();
+}
+
+/// Stops a child: SIGTERM, then SIGKILL after 5 s.
+fn stop(child: &mut Option<Child>) {
+    let Some(mut c) = child.take() else { return };
+    signal(c.id(), "-TERM");
+    for _ in 0..50 {
+        if c.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+impl Stack {
+    /// Starts Prometheus, the stable servers, the receiver, nginx, canaryd and wrk, and
+    /// waits until each is ready.
+    pub async fn start(bins: Binaries, options: Options) -> anyhow::Result<Stack> {
+        let dir = tempfile::Builder::new().prefix("canaryd-demo-").tempdir()?;
+        let ports = Ports {
+            nginx: free_port()?,
+            status: free_port()?,
+            canaryd: free_port()?,
+            prometheus: free_port()?,
+            receiver: free_port()?,
+            stable: [free_port()?, free_port()?],
+            canary: [free_port()?, free_port()?],
+        };
+        let mut stack = Stack {
+            dir,
+            ports,
+            token: format!("demo-{}", std::process::id()),
+            bins,
+            prometheus: None,
+            nginx: None,
+            receiver: None,
+            wrk: None,
+            canaryd: None,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?,
+        };
+        stack.write_files(&options)?;
+        stack.start_prometheus().await?;
+        let stable_args = format!(
+            "--version v1 --error-rate {} --latency-ms {}",
+            options.stable_error_rate, options.latency_ms
+        );
+        for port in ports.stable {
+            stack.run_app("stable", port, &stable_args)?;
+        }
+        let receiver_log = std::fs::File::create(stack.path("notifications.jsonl"))?;
+        stack.receiver = Some(
+            Command::new(&stack.bins.demo_app)
+                .args(["--webhook-receiver", "--listen", &format!("127.0.0.1:{}", ports.receiver)])
+                .stdout(receiver_log)
+                .stderr(Stdio::null())
+                .spawn()
+                .context("cannot start the webhook receiver")?,
+        );
+        for port in ports.stable {
+            stack.wait_healthy(port).await?;
+        }
+        // nginx includes the upstreams file: it is written before nginx starts.
+        let upstreams = crate::platform::local::nginx::Upstreams {
+            name: "web".into(),
+            stable: ports.stable.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+            canary: ports.canary.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+        };
+        let status = std::net::SocketAddr::from(([127, 0, 0, 1], ports.status));
+        let routes = crate::platform::local::nginx::Routes::default();
+        write(
+            &stack.path("upstreams.conf"),
+            &crate::platform::local::nginx::render(&[upstreams], &routes, status),
+        )?;
+        let mut nginx = Command::new("nginx");
+        nginx
+            .args(stack.nginx_args())
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        stack.nginx = Some(nginx.spawn().context("cannot start nginx (scripts/install-deps installs it)")?);
+        let front = format!("http://127.0.0.1:{}/", ports.nginx);
+        let client = stack.client.clone();
+        wait_until(Duration::from_secs(10), "nginx serves the stable servers", || {
+            let (client, front) = (client.clone(), front.clone());
+            async move { client.get(&front).send().await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await?;
+        stack.start_canaryd().await?;
+        stack.start_load(options.connections)?;
+        Ok(stack)
+    }
+
+    /// A file in the stack's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn nginx_args(&self) -> Vec<String> {
+        let d = self.dir.path().display();
+        vec![
+            "-p".into(),
+            format!("{d}/"),
+            "-c".into(),
+            format!("{d}/nginx.conf"),
+            "-e".into(),
+            format!("{d}/nginx-error.log"),
+        ]
+    }
+
+    fn write_files(&self, options: &Options) -> anyhow::Result<()> {
+        let d = self.dir.path().display().to_string();
+        let p = self.ports;
+        std::fs::create_dir_all(self.path("policies"))?;
+        std::fs::create_dir_all(self.path("nginx-tmp"))?;
+        write(&self.path("policies/demo.yaml"), &options.policy)?;
+        let regex = |ports: [u16; 2]| format!("127\\\\.0\\\\.0\\\\.1:({}|{})", ports[0], ports[1]);
+        write(
+            &self.path("prometheus.yml"),
+            &format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+scrape_configs:
+  - job_name: demo
+    static_configs:
+      - targets: ['127.0.0.1:{s0}', '127.0.0.1:{s1}', '127.0.0.1:{c0}', '127.0.0.1:{c1}']
+    relabel_configs:
+      - {{target_label: namespace, replacement: demo}}
+      - {{source_labels: [__address__], regex: \"{stable}\", target_label: workload, replacement: web}}
+      - {{source_labels: [__address__], regex: \"{canary}\", target_label: workload, replacement: web-canary}}
+",
+                s0 = p.stable[0],
+                s1 = p.stable[1],
+                c0 = p.canary[0],
+                c1 = p.canary[1],
+                stable = regex(p.stable),
+                canary = regex(p.canary),
+            ),
+        )?;
+        write(
+            &self.path("nginx.conf"),
+            &format!(
+                "worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/nginx-tmp/body;
+    proxy_temp_path {d}/nginx-tmp/proxy;
+    fastcgi_temp_path {d}/nginx-tmp/fastcgi;
+    uwsgi_temp_path {d}/nginx-tmp/uwsgi;
+    scgi_temp_path {d}/nginx-tmp/scgi;
+    include {d}/upstreams.conf;
+    server {{
+        listen 127.0.0.1:{nginx};
+        location / {{
+            proxy_pass http://web;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }}
+    }}
+}}
+",
+                nginx = p.nginx
+            ),
+        )?;
+        // Demo servers are started detached (their parent exits at once), with a pid file.
+        write(
+            &self.path("app.sh"),
+            &format!(
+                "#!/bin/sh
+# app.sh ROLE PORT ARGS...: starts a demo server in the background, its pid in ROLE-PORT.pid.
+role=$1; port=$2; shift 2
+nohup {app} --listen 127.0.0.1:$port \"$@\" >/dev/null 2>&1 &
+echo $! > {d}/$role-$port.pid
+",
+                app = self.bins.demo_app.display()
+            ),
+        )?;
+        let stop_role = |role: &str, ports: [u16; 2]| {
+            format!(
+                "for port in {} {}; do
+  [ -f {d}/{role}-$port.pid ] && kill -KILL \"$(cat {d}/{role}-$port.pid)\" 2>/dev/null
+  rm -f {d}/{role}-$port.pid
+  # Wait until the port is closed: the server is gone.
+  i=0; while curl -s -o /dev/null http://127.0.0.1:$port/healthz && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+done
+",
+                ports[0], ports[1]
+            )
+        };
+        write(
+            &self.path("pre-rollout.sh"),
+            &format!(
+                "#!/bin/sh
+# Refuses the rollout unless both canary servers answer.
+for port in {c0} {c1}; do
+  curl -fsS -o /dev/null --max-time 1 http://127.0.0.1:$port/healthz || {{ echo \"canary server 127.0.0.1:$port does not answer /healthz\" >&2; exit 1; }}
+done
+",
+                c0 = p.canary[0],
+                c1 = p.canary[1]
+            ),
+        )?;
+        write(
+            &self.path("promote.sh"),
+            &format!(
+                "#!/bin/sh
+# Brings the stable servers to the canary's revision: each is restarted with the
+# canary's flags (kept in canary.args by the demo), one after the other.
+set -e
+args=$(cat {d}/canary.args)
+{stop}for port in {s0} {s1}; do
+  sh {d}/app.sh stable $port $args
+done
+",
+                stop = stop_role("stable", p.stable),
+                s0 = p.stable[0],
+                s1 = p.stable[1]
+            ),
+        )?;
+        write(
+            &self.path("rollback.sh"),
+            &format!("#!/bin/sh\n# Stops the canary servers.\n{}", stop_role("canary", p.canary)),
+        )?;
+        write(
+            &self.path("post-rollout.sh"),
+            &format!(
+                "#!/bin/sh\necho \"$CANARYD_SERVICE $CANARYD_REVISION $CANARYD_OUTCOME\" >> {d}/post-rollout.log\n"
+            ),
+        )?;
+        let hook = |script: &str, timeout: &str| {
+            format!("{{ command = [\"sh\", \"{d}/{script}\"], timeout = \"{timeout}\" }}")
+        };
+        let promote = match &options.promote_hook {
+            Some(argv) => format!("{{ command = {argv:?}, timeout = \"{}\" }}", options.promote_timeout),
+            None => hook("promote.sh", &options.promote_timeout),
+        };
+        let nginx_args = format!("{:?}", self.nginx_args());
+        write(
+            &self.path("canaryd.toml"),
+            &format!(
+                "[server]
+listen = \"127.0.0.1:{api}\"
+api_token = \"{token}\"
+
+[prometheus]
+url = \"http://127.0.0.1:{prom}\"
+timeout = \"2s\"
+retries = 1
+scrape_interval = \"1s\"
+
+[policies]
+paths = [\"{d}/policies\"]
+
+[log]
+level = \"info\"
+
+[daemon]
+state_dir = \"{d}/state\"
+records_dir = \"{d}/records\"
+tick = \"1s\"
+platform_timeout = \"30s\"
+shutdown_deadline = \"5s\"
+webhook_url = \"http://127.0.0.1:{receiver}/notify\"
+
+[nginx]
+binary = \"nginx\"
+args = {nginx_args}
+include = \"{d}/upstreams.conf\"
+status_listen = \"127.0.0.1:{status}\"
+timeout = \"5s\"
+
+[[services]]
+name = \"web\"
+namespace = \"demo\"
+labels = {{ app = \"web\" }}
+stable = [\"127.0.0.1:{s0}\", \"127.0.0.1:{s1}\"]
+canary = [\"127.0.0.1:{c0}\", \"127.0.0.1:{c1}\"]
+stable_workload = \"web\"
+canary_workload = \"web-canary\"
+
+[services.hooks]
+pre_rollout = {pre}
+promote = {promote}
+rollback = {rollback}
+post_rollout = {post}
+",
+                api = p.canaryd,
+                token = self.token,
+                prom = p.prometheus,
+                receiver = p.receiver,
+                status = p.status,
+                s0 = p.stable[0],
+                s1 = p.stable[1],
+                c0 = p.canary[0],
+                c1 = p.canary[1],
+                pre = hook("pre-rollout.sh", "5s"),
+                rollback = hook("rollback.sh", "10s"),
+                post = hook("post-rollout.sh", "5s"),
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// Starts a demo server on `port` (detached, pid in `ROLE-PORT.pid`).
+    fn run_app(&self, role: &str, port: u16, args: &str) -> anyhow::Result<()> {
+        let status = Command::new("sh")
+            .arg(self.path("app.sh"))
+            .args([role, &port.to_string()])
+            .args(args.split_whitespace())
+            .status()?;
+        if !status.success() {
+            bail!("cannot start the {role} server on port {port}");
+        }
+        Ok(())
+    }
+
+    async fn wait_healthy(&self, port: u16) -> anyhow::Result<()> {
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        let client = self.client.clone();
+        wait_until(Duration::from_secs(10), &format!("demo server on {port} answers"), || {
+            let (client, url) = (client.clone(), url.clone());
+            async move { client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await
+    }
+
+    /// Starts Prometheus (again, after [`Stack::kill_prometheus`], on the same port and data).
+    pub async fn start_prometheus(&mut self) -> anyhow::Result<()> {
+        let d = self.dir.path();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", d.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", d.join("prometheus-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.ports.prometheus))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("prometheus.log"))?)
+            .spawn()
+            .context("cannot start prometheus (scripts/install-deps installs it)")?;
+        self.prometheus = Some(child);
+        let ready = format!("http://127.0.0.1:{}/-/ready", self.ports.prometheus);
+        let client = self.client.clone();
+        wait_until(Duration::from_secs(60), "Prometheus is ready", || {
+            let (client, ready) = (client.clone(), ready.clone());
+            async move { client.get(&ready).send().await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await
+    }
+
+    /// Kills Prometheus (SIGKILL), as an outage.
+    pub fn kill_prometheus(&mut self) {
+        if let Some(mut c) = self.prometheus.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts `canaryd run` and waits until it is ready.
+    pub async fn start_canaryd(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path("canaryd.log"))?;
+        let child = Command::new(&self.bins.canaryd)
+            .args(["run", "--config"])
+            .arg(self.path("canaryd.toml"))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start canaryd")?;
+        self.canaryd = Some(child);
+        let ready = format!("{}/readyz", self.api());
+        let client = self.client.clone();
+        let waited = wait_until(Duration::from_secs(30), "canaryd is ready", || {
+            let (client, ready) = (client.clone(), ready.clone());
+            async move { client.get(&ready).send().await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await;
+        waited.with_context(|| format!("see {}", self.path("canaryd.log").display()))
+    }
+
+    /// Kills canaryd with SIGKILL: nothing is saved on the way out.
+    pub fn kill_canaryd(&mut self) {
+        if let Some(mut c) = self.canaryd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn start_load(&mut self, connections: u32) -> anyhow::Result<()> {
+        let child = Command::new("wrk")
+            .args([
+                "-t1",
+                &format!("-c{connections}"),
+                "-d1h",
+                &format!("http://127.0.0.1:{}/", self.ports.nginx),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start wrk (scripts/install-deps installs it)")?;
+        self.wrk = Some(child);
+        Ok(())
+    }
+
+    /// canaryd's base URL.
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.canaryd)
+    }
+
+    /// (Re)starts the two canary servers with `revision` and `error_rate`, and keeps
+    /// their flags for the promote hook.
+    pub async fn deploy_canary(
+        &self,
+        revision: &str,
+        error_rate: f64,
+        latency_ms: u64,
+    ) -> anyhow::Result<()> {
+        let status = Command::new("sh").arg(self.path("rollback.sh")).status()?;
+        if !status.success() {
+            bail!("cannot stop the previous canary servers");
+        }
+        let args = format!("--version {revision} --error-rate {error_rate} --latency-ms {latency_ms}");
+        write(&self.path("canary.args"), &args)?;
+        for port in self.ports.canary {
+            self.run_app("canary", port, &args)?;
+        }
+        for port in self.ports.canary {
+            self.wait_healthy(port).await?;
+        }
+        Ok(())
+    }
+
+    /// `POST /api/v1/rollouts` for `web`: `Err` holds the API's error.
+    pub async fn start_rollout(&self, revision: &str) -> anyhow::Result<()> {
+        let body = StartRequest { service: "web".into(), revision: revision.into() };
+        let r = self
+            .client
+            .post(format!("{}/api/v1/rollouts", self.api()))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            let status = r.status();
+            bail!("{status}: {}", r.text().await.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// Where the `web` rollout stands (`None` before the first, or canaryd down).
+    pub async fn view(&self) -> Option<RolloutView> {
+        let r = self.client.get(format!("{}/api/v1/rollouts/web", self.api())).send().await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json().await.ok()
+    }
+
+    /// Follows the rollout of `revision` until it ends, calling `progress` on every
+    /// change; returns its last view.
+    pub async fn follow(
+        &self,
+        revision: &str,
+        within: Duration,
+        mut progress: impl FnMut(&RolloutView),
+    ) -> anyhow::Result<RolloutView> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut last: Option<RolloutView> = None;
+        loop {
+            if let Some(v) = self.view().await.filter(|v| v.revision == revision) {
+                if last.as_ref() != Some(&v) {
+                    progress(&v);
+                }
+                let ended = v.finished_at.is_some();
+                last = Some(v);
+                if ended {
+                    return Ok(last.expect("just set"));
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "the rollout of {revision} did not end within {}; last: {last:?}",
+                    humantime::format_duration(within)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The notifications the receiver printed, in order.
+    pub fn notifications(&self) -> Vec<Notification> {
+        let text = std::fs::read_to_string(self.path("notifications.jsonl")).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Requests each demo server has served, read from its own `/metrics`.
+    pub async fn served(&self) -> Vec<Served> {
+        let mut out = Vec::new();
+        let arms =
+            self.ports.stable.iter().map(|p| (*p, false)).chain(self.ports.canary.iter().map(|p| (*p, true)));
+        for (port, canary) in arms {
+            let text = match self.client.get(format!("http://127.0.0.1:{port}/metrics")).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => continue,
+            };
+            let requests = text
+                .lines()
+                .filter(|l| l.starts_with("http_requests_total{"))
+                .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+                .sum();
+            out.push(Served { port, canary, requests });
+        }
+        out
+    }
+
+    /// nginx's status answer for `web`: `web WEIGHT GENERATION`.
+    pub async fn nginx_serves(&self) -> Option<String> {
+        let url = format!("http://127.0.0.1:{}/canaryd/web", self.ports.status);
+        let r = self.client.get(url).send().await.ok()?;
+        r.text().await.ok().map(|t| t.trim().to_string())
+    }
+
+    /// One request through nginx: the version that answered it.
+    pub async fn get_front(&self) -> Option<String> {
+        let r = self.client.get(format!("http://127.0.0.1:{}/", self.ports.nginx)).send().await.ok()?;
+        r.text().await.ok().map(|t| t.trim().to_string())
+    }
+
+    /// The canaryd log so far (for failure messages).
+    pub fn canaryd_log(&self) -> String {
+        std::fs::read_to_string(self.path("canaryd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        stop(&mut self.wrk);
+        stop(&mut self.canaryd);
+        stop(&mut self.nginx);
+        stop(&mut self.prometheus);
+        stop(&mut self.receiver);
+        // The demo servers, started detached: by their pid files.
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            for entry in entries.flatten() {
+                let ours =
+                    entry.path().extension().is_some_and(|e| e == "pid") && entry.file_name() != "nginx.pid";
+                if ours
+                    && let Some(pid) =
+                        std::fs::read_to_string(entry.path()).ok().and_then(|t| t.trim().parse::<u32>().ok())
+                {
+                    signal(pid, "-KILL");
+                }
+            }
+        }
+    }
+}
