@@ -173,7 +173,7 @@ impl Default for RawDaemon {
             state_dir: PathBuf::from("state"),
             records_dir: PathBuf::from("records"),
             tick: "5s".into(),
-            platform_timeout: "10s".into(),
+            platform_timeout: "30s".into(),
             records_max_count: 1000,
             records_max_age: "90d".into(),
             shutdown_deadline: "10s".into(),

@@ -481,3 +481,50 @@ proptest! {
         prop_assert_eq!(first, second);
     }
 }
+
+#[test]
+fn a_failed_promotion_rolls_back_and_a_weight_that_cannot_be_set_pauses() {
+    let failed =
+        |call: &str| Input::PlatformFailed { call: call.into(), error: "hook exited with code 3".into() };
+    let mut inputs = vec![Input::Start];
+    inputs.extend(std::iter::repeat_with(healthy).take(8));
+    let (promoting, _) = run(&inputs);
+    assert_eq!(promoting.phase, Phase::Promoting);
+    let t = step(&promoting, &failed("promote v2"), at(1000)).unwrap();
+    assert_eq!(t.rollout.phase, Phase::RollingBack);
+    assert_eq!(t.rollout.desired(), Desired { weight: 0, canary: Scale::Down, promote: false });
+    assert_eq!(
+        t.rollout.rollback,
+        Some(RollbackReason::PlatformFailed {
+            call: "promote v2".into(),
+            error: "hook exited with code 3".into()
+        })
+    );
+    let d = t.rollout.decisions.last().unwrap();
+    assert_eq!(d.action, "rolled-back");
+    assert_eq!(
+        d.reason,
+        "promotion failed, the canary did not become stable: promote v2: hook exited with code 3"
+    );
+    assert!(t.actions.iter().any(|a| matches!(a, Action::Notify(n) if n.event == EventKind::RolledBack)));
+    let done = step(&t.rollout, &Input::RollbackDone, at(1010)).unwrap().rollout;
+    assert_eq!(done.phase, Phase::RolledBack);
+    assert!(done.rolled_back());
+
+    // Progressing: the weight could not be set, so the rollout holds where it is.
+    let (progressing, _) = run(&[Input::Start]);
+    let t = step(&progressing, &failed("set weight 10%"), at(40)).unwrap();
+    assert_eq!(t.rollout.phase, Phase::Paused);
+    assert_eq!(t.rollout.desired().weight, 10);
+    assert!(
+        t.rollout
+            .decisions
+            .last()
+            .unwrap()
+            .reason
+            .starts_with("the platform could not set weight 10%: hook exited")
+    );
+    // Elsewhere it is refused: a rollback in progress keeps its course, a finished one is over.
+    assert!(step(&t.rollout, &failed("set weight 10%"), at(50)).is_err());
+    assert!(step(&done, &failed("scale down"), at(1020)).is_err());
+}

@@ -110,7 +110,7 @@ impl Default for RawNginx {
             args: Vec::new(),
             include: None,
             status_listen: "127.0.0.1:8482".into(),
-            timeout: "10s".into(),
+            timeout: "5s".into(),
         }
     }
 }
@@ -251,7 +251,7 @@ pub(super) fn validate(
     let mut out = Vec::new();
     for (i, raw) in services.into_iter().enumerate() {
         let key =
-            if raw.name.is_empty() { format!("services[{i}]") } else { format!("services.{}", raw.name) };
+            if valid_name(&raw.name) { format!("services.{}", raw.name) } else { format!("services[{i}]") };
         if !valid_name(&raw.name) {
             problems.push(format!(
                 "{key}.name: `{}` must be 1-63 lowercase letters, digits or dashes (it names an nginx upstream)",

@@ -85,3 +85,52 @@ fn every_type_error_and_unknown_key_is_reported_not_only_the_first() {
         assert!(text.contains(expected), "missing {expected} in:\n{text}");
     }
 }
+
+#[test]
+fn services_are_read_with_their_hooks_and_defaults() {
+    let f = file(
+        "[nginx]\ninclude = \"/tmp/up.conf\"\n\
+         [[services]]\nname = \"web\"\nlabels = { app = \"web\" }\nstable = [\"127.0.0.1:81\"]\ncanary = [\"127.0.0.1:82\"]\n\
+         [services.hooks]\npromote = { command = [\"deploy\", \"--stable\"], timeout = \"5s\" }\n\
+         rollback = { url = \"http://hooks.local/rollback\" }\n",
+    );
+    let s = Settings::load(Some(f.path()), BTreeMap::new()).unwrap();
+    let local = s.local.expect("services declared");
+    let web = &local.services[0];
+    assert_eq!((web.namespace.as_str(), web.stable_workload.as_str()), ("local", "web"));
+    assert_eq!(web.canary_workload, "web-canary");
+    assert_eq!(web.health_path, "/healthz");
+    let promote = web.hooks.promote.as_ref().unwrap();
+    assert_eq!(promote.action, HookAction::Command(vec!["deploy".into(), "--stable".into()]));
+    assert_eq!(promote.timeout, Duration::from_secs(5));
+    assert!(
+        matches!(&web.hooks.rollback.as_ref().unwrap().action, HookAction::Webhook(u) if u.path() == "/rollback")
+    );
+    assert!(web.hooks.pre_rollout.is_none());
+    assert_eq!(local.nginx.status_listen.port(), 8482);
+    // No services, no local platform.
+    assert!(Settings::load(None, BTreeMap::new()).unwrap().local.is_none());
+}
+
+#[test]
+fn every_bad_service_setting_is_reported_with_its_key() {
+    let f = file(
+        "[daemon]\nplatform_timeout = \"10s\"\n\
+         [[services]]\nname = \"Web!\"\nstable = []\ncanary = [\"nohost\"]\n\
+         [[services]]\nname = \"api\"\nstable = [\"a:1\"]\ncanary = [\"a:1\"]\nstable_workload = \"x\"\ncanary_workload = \"x\"\n\
+         [services.hooks]\npromote = { command = [\"deploy\"], timeout = \"30s\" }\nrollback = { command = [\"a\"], url = \"http://x\" }\n",
+    );
+    let text = Settings::load(Some(f.path()), BTreeMap::new()).unwrap_err().to_string();
+    for expected in [
+        "nginx.include: required",
+        "services[0].name: `Web!` must be",
+        "services[0].stable: needs at least one server",
+        "services[0].canary: `nohost` is not host:port",
+        "services.api: [\"a:1\"] are both stable and canary servers",
+        "services.api.canary_workload: equals stable_workload",
+        "services.api.hooks.promote.timeout: 30s must be shorter than daemon.platform_timeout (10s)",
+        "services.api.hooks.rollback: set command or url, not both",
+    ] {
+        assert!(text.contains(expected), "`{expected}` missing from:\n{text}");
+    }
+}

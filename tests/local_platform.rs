@@ -1,0 +1,312 @@
+//! End to end on the local platform, as the demo runs it: real Prometheus, nginx, wrk,
+//! demo servers and `canaryd run` (the binary) on loopback ports. A bad canary is rolled
+//! back and a good one promoted with the requests each server actually served following
+//! the weights; then the faults: nginx refusing its config, Prometheus killed, canaryd
+//! killed with SIGKILL, and a promote hook that fails or hangs.
+//!
+//! Each test runs its own stack; they take turns (one stack at a time), since each
+//! keeps wrk's load running on the machine's two cores.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use canaryd::daemon::records;
+use canaryd::daemon::view::RolloutView;
+use canaryd::demo::{Binaries, Options, Stack, wait_until};
+use canaryd::record::DeploymentRecord;
+
+static ONE_STACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn binaries() -> Binaries {
+    Binaries {
+        canaryd: env!("CARGO_BIN_EXE_canaryd").into(),
+        demo_app: env!("CARGO_BIN_EXE_canaryd-demo-app").into(),
+    }
+}
+
+/// Time any one rollout may take here; the demo's take 10–40 s.
+const ROLLOUT: Duration = Duration::from_secs(150);
+
+async fn start(options: Options) -> (Stack, tokio::sync::MutexGuard<'static, ()>) {
+    let turn = ONE_STACK_AT_A_TIME.lock().await;
+    let stack = Stack::start(binaries(), options).await.expect("the stack starts");
+    (stack, turn)
+}
+
+/// The record canaryd wrote for `revision` (once every notification of the ended
+/// rollout was delivered: a tick or so after it ended).
+async fn record(stack: &Stack, revision: &str) -> DeploymentRecord {
+    let find = || {
+        records::list(&stack.path("records"))
+            .iter()
+            .filter_map(|f| records::read(f).ok())
+            .find(|r| r.revision == revision)
+    };
+    let waited =
+        wait_until(Duration::from_secs(20), "the record is written", || async { find().is_some() }).await;
+    waited.unwrap_or_else(|e| panic!("{e}: a record of {revision}; canaryd log:\n{}", stack.canaryd_log()));
+    find().expect("found")
+}
+
+/// Waits until the rollout of `revision` is in `phase` with `applied` weight confirmed.
+async fn wait_view(stack: &Stack, what: &str, check: impl Fn(&RolloutView) -> bool) -> RolloutView {
+    let found = std::sync::Mutex::new(None);
+    let waited = wait_until(ROLLOUT, what, || async {
+        let v = stack.view().await;
+        let hit = v.as_ref().is_some_and(&check);
+        *found.lock().unwrap() = v;
+        hit
+    })
+    .await;
+    let last = found.into_inner().unwrap();
+    if let Err(e) = waited {
+        panic!("{e}; last view: {last:#?}\ncanaryd log:\n{}", stack.canaryd_log());
+    }
+    last.expect("a view")
+}
+
+/// Requests served per nginx weight, from the demo servers' own counters: a sample is
+/// kept only when nginx served the same config generation before and after it.
+#[derive(Default)]
+struct Split {
+    /// weight -> (canary requests, all requests)
+    by_weight: BTreeMap<u8, (f64, f64)>,
+    last: Option<(String, f64, f64)>,
+}
+
+impl Split {
+    async fn sample(&mut self, stack: &Stack) {
+        let Some(before) = stack.nginx_serves().await else { return };
+        let served = stack.served().await;
+        let Some(after) = stack.nginx_serves().await else { return };
+        if before != after || served.len() < 4 {
+            self.last = None;
+            return;
+        }
+        let canary: f64 = served.iter().filter(|s| s.canary).map(|s| s.requests).sum();
+        let all: f64 = served.iter().map(|s| s.requests).sum();
+        if let Some((config, c0, a0)) = &self.last
+            && *config == after
+            && canary >= *c0
+            && all >= *a0
+        {
+            let weight: u8 = after.split_whitespace().nth(1).and_then(|w| w.parse().ok()).unwrap_or(0);
+            let entry = self.by_weight.entry(weight).or_default();
+            entry.0 += canary - c0;
+            entry.1 += all - a0;
+        }
+        self.last = Some((after, canary, all));
+    }
+}
+
+/// Follows a rollout to its end, sampling the traffic split all along.
+async fn follow_sampling(stack: &Stack, revision: &str, split: &mut Split) -> RolloutView {
+    let deadline = tokio::time::Instant::now() + ROLLOUT;
+    loop {
+        split.sample(stack).await;
+        if let Some(v) = stack.view().await.filter(|v| v.revision == revision && v.finished_at.is_some()) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{revision} did not end; log:\n{}",
+            stack.canaryd_log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_canary_is_rolled_back_and_a_good_one_promoted_with_traffic_following_the_weights() {
+    let (stack, _turn) = start(Options::default()).await;
+    let mut split = Split::default();
+
+    stack.deploy_canary("v2-bad", 0.05, 5).await.unwrap();
+    stack.start_rollout("v2-bad").await.unwrap();
+    let bad = follow_sampling(&stack, "v2-bad", &mut split).await;
+    assert_eq!(bad.phase, "rolled-back", "{bad:#?}");
+    let upstreams = std::fs::read_to_string(stack.path("upstreams.conf")).unwrap();
+    assert!(upstreams.contains("# canaryd weight web 0"), "{upstreams}");
+    for port in stack.ports.canary {
+        assert!(
+            !upstreams.contains(&format!("127.0.0.1:{port} ")),
+            "canary server {port} still routed:\n{upstreams}"
+        );
+    }
+    let rolled_back = record(&stack, "v2-bad").await;
+    let decision =
+        rolled_back.decisions.iter().find(|d| d.action == "rolled-back").expect("a rollback decision");
+    assert!(
+        decision.evidence.iter().any(|v| v.metric == "errors" && v.conclusive)
+            || decision.triggers.iter().any(|t| t.trigger.contains("errors")),
+        "the rollback rests on the error metric: {decision:#?}"
+    );
+    assert!(decision.reason.contains("errors"), "{}", decision.reason);
+
+    stack.deploy_canary("v3", 0.005, 5).await.unwrap();
+    stack.start_rollout("v3").await.unwrap();
+    let good = follow_sampling(&stack, "v3", &mut split).await;
+    assert_eq!(good.phase, "succeeded", "{good:#?}");
+    let promoted = record(&stack, "v3").await;
+    let actions: Vec<(&str, u8)> = promoted.decisions.iter().map(|d| (d.action.as_str(), d.weight)).collect();
+    assert_eq!(actions, [("started", 10), ("advanced", 50), ("promoting", 100), ("promoted", 100)]);
+    // After promotion nginx sends everything to the stable servers, which run v3.
+    assert!(stack.nginx_serves().await.unwrap().starts_with("web 0 "));
+    for _ in 0..10 {
+        assert_eq!(stack.get_front().await.as_deref(), Some("v3"));
+    }
+    let told: Vec<String> =
+        stack.notifications().iter().map(|n| format!("{}:{:?}", n.key.revision, n.event)).collect();
+    assert!(
+        told.contains(&"v2-bad:RolledBack".to_string()) && told.contains(&"v3:Promoted".to_string()),
+        "{told:?}"
+    );
+
+    // The split each weight was served with. nginx's smooth weighted round robin (one
+    // worker) hands out exactly w of every 100 requests within each cycle of the reduced
+    // server weights (20 requests at 10%, 4 at 50%), so a window is off by at most one
+    // cycle; the four servers' counters are read one after another (a few ms at about
+    // 1,500 requests/s: under 10 requests). With at least 1,000 requests per weight that
+    // is under 3 percentage points.
+    for weight in [10u8, 50] {
+        let (canary, all) = split.by_weight.get(&weight).copied().unwrap_or_default();
+        assert!(all >= 1000.0, "too few requests sampled at {weight}%: {all} ({:?})", split.by_weight);
+        let share = canary / all;
+        eprintln!("weight {weight}%: canary served {canary} of {all} requests = {:.2}%", share * 100.0);
+        assert!(
+            (share - f64::from(weight) / 100.0).abs() <= 0.03,
+            "weight {weight}%: canary share {share:.4}"
+        );
+    }
+    let (canary, all) = split.by_weight.get(&0).copied().unwrap_or_default();
+    eprintln!("weight 0%: canary served {canary} of {all} requests");
+    assert!(all >= 1000.0 && canary == 0.0, "at 0% no request reaches a canary server: {canary} of {all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_refusing_its_config_keeps_traffic_on_the_last_good_one_and_pauses_the_rollout() {
+    let (stack, _turn) = start(Options::default()).await;
+    stack.deploy_canary("v3", 0.005, 5).await.unwrap();
+    stack.start_rollout("v3").await.unwrap();
+    wait_view(&stack, "10% applied", |v| v.applied_weight == Some(10)).await;
+    let good = stack.nginx_serves().await.unwrap();
+    assert!(good.starts_with("web 10 "), "{good}");
+    // nginx's own config now includes a file that does not exist: `nginx -t` fails.
+    let conf = stack.path("nginx.conf");
+    let original = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, format!("include /nonexistent/canaryd-test.conf;\n{original}")).unwrap();
+
+    let paused = wait_view(&stack, "paused", |v| v.phase == "paused").await;
+    let reason = &paused.last_decision.as_ref().unwrap().reason;
+    assert!(reason.contains("could not set weight 50%") && reason.contains("nginx -t"), "{reason}");
+    assert!(
+        reason.contains("/nonexistent/canaryd-test.conf"),
+        "the reason names nginx's complaint: {reason}"
+    );
+    assert_eq!(stack.nginx_serves().await.unwrap(), good, "traffic stays on the last good config");
+    let file = std::fs::read_to_string(stack.path("upstreams.conf")).unwrap();
+    assert!(file.contains("# canaryd weight web 10"), "the last good file is back:\n{file}");
+    let metrics = reqwest::get(format!("{}/metrics", stack.api())).await.unwrap().text().await.unwrap();
+    let failures = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("canaryd_router_failures_total "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(failures >= 3.0, "canaryd_router_failures_total {failures}");
+
+    // Fixed: the retries land the weight the engine decided; the rollout stays paused.
+    std::fs::write(&conf, original).unwrap();
+    let landed = wait_view(&stack, "50% applied", |v| v.applied_weight == Some(50)).await;
+    assert_eq!(landed.phase, "paused");
+    assert!(stack.nginx_serves().await.unwrap().starts_with("web 50 "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_killed_mid_rollout_never_promotes_and_rolls_back_at_the_inconclusive_limit() {
+    let (mut stack, _turn) = start(Options::default()).await;
+    stack.deploy_canary("v3", 0.005, 5).await.unwrap();
+    stack.start_rollout("v3").await.unwrap();
+    wait_view(&stack, "10% applied", |v| v.applied_weight == Some(10)).await;
+    stack.kill_prometheus();
+    let mut phases = Vec::new();
+    let end =
+        stack.follow("v3", ROLLOUT, |v| phases.push((v.phase.clone(), v.metrics.clone()))).await.unwrap();
+    assert_eq!(end.phase, "rolled-back", "{end:#?}");
+    assert!(phases.iter().all(|(p, _)| p != "promoting" && p != "succeeded"), "{phases:?}");
+    let r = record(&stack, "v3").await;
+    let decision = r.decisions.iter().find(|d| d.action == "rolled-back").unwrap();
+    assert!(
+        decision.reason.contains("inconclusive intervals in a row reached the limit"),
+        "{}",
+        decision.reason
+    );
+    assert!(
+        r.decisions.iter().all(|d| d.action != "advanced" || d.weight <= 50),
+        "no step past what was judged with data"
+    );
+    let last_points: Vec<&str> =
+        r.timeline.points.iter().rev().take(3).map(|p| p.outcomes.as_str()).collect();
+    assert!(last_points.iter().all(|o| o.chars().all(|c| c == 'i')), "{last_points:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canaryd_killed_with_sigkill_resumes_from_its_store_without_skipping_or_repeating_a_step() {
+    let (mut stack, _turn) = start(Options::default()).await;
+    stack.deploy_canary("v3", 0.005, 5).await.unwrap();
+    stack.start_rollout("v3").await.unwrap();
+    wait_view(&stack, "step 2 at 50% applied", |v| v.step == 2 && v.applied_weight == Some(50)).await;
+    stack.kill_canaryd();
+    stack.start_canaryd().await.unwrap();
+    let end = stack.follow("v3", ROLLOUT, |_| {}).await.unwrap();
+    assert_eq!(end.phase, "succeeded", "{end:#?}");
+    let r = record(&stack, "v3").await;
+    let seqs: Vec<u64> = r.decisions.iter().map(|d| d.seq).collect();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "no decision lost or repeated");
+    let actions: Vec<(&str, u8)> = r.decisions.iter().map(|d| (d.action.as_str(), d.weight)).collect();
+    assert_eq!(actions, [("started", 10), ("advanced", 50), ("promoting", 100), ("promoted", 100)]);
+    assert!(stack.nginx_serves().await.unwrap().starts_with("web 0 "), "promoted: all traffic to stable");
+    assert_eq!(stack.get_front().await.as_deref(), Some("v3"));
+    let promoted = stack.notifications().iter().filter(|n| n.key.revision == "v3").count();
+    assert!(promoted >= 4, "every decision told");
+}
+
+async fn failed_promotion(hook: Vec<String>, timeout: &str, expected: &str) {
+    let options = Options { promote_hook: Some(hook), promote_timeout: timeout.into(), ..Options::default() };
+    let (stack, _turn) = start(options).await;
+    // A pre-rollout hook that fails (no canary server answers yet) stops the rollout
+    // before any traffic moves.
+    let refused = stack.start_rollout("v3").await.unwrap_err().to_string();
+    assert!(refused.contains("422") && refused.contains("does not answer"), "{refused}");
+    assert_eq!(stack.nginx_serves().await.unwrap(), "web 0 0", "nginx untouched");
+
+    stack.deploy_canary("v3", 0.005, 5).await.unwrap();
+    stack.start_rollout("v3").await.unwrap();
+    let end = stack.follow("v3", ROLLOUT, |_| {}).await.unwrap();
+    assert_eq!(end.phase, "rolled-back", "{end:#?}");
+    let r = record(&stack, "v3").await;
+    let decision = r.decisions.iter().find(|d| d.action == "rolled-back").unwrap();
+    assert!(
+        decision.reason.contains("promotion failed, the canary did not become stable"),
+        "{}",
+        decision.reason
+    );
+    assert!(decision.reason.contains(expected), "{}", decision.reason);
+    assert!(r.decisions.iter().all(|d| d.action != "promoted"));
+    // The stable servers still run v1, and take all the traffic.
+    assert!(stack.nginx_serves().await.unwrap().starts_with("web 0 "));
+    for _ in 0..10 {
+        assert_eq!(stack.get_front().await.as_deref(), Some("v1"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_promote_hook_rolls_back_with_its_reason() {
+    let hook = ["sh", "-c", "echo cannot deploy to the stable hosts >&2; exit 3"].map(String::from).to_vec();
+    failed_promotion(hook, "5s", "exited with code 3: cannot deploy to the stable hosts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promote_hook_that_hangs_is_killed_at_its_limit_and_rolls_back() {
+    let hook = ["sleep", "600"].map(String::from).to_vec();
+    failed_promotion(hook, "1s", "no exit within 1s; killed").await;
+}
