@@ -153,3 +153,99 @@ pub async fn one(State(api): State<Option<Api>>, Path(service): Path<String>) ->
 fn no_platform() -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, "no platform is configured ([[services]] in the settings)")
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::{LocalSettings, NginxSettings, ServiceSettings};
+    use crate::daemon::platform::Platform as _;
+
+    fn api(dir: &std::path::Path, token: Option<&str>) -> (crate::server::AppState, Arc<LocalPlatform>) {
+        let settings = LocalSettings {
+            nginx: NginxSettings {
+                binary: "nginx".into(),
+                args: vec![],
+                include: dir.join("up.conf"),
+                status_listen: "127.0.0.1:9".parse().unwrap(),
+                timeout: std::time::Duration::from_secs(1),
+            },
+            services: vec![ServiceSettings {
+                name: "web".into(),
+                namespace: "local".into(),
+                labels: [("app".to_string(), "web".to_string())].into(),
+                stable: vec!["127.0.0.1:1".into()],
+                canary: vec!["127.0.0.1:2".into()],
+                stable_workload: "web".into(),
+                canary_workload: "web-canary".into(),
+                health_path: "/healthz".into(),
+                hooks: Default::default(),
+            }],
+        };
+        let platform = Arc::new(LocalPlatform::open(&settings, Default::default()).unwrap());
+        let (_tx, views) = tokio::sync::watch::channel(Vec::new());
+        let state = crate::server::AppState {
+            api: Some(Api { platform: platform.clone(), views, token: token.map(Secret::new) }),
+            ..Default::default()
+        };
+        (state, platform)
+    }
+
+    async fn post(state: &crate::server::AppState, auth: Option<&str>, body: &str) -> (StatusCode, String) {
+        let mut request = Request::post("/api/v1/rollouts").header("content-type", "application/json");
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let response = crate::server::app(state.clone())
+            .oneshot(request.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn starting_a_rollout_takes_the_token_and_a_known_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, platform) = api(dir.path(), Some("s3cret"));
+        let body = r#"{"service": "web", "revision": "v2"}"#;
+        let (status, text) = post(&state, None, body).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+        let (status, _) = post(&state, Some("Bearer wrong"), body).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(platform.events().is_empty(), "nothing started without the token");
+        let (status, text) =
+            post(&state, Some("Bearer s3cret"), r#"{"service": "api", "revision": "v2"}"#).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(text.contains("no service `api`"), "{text}");
+        let (status, text) = post(&state, Some("Bearer s3cret"), r#"{"service": "web"}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(text.contains("revision"), "{text}");
+        let (status, text) = post(&state, Some("Bearer s3cret"), body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+        let events = platform.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].id.to_string(), events[0].revision.as_str()), ("local/web".into(), "v2"));
+        assert_eq!((events[0].arms.canary.as_str(), events[0].arms.baseline.as_str()), ("web-canary", "web"));
+    }
+
+    #[tokio::test]
+    async fn without_a_token_the_api_is_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, platform) = api(dir.path(), None);
+        let (status, text) =
+            post(&state, Some("Bearer anything"), r#"{"service": "web", "revision": "v2"}"#).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(text.contains("server.api_token"), "{text}");
+        assert!(platform.events().is_empty());
+        let response = crate::server::app(state)
+            .oneshot(Request::get("/api/v1/rollouts/web").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "no rollout of web yet");
+    }
+}
