@@ -161,6 +161,9 @@ async fn a_bad_canary_is_rolled_back_and_a_good_one_promoted_with_traffic_follow
         told.contains(&"v2-bad:RolledBack".to_string()) && told.contains(&"v3:Promoted".to_string()),
         "{told:?}"
     );
+    // The post-rollout hook ran once for each, with its outcome.
+    let post = std::fs::read_to_string(stack.path("post-rollout.log")).unwrap_or_default();
+    assert_eq!(post.lines().collect::<Vec<_>>(), ["web v2-bad rolled-back", "web v3 promoted"], "{post}");
 
     // The split each weight was served with. nginx's smooth weighted round robin (one
     // worker) hands out exactly w of every 100 requests within each cycle of the reduced
