@@ -241,12 +241,7 @@ impl Stack {
             .stderr(Stdio::null());
         stack.nginx = Some(nginx.spawn().context("cannot start nginx (scripts/install-deps installs it)")?);
         let front = format!("http://127.0.0.1:{}/", ports.nginx);
-        let client = stack.client.clone();
-        wait_until(Duration::from_secs(10), "nginx serves the stable servers", || {
-            let (client, front) = (client.clone(), front.clone());
-            async move { client.get(&front).send().await.is_ok_and(|r| r.status().is_success()) }
-        })
-        .await?;
+        stack.wait_ok(&front, Duration::from_secs(10), "nginx serves the stable servers").await?;
         stack.start_canaryd().await?;
         stack.start_load(options.connections)?;
         Ok(stack)
@@ -479,10 +474,13 @@ post_rollout = {post}
 
     async fn wait_healthy(&self, port: u16) -> anyhow::Result<()> {
         let url = format!("http://127.0.0.1:{port}/healthz");
-        let client = self.client.clone();
-        wait_until(Duration::from_secs(10), &format!("demo server on {port} answers"), || {
-            let (client, url) = (client.clone(), url.clone());
-            async move { client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) }
+        self.wait_ok(&url, Duration::from_secs(10), &format!("demo server on {port} answers")).await
+    }
+
+    /// Waits until a GET of `url` answers 2xx.
+    async fn wait_ok(&self, url: &str, within: Duration, what: &str) -> anyhow::Result<()> {
+        wait_until(within, what, || async {
+            self.client.get(url).send().await.is_ok_and(|r| r.status().is_success())
         })
         .await
     }
@@ -500,12 +498,7 @@ post_rollout = {post}
             .context("cannot start prometheus (scripts/install-deps installs it)")?;
         self.prometheus = Some(child);
         let ready = format!("http://127.0.0.1:{}/-/ready", self.ports.prometheus);
-        let client = self.client.clone();
-        wait_until(Duration::from_secs(60), "Prometheus is ready", || {
-            let (client, ready) = (client.clone(), ready.clone());
-            async move { client.get(&ready).send().await.is_ok_and(|r| r.status().is_success()) }
-        })
-        .await
+        self.wait_ok(&ready, Duration::from_secs(60), "Prometheus is ready").await
     }
 
     /// Kills Prometheus (SIGKILL), as an outage.
@@ -528,12 +521,7 @@ post_rollout = {post}
             .context("cannot start canaryd")?;
         self.canaryd = Some(child);
         let ready = format!("{}/readyz", self.api());
-        let client = self.client.clone();
-        let waited = wait_until(Duration::from_secs(30), "canaryd is ready", || {
-            let (client, ready) = (client.clone(), ready.clone());
-            async move { client.get(&ready).send().await.is_ok_and(|r| r.status().is_success()) }
-        })
-        .await;
+        let waited = self.wait_ok(&ready, Duration::from_secs(30), "canaryd is ready").await;
         waited.with_context(|| format!("see {}", self.path("canaryd.log").display()))
     }
 
