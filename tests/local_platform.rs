@@ -65,21 +65,35 @@ async fn wait_view(stack: &Stack, what: &str, check: impl Fn(&RolloutView) -> bo
     last.expect("a view")
 }
 
+/// How long after nginx first answers a new config generation its old worker may still
+/// serve requests. On reload nginx's master starts the new workers, sleeps 100 ms, and only
+/// then tells the old ones to quit; until then an old worker keeps serving the keepalive
+/// connections it holds (wrk's), and afterwards it finishes the requests in flight. The
+/// status server already answers from a new worker during that time.
+const OLD_WORKERS_DRAIN: Duration = Duration::from_secs(1);
+
 /// Requests served per nginx weight, from the demo servers' own counters: a sample is
-/// kept only when nginx served the same config generation before and after it.
+/// kept only when nginx served the same config generation before and after it, and that
+/// generation was first seen at least [`OLD_WORKERS_DRAIN`] before.
 #[derive(Default)]
 struct Split {
     /// weight -> (canary requests, all requests)
     by_weight: BTreeMap<u8, (f64, f64)>,
     last: Option<(String, f64, f64)>,
+    /// The generation last seen, and when it was first seen.
+    seen: Option<(String, tokio::time::Instant)>,
 }
 
 impl Split {
     async fn sample(&mut self, stack: &Stack) {
         let Some(before) = stack.nginx_serves().await else { return };
+        if self.seen.as_ref().is_none_or(|(config, _)| *config != before) {
+            self.seen = Some((before.clone(), tokio::time::Instant::now()));
+        }
+        let drained = self.seen.as_ref().is_some_and(|(_, since)| since.elapsed() >= OLD_WORKERS_DRAIN);
         let served = stack.served().await;
         let Some(after) = stack.nginx_serves().await else { return };
-        if before != after || served.len() < 4 {
+        if before != after || served.len() < 4 || !drained {
             self.last = None;
             return;
         }
@@ -147,6 +161,14 @@ async fn a_bad_canary_is_rolled_back_and_a_good_one_promoted_with_traffic_follow
     stack.start_rollout("v3").await.unwrap();
     let good = follow_sampling(&stack, "v3", &mut split).await;
     assert_eq!(good.phase, "succeeded", "{good:#?}");
+    // The canary servers still run after the promotion: sample 0% for a while longer.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while split.by_weight.get(&0).is_none_or(|(_, all)| *all < 3000.0)
+        && tokio::time::Instant::now() < deadline
+    {
+        split.sample(&stack).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let promoted = record(&stack, "v3").await;
     let actions: Vec<(&str, u8)> = promoted.decisions.iter().map(|d| (d.action.as_str(), d.weight)).collect();
     assert_eq!(actions, [("started", 10), ("advanced", 50), ("promoting", 100), ("promoted", 100)]);
