@@ -88,7 +88,7 @@ impl RunStore for SerialisingStore {
 struct CountingNotifier(AtomicU64);
 
 impl Notifier for CountingNotifier {
-    async fn deliver(&self, _: &Notification) -> Result<(), String> {
+    async fn deliver(&self, _: &Notification) -> Result<(), canaryd::daemon::outbox::DeliveryError> {
         self.0.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

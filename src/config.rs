@@ -101,9 +101,26 @@ pub struct DaemonSettings {
 pub struct ServerSettings {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Bearer token for the mutating API calls; without one they are refused.
-    pub api_token: Option<Secret>,
+    /// Bearer tokens of the API, by the caller's name (recorded with each command).
+    /// `api_token` is the caller `operator`. Without any, mutating calls are refused.
+    pub tokens: BTreeMap<String, Secret>,
+    /// Whether the read endpoints (`GET /api/v1/…`) need a token too (default false).
+    pub read_requires_token: bool,
+    /// Largest request body accepted, in bytes (default 256 KiB); larger gets 413.
+    pub max_body_bytes: usize,
 }
+
+impl ServerSettings {
+    /// The token to send as a client: `api_token`'s, else the only one configured.
+    pub fn client_token(&self) -> Option<&Secret> {
+        self.tokens
+            .get(OPERATOR)
+            .or_else(|| (self.tokens.len() == 1).then(|| self.tokens.values().next()).flatten())
+    }
+}
+
+/// The caller name of `server.api_token`.
+pub const OPERATOR: &str = "operator";
 
 /// Prometheus connection settings.
 #[derive(Clone, Debug)]
@@ -214,11 +231,53 @@ impl RawDaemon {
 struct RawServer {
     listen: String,
     api_token: Option<Secret>,
+    tokens: BTreeMap<String, Secret>,
+    read_requires_token: bool,
+    max_body_bytes: usize,
 }
 
 impl Default for RawServer {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8480".into(), api_token: None }
+        Self {
+            listen: "127.0.0.1:8480".into(),
+            api_token: None,
+            tokens: BTreeMap::new(),
+            read_requires_token: false,
+            max_body_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl RawServer {
+    fn tokens(&self, problems: &mut Vec<String>) -> BTreeMap<String, Secret> {
+        let mut tokens = self.tokens.clone();
+        if let Some(token) = &self.api_token {
+            if tokens.contains_key(OPERATOR) {
+                problems.push(format!("server.tokens.{OPERATOR}: also set as server.api_token; keep one"));
+            }
+            tokens.insert(OPERATOR.into(), token.clone());
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for (name, token) in &tokens {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c)) {
+                problems.push(format!("server.tokens.{name}: a caller name is letters, digits and -_.@"));
+            }
+            if token.expose().len() < 16 {
+                problems.push(format!(
+                    "server.tokens.{name}: shorter than 16 characters (value not shown: it is a secret)"
+                ));
+            }
+            if seen.contains(&token.expose()) {
+                problems.push(format!(
+                    "server.tokens.{name}: the same token as another caller; each caller needs its own"
+                ));
+            }
+            seen.push(token.expose());
+        }
+        if self.max_body_bytes < 1024 {
+            problems.push(format!("server.max_body_bytes: {} is below 1024", self.max_body_bytes));
+        }
+        tokens
     }
 }
 
@@ -468,6 +527,7 @@ impl RawSettings {
                 problems.push(format!("server.listen: `{}` is not an address ({e})", self.server.listen))
             })
             .ok();
+        let tokens = self.server.tokens(&mut problems);
         let batching = self.prometheus.batching(&mut problems);
         let daemon = self.daemon.validate(&mut problems);
         let local = local::validate(self.nginx, self.services, daemon.platform_timeout, &mut problems);
@@ -510,7 +570,12 @@ impl RawSettings {
         }
         match (listen, url, timeout, format) {
             (Some(listen), Some(url), Some(timeout), Some(format)) if problems.is_empty() => Ok(Settings {
-                server: ServerSettings { listen, api_token: self.server.api_token },
+                server: ServerSettings {
+                    listen,
+                    tokens,
+                    read_requires_token: self.server.read_requires_token,
+                    max_body_bytes: self.server.max_body_bytes,
+                },
                 prometheus: PrometheusSettings {
                     url,
                     timeout,

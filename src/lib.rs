@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backtest;
+pub mod client;
 pub mod config;
 pub mod crd;
 pub mod daemon;
@@ -14,6 +15,7 @@ pub mod demo;
 pub mod duration;
 pub mod engine;
 pub mod judge;
+pub mod notify;
 pub mod platform;
 pub mod policy;
 pub mod record;

@@ -33,14 +33,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a rollout, or show where rollouts stand, through the running daemon's API.
+    /// Talk to the running daemon's API: list, show, watch, start, promote, abort, pause
+    /// or resume rollouts.
     Rollout {
-        /// Settings file (TOML): `server.listen` and `server.api_token` say where and how.
+        /// Settings file (TOML): `server.listen` says where the daemon is.
         #[arg(long, env = "CANARYD_CONFIG", global = true)]
         config: Option<PathBuf>,
         /// The daemon's base URL, overriding the settings (e.g. `http://127.0.0.1:8480`).
         #[arg(long, global = true)]
         server: Option<String>,
+        /// Bearer token for the calls that change something (else `server.api_token`).
+        #[arg(long, env = "CANARYD_TOKEN", global = true, hide_env_values = true)]
+        token: Option<String>,
         #[command(subcommand)]
         action: RolloutAction,
     },
@@ -120,9 +124,33 @@ enum Command {
     },
 }
 
-/// What `canaryd rollout` does.
+/// What `canaryd rollout` does. A ROLLOUT is `namespace/name`, or a name only one
+/// rollout has.
 #[derive(Subcommand)]
 enum RolloutAction {
+    /// One line per rollout: phase, step, weight, each metric's last verdict.
+    List,
+    /// One rollout in detail: each metric's latest values and the decisions with their reasons.
+    Status {
+        /// The rollout.
+        rollout: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Follow rollouts live: a line on each change of phase, step, weight or verdict, and
+    /// each decision with its reason. With a ROLLOUT, exits when it ends (0 promoted,
+    /// 1 rolled back or aborted).
+    Watch {
+        /// The rollout (all of them if absent).
+        rollout: Option<String>,
+        /// Plain lines, one per change, even on a terminal (the default when not a terminal).
+        #[arg(long)]
+        plain: bool,
+        /// How often to ask the daemon.
+        #[arg(long, default_value = "1s")]
+        every: humantime::Duration,
+    },
     /// Start rolling out a revision of a service (local platform).
     Start {
         /// The service, as declared in the settings.
@@ -131,10 +159,25 @@ enum RolloutAction {
         #[arg(long)]
         revision: String,
     },
-    /// Show where rollouts stand (all, or one service's).
-    Status {
-        /// The service.
-        service: Option<String>,
+    /// Skip the remaining analysis and promote.
+    Promote {
+        /// The rollout.
+        rollout: String,
+    },
+    /// Stop and roll back.
+    Abort {
+        /// The rollout.
+        rollout: String,
+    },
+    /// Hold at the current step (the analysis goes on; triggers still roll back).
+    Pause {
+        /// The rollout.
+        rollout: String,
+    },
+    /// Continue after a pause (the step's full duration is required again).
+    Resume {
+        /// The rollout.
+        rollout: String,
     },
 }
 
@@ -230,7 +273,7 @@ fn main() -> ExitCode {
             };
             records(&dir, action)
         }
-        Command::Rollout { config, server, action } => {
+        Command::Rollout { config, server, token, action } => {
             let settings = match Settings::load_from_process(config.as_deref()) {
                 Ok(s) => s,
                 Err(e) => {
@@ -239,7 +282,8 @@ fn main() -> ExitCode {
                 }
             };
             let base = server.unwrap_or_else(|| format!("http://{}", settings.server.listen));
-            rollout(&base, settings.server.api_token.as_ref(), action)
+            let token = token.or_else(|| settings.server.client_token().map(|t| t.expose().to_string()));
+            rollout(&base, token, action)
         }
         Command::Run { config } => {
             let settings = match Settings::load_from_process(config.as_deref()) {
@@ -509,7 +553,8 @@ async fn backtest_prometheus(
 #[tokio::main]
 async fn run(settings: Settings) -> anyhow::Result<()> {
     canaryd::telemetry::init_logging(&settings.log);
-    let mut state = canaryd::server::AppState::default();
+    let mut state =
+        canaryd::server::AppState { max_body_bytes: settings.server.max_body_bytes, ..Default::default() };
     let policies = load_policies(&settings, &state);
     let listener = tokio::net::TcpListener::bind(settings.server.listen)
         .await
@@ -553,21 +598,20 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         batching: settings.prometheus.batching.clone(),
         ..Default::default()
     };
+    let timeout = std::time::Duration::from_secs(10);
+    let webhook = match &settings.daemon.webhook_url {
+        Some(url) => Some(
+            canaryd::daemon::outbox::WebhookNotifier::new(url.expose(), timeout)
+                .map_err(|e| anyhow::anyhow!("daemon.webhook_url: {e}"))?,
+        ),
+        None => None,
+    };
+    let slack =
+        canaryd::notify::slack::SlackNotifier::new(timeout, Box::new(canaryd::notify::slack::from_env))
+            .map_err(|e| anyhow::anyhow!("Slack client: {e}"))?;
+    let notifier = Arc::new(canaryd::notify::Fanout::new(webhook, slack, metrics.notifications.clone()));
     let parts = Parts { source, platform: platform.clone(), store, records, policies, options, metrics };
-    match &settings.daemon.webhook_url {
-        Some(url) => {
-            let notifier = canaryd::daemon::outbox::WebhookNotifier::new(
-                url.expose(),
-                std::time::Duration::from_secs(10),
-            )
-            .map_err(|e| anyhow::anyhow!("daemon.webhook_url: {e}"))?;
-            run_local(&settings, &mut state, listener, parts, Arc::new(notifier), (stop_tx, stop)).await
-        }
-        None => {
-            let notifier = Arc::new(canaryd::daemon::outbox::LogNotifier);
-            run_local(&settings, &mut state, listener, parts, notifier, (stop_tx, stop)).await
-        }
-    }
+    run_local(&settings, &mut state, listener, parts, notifier, (stop_tx, stop)).await
 }
 
 /// What the local platform's loop is made of.
@@ -594,17 +638,24 @@ async fn run_local<N: canaryd::daemon::outbox::Notifier>(
     let mut daemon = canaryd::daemon::Daemon::start(
         source,
         platform.clone(),
-        store,
+        store.clone(),
         notifier,
         Some(records),
         policies,
         options,
-        metrics,
+        metrics.clone(),
     );
     state.api = Some(canaryd::server::api::Api {
-        platform,
+        platform: Some(platform),
         views: daemon.views(),
-        token: settings.server.api_token.clone(),
+        tokens: Arc::new(settings.server.tokens.clone()),
+        read_requires_token: settings.server.read_requires_token,
+        commands: daemon.commands(),
+        alerts: daemon.alerts(),
+        wake: daemon.waker(),
+        store: Some(store),
+        records_dir: Some(settings.daemon.records_dir.clone()),
+        metrics,
     });
     let ticked = Arc::new(std::sync::atomic::AtomicBool::new(false));
     state.loop_ready = Some(ticked.clone());
@@ -683,72 +734,174 @@ async fn signals(
     }
 }
 
-/// `canaryd rollout start|status`: one API call, its answer printed.
+/// `canaryd rollout …`: API calls, their answers printed.
 #[tokio::main(flavor = "current_thread")]
-async fn rollout(base: &str, token: Option<&canaryd::config::Secret>, action: RolloutAction) -> ExitCode {
-    let client = reqwest::Client::new();
-    let base = base.trim_end_matches('/');
-    let request = match &action {
-        RolloutAction::Start { service, revision } => {
-            let body =
-                canaryd::server::api::StartRequest { service: service.clone(), revision: revision.clone() };
-            let mut r = client.post(format!("{base}/api/v1/rollouts")).json(&body);
-            if let Some(token) = token {
-                r = r.bearer_auth(token.expose());
-            }
-            r
-        }
-        RolloutAction::Status { service: Some(s) } => client.get(format!("{base}/api/v1/rollouts/{s}")),
-        RolloutAction::Status { service: None } => client.get(format!("{base}/api/v1/rollouts")),
-    };
-    let response = match request.timeout(std::time::Duration::from_secs(120)).send().await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot reach the daemon at {base}: {e}");
-            return ExitCode::from(EXIT_FAILURE);
+async fn rollout(base: &str, token: Option<String>, action: RolloutAction) -> ExitCode {
+    use canaryd::client::{Client, ClientError};
+    let fail = |e: ClientError| {
+        eprintln!("error: {e}");
+        match e {
+            ClientError::Refused { status, .. } if status.is_client_error() => ExitCode::from(EXIT_INVALID),
+            _ => ExitCode::from(EXIT_FAILURE),
         }
     };
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
-    if !status.is_success() {
-        let why = body.get("error").and_then(|e| e.as_str()).unwrap_or("no reason given");
-        eprintln!("error: {status}: {why}");
-        return ExitCode::from(if status.is_client_error() { EXIT_INVALID } else { EXIT_FAILURE });
-    }
-    match action {
-        RolloutAction::Start { .. } => {
-            let get = |k: &str| body.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
-            println!("{} {}: {}", get("rollout"), get("revision"), get("status"));
-        }
-        RolloutAction::Status { .. } => {
-            let views: Vec<canaryd::daemon::view::RolloutView> = match body {
-                serde_json::Value::Array(_) => serde_json::from_value(body).unwrap_or_default(),
-                one => serde_json::from_value(one).map(|v| vec![v]).unwrap_or_default(),
+    let client = match Client::new(base, token) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let command = |rollout: String, verb: &'static str| (rollout, verb);
+    let (rollout, verb) = match action {
+        RolloutAction::List => {
+            return match client.list().await {
+                Ok(views) => {
+                    for v in &views {
+                        println!("{:<28} {:<10} {}", v.id(), v.revision, v.progress());
+                    }
+                    if views.is_empty() {
+                        println!("no rollouts");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
             };
-            for v in &views {
-                println!("{}", progress_line(v));
-            }
-            if views.is_empty() {
-                println!("no rollouts");
-            }
         }
+        RolloutAction::Status { rollout, format } => {
+            let detail = match client.resolve(&rollout).await {
+                Ok((namespace, name)) => client.detail(&namespace, &name).await,
+                Err(e) => Err(e),
+            };
+            return match detail {
+                Ok(d) if format == Format::Json => {
+                    println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(d) => {
+                    print_detail(&d);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            };
+        }
+        RolloutAction::Watch { rollout, plain, every } => {
+            return watch(&client, rollout.as_deref(), plain, every.into()).await;
+        }
+        RolloutAction::Start { service, revision } => {
+            return match client.start(&service, &revision).await {
+                Ok(a) => {
+                    println!("{} {}: {}", a.rollout, a.revision, a.status);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            };
+        }
+        RolloutAction::Promote { rollout } => command(rollout, "promote"),
+        RolloutAction::Abort { rollout } => command(rollout, "abort"),
+        RolloutAction::Pause { rollout } => command(rollout, "pause"),
+        RolloutAction::Resume { rollout } => command(rollout, "resume"),
+    };
+    let answer = match client.resolve(&rollout).await {
+        Ok((namespace, name)) => client.command(&namespace, &name, verb).await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(a) => {
+            println!("{} {}: {} (as {})", a.rollout, a.command, a.status, a.by);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     }
-    ExitCode::SUCCESS
 }
 
-/// One line per rollout: where it stands and each metric's last verdict.
-fn progress_line(v: &canaryd::daemon::view::RolloutView) -> String {
-    let metrics = v.metrics.iter().map(|m| format!("{}={}", m.name, m.verdict)).collect::<Vec<_>>().join(" ");
-    let applied = v.applied_weight.map_or_else(|| "-".to_string(), |w| format!("{w}%"));
-    let last = v.last_decision.as_ref().map_or(String::new(), |d| format!(" | {}: {}", d.action, d.reason));
-    format!(
-        "{}/{} {} {:<12} step {}/{} weight {}% (applied {applied}) {metrics}{last}",
-        v.namespace,
-        v.name,
-        v.revision,
-        v.phase,
-        v.step,
-        v.steps.len(),
-        v.weight
-    )
+fn print_detail(d: &canaryd::server::api::RolloutDetail) {
+    let v = &d.view;
+    println!("{} {} (policy {})", v.id(), v.revision, v.policy);
+    println!("  {}", v.progress());
+    if let Some(at) = d.latest_at {
+        println!("  latest interval, ended {at}:");
+    }
+    let value = |x: Option<f64>| x.map_or_else(|| "no data".to_string(), |x| format!("{x:.4}"));
+    for m in &d.latest {
+        println!(
+            "    {:<16} {:<18} canary {:<10} baseline {}",
+            m.metric,
+            m.verdict,
+            value(m.canary),
+            value(m.baseline)
+        );
+    }
+    println!("  decisions:");
+    for decision in &d.decisions {
+        println!(
+            "    #{} {} {} at {}%: {}",
+            decision.seq, decision.at, decision.action, decision.weight, decision.reason
+        );
+    }
+}
+
+/// `canaryd rollout watch`: polls the daemon and prints what changed. On a terminal
+/// (unless `plain`), each rollout's line is redrawn in place and decisions scroll above.
+async fn watch(
+    client: &canaryd::client::Client,
+    rollout: Option<&str>,
+    plain: bool,
+    every: std::time::Duration,
+) -> ExitCode {
+    use std::io::Write as _;
+    let id = match rollout {
+        Some(r) => match client.resolve(r).await {
+            Ok((namespace, name)) => Some(format!("{namespace}/{name}")),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_INVALID);
+            }
+        },
+        None => None,
+    };
+    let live = !plain && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut progress: std::collections::BTreeMap<String, canaryd::daemon::view::Progress> =
+        Default::default();
+    let mut failures = 0u32;
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let views = match client.list().await {
+            Ok(v) => {
+                failures = 0;
+                v
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!("warning: {e} (retrying)");
+                if failures >= 30 {
+                    eprintln!("error: the daemon did not answer 30 times in a row");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+                continue;
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        for v in views.iter().filter(|v| id.as_ref().is_none_or(|id| *id == v.id())) {
+            let lines = progress.entry(v.id()).or_default().lines(v);
+            for line in lines {
+                let line = format!("{} {} {line}", v.id(), v.revision);
+                if live && !line.contains(" -> ") {
+                    let _ = write!(out, "\r\x1b[2K{line}");
+                } else {
+                    let _ = writeln!(out, "{}{line}", if live { "\r\x1b[2K" } else { "" });
+                }
+            }
+        }
+        let _ = out.flush();
+        drop(out);
+        if let Some(id) = &id
+            && let Some(v) = views.iter().find(|v| v.id() == *id)
+            && v.finished_at.is_some()
+        {
+            if live {
+                println!();
+            }
+            return if v.phase == "succeeded" { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) };
+        }
+    }
 }

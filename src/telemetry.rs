@@ -50,6 +50,52 @@ pub struct DecisionLabels {
     pub kind: String,
 }
 
+/// Labels of a per-rollout series (removed once the rollout's record is written).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    /// `namespace/name`.
+    pub rollout: String,
+}
+
+/// Labels of the last measured value of a metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ValueLabels {
+    /// `namespace/name`.
+    pub rollout: String,
+    /// The metric's name in the policy.
+    pub metric: String,
+    /// `canary` or `baseline`.
+    pub arm: &'static str,
+}
+
+/// Labels of the verdicts counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// The metric's name in the policy.
+    pub metric: String,
+    /// `pass`, `fail`, `inconclusive` or `waiting`.
+    pub outcome: &'static str,
+}
+
+/// Labels of the rollbacks counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `trigger`, `regression`, `failure-limit`, `inconclusive-limit`,
+    /// `not-enough-traffic`, `aborted` or `platform-failed`.
+    pub reason: &'static str,
+}
+
+/// Labels of the alerts counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    /// `rolled-back` (a trigger named it), `no-trigger` (no policy of a matching rollout
+    /// names it), `no-rollout` (no rollout of that workload), `resolved`, or `malformed`.
+    pub result: &'static str,
+}
+
+/// A gauge holding a float.
+pub type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 /// The daemon's own metrics. Dashboards in `dashboards/` use exactly these names.
 pub struct Metrics {
     /// The registry served on `/metrics`.
@@ -79,6 +125,32 @@ pub struct Metrics {
     /// `canaryd_router_failures_total`: router changes refused (nginx test or reload
     /// failed, or the new weights were not served); traffic stayed on the last good config.
     pub router_failures: Counter,
+    /// `canaryd_canary_weight{rollout}`: the canary weight the platform last confirmed.
+    pub canary_weight: Family<RolloutLabels, Gauge>,
+    /// `canaryd_metric_value{rollout, metric, arm}`: each metric's last measured value,
+    /// canary and baseline.
+    pub metric_value: Family<ValueLabels, FloatGauge>,
+    /// `canaryd_verdicts_total{metric, outcome}`: verdicts by metric and outcome.
+    pub verdicts: Family<VerdictLabels, Counter>,
+    /// `canaryd_rollbacks_total{reason}`: rollbacks (aborts included) by reason.
+    pub rollbacks: Family<ReasonLabels, Counter>,
+    /// `canaryd_promotions_total`: promotions finished.
+    pub promotions: Counter,
+    /// `canaryd_analysis_duration_seconds`: time to measure and judge the due rollouts of a tick.
+    pub analysis_seconds: Histogram,
+    /// `canaryd_notifications_total{channel, result}`: notification delivery attempts.
+    pub notifications: crate::notify::DeliveryCounts,
+    /// `canaryd_alerts_total{result}`: Alertmanager alerts received, by what they did.
+    pub alerts: Family<AlertLabels, Counter>,
+    /// `canaryd_api_commands_total{command}`: operator commands accepted by the API.
+    pub commands: Family<CommandLabels, Counter>,
+}
+
+/// Labels of the commands counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    /// `promote`, `abort`, `pause` or `resume`.
+    pub command: &'static str,
 }
 
 impl Metrics {
@@ -127,7 +199,50 @@ impl Metrics {
             "Router changes refused (nginx test or reload failed, or not served); traffic stayed on the last good config",
             router_failures.clone(),
         );
+        let canary_weight = Family::<RolloutLabels, Gauge>::default();
+        registry.register(
+            "canary_weight",
+            "Canary weight (percent) the platform last confirmed, per rollout",
+            canary_weight.clone(),
+        );
+        let metric_value = Family::<ValueLabels, FloatGauge>::default();
+        registry.register(
+            "metric_value",
+            "Each judged metric's last measured value, per rollout and arm (canary, baseline)",
+            metric_value.clone(),
+        );
+        let verdicts = Family::<VerdictLabels, Counter>::default();
+        registry.register("verdicts", "Verdicts by metric and outcome", verdicts.clone());
+        let rollbacks = Family::<ReasonLabels, Counter>::default();
+        registry.register("rollbacks", "Rollbacks (aborts included) by reason", rollbacks.clone());
+        let promotions = Counter::default();
+        registry.register("promotions", "Promotions finished", promotions.clone());
+        let analysis_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "analysis_duration_seconds",
+            "Time to measure and judge a tick's due rollouts",
+            analysis_seconds.clone(),
+        );
+        let notifications = crate::notify::DeliveryCounts::default();
+        registry.register(
+            "notifications",
+            "Notification delivery attempts by channel and result",
+            notifications.clone(),
+        );
+        let alerts = Family::<AlertLabels, Counter>::default();
+        registry.register("alerts", "Alertmanager alerts received, by what they did", alerts.clone());
+        let commands = Family::<CommandLabels, Counter>::default();
+        registry.register("api_commands", "Operator commands accepted by the API", commands.clone());
         Metrics {
+            canary_weight,
+            metric_value,
+            verdicts,
+            rollbacks,
+            promotions,
+            analysis_seconds,
+            notifications,
+            alerts,
+            commands,
             router_failures,
             tick_seconds,
             rollouts,

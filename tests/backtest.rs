@@ -112,12 +112,22 @@ fn a_prometheus_gap_holds_the_step_and_is_never_counted_as_a_pass() {
             assert!(verdict["reason"].as_str().unwrap().contains("Prometheus unreachable"));
         }
     }
-    // No decision falls inside the gap (10:04:30 to 10:06:00); the step waits for data.
+    // Inside the gap (10:04:30 to 10:06:00) the step waits for data: the one decision is
+    // the warning that the rollout is stalled, after two silent intervals; traffic stays.
     let gap = ("2026-11-01T10:04:30Z", "2026-11-01T10:06:00Z");
-    for d in v["record"]["decisions"].as_array().unwrap() {
-        let at = d["at"].as_str().unwrap();
-        assert!(!(gap.0 <= at && at <= gap.1), "decision during the outage: {d}");
-    }
+    let decisions = v["record"]["decisions"].as_array().unwrap();
+    let inside: Vec<&serde_json::Value> = decisions
+        .iter()
+        .filter(|d| {
+            let at = d["at"].as_str().unwrap();
+            gap.0 <= at && at <= gap.1
+        })
+        .collect();
+    assert_eq!(inside.len(), 1, "{inside:?}");
+    assert_eq!(inside[0]["action"], "stalled");
+    assert!(inside[0]["reason"].as_str().unwrap().starts_with("stalled on lack of data: 2 inconclusive"));
+    let before = decisions.iter().rev().find(|d| d["at"].as_str().unwrap() < gap.0).unwrap();
+    assert_eq!(inside[0]["weight"], before["weight"], "a stall moves no traffic");
     // Four silent intervals stay under inconclusiveLimit (6): the canary goes on and is promoted.
     assert_eq!((code, v["outcome"].as_str()), (Some(0), Some("promoted")));
 }

@@ -196,8 +196,11 @@ fn commands_are_valid_only_from_their_phases() {
     let r = new_rollout();
     let cmd = |c| Input::Command { command: c, by: "alice".into() };
     let err = step(&r, &cmd(Command::Pause), at(0)).unwrap_err();
-    assert_eq!(err.to_string(), "cannot pause rollout t/web: it is Pending");
-    assert!(matches!(err, EngineError::InvalidTransition { .. }));
+    assert_eq!(
+        err.to_string(),
+        "rollout t/web: cannot pause a rollout that is pending: only when progressing"
+    );
+    assert!(matches!(err, EngineError::Refused { .. }));
     let r = step(&r, &Input::Start, at(0)).unwrap().rollout;
     let paused = step(&r, &cmd(Command::Pause), at(10)).unwrap().rollout;
     assert_eq!(paused.phase, Phase::Paused);

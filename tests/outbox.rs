@@ -14,9 +14,15 @@ fn note(decision: u64) -> Notification {
     Notification {
         key: NotificationKey { rollout: "shop/web".into(), revision: "v2".into(), decision },
         event: EventKind::RolledBack,
+        severity: EventKind::RolledBack.severity(),
+        policy: "shop/web-default".into(),
+        step: 1,
+        weight: 0,
+        reason: "errors regressed".into(),
         summary: "shop/web revision v2: rolled back".into(),
         evidence: vec![],
         triggers: vec![],
+        slack: None,
     }
 }
 

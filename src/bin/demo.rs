@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use canaryd::daemon::view::RolloutView;
+use canaryd::daemon::view::{Progress, RolloutView};
 use canaryd::demo::{Binaries, Options, Stack};
 use canaryd::engine::Notification;
 
@@ -18,33 +18,13 @@ fn binaries() -> Binaries {
     Binaries { canaryd: here.join("canaryd"), demo_app: here.join("canaryd-demo-app") }
 }
 
-fn line(v: &RolloutView) -> String {
-    let metrics = v.metrics.iter().map(|m| format!("{}={}", m.name, m.verdict)).collect::<Vec<_>>().join(" ");
-    let applied = v.applied_weight.map_or_else(|| "-".to_string(), |w| format!("{w}%"));
-    format!(
-        "  {:<12} step {}/{}  weight {:>3}% (applied {applied:>4})  {metrics}",
-        v.phase,
-        v.step,
-        v.steps.len(),
-        v.weight
-    )
-}
-
-/// Prints progress lines: one per change of phase, step, weight or verdicts.
+/// Prints progress lines: one per change of phase, step, weight or verdicts, and each
+/// decision with its reason (the same lines as `canaryd rollout watch`).
 fn progress() -> impl FnMut(&RolloutView) {
-    let mut last = String::new();
-    let mut decision = None;
+    let mut progress = Progress::default();
     move |v: &RolloutView| {
-        let now = line(v);
-        if now != last {
-            println!("{now}");
-            last = now;
-        }
-        if let Some(d) = &v.last_decision
-            && decision != Some(d.seq)
-        {
-            println!("    -> {} at {}%: {}", d.action, d.weight, d.reason);
-            decision = Some(d.seq);
+        for line in progress.lines(v) {
+            println!("  {line}");
         }
     }
 }

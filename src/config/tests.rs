@@ -45,15 +45,15 @@ fn secrets_never_show_in_debug_output() {
     let s = Settings::load(
         None,
         env(&[
-            ("CANARYD__SERVER__API_TOKEN", "hunter2-token"),
+            ("CANARYD__SERVER__API_TOKEN", "hunter2-token-0123456789"),
             ("CANARYD__PROMETHEUS__BEARER_TOKEN", "prom-s3cret"),
         ]),
     )
     .unwrap();
     let debug = format!("{s:?}");
-    assert!(!debug.contains("hunter2-token") && !debug.contains("prom-s3cret"), "{debug}");
+    assert!(!debug.contains("hunter2-token-0123456789") && !debug.contains("prom-s3cret"), "{debug}");
     assert!(debug.contains("redacted"));
-    assert_eq!(s.server.api_token.as_ref().map(Secret::expose), Some("hunter2-token"));
+    assert_eq!(s.server.tokens.get("operator").map(Secret::expose), Some("hunter2-token-0123456789"));
 }
 
 #[test]

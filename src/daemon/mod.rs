@@ -32,13 +32,16 @@ use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use crate::engine::{
-    Command, Input, IntervalObservations, Notification, Phase, Rollout, RolloutId, Scale, Transition, step,
+    Command, Input, IntervalObservations, Notification, Phase, RollbackReason, Rollout, RolloutId, Scale,
+    Transition, step,
 };
 use crate::policy::{LoadedPolicy, selector};
 use crate::record::{DeploymentRecord, Timeline, TimelinePoint};
 use crate::source::batch::{self, BatchOptions, Target};
 use crate::source::prometheus::MetricSource;
-use crate::telemetry::{DecisionLabels, Metrics, PhaseLabels};
+use crate::telemetry::{
+    DecisionLabels, Metrics, PhaseLabels, ReasonLabels, RolloutLabels, ValueLabels, VerdictLabels,
+};
 
 use outbox::{Notifier, Outbox, OutboxOptions};
 use platform::{Platform, PlatformError, RolloutEvent};
@@ -113,7 +116,7 @@ impl Run {
                 .decisions
                 .iter()
                 .find(|d| d.seq == seq)
-                .is_some_and(|d| Notification::of(&r.id, d).is_some() && !self.delivered.remove(&seq));
+                .is_some_and(|d| Notification::of(r, d).is_some() && !self.delivered.remove(&seq));
             if pending {
                 break;
             }
@@ -159,6 +162,33 @@ pub struct Daemon<S, P, St> {
     policies_tx: mpsc::UnboundedSender<Vec<LoadedPolicy>>,
     policies_rx: mpsc::UnboundedReceiver<Vec<LoadedPolicy>>,
     views: tokio::sync::watch::Sender<Vec<view::RolloutView>>,
+    alerts_tx: mpsc::UnboundedSender<FiringAlert>,
+    alerts: mpsc::UnboundedReceiver<FiringAlert>,
+    /// Woken by a command or an alert, so the loop ticks at once instead of at the next
+    /// period.
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// An Alertmanager alert firing for a workload, as the API received it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FiringAlert {
+    /// Its `alertname`.
+    pub alert: String,
+    /// Its `namespace` label, if it has one.
+    pub namespace: Option<String>,
+    /// The workload it names (its `rollout`, `workload`, `deployment` or `service`
+    /// label): a rollout's name or its canary's workload.
+    pub workloads: Vec<String>,
+    /// Its summary or description annotation.
+    pub detail: String,
+}
+
+impl FiringAlert {
+    fn names(&self, id: &RolloutId, arms: &crate::source::batch::Arms) -> bool {
+        let namespace_ok =
+            self.namespace.as_ref().is_none_or(|ns| *ns == id.namespace || *ns == arms.namespace);
+        namespace_ok && self.workloads.iter().any(|w| *w == id.name || *w == arms.canary)
+    }
 }
 
 impl<S, P, St> Drop for Daemon<S, P, St> {
@@ -188,6 +218,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let (reports_tx, reports) = mpsc::unbounded_channel();
         let (policies_tx, policies_rx) = mpsc::unbounded_channel();
+        let (alerts_tx, alerts) = mpsc::unbounded_channel();
         let (states, problems) = store.load_all();
         for problem in problems {
             tracing::error!(%problem, "stored rollout state cannot be read; skipped");
@@ -220,7 +251,21 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
             policies_tx,
             policies_rx,
             views: tokio::sync::watch::Sender::new(Vec::new()),
+            alerts_tx,
+            alerts,
+            wake: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// A handle to hand firing alerts to the loop with; each is taken in at the next
+    /// tick (wake the loop with [`Daemon::waker`] to make that now).
+    pub fn alerts(&self) -> mpsc::UnboundedSender<FiringAlert> {
+        self.alerts_tx.clone()
+    }
+
+    /// Notified, the running loop ticks at once.
+    pub fn waker(&self) -> Arc<tokio::sync::Notify> {
+        self.wake.clone()
     }
 
     /// A handle to replace the policies with from another task (on reload); taken in at
@@ -379,6 +424,9 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         for event in self.platform.events() {
             self.take_event(event, now);
         }
+        while let Ok(alert) = self.alerts.try_recv() {
+            self.take_alert(&alert, now);
+        }
         while let Ok((id, command, by)) = self.commands.try_recv() {
             let input = Input::Command { command, by: by.clone() };
             match self.runs.get(&id).map(|r| step(&r.state.rollout, &input, now)) {
@@ -412,6 +460,35 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
                 self.apply(&id, t, None);
             }
         }
+    }
+
+    /// A firing alert, given to every rollout of the workload it names: a rollout whose
+    /// plan has a trigger on it rolls back; the others do not change.
+    fn take_alert(&mut self, alert: &FiringAlert, now: Timestamp) {
+        let input = Input::Alert { alert: alert.alert.clone(), detail: alert.detail.clone() };
+        let named: Vec<RolloutId> = self
+            .runs
+            .iter()
+            .filter(|(id, run)| !run.state.rollout.phase.is_terminal() && alert.names(id, &run.state.arms))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut result = if named.is_empty() { "no-rollout" } else { "no-trigger" };
+        for id in named {
+            let Some(run) = self.runs.get(&id) else { continue };
+            let before = run.state.rollout.decisions_made;
+            match step(&run.state.rollout, &input, now) {
+                Ok(t) if t.rollout.decisions_made > before => {
+                    tracing::warn!(rollout = %id, alert = %alert.alert, "alert trigger fired: rolling back");
+                    result = "rolled-back";
+                    self.apply(&id, t, None);
+                }
+                Ok(_) => {
+                    tracing::info!(rollout = %id, alert = %alert.alert, "alert fired; no trigger of the rollout's policy names it")
+                }
+                Err(e) => tracing::warn!(rollout = %id, error = %e, "alert not taken"),
+            }
+        }
+        self.metrics.alerts.get_or_create(&crate::telemetry::AlertLabels { result }).inc();
     }
 
     fn take_event(&mut self, event: RolloutEvent, now: Timestamp) {
@@ -466,12 +543,49 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         let r = &mut run.state.rollout;
         for d in r.decisions.iter_mut().filter(|d| d.seq >= before) {
             self.metrics.decisions.get_or_create(&DecisionLabels { kind: d.action.clone() }).inc();
+            match d.action.as_str() {
+                "rolled-back" | "aborted" => {
+                    let reason = r.rollback.as_ref().map_or("aborted", RollbackReason::label);
+                    self.metrics.rollbacks.get_or_create(&ReasonLabels { reason }).inc();
+                }
+                "promoted" => {
+                    self.metrics.promotions.inc();
+                }
+                _ => {}
+            }
             if !d.evidence.is_empty() {
                 d.window_seconds = window.map(|w| w.as_secs());
             }
             tracing::info!(rollout = %id, revision = %r.revision, decision = %d.action, weight = d.weight, reason = %d.reason, "decision");
         }
         if let Some(interval) = t.interval {
+            let rollout = id.to_string();
+            for v in &interval.verdicts {
+                let outcome = match v.outcome {
+                    crate::judge::Outcome::Pass => "pass",
+                    crate::judge::Outcome::Fail => "fail",
+                    crate::judge::Outcome::Inconclusive => "inconclusive",
+                    crate::judge::Outcome::Insufficient => "waiting",
+                };
+                self.metrics
+                    .verdicts
+                    .get_or_create(&VerdictLabels { metric: v.metric.clone(), outcome })
+                    .inc();
+                for (arm, value) in
+                    [("canary", v.evidence.canary.value), ("baseline", v.evidence.baseline.value)]
+                {
+                    let labels = ValueLabels { rollout: rollout.clone(), metric: v.metric.clone(), arm };
+                    match value {
+                        Some(value) => {
+                            self.metrics.metric_value.get_or_create(&labels).set(value);
+                        }
+                        // No data is not zero: the series goes until there is some.
+                        None => {
+                            self.metrics.metric_value.remove(&labels);
+                        }
+                    }
+                }
+            }
             let point = TimelinePoint::of(&interval);
             if let Err(e) = self.store.append_timeline(id, &point) {
                 tracing::error!(rollout = %id, error = %e, "cannot append to the timeline");
@@ -482,6 +596,15 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
     // ---- 2 and 3. measure and decide --------------------------------------------------
 
     async fn evaluate(&mut self, now: Timestamp) -> usize {
+        let started = std::time::Instant::now();
+        let evaluated = self.measure_and_judge(now).await;
+        if evaluated > 0 {
+            self.metrics.analysis_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        evaluated
+    }
+
+    async fn measure_and_judge(&mut self, now: Timestamp) -> usize {
         // Due rollouts, grouped by the time since their last evaluation: each group's
         // counts are the exact increments over its own window.
         let mut groups: BTreeMap<Duration, Vec<RolloutId>> = BTreeMap::new();
@@ -636,6 +759,15 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         }
         run.state.recorded = true;
         run.dirty = true;
+        // The rollout's own series go with it.
+        let rollout = id.to_string();
+        self.metrics.canary_weight.remove(&RolloutLabels { rollout: rollout.clone() });
+        for m in &run.state.rollout.plan.metrics {
+            for arm in ["canary", "baseline"] {
+                let labels = ValueLabels { rollout: rollout.clone(), metric: m.name.clone(), arm };
+                self.metrics.metric_value.remove(&labels);
+            }
+        }
     }
 
     // ---- 6. tell ----------------------------------------------------------------------
@@ -653,7 +785,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
                 if offered_now.contains(&d.seq) || delivered.contains(&d.seq) {
                     continue;
                 }
-                let Some(n) = Notification::of(&r.id, d) else { continue };
+                let Some(n) = Notification::of(r, d) else { continue };
                 if !self.outbox.offer(n) {
                     self.metrics.outbox_dropped.inc();
                     break;
@@ -667,8 +799,16 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
 
     fn export_metrics(&self) {
         let mut by_phase: HashMap<&'static str, i64> = Phase::ALL.iter().map(|p| (p.name(), 0)).collect();
-        for run in self.runs.values() {
+        for (id, run) in &self.runs {
             *by_phase.entry(run.state.rollout.phase.name()).or_default() += 1;
+            if !run.state.recorded
+                && let Some(w) = run.state.applied.weight
+            {
+                self.metrics
+                    .canary_weight
+                    .get_or_create(&RolloutLabels { rollout: id.to_string() })
+                    .set(i64::from(w));
+            }
         }
         for (phase, n) in by_phase {
             self.metrics.rollouts.get_or_create(&PhaseLabels { phase }).set(n);
@@ -716,9 +856,14 @@ pub async fn run_until<S, P, St>(
     // A tick that overruns delays the next one; ticks are never run back to back.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    let wake = daemon.waker();
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            () = wake.notified() => {
+                let report = daemon.tick(clock()).await;
+                tracing::debug!(?report, "tick (woken by a command or an alert)");
+            }
             _ = ticks.tick() => {
                 let report = daemon.tick(clock()).await;
                 ready.store(true, std::sync::atomic::Ordering::Relaxed);

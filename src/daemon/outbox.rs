@@ -15,10 +15,41 @@ use tokio::sync::mpsc;
 
 use crate::engine::{Notification, NotificationKey};
 
+/// Why a delivery failed, and when the receiver asked to be tried again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryError {
+    /// Why (never a secret: no webhook URL).
+    pub reason: String,
+    /// The receiver's `Retry-After`, when it gave one (e.g. Slack's 429).
+    pub retry_after: Option<Duration>,
+}
+
+impl From<String> for DeliveryError {
+    fn from(reason: String) -> Self {
+        DeliveryError { reason, retry_after: None }
+    }
+}
+
+impl std::fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)?;
+        if let Some(after) = self.retry_after {
+            write!(f, " (retry after {}s)", after.as_secs())?;
+        }
+        Ok(())
+    }
+}
+
 /// Delivers one notification somewhere.
 pub trait Notifier: Send + Sync + 'static {
     /// Delivers `n`; `Err` says why it was not delivered (it will be retried).
-    fn deliver(&self, n: &Notification) -> impl Future<Output = Result<(), String>> + Send;
+    fn deliver(&self, n: &Notification) -> impl Future<Output = Result<(), DeliveryError>> + Send;
+}
+
+/// The wait before the next attempt: the receiver's `Retry-After` when it gave one,
+/// else `backoff` (which doubles after each attempt, up to the maximum).
+pub fn retry_delay(backoff: Duration, error: &DeliveryError) -> Duration {
+    error.retry_after.unwrap_or(backoff)
 }
 
 /// Counters of the outbox, exported as the daemon's own metrics.
@@ -149,7 +180,7 @@ async fn deliver<N: Notifier>(notifier: &N, n: &Notification, options: &OutboxOp
             Err(e) => {
                 tracing::warn!(key = %n.key, attempt, error = %e, "notification not delivered");
                 if attempt < options.attempts {
-                    tokio::time::sleep(delay).await;
+                    tokio::time::sleep(retry_delay(delay, &e)).await;
                     delay = (delay * 2).min(options.max_backoff);
                 }
             }
@@ -173,7 +204,7 @@ impl WebhookNotifier {
 }
 
 impl Notifier for WebhookNotifier {
-    async fn deliver(&self, n: &Notification) -> Result<(), String> {
+    async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
         let response = self
             .client
             .post(&self.url)
@@ -181,11 +212,11 @@ impl Notifier for WebhookNotifier {
             .json(n)
             .send()
             .await
-            .map_err(|e| crate::config::without_userinfo(&e.to_string()))?;
+            .map_err(|e| DeliveryError::from(crate::config::without_userinfo(&e.to_string())))?;
         if response.status().is_success() {
             Ok(())
         } else {
-            Err(format!("webhook answered HTTP {}", response.status()))
+            Err(format!("webhook answered HTTP {}", response.status()).into())
         }
     }
 }
@@ -210,9 +241,9 @@ impl MemoryNotifier {
 }
 
 impl Notifier for MemoryNotifier {
-    async fn deliver(&self, n: &Notification) -> Result<(), String> {
+    async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
         if self.down.load(Ordering::Relaxed) {
-            return Err("notifier is down (injected)".into());
+            return Err(String::from("notifier is down (injected)").into());
         }
         self.received.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(n.clone());
         Ok(())
@@ -224,8 +255,8 @@ impl Notifier for MemoryNotifier {
 pub struct LogNotifier;
 
 impl Notifier for LogNotifier {
-    async fn deliver(&self, n: &Notification) -> Result<(), String> {
-        tracing::info!(key = %n.key, event = ?n.event, summary = %n.summary, "notification (no daemon.webhook_url set)");
+    async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
+        tracing::info!(key = %n.key, event = ?n.event, summary = %n.summary, "notification (no daemon.webhook_url and no Slack target)");
         Ok(())
     }
 }

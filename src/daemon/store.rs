@@ -207,6 +207,15 @@ impl FileStore {
         self.dir.join(format!("{}.timeline.jsonl", Self::stem(id)))
     }
 
+    /// One rollout's stored state, if there is one (what the API shows in detail).
+    pub fn load(&self, id: &RolloutId) -> Result<Option<RunState>, StoreError> {
+        let path = self.state_path(id);
+        if !path.exists() {
+            return Ok(None);
+        }
+        Self::read(&path).map(Some)
+    }
+
     fn read(path: &Path) -> Result<RunState, StoreError> {
         let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
         serde_json::from_str(&text).map_err(|e| io_error(path, format!("not a rollout state: {e}")))

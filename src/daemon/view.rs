@@ -67,7 +67,8 @@ pub struct DecisionView {
     pub at: Timestamp,
 }
 
-fn verdict(letter: char) -> &'static str {
+/// The verdict a timeline letter stands for.
+pub fn verdict(letter: char) -> &'static str {
     match letter {
         'p' => "pass",
         'f' => "fail",
@@ -117,5 +118,54 @@ impl RolloutView {
             started_at: r.started_at,
             finished_at: r.finished_at,
         }
+    }
+}
+
+impl RolloutView {
+    /// `namespace/name`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// One line: phase, step, the weight wanted and applied, each metric's last verdict.
+    pub fn progress(&self) -> String {
+        let metrics =
+            self.metrics.iter().map(|m| format!("{}={}", m.name, m.verdict)).collect::<Vec<_>>().join(" ");
+        let applied = self.applied_weight.map_or_else(|| "-".to_string(), |w| format!("{w}%"));
+        format!(
+            "{:<12} step {}/{}  weight {:>3}% (applied {applied:>4})  {metrics}",
+            self.phase,
+            self.step,
+            self.steps.len(),
+            self.weight
+        )
+    }
+}
+
+/// Turns successive views of one rollout into the lines a person follows: the progress
+/// line when it changes, and each new decision with its reason.
+#[derive(Default)]
+pub struct Progress {
+    last: Option<String>,
+    decision: Option<(String, u64)>,
+}
+
+impl Progress {
+    /// The lines `v` adds to what was shown (none when nothing changed).
+    pub fn lines(&mut self, v: &RolloutView) -> Vec<String> {
+        let mut out = Vec::new();
+        let now = v.progress();
+        if self.last.as_ref() != Some(&now) {
+            out.push(now.clone());
+            self.last = Some(now);
+        }
+        if let Some(d) = &v.last_decision {
+            let key = (v.revision.clone(), d.seq);
+            if self.decision.as_ref() != Some(&key) {
+                out.push(format!("  -> {} at {}%: {}", d.action, d.weight, d.reason));
+                self.decision = Some(key);
+            }
+        }
+        out
     }
 }

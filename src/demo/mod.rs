@@ -191,7 +191,7 @@ impl Stack {
         let mut stack = Stack {
             dir,
             ports,
-            token: format!("demo-{}", std::process::id()),
+            token: format!("canaryd-demo-token-{}", std::process::id()),
             bins,
             prometheus: None,
             nginx: None,
@@ -597,7 +597,7 @@ post_rollout = {post}
 
     /// Where the `web` rollout stands (`None` before the first, or canaryd down).
     pub async fn view(&self) -> Option<RolloutView> {
-        let r = self.client.get(format!("{}/api/v1/rollouts/web", self.api())).send().await.ok()?;
+        let r = self.client.get(format!("{}/api/v1/rollouts/demo/web", self.api())).send().await.ok()?;
         if !r.status().is_success() {
             return None;
         }

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::rollout::{Decision, RolloutId, TriggerHit};
+use crate::engine::plan::{Severity, SlackRoute};
+use crate::engine::rollout::{Decision, Rollout, TriggerHit};
 use crate::judge::Verdict;
 
 /// Why a rollout was rolled back.
@@ -46,6 +47,21 @@ pub enum RollbackReason {
     },
 }
 
+impl RollbackReason {
+    /// A short label, as in `canaryd_rollbacks_total{reason}`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RollbackReason::Trigger { .. } => "trigger",
+            RollbackReason::Regression { .. } => "regression",
+            RollbackReason::FailureLimit { .. } => "failure-limit",
+            RollbackReason::InconclusiveLimit { .. } => "inconclusive-limit",
+            RollbackReason::NotEnoughTraffic { .. } => "not-enough-traffic",
+            RollbackReason::Aborted => "aborted",
+            RollbackReason::PlatformFailed { .. } => "platform-failed",
+        }
+    }
+}
+
 /// Events worth telling people about.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -68,6 +84,8 @@ pub enum EventKind {
     Resumed,
     /// A new revision replaced the canary mid-rollout; the analysis restarted.
     Superseded,
+    /// Intervals in a row had no usable data; the rollout rolls back if it goes on.
+    Stalled,
 }
 
 impl EventKind {
@@ -84,8 +102,36 @@ impl EventKind {
             "paused" => EventKind::Paused,
             "resumed" => EventKind::Resumed,
             "superseded" => EventKind::Superseded,
+            "stalled" => EventKind::Stalled,
             _ => return None,
         })
+    }
+}
+
+impl EventKind {
+    /// How bad it is.
+    pub fn severity(self) -> Severity {
+        match self {
+            EventKind::RolledBack | EventKind::Aborted => Severity::Critical,
+            EventKind::Paused | EventKind::Stalled => Severity::Warning,
+            _ => Severity::Info,
+        }
+    }
+
+    /// The name, as in decisions and notifications.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Started => "started",
+            EventKind::Advanced => "advanced",
+            EventKind::Promoting => "promoting",
+            EventKind::Promoted => "promoted",
+            EventKind::RolledBack => "rolled-back",
+            EventKind::Aborted => "aborted",
+            EventKind::Paused => "paused",
+            EventKind::Resumed => "resumed",
+            EventKind::Superseded => "superseded",
+            EventKind::Stalled => "stalled",
+        }
     }
 }
 
@@ -116,6 +162,21 @@ pub struct Notification {
     pub key: NotificationKey,
     /// What happened.
     pub event: EventKind,
+    /// How bad it is.
+    #[serde(default)]
+    pub severity: Severity,
+    /// The policy that runs the rollout.
+    #[serde(default)]
+    pub policy: String,
+    /// Step (from 1) and canary weight after the decision.
+    #[serde(default)]
+    pub step: usize,
+    /// Canary weight after the decision.
+    #[serde(default)]
+    pub weight: u8,
+    /// Why, in one sentence.
+    #[serde(default)]
+    pub reason: String,
     /// One line.
     pub summary: String,
     /// The verdicts the decision rested on.
@@ -124,28 +185,43 @@ pub struct Notification {
     /// The triggers it rested on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<TriggerHit>,
+    /// The policy's Slack target, if it has one (not sent to webhooks).
+    #[serde(default, skip_serializing)]
+    pub slack: Option<SlackRoute>,
 }
 
 impl Notification {
     /// The notification of `decision` of `rollout`, if the decision is one to tell.
-    pub fn of(rollout: &RolloutId, decision: &Decision) -> Option<Notification> {
+    pub fn of(rollout: &Rollout, decision: &Decision) -> Option<Notification> {
         let event = EventKind::of_decision(&decision.action)?;
         let verb = decision.action.replace('-', " ");
+        let id = &rollout.id;
         Some(Notification {
             key: NotificationKey {
-                rollout: rollout.to_string(),
+                rollout: id.to_string(),
                 revision: decision.revision.clone(),
                 decision: decision.seq,
             },
             event,
+            severity: event.severity(),
+            policy: rollout.plan.policy.clone(),
+            step: step_of(rollout, decision.weight),
+            weight: decision.weight,
+            reason: decision.reason.clone(),
             summary: format!(
-                "{rollout} revision {}: {verb}, canary at {}%: {}",
+                "{id} revision {}: {verb}, canary at {}%: {}",
                 decision.revision, decision.weight, decision.reason
             ),
             evidence: decision.evidence.clone(),
             triggers: decision.triggers.clone(),
+            slack: rollout.plan.notify.slack.clone(),
         })
     }
+}
+
+/// The step (from 1) whose weight is `weight`; the current one for a weight of 0.
+fn step_of(rollout: &Rollout, weight: u8) -> usize {
+    rollout.plan.steps.iter().position(|w| *w == weight).unwrap_or(rollout.step) + 1
 }
 
 /// An instruction to the executors.

@@ -21,6 +21,39 @@ pub enum Command {
     Resume,
 }
 
+impl Command {
+    /// The verb, as the API and the CLI spell it.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Command::Promote => "promote",
+            Command::Abort => "abort",
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+        }
+    }
+
+    /// Why the command cannot be taken in `phase`; `None` if it can.
+    pub fn refusal(self, phase: crate::engine::Phase) -> Option<String> {
+        use crate::engine::Phase;
+        let allowed: &[Phase] = match self {
+            Command::Promote => &[Phase::Progressing, Phase::Paused],
+            Command::Abort => &[Phase::Pending, Phase::Progressing, Phase::Paused],
+            Command::Pause => &[Phase::Progressing],
+            Command::Resume => &[Phase::Paused],
+        };
+        if allowed.contains(&phase) {
+            return None;
+        }
+        let names: Vec<&str> = allowed.iter().map(|p| p.name()).collect();
+        Some(format!(
+            "cannot {} a rollout that is {}: only when {}",
+            self.verb(),
+            phase.name(),
+            names.join(" or ")
+        ))
+    }
+}
+
 /// Everything observed about a rollout during one interval.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -59,6 +92,14 @@ pub enum Input {
     Superseded {
         /// The new revision.
         revision: String,
+    },
+    /// An Alertmanager alert fired for the workload. If a trigger of the plan names it,
+    /// the rollout rolls back at once; otherwise nothing changes.
+    Alert {
+        /// The alert's name (its `alertname` label).
+        alert: String,
+        /// What the alert said (its summary or description), for the record.
+        detail: String,
     },
     /// The platform failed a call again and again (the daemon gives up retrying in
     /// place): a failed promotion rolls back, a weight that cannot be set pauses.

@@ -40,6 +40,85 @@ pub struct Plan {
     pub metrics: Vec<MetricPlan>,
     /// Immediate-rollback conditions.
     pub triggers: Vec<Trigger>,
+    /// Where this policy's notifications go besides the daemon-wide webhook.
+    #[serde(default, skip_serializing_if = "NotifyPlan::is_empty")]
+    pub notify: NotifyPlan,
+}
+
+/// How bad an event is: what a notification target filters on.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    /// Progress: started, advanced, promoting, promoted, resumed, superseded.
+    #[default]
+    Info,
+    /// Needs a look: paused, stalled on lack of data.
+    Warning,
+    /// Traffic was taken off the canary: rolled back, aborted.
+    Critical,
+}
+
+impl Severity {
+    /// The name as policies spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// A policy's notification targets.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifyPlan {
+    /// The Slack incoming webhook, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackRoute>,
+}
+
+impl NotifyPlan {
+    fn is_empty(&self) -> bool {
+        self.slack.is_none()
+    }
+}
+
+/// Where and what a policy posts to Slack. The webhook URL itself is a secret and is
+/// read only when a message is sent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct SlackRoute {
+    /// Channel, e.g. `#deploys` (shown in the message; the webhook decides where it lands).
+    pub channel: String,
+    /// Where the webhook URL is kept.
+    pub webhook: SecretSource,
+    /// Events below this severity are not posted.
+    #[serde(default)]
+    pub min_severity: Severity,
+    /// Post every step advanced (off by default: the start and the outcome are enough).
+    #[serde(default)]
+    pub step_advanced: bool,
+}
+
+/// Where a secret value is kept.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase", tag = "from")]
+pub enum SecretSource {
+    /// An environment variable of the daemon.
+    Env {
+        /// The variable's name.
+        name: String,
+    },
+    /// A key of a Kubernetes Secret in the policy's namespace.
+    KubernetesSecret {
+        /// The Secret's namespace.
+        namespace: String,
+        /// The Secret's name.
+        name: String,
+        /// The key.
+        key: String,
+    },
 }
 
 fn default_progress_deadline() -> Duration {

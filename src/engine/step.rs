@@ -25,6 +25,14 @@ pub enum EngineError {
         /// Its phase.
         phase: Phase,
     },
+    /// An operator's command does not apply in the current phase.
+    #[error("rollout {rollout}: {why}")]
+    Refused {
+        /// The rollout.
+        rollout: String,
+        /// Why, e.g. "cannot promote a rollout that is rolled-back: only when …".
+        why: String,
+    },
 }
 
 /// The engine's answer: the next state and what to do.
@@ -38,6 +46,10 @@ pub struct Transition {
     /// a summary, the daemon's timeline and the backtest report keep this.
     pub interval: Option<IntervalRecord>,
 }
+
+/// Inconclusive intervals in a row after which a rollout is reported stalled on lack of
+/// data (once per streak; one blip is not worth a message).
+pub const STALLED_AFTER: u32 = 2;
 
 /// Applies one input at time `now`. Pure and deterministic; its cost does not depend on
 /// how many intervals the rollout has seen (the state is bounded).
@@ -77,24 +89,19 @@ pub fn step(rollout: &Rollout, input: &Input, now: Timestamp) -> Result<Transiti
         }
         Input::PlatformFailed { .. } => return Err(invalid("take a platform failure")),
         Input::Command { command, by } => {
-            t.command(*command, by, now).map_err(|()| invalid(command_verb(*command)))?
+            if let Some(why) = command.refusal(phase) {
+                return Err(EngineError::Refused { rollout: rollout.id.to_string(), why });
+            }
+            t.command(*command, by, now);
         }
+        Input::Alert { alert, detail } => t.alert(alert, detail, now),
     }
     // People hear of each new decision once traffic has been moved.
     let new = t.rollout.decisions.iter().filter(|d| d.seq >= rollout.decisions_made);
     let notes: Vec<Action> =
-        new.filter_map(|d| Notification::of(&t.rollout.id, d)).map(Action::Notify).collect();
+        new.filter_map(|d| Notification::of(&t.rollout, d)).map(Action::Notify).collect();
     t.actions.extend(notes);
     Ok(t)
-}
-
-fn command_verb(c: Command) -> &'static str {
-    match c {
-        Command::Promote => "promote",
-        Command::Abort => "abort",
-        Command::Pause => "pause",
-        Command::Resume => "resume",
-    }
 }
 
 /// `metric: reason` of each verdict, for decision texts.
@@ -131,8 +138,8 @@ impl Transition {
         r.decisions_made += 1;
         r.decisions.push(decision);
         if r.decisions.len() > DECISION_LIMIT {
-            // Only pauses and resumes repeat without bound; every other decision stays.
-            let repeatable = |d: &Decision| matches!(d.action.as_str(), "paused" | "resumed");
+            // Only pauses, resumes and stalls repeat without bound; every other decision stays.
+            let repeatable = |d: &Decision| matches!(d.action.as_str(), "paused" | "resumed" | "stalled");
             if let Some(oldest) = r.decisions.iter().position(repeatable) {
                 r.decisions.remove(oldest);
             }
@@ -243,6 +250,16 @@ impl Transition {
                 vec![],
             );
         }
+        if r.inconclusive_streak == STALLED_AFTER {
+            let why = format!(
+                "stalled on lack of data: {STALLED_AFTER} inconclusive intervals in a row at {}% (rolls back at {}); last: {}",
+                r.weight,
+                r.plan.inconclusive_limit,
+                reasons(&inconclusive)
+            );
+            self.decide(now, "stalled", why, verdicts.clone(), vec![]);
+        }
+        let r = &mut self.rollout;
         let waiting: Vec<&Verdict> = verdicts.iter().filter(|v| v.outcome == Outcome::Insufficient).collect();
         let entered = r.step_entered_at.or(r.step_started_at);
         if !waiting.is_empty() && entered.is_some_and(|e| now >= later(e, r.plan.progress_deadline)) {
@@ -434,20 +451,41 @@ impl Transition {
         self.actions.push(Action::RollBack { reason, evidence, triggers });
     }
 
-    fn command(&mut self, command: Command, by: &str, now: Timestamp) -> Result<(), ()> {
-        let phase = self.rollout.phase;
-        match (command, phase) {
-            (Command::Promote, Phase::Progressing | Phase::Paused) => {
+    /// An alert fired: a trigger naming it rolls back a rollout that still carries
+    /// traffic to the canary; anything else is left as it is.
+    fn alert(&mut self, alert: &str, detail: &str, now: Timestamp) {
+        if !matches!(self.rollout.phase, Phase::Pending | Phase::Progressing | Phase::Paused) {
+            return;
+        }
+        let named = self
+            .rollout
+            .plan
+            .triggers
+            .iter()
+            .find(|t| matches!(&t.condition, TriggerCondition::Alert { alert: a } if a == alert));
+        let Some(trigger) = named else { return };
+        let said = if detail.is_empty() { String::new() } else { format!(": {detail}") };
+        let hit =
+            TriggerHit { trigger: trigger.name.clone(), detail: format!("alert {alert} is firing{said}") };
+        let why = format!("{}: {}", hit.trigger, hit.detail);
+        let reason = RollbackReason::Trigger { triggers: vec![hit.trigger.clone()] };
+        self.roll_back(now, reason, why, vec![], vec![hit]);
+    }
+
+    /// Takes a command [`Command::refusal`] allows in the current phase.
+    fn command(&mut self, command: Command, by: &str, now: Timestamp) {
+        match command {
+            Command::Promote => {
                 self.begin_promotion(now, format!("promoted by hand by {by}"), vec![]);
             }
-            (Command::Abort, Phase::Pending | Phase::Progressing | Phase::Paused) => {
+            Command::Abort => {
                 self.roll_back(now, RollbackReason::Aborted, format!("aborted by {by}"), vec![], vec![]);
             }
-            (Command::Pause, Phase::Progressing) => {
+            Command::Pause => {
                 self.rollout.phase = Phase::Paused;
                 self.decide(now, "paused", format!("paused by {by}"), vec![], vec![]);
             }
-            (Command::Resume, Phase::Paused) => {
+            Command::Resume => {
                 self.rollout.phase = Phase::Progressing;
                 // The step's full duration is required again after a pause, and its
                 // progress deadline counts from the resume.
@@ -456,8 +494,6 @@ impl Transition {
                 self.decide(now, "resumed", format!("resumed by {by}"), vec![], vec![]);
                 self.schedule(now);
             }
-            _ => return Err(()),
         }
-        Ok(())
     }
 }

@@ -270,6 +270,13 @@ pub struct SlackSpec {
     /// Environment variable holding the webhook URL (local platform).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_env: Option<String>,
+    /// Events below this severity are not posted: `info` (default: everything),
+    /// `warning` (pauses, stalls, rollbacks) or `critical` (rollbacks and aborts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_severity: Option<String>,
+    /// Also post each step advanced (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub step_advanced: bool,
 }
 
 /// A key of a Kubernetes Secret in the policy's namespace.

@@ -7,7 +7,9 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::duration;
-use crate::engine::plan::{MetricPlan, MetricQuery, Plan, Trigger, TriggerCondition};
+use crate::engine::plan::{
+    MetricPlan, MetricQuery, NotifyPlan, Plan, SecretSource, Severity, SlackRoute, Trigger, TriggerCondition,
+};
 use crate::judge::{DEFAULT_WINDOW, Direction, KAYENTA_TOLERANCE, SampleKind, TEST_NAMES, TestConfig};
 use crate::policy::model::{MetricSpec, PolicySpec, TriggerSpec};
 use crate::source::promql;
@@ -146,13 +148,53 @@ pub fn compile(
         .collect();
     name_health_checks(&mut triggers, &spec.triggers);
 
+    let mut notify = NotifyPlan::default();
     if let Some(slack) = &spec.notify.slack {
         if !(slack.channel.starts_with('#') || slack.channel.starts_with('C')) {
             p.add("spec.notify.slack.channel", "expected a channel such as `#deploys` or an ID");
         }
-        if slack.webhook_secret.is_some() == slack.webhook_env.is_some() {
-            p.add("spec.notify.slack", "set exactly one of webhookSecret and webhookEnv");
-        }
+        let min_severity = match slack.min_severity.as_deref() {
+            None | Some("info") => Severity::Info,
+            Some("warning") => Severity::Warning,
+            Some("critical") => Severity::Critical,
+            Some(other) => {
+                p.add(
+                    "spec.notify.slack.minSeverity",
+                    format!("`{other}` is not a severity; expected info, warning or critical"),
+                );
+                Severity::Info
+            }
+        };
+        let webhook = match (&slack.webhook_env, &slack.webhook_secret) {
+            (Some(name), None) if is_env_name(name) => Some(SecretSource::Env { name: name.clone() }),
+            (Some(name), None) => {
+                p.add(
+                    "spec.notify.slack.webhookEnv",
+                    format!("`{name}` is not an environment variable name (letters, digits, `_`)"),
+                );
+                None
+            }
+            (None, Some(secret)) => Some(SecretSource::KubernetesSecret {
+                namespace: policy
+                    .split_once('/')
+                    .map(|(ns, _)| ns)
+                    .filter(|ns| *ns != "cluster")
+                    .unwrap_or("")
+                    .into(),
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+            }),
+            _ => {
+                p.add("spec.notify.slack", "set exactly one of webhookSecret and webhookEnv");
+                None
+            }
+        };
+        notify.slack = webhook.map(|webhook| SlackRoute {
+            channel: slack.channel.clone(),
+            webhook,
+            min_severity,
+            step_advanced: slack.step_advanced,
+        });
     }
 
     if !p.0.is_empty() {
@@ -170,7 +212,14 @@ pub fn compile(
         progress_deadline,
         metrics,
         triggers,
+        notify,
     })
+}
+
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The interval must hold a scrape of every template it reads; the template with the

@@ -1,6 +1,22 @@
-//! The control API: `POST /api/v1/rollouts` starts a rollout on the local platform
-//! (bearer token), `GET /api/v1/rollouts[/{service}]` shows where each stands.
+//! The control API, under `/api/v1`:
+//!
+//! - `GET rollouts` and `GET rollouts/{namespace}/{name}`: where each rollout stands; the
+//!   detail adds each metric's latest verdict with its canary and baseline values, and
+//!   the decisions with their evidence.
+//! - `POST rollouts` starts a rollout of a declared service (local platform).
+//! - `POST rollouts/{namespace}/{name}/{promote|abort|pause|resume}`: operator commands,
+//!   recorded with the caller the token names.
+//! - `GET records` and `GET records/{id}`: the deployment records.
+//! - `POST alertmanager`: Alertmanager's webhook; a firing alert that a policy lists as a
+//!   trigger rolls back the rollout of the workload its labels name.
+//!
+//! Calls that change something need `Authorization: Bearer <token>`: 401 without one,
+//! 403 with one that is not configured. Reads are open unless
+//! `server.read_requires_token`. Errors are `{"error": "..."}` and never carry internal
+//! detail (paths, addresses, secrets).
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
@@ -9,20 +25,39 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::Secret;
+use crate::daemon::FiringAlert;
+use crate::daemon::store::FileStore;
 use crate::daemon::view::RolloutView;
+use crate::engine::{Command, Decision, Phase, RolloutId};
 use crate::platform::local::{LocalPlatform, StartError};
+use crate::telemetry::{AlertLabels, CommandLabels, Metrics};
 
 /// What the API needs from the running daemon.
 #[derive(Clone)]
 pub struct Api {
-    /// The platform rollouts are started on.
-    pub platform: Arc<LocalPlatform>,
+    /// The local platform, where `POST rollouts` starts rollouts (none: not offered).
+    pub platform: Option<Arc<LocalPlatform>>,
     /// Where each rollout stands (refreshed every tick).
     pub views: tokio::sync::watch::Receiver<Vec<RolloutView>>,
-    /// The bearer token of the calls that change something; none refuses them.
-    pub token: Option<Secret>,
+    /// Bearer tokens by caller name; none makes the API read-only.
+    pub tokens: Arc<BTreeMap<String, Secret>>,
+    /// Whether reads need a token too.
+    pub read_requires_token: bool,
+    /// Operator commands to the loop: rollout, command, caller.
+    pub commands: UnboundedSender<(RolloutId, Command, String)>,
+    /// Firing alerts to the loop.
+    pub alerts: UnboundedSender<FiringAlert>,
+    /// Wakes the loop, so that a command or an alert is taken at once.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// The rollouts' stored states and timelines (for the detail view).
+    pub store: Option<Arc<FileStore>>,
+    /// Where the deployment records are.
+    pub records_dir: Option<PathBuf>,
+    /// The daemon's own metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// `POST /api/v1/rollouts`'s body.
@@ -45,6 +80,68 @@ pub struct StartAnswer {
     pub status: String,
 }
 
+/// A command's answer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CommandAnswer {
+    /// `namespace/name`.
+    pub rollout: String,
+    /// `promote`, `abort`, `pause` or `resume`.
+    pub command: String,
+    /// The caller, as its token names it (recorded in the decision).
+    pub by: String,
+    /// `accepted`: the loop takes it at once (its decision then shows in the rollout).
+    pub status: String,
+}
+
+/// One metric's latest verdict with the values behind it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct LatestValue {
+    /// The metric's name in the policy.
+    pub metric: String,
+    /// `pass`, `fail`, `fail (conclusive)`, `inconclusive`, `waiting`.
+    pub verdict: String,
+    /// The canary's value (none: no data).
+    pub canary: Option<f64>,
+    /// The baseline's value (none: no data).
+    pub baseline: Option<f64>,
+}
+
+/// `GET /api/v1/rollouts/{namespace}/{name}`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutDetail {
+    /// Where it stands.
+    #[serde(flatten)]
+    pub view: RolloutView,
+    /// Each metric's latest verdict and values (empty before the first interval).
+    pub latest: Vec<LatestValue>,
+    /// When the latest interval ended.
+    pub latest_at: Option<jiff::Timestamp>,
+    /// The decisions, with their evidence.
+    pub decisions: Vec<Decision>,
+}
+
+/// A line of `GET /api/v1/records`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordSummary {
+    /// `namespace/name@revision`.
+    pub id: String,
+    /// Final phase.
+    pub outcome: String,
+    /// The policy.
+    pub policy: String,
+    /// When traffic first moved.
+    pub started_at: Option<jiff::Timestamp>,
+    /// When it ended.
+    pub finished_at: Option<jiff::Timestamp>,
+    /// The reason of the last decision that rested on evidence or triggers.
+    pub reason: String,
+}
+
+/// A refusal, boxed (a response is large).
+type Refused = Box<Response>;
+
 /// An error answer: `{"error": "..."}`.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
@@ -55,49 +152,73 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// `None` when the request carries the token; else the refusal.
-fn refused(api: &Api, headers: &HeaderMap) -> Option<Response> {
-    let Some(token) = &api.token else {
-        return Some(error(
+/// The caller the request's token names; else the refusal.
+fn caller(api: &Api, headers: &HeaderMap) -> Result<String, Refused> {
+    if api.tokens.is_empty() {
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
-            "no server.api_token is set: the API is read-only until one is",
-        ));
-    };
+            "the API is read-only: no token is configured (server.api_token or server.tokens)",
+        )));
+    }
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(given) if same(given.trim().as_bytes(), token.expose().as_bytes()) => None,
-        Some(_) => Some(unauthorised("the bearer token is wrong")),
-        None => Some(unauthorised("send the token (server.api_token) as `Authorization: Bearer <token>`")),
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(given) = given else {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "send a token of server.tokens as `Authorization: Bearer <token>`",
+        );
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("a header value"));
+        return Err(Box::new(response));
+    };
+    // Every token is compared, so the time taken does not say which one came close.
+    let mut found = None;
+    for (name, token) in api.tokens.iter() {
+        if same(given.as_bytes(), token.expose().as_bytes()) {
+            found = Some(name.clone());
+        }
     }
+    found
+        .ok_or_else(|| Box::new(error(StatusCode::FORBIDDEN, "the bearer token is not one of server.tokens")))
 }
 
-fn unauthorised(message: &str) -> Response {
-    let mut response = error(StatusCode::UNAUTHORIZED, message);
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("a header value"));
-    response
+fn readable(api: &Api, headers: &HeaderMap) -> Result<(), Refused> {
+    if api.read_requires_token { caller(api, headers).map(|_| ()) } else { Ok(()) }
+}
+
+/// The body, or the answer to a bad one: 413 when too large, 400 otherwise.
+fn body<T>(body: Result<Json<T>, JsonRejection>, expected: &str) -> Result<T, Refused> {
+    match body {
+        Ok(Json(body)) => Ok(body),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Box::new(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the body is larger than server.max_body_bytes",
+        ))),
+        Err(e) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("body: {}; expected {expected}", e.body_text()),
+        ))),
+    }
 }
 
 /// `POST /api/v1/rollouts`.
 pub async fn start(
     State(api): State<Option<Api>>,
     headers: HeaderMap,
-    body: Result<Json<StartRequest>, JsonRejection>,
+    request: Result<Json<StartRequest>, JsonRejection>,
 ) -> Response {
-    let Some(api) = api else { return no_platform() };
-    if let Some(refusal) = refused(&api, &headers) {
-        return refusal;
+    let Some(api) = api else { return no_loop() };
+    if let Err(refusal) = caller(&api, &headers) {
+        return *refusal;
     }
-    let Json(request) = match body {
-        Ok(body) => body,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("body: {}; expected {{\"service\": \"...\", \"revision\": \"...\"}}", e.body_text()),
-            );
-        }
+    let Some(platform) = api.platform.clone() else {
+        return error(StatusCode::NOT_FOUND, "rollouts start from the platform here, not the API");
+    };
+    let request = match body(request, r#"{"service": "...", "revision": "..."}"#) {
+        Ok(r) => r,
+        Err(e) => return *e,
     };
     let running = api
         .views
@@ -110,12 +231,13 @@ pub async fn start(
         status: status.to_string(),
     };
     if running {
-        let id = api.platform.service(&request.service).map(|s| LocalPlatform::id_of(s).to_string());
+        let id = platform.service(&request.service).map(|s| LocalPlatform::id_of(s).to_string());
         return (StatusCode::OK, Json(answer(id.unwrap_or_default(), "running"))).into_response();
     }
-    match api.platform.start(&request.service, &request.revision).await {
+    match platform.start(&request.service, &request.revision).await {
         Ok(id) => {
             tracing::info!(rollout = %id, revision = %request.revision, "rollout requested through the API");
+            api.wake.notify_one();
             (StatusCode::ACCEPTED, Json(answer(id.to_string(), "accepted"))).into_response()
         }
         Err(e @ StartError::UnknownService(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
@@ -128,48 +250,299 @@ pub async fn start(
 }
 
 /// `GET /api/v1/rollouts`.
-pub async fn list(State(api): State<Option<Api>>) -> Response {
-    let Some(api) = api else { return no_platform() };
+pub async fn list(State(api): State<Option<Api>>, headers: HeaderMap) -> Response {
+    let Some(api) = api else { return no_loop() };
+    if let Err(refusal) = readable(&api, &headers) {
+        return *refusal;
+    }
     let views = api.views.borrow().clone();
     Json(views).into_response()
 }
 
-/// `GET /api/v1/rollouts/{service}`.
-pub async fn one(State(api): State<Option<Api>>, Path(service): Path<String>) -> Response {
-    let Some(api) = api else { return no_platform() };
-    if api.platform.service(&service).is_none() {
+fn find(api: &Api, namespace: &str, name: &str) -> Result<RolloutView, Refused> {
+    let found = api.views.borrow().iter().find(|v| v.namespace == namespace && v.name == name).cloned();
+    found.ok_or_else(|| Box::new(error(StatusCode::NOT_FOUND, format!("no rollout {namespace}/{name}"))))
+}
+
+/// `GET /api/v1/rollouts/{namespace}/{name}`.
+pub async fn one(
+    State(api): State<Option<Api>>,
+    headers: HeaderMap,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    let Some(api) = api else { return no_loop() };
+    if let Err(refusal) = readable(&api, &headers) {
+        return *refusal;
+    }
+    let view = match find(&api, &namespace, &name) {
+        Ok(v) => v,
+        Err(e) => return *e,
+    };
+    let id = RolloutId { namespace, name };
+    let (mut decisions, mut latest, mut latest_at) = (Vec::new(), Vec::new(), None);
+    if let Some(store) = &api.store {
+        use crate::daemon::store::RunStore as _;
+        match store.load(&id) {
+            Ok(Some(state)) if state.rollout.revision == view.revision => decisions = state.rollout.decisions,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(rollout = %id, error = %e, "cannot read the rollout's state for the API")
+            }
+        }
+        if let Some(point) = store.timeline(&id).points.back() {
+            latest_at = Some(point.at);
+            latest = view
+                .metrics
+                .iter()
+                .zip(point.outcomes.chars())
+                .zip(&point.values)
+                .map(|((m, letter), (canary, baseline))| LatestValue {
+                    metric: m.name.clone(),
+                    verdict: crate::daemon::view::verdict(letter).to_string(),
+                    canary: *canary,
+                    baseline: *baseline,
+                })
+                .collect();
+        }
+    }
+    Json(RolloutDetail { view, latest, latest_at, decisions }).into_response()
+}
+
+/// `POST /api/v1/rollouts/{namespace}/{name}/{command}`.
+pub async fn command(
+    State(api): State<Option<Api>>,
+    headers: HeaderMap,
+    Path((namespace, name, verb)): Path<(String, String, String)>,
+) -> Response {
+    let Some(api) = api else { return no_loop() };
+    let by = match caller(&api, &headers) {
+        Ok(by) => by,
+        Err(refusal) => return *refusal,
+    };
+    let commands = [Command::Promote, Command::Abort, Command::Pause, Command::Resume];
+    let Some(command) = commands.into_iter().find(|c| c.verb() == verb) else {
+        return error(StatusCode::NOT_FOUND, format!("no command `{verb}`: promote, abort, pause or resume"));
+    };
+    let view = match find(&api, &namespace, &name) {
+        Ok(v) => v,
+        Err(e) => return *e,
+    };
+    let phase = Phase::ALL.iter().copied().find(|p| p.name() == view.phase);
+    if let Some(why) = phase.and_then(|p| command.refusal(p)) {
         return error(
-            StatusCode::NOT_FOUND,
-            format!("no service `{service}` in the settings ([[services]])"),
+            StatusCode::CONFLICT,
+            format!("rollout {namespace}/{name} revision {}: {why}", view.revision),
         );
     }
-    let found = api.views.borrow().iter().find(|v| v.name == service).cloned();
+    let id = RolloutId { namespace, name };
+    if api.commands.send((id.clone(), command, by.clone())).is_err() {
+        return no_loop();
+    }
+    api.wake.notify_one();
+    api.metrics.commands.get_or_create(&CommandLabels { command: command.verb() }).inc();
+    tracing::info!(rollout = %id, command = command.verb(), by, "operator command accepted");
+    let answer = CommandAnswer {
+        rollout: id.to_string(),
+        command: command.verb().into(),
+        by,
+        status: "accepted".into(),
+    };
+    (StatusCode::ACCEPTED, Json(answer)).into_response()
+}
+
+/// `GET /api/v1/records`.
+pub async fn records(State(api): State<Option<Api>>, headers: HeaderMap) -> Response {
+    let Some(api) = api else { return no_loop() };
+    if let Err(refusal) = readable(&api, &headers) {
+        return *refusal;
+    }
+    let Some(dir) = api.records_dir.clone() else { return Json(Vec::<RecordSummary>::new()).into_response() };
+    let summaries = tokio::task::spawn_blocking(move || {
+        crate::daemon::records::list(&dir)
+            .iter()
+            .filter_map(|f| crate::daemon::records::read(f).ok())
+            .map(|r| {
+                let last =
+                    r.decisions.iter().rev().find(|d| !d.evidence.is_empty() || !d.triggers.is_empty());
+                RecordSummary {
+                    id: r.id.clone(),
+                    outcome: r.outcome.name().into(),
+                    policy: r.policy.clone(),
+                    started_at: r.started_at,
+                    finished_at: r.finished_at,
+                    reason: last.map(|d| d.reason.clone()).unwrap_or_default(),
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    Json(summaries).into_response()
+}
+
+/// `GET /api/v1/records/{id}`: by id (`namespace/name@revision`, the latest of that id).
+pub async fn record(State(api): State<Option<Api>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let Some(api) = api else { return no_loop() };
+    if let Err(refusal) = readable(&api, &headers) {
+        return *refusal;
+    }
+    let Some(dir) = api.records_dir.clone() else {
+        return error(StatusCode::NOT_FOUND, format!("no record {id}"));
+    };
+    let wanted = id.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        crate::daemon::records::list(&dir)
+            .iter()
+            .rev()
+            .find_map(|f| crate::daemon::records::read(f).ok().filter(|r| r.id == wanted))
+    })
+    .await
+    .ok()
+    .flatten();
     match found {
-        Some(view) => Json(view).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no rollout of `{service}` yet")),
+        Some(r) => Json(r).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no record {id}")),
     }
 }
 
-fn no_platform() -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, "no platform is configured ([[services]] in the settings)")
+/// Alertmanager's webhook body (version 4); fields canaryd does not use are ignored.
+#[derive(Deserialize, Debug)]
+pub struct AlertmanagerPayload {
+    /// The alerts of the group.
+    pub alerts: Vec<AlertmanagerAlert>,
+}
+
+/// One alert of the group.
+#[derive(Deserialize, Debug)]
+pub struct AlertmanagerAlert {
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// Its labels: `alertname`, and the workload's (`namespace`, and `rollout`,
+    /// `workload`, `deployment` or `service`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Its annotations (`summary`, `description`).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Labels that can name the workload of an alert.
+pub const WORKLOAD_LABELS: [&str; 4] = ["rollout", "workload", "deployment", "service"];
+
+/// `POST /api/v1/alertmanager`.
+pub async fn alertmanager(
+    State(api): State<Option<Api>>,
+    headers: HeaderMap,
+    payload: Result<Json<AlertmanagerPayload>, JsonRejection>,
+) -> Response {
+    let Some(api) = api else { return no_loop() };
+    if let Err(refusal) = caller(&api, &headers) {
+        return *refusal;
+    }
+    let payload = match body(payload, "Alertmanager's webhook payload (version 4)") {
+        Ok(p) => p,
+        Err(e) => return *e,
+    };
+    let count = |result| api.metrics.alerts.get_or_create(&AlertLabels { result }).inc();
+    let mut firing = 0;
+    for alert in &payload.alerts {
+        if alert.status != "firing" {
+            count("resolved");
+            continue;
+        }
+        let Some(name) = alert.labels.get("alertname") else {
+            count("malformed");
+            continue;
+        };
+        let workloads: Vec<String> =
+            WORKLOAD_LABELS.iter().filter_map(|l| alert.labels.get(*l)).cloned().collect();
+        if workloads.is_empty() {
+            count("no-rollout");
+            continue;
+        }
+        let detail = alert
+            .annotations
+            .get("summary")
+            .or_else(|| alert.annotations.get("description"))
+            .cloned()
+            .unwrap_or_default();
+        let firing_alert = FiringAlert {
+            alert: name.clone(),
+            namespace: alert.labels.get("namespace").cloned(),
+            workloads,
+            detail: detail.chars().take(500).collect(),
+        };
+        if api.alerts.send(firing_alert).is_err() {
+            return no_loop();
+        }
+        firing += 1;
+    }
+    if firing > 0 {
+        api.wake.notify_one();
+    }
+    Json(serde_json::json!({ "received": payload.alerts.len(), "firing": firing })).into_response()
+}
+
+/// Any other path.
+pub async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/rollouts")
+}
+
+fn no_loop() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "the daemon's loop is not running here")
 }
 
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
     use axum::http::Request;
+    use tokio::sync::mpsc::UnboundedReceiver;
     use tower::ServiceExt;
 
     use super::*;
     use crate::config::{LocalSettings, NginxSettings, ServiceSettings};
     use crate::daemon::platform::Platform as _;
+    use crate::daemon::view::MetricView;
 
-    fn api(dir: &std::path::Path, token: Option<&str>) -> (crate::server::AppState, Arc<LocalPlatform>) {
+    const ALICE: &str = "alice-token-0123456789";
+    const AM: &str = "alertmanager-token-0123";
+
+    struct Fixture {
+        state: crate::server::AppState,
+        platform: Arc<LocalPlatform>,
+        views: tokio::sync::watch::Sender<Vec<RolloutView>>,
+        commands: UnboundedReceiver<(RolloutId, Command, String)>,
+        alerts: UnboundedReceiver<FiringAlert>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn view(phase: &str) -> RolloutView {
+        RolloutView {
+            namespace: "local".into(),
+            name: "web".into(),
+            revision: "v2".into(),
+            policy: "local/web".into(),
+            phase: phase.into(),
+            step: 1,
+            steps: vec![10, 50, 100],
+            weight: 10,
+            applied_weight: Some(10),
+            metrics: vec![MetricView { name: "errors".into(), verdict: "pass".into() }],
+            triggers: vec![],
+            intervals: 3,
+            last_decision: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    fn fixture(tokens: &[(&str, &str)], read_requires_token: bool) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
         let settings = LocalSettings {
             nginx: NginxSettings {
                 binary: "nginx".into(),
                 args: vec![],
-                include: dir.join("up.conf"),
+                include: dir.path().join("up.conf"),
                 status_listen: "127.0.0.1:9".parse().unwrap(),
                 timeout: std::time::Duration::from_secs(1),
             },
@@ -186,18 +559,40 @@ mod tests {
             }],
         };
         let platform = Arc::new(LocalPlatform::open(&settings, Default::default()).unwrap());
-        let (_tx, views) = tokio::sync::watch::channel(Vec::new());
+        let (views, views_rx) = tokio::sync::watch::channel(Vec::new());
+        let (commands_tx, commands) = tokio::sync::mpsc::unbounded_channel();
+        let (alerts_tx, alerts) = tokio::sync::mpsc::unbounded_channel();
+        let tokens = tokens.iter().map(|(n, t)| (n.to_string(), Secret::new(*t))).collect();
         let state = crate::server::AppState {
-            api: Some(Api { platform: platform.clone(), views, token: token.map(Secret::new) }),
+            api: Some(Api {
+                platform: Some(platform.clone()),
+                views: views_rx,
+                tokens: Arc::new(tokens),
+                read_requires_token,
+                commands: commands_tx,
+                alerts: alerts_tx,
+                wake: Arc::default(),
+                store: None,
+                records_dir: Some(dir.path().join("records")),
+                metrics: Arc::default(),
+            }),
+            max_body_bytes: 4096,
             ..Default::default()
         };
-        (state, platform)
+        Fixture { state, platform, views, commands, alerts, _dir: dir }
     }
 
-    async fn post(state: &crate::server::AppState, auth: Option<&str>, body: &str) -> (StatusCode, String) {
-        let mut request = Request::post("/api/v1/rollouts").header("content-type", "application/json");
-        if let Some(auth) = auth {
-            request = request.header("authorization", auth);
+    async fn call(
+        state: &crate::server::AppState,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, String) {
+        let mut request =
+            Request::builder().method(method).uri(path).header("content-type", "application/json");
+        if let Some(token) = auth {
+            request = request.header("authorization", format!("Bearer {token}"));
         }
         let response = crate::server::app(state.clone())
             .oneshot(request.body(Body::from(body.to_string())).unwrap())
@@ -209,43 +604,219 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn starting_a_rollout_takes_the_token_and_a_known_service() {
-        let dir = tempfile::tempdir().unwrap();
-        let (state, platform) = api(dir.path(), Some("s3cret"));
-        let body = r#"{"service": "web", "revision": "v2"}"#;
-        let (status, text) = post(&state, None, body).await;
+    async fn a_command_needs_a_token_401_without_one_403_with_a_wrong_one_and_names_the_caller() {
+        let mut f = fixture(&[("alice", ALICE)], false);
+        f.views.send_replace(vec![view("progressing")]);
+        let path = "/api/v1/rollouts/local/web/pause";
+        let (status, text) = call(&f.state, "POST", path, None, "").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
-        let (status, _) = post(&state, Some("Bearer wrong"), body).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
-        assert!(platform.events().is_empty(), "nothing started without the token");
+        let (status, text) = call(&f.state, "POST", path, Some("not-alices-token-000"), "").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+        assert!(f.commands.try_recv().is_err(), "nothing reaches the loop without the right token");
+        let (status, text) = call(&f.state, "POST", path, Some(ALICE), "").await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+        let answer: CommandAnswer = serde_json::from_str(&text).unwrap();
+        assert_eq!(answer.by, "alice");
+        let (id, command, by) = f.commands.try_recv().expect("the command reaches the loop");
+        assert_eq!((id.to_string(), command, by.as_str()), ("local/web".into(), Command::Pause, "alice"));
+    }
+
+    #[tokio::test]
+    async fn a_command_the_phase_does_not_allow_is_a_409_saying_why() {
+        let mut f = fixture(&[("alice", ALICE)], false);
+        f.views.send_replace(vec![view("rolled-back")]);
+        for verb in ["promote", "abort", "resume", "pause"] {
+            let (status, text) =
+                call(&f.state, "POST", &format!("/api/v1/rollouts/local/web/{verb}"), Some(ALICE), "").await;
+            assert_eq!(status, StatusCode::CONFLICT, "{verb}: {text}");
+            assert!(text.contains(&format!("cannot {verb} a rollout that is rolled-back")), "{text}");
+        }
+        f.views.send_replace(vec![view("progressing")]);
         let (status, text) =
-            post(&state, Some("Bearer s3cret"), r#"{"service": "api", "revision": "v2"}"#).await;
+            call(&f.state, "POST", "/api/v1/rollouts/local/web/resume", Some(ALICE), "").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{text}");
+        assert!(text.contains("only when paused"), "{text}");
+        assert!(f.commands.try_recv().is_err(), "no refused command reaches the loop");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_rollout_or_command_or_path_is_a_404_in_json() {
+        let f = fixture(&[("alice", ALICE)], false);
+        f.views.send_replace(vec![view("progressing")]);
+        let (status, text) =
+            call(&f.state, "POST", "/api/v1/rollouts/local/api/abort", Some(ALICE), "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+        assert!(text.contains("no rollout local/api"), "{text}");
+        let (status, text) = call(&f.state, "GET", "/api/v1/rollouts/shop/web", None, "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+        let (status, text) =
+            call(&f.state, "POST", "/api/v1/rollouts/local/web/explode", Some(ALICE), "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+        assert!(text.contains("promote, abort, pause or resume"), "{text}");
+        let (status, text) = call(&f.state, "GET", "/api/v2/anything", None, "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(serde_json::from_str::<serde_json::Value>(&text).unwrap()["error"].is_string(), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_is_a_413_and_an_invalid_one_a_400() {
+        let f = fixture(&[("alice", ALICE)], false);
+        let big = format!(r#"{{"service": "web", "revision": "{}"}}"#, "v".repeat(8192));
+        let (status, text) = call(&f.state, "POST", "/api/v1/rollouts", Some(ALICE), &big).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+        let (status, _) = call(&f.state, "POST", "/api/v1/alertmanager", Some(ALICE), &big).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let (status, text) = call(&f.state, "POST", "/api/v1/rollouts", Some(ALICE), "{not json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        let (status, text) =
+            call(&f.state, "POST", "/api/v1/alertmanager", Some(ALICE), r#"{"alerts": 3}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        assert!(f.platform.events().is_empty());
+    }
+
+    #[tokio::test]
+    async fn reads_are_open_by_default_and_closed_when_configured() {
+        let open = fixture(&[("alice", ALICE)], false);
+        open.views.send_replace(vec![view("progressing")]);
+        let (status, text) = call(&open.state, "GET", "/api/v1/rollouts", None, "").await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let listed: Vec<RolloutView> = serde_json::from_str(&text).unwrap();
+        assert_eq!(listed, vec![view("progressing")]);
+        let (status, text) = call(&open.state, "GET", "/api/v1/rollouts/local/web", None, "").await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let detail: RolloutDetail = serde_json::from_str(&text).unwrap();
+        assert_eq!(detail.view, view("progressing"));
+
+        let closed = fixture(&[("alice", ALICE)], true);
+        for path in ["/api/v1/rollouts", "/api/v1/records", "/api/v1/rollouts/local/web"] {
+            let (status, _) = call(&closed.state, "GET", path, None, "").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        }
+        let (status, _) = call(&closed.state, "GET", "/api/v1/rollouts", Some(ALICE), "").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn without_tokens_the_api_is_read_only() {
+        let f = fixture(&[], false);
+        f.views.send_replace(vec![view("progressing")]);
+        let (status, text) = call(
+            &f.state,
+            "POST",
+            "/api/v1/rollouts",
+            Some(ALICE),
+            r#"{"service": "web", "revision": "v2"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(text.contains("read-only"), "{text}");
+        let (status, _) = call(&f.state, "POST", "/api/v1/rollouts/local/web/abort", Some(ALICE), "").await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(f.platform.events().is_empty());
+    }
+
+    #[tokio::test]
+    async fn starting_a_rollout_takes_a_known_service() {
+        let f = fixture(&[("alice", ALICE)], false);
+        let body = r#"{"service": "web", "revision": "v2"}"#;
+        let (status, text) = call(
+            &f.state,
+            "POST",
+            "/api/v1/rollouts",
+            Some(ALICE),
+            r#"{"service": "api", "revision": "v2"}"#,
+        )
+        .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(text.contains("no service `api`"), "{text}");
-        let (status, text) = post(&state, Some("Bearer s3cret"), r#"{"service": "web"}"#).await;
+        let (status, text) =
+            call(&f.state, "POST", "/api/v1/rollouts", Some(ALICE), r#"{"service": "web"}"#).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(text.contains("revision"), "{text}");
-        let (status, text) = post(&state, Some("Bearer s3cret"), body).await;
+        let (status, text) = call(&f.state, "POST", "/api/v1/rollouts", Some(ALICE), body).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{text}");
-        let events = platform.events();
+        let events = f.platform.events();
         assert_eq!(events.len(), 1);
         assert_eq!((events[0].id.to_string(), events[0].revision.as_str()), ("local/web".into(), "v2"));
         assert_eq!((events[0].arms.canary.as_str(), events[0].arms.baseline.as_str()), ("web-canary", "web"));
     }
 
+    /// Alertmanager's webhook body, as its documentation gives it (version 4).
+    type Alert<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+    fn payload(alerts: &[Alert<'_>]) -> String {
+        let alerts: Vec<serde_json::Value> = alerts
+            .iter()
+            .map(|(status, name, labels)| {
+                let mut l: serde_json::Map<String, serde_json::Value> =
+                    labels.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+                l.insert("alertname".into(), (*name).into());
+                serde_json::json!({
+                    "status": status, "labels": l,
+                    "annotations": {"summary": "5xx above 5% on web-canary"},
+                    "startsAt": "2026-11-23T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://prometheus/graph", "fingerprint": "0123456789abcdef"
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "version": "4", "groupKey": "{}:{alertname=\"X\"}", "truncatedAlerts": 0, "status": "firing",
+            "receiver": "canaryd", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+            "externalURL": "http://alertmanager:9093", "alerts": alerts
+        })
+        .to_string()
+    }
+
     #[tokio::test]
-    async fn without_a_token_the_api_is_read_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let (state, platform) = api(dir.path(), None);
-        let (status, text) =
-            post(&state, Some("Bearer anything"), r#"{"service": "web", "revision": "v2"}"#).await;
-        assert_eq!(status, StatusCode::FORBIDDEN);
-        assert!(text.contains("server.api_token"), "{text}");
-        assert!(platform.events().is_empty());
-        let response = crate::server::app(state)
-            .oneshot(Request::get("/api/v1/rollouts/web").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::NOT_FOUND, "no rollout of web yet");
+    async fn alertmanager_firing_alerts_reach_the_loop_and_resolved_ones_do_not() {
+        let mut f = fixture(&[("alice", ALICE), ("alertmanager", AM)], false);
+        let body = payload(&[
+            ("firing", "WebCanaryErrors", &[("namespace", "local"), ("deployment", "web-canary")]),
+            ("resolved", "WebCanaryErrors", &[("namespace", "local"), ("deployment", "web-canary")]),
+            ("firing", "NoWorkload", &[("severity", "page")]),
+        ]);
+        let (status, _) = call(&f.state, "POST", "/api/v1/alertmanager", None, &body).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, text) = call(&f.state, "POST", "/api/v1/alertmanager", Some(AM), &body).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let got = f.alerts.try_recv().expect("the firing alert reaches the loop");
+        assert_eq!(
+            got,
+            FiringAlert {
+                alert: "WebCanaryErrors".into(),
+                namespace: Some("local".into()),
+                workloads: vec!["web-canary".into()],
+                detail: "5xx above 5% on web-canary".into(),
+            }
+        );
+        assert!(f.alerts.try_recv().is_err(), "the resolved alert and the one naming no workload do not");
+    }
+
+    #[tokio::test]
+    async fn records_are_listed_and_shown_by_id() {
+        let f = fixture(&[("alice", ALICE)], false);
+        let policy = "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {name: web, namespace: local}\nspec:\n  selector: {matchLabels: {app: web}}\n  analysis:\n    metrics:\n      - {name: errors, template: http-error-rate, test: sequential}\n";
+        let loaded = crate::policy::load_str("p.yaml", policy);
+        assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+        let id = RolloutId { namespace: "local".into(), name: "web".into() };
+        let mut rollout = crate::engine::Rollout::new(id, "v7", loaded.policies[0].plan.clone());
+        rollout.finished_at = Some(jiff::Timestamp::now());
+        let record = crate::record::DeploymentRecord::of(&rollout, Default::default());
+        let store = crate::daemon::records::RecordStore::open(
+            f.state.api.as_ref().unwrap().records_dir.clone().unwrap(),
+            Default::default(),
+        )
+        .unwrap();
+        store.write(&record, jiff::Timestamp::now()).unwrap();
+        let (status, text) = call(&f.state, "GET", "/api/v1/records", None, "").await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let listed: Vec<RecordSummary> = serde_json::from_str(&text).unwrap();
+        assert_eq!(listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["local/web@v7"]);
+        let (status, text) = call(&f.state, "GET", "/api/v1/records/local/web@v7", None, "").await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let shown: crate::record::DeploymentRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(shown.revision, "v7");
+        let (status, _) = call(&f.state, "GET", "/api/v1/records/local/web@v8", None, "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 }

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use crate::telemetry::Metrics;
 
 /// State shared with the HTTP handlers.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct AppState {
     /// Set once policies are loaded and the daemon can act.
     pub ready: Arc<AtomicBool>,
@@ -25,6 +25,20 @@ pub struct AppState {
     pub api: Option<api::Api>,
     /// Set once the loop has run its first tick, when a loop runs.
     pub loop_ready: Option<Arc<AtomicBool>>,
+    /// Largest request body accepted (413 above it).
+    pub max_body_bytes: usize,
+}
+
+impl Default for AppState {
+    fn default() -> Self {
+        AppState {
+            ready: Arc::default(),
+            metrics: Arc::default(),
+            api: None,
+            loop_ready: None,
+            max_body_bytes: 256 * 1024,
+        }
+    }
 }
 
 /// Builds the router.
@@ -37,9 +51,15 @@ pub fn app(state: AppState) -> Router {
         .merge(
             Router::new()
                 .route("/api/v1/rollouts", post(api::start).get(api::list))
-                .route("/api/v1/rollouts/{service}", get(api::one))
+                .route("/api/v1/rollouts/{namespace}/{name}", get(api::one))
+                .route("/api/v1/rollouts/{namespace}/{name}/{command}", post(api::command))
+                .route("/api/v1/records", get(api::records))
+                .route("/api/v1/records/{*id}", get(api::record))
+                .route("/api/v1/alertmanager", post(api::alertmanager))
+                .fallback(api::not_found)
                 .with_state(state.api),
         )
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
