@@ -1,0 +1,459 @@
+//! The daemon's surfaces against real parts: Slack messages (Block Kit content, retries
+//! after a 500 and after a 429 with `Retry-After`, a rollback that moves traffic on time
+//! while Slack hangs) through a Slack stand-in on loopback, and Debian's real
+//! Alertmanager posting its webhook to canaryd's API: a firing alert a policy lists as a
+//! trigger rolls back exactly the rollout of the workload it names.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use canaryd::config::{Secret, Settings};
+use canaryd::daemon::outbox::{Outbox, OutboxOptions};
+use canaryd::daemon::platform::{MemoryPlatform, RolloutEvent};
+use canaryd::daemon::store::MemoryStore;
+use canaryd::daemon::view::RolloutView;
+use canaryd::daemon::{Daemon, Options, run_until};
+use canaryd::engine::{Action, Input, Notification, Rollout, RolloutId, step};
+use canaryd::notify::Fanout;
+use canaryd::notify::slack::SlackNotifier;
+use canaryd::source::batch::Arms;
+use canaryd::source::prometheus::PrometheusSource;
+use canaryd::telemetry::Metrics;
+use support::engine::{at, errors, plan};
+use support::prometheus::poll;
+
+/// The errors policy with a Slack target and an alert trigger.
+fn spec(min_severity: &str) -> String {
+    format!(
+        "{}
+  - {{name: canary-5xx, alert: WebCanaryErrors}}
+notify:
+  slack: {{channel: '#deploys', webhookEnv: SLACK_WEBHOOK_URL, minSeverity: {min_severity}}}",
+        support::engine::ERRORS_SPEC
+    )
+}
+
+/// What the stand-in answers, in turn; then 200.
+#[derive(Clone, Copy)]
+enum Answer {
+    Status(u16),
+    TooMany { retry_after: u64 },
+    Hang,
+}
+
+/// A Slack incoming-webhook stand-in on loopback: records every POST body with when it
+/// came, and answers from a script.
+struct SlackStandIn {
+    url: String,
+    got: Arc<Mutex<Vec<(tokio::time::Instant, serde_json::Value)>>>,
+}
+
+async fn slack_stand_in(script: Vec<Answer>) -> SlackStandIn {
+    let got: Arc<Mutex<Vec<(tokio::time::Instant, serde_json::Value)>>> = Arc::default();
+    let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/services/T000/B000/XXXX",
+        axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+            let (got, script) = (g.clone(), script.clone());
+            async move {
+                got.lock().unwrap().push((tokio::time::Instant::now(), body.0));
+                let next = script.lock().unwrap().pop_front();
+                match next {
+                    None => (StatusCode::OK, "ok").into_response(),
+                    Some(Answer::Status(code)) => {
+                        (StatusCode::from_u16(code).unwrap(), "internal_error").into_response()
+                    }
+                    Some(Answer::TooMany { retry_after }) => {
+                        let mut h = HeaderMap::new();
+                        h.insert("retry-after", retry_after.to_string().parse().unwrap());
+                        (StatusCode::TOO_MANY_REQUESTS, h, "rate_limited").into_response()
+                    }
+                    Some(Answer::Hang) => {
+                        std::future::pending::<()>().await;
+                        unreachable!()
+                    }
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/services/T000/B000/XXXX", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    SlackStandIn { url, got }
+}
+
+fn slack_to(url: &str) -> SlackNotifier {
+    let url = url.to_string();
+    SlackNotifier::new(
+        Duration::from_secs(2),
+        Box::new(move |source| match source {
+            canaryd::engine::plan::SecretSource::Env { name } if name == "SLACK_WEBHOOK_URL" => {
+                Ok(url.clone())
+            }
+            other => Err(format!("unexpected secret source {other:?}")),
+        }),
+    )
+    .unwrap()
+}
+
+/// The notifications a rollout of `spec` makes: started, then rolled back by the
+/// `hard-limit` trigger on a canary at 30% errors against 1% on the baseline.
+fn rolled_back(spec: &str) -> (Notification, Notification) {
+    let id = RolloutId { namespace: "shop".into(), name: "web".into() };
+    let r = Rollout::new(id, "v2", plan(spec));
+    let started = step(&r, &Input::Start, at(0)).unwrap();
+    let bad =
+        step(&started.rollout, &Input::Interval(errors((400.0, 120.0), (4000.0, 40.0))), at(30)).unwrap();
+    let note = |actions: &[Action]| {
+        actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Notify(n) => Some(n.clone()),
+                _ => None,
+            })
+            .expect("a notification")
+    };
+    (note(&started.actions), note(&bad.actions))
+}
+
+fn text_of(message: &serde_json::Value) -> String {
+    let mut out = String::new();
+    fn walk(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    walk(&message["blocks"], &mut out);
+    out
+}
+
+fn counted(metrics: &Metrics, result: &str) -> u64 {
+    let labels = canaryd::notify::DeliveryLabels {
+        channel: "slack",
+        result: match result {
+            "delivered" => "delivered",
+            "failed" => "failed",
+            "throttled" => "throttled",
+            _ => "filtered",
+        },
+    };
+    metrics.notifications.get(&labels).map_or(0, |c| c.get())
+}
+
+#[tokio::test]
+async fn a_rollback_message_names_the_trigger_values_and_workload_and_is_retried_after_500_and_429() {
+    let slack = slack_stand_in(vec![Answer::Status(500), Answer::TooMany { retry_after: 2 }]).await;
+    let metrics = Metrics::new();
+    let fanout = Fanout::new(None, slack_to(&slack.url), metrics.notifications.clone());
+    let options = OutboxOptions { backoff: Duration::from_millis(100), attempts: 5, ..Default::default() };
+    let outbox = Outbox::start(Arc::new(fanout), options);
+    let (_, rollback) = rolled_back(&spec("info"));
+    assert!(outbox.offer(rollback.clone()));
+    assert!(outbox.drain(Duration::from_secs(30)).await, "delivered in the end");
+
+    let got = slack.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 3, "a 500, a 429, then delivered");
+    assert!(got.windows(2).all(|w| w[0].1 == w[1].1), "each attempt posts the same message");
+    // The 500 is retried after the backoff; the 429 after its Retry-After (2 s), which is
+    // longer than the doubled backoff (200 ms) would have been.
+    assert!(got[1].0 - got[0].0 >= Duration::from_millis(100));
+    assert!(got[2].0 - got[1].0 >= Duration::from_secs(2), "Retry-After honoured: {:?}", got[2].0 - got[1].0);
+    assert_eq!(
+        (counted(&metrics, "failed"), counted(&metrics, "throttled"), counted(&metrics, "delivered")),
+        (1, 1, 1)
+    );
+
+    let message = &got[2].1;
+    let text = text_of(message);
+    assert_eq!(message["channel"], "#deploys");
+    assert_eq!(message["blocks"][0]["type"], "header");
+    assert!(text.contains("Canary rolled back: shop/web v2"), "{text}");
+    // The trigger that fired, with the canary's value and the limit.
+    assert!(text.contains("*Trigger fired:* `hard-limit`: error-ratio canary value 0.3000 > 0.2"), "{text}");
+    // Each metric's canary and baseline values: 120/400 and 40/4000.
+    assert!(text.contains("canary 0.3000 · baseline 0.0100"), "{text}");
+    assert!(text.contains("*Workload*\nshop/web") && text.contains("*Revision*\nv2"), "{text}");
+    assert!(text.contains("step 1 at 0%"), "{text}");
+    assert!(message["text"].as_str().unwrap().contains("shop/web revision v2: rolled back"));
+}
+
+#[tokio::test]
+async fn a_policy_severity_filter_keeps_progress_out_of_slack_but_not_rollbacks() {
+    let slack = slack_stand_in(vec![]).await;
+    let metrics = Metrics::new();
+    let fanout = Fanout::new(None, slack_to(&slack.url), metrics.notifications.clone());
+    let outbox = Outbox::start(Arc::new(fanout), OutboxOptions::default());
+    let (started, rollback) = rolled_back(&spec("critical"));
+    assert!(outbox.offer(started) && outbox.offer(rollback));
+    assert!(outbox.drain(Duration::from_secs(10)).await);
+    let got = slack.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "only the rollback is posted");
+    assert!(text_of(&got[0].1).contains("Canary rolled back"));
+    assert_eq!((counted(&metrics, "filtered"), counted(&metrics, "delivered")), (1, 1));
+}
+
+/// A daemon over a memory platform and store, with Prometheus unreachable (nothing is
+/// ever judged a pass: rollouts hold at their first step) and Slack at `slack_url`.
+fn daemon(
+    slack_url: &str,
+    spec: &str,
+) -> (Daemon<PrometheusSource, MemoryPlatform, MemoryStore>, Arc<MemoryPlatform>, Arc<Metrics>) {
+    let env = [("CANARYD__PROMETHEUS__URL".to_string(), "http://127.0.0.1:9".to_string())];
+    let settings = Settings::load(None, env.into_iter().collect()).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let source =
+        PrometheusSource::new(&settings.prometheus, metrics.clone(), Duration::from_millis(20)).unwrap();
+    let platform = Arc::new(MemoryPlatform::new());
+    let text = format!(
+        "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {{name: web, namespace: shop}}\nspec:\n{}",
+        spec.lines().map(|l| format!("  {l}\n")).collect::<String>()
+    );
+    let loaded = canaryd::policy::load_str("web.yaml", &text);
+    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+    let fanout = Fanout::new(None, slack_to(slack_url), metrics.notifications.clone());
+    let options = Options {
+        tick: Duration::from_millis(200),
+        platform_timeout: Duration::from_secs(2),
+        outbox: OutboxOptions { backoff: Duration::from_millis(50), attempts: 2, ..Default::default() },
+        ..Default::default()
+    };
+    let d = Daemon::start(
+        Arc::new(source),
+        platform.clone(),
+        Arc::new(MemoryStore::default()),
+        Arc::new(fanout),
+        None,
+        loaded.policies,
+        options,
+        metrics.clone(),
+    );
+    (d, platform, metrics)
+}
+
+fn deploy(platform: &MemoryPlatform, name: &str) -> RolloutId {
+    let id = RolloutId { namespace: "shop".into(), name: name.into() };
+    platform.push(RolloutEvent {
+        id: id.clone(),
+        revision: format!("{name}-v2"),
+        labels: [("app".to_string(), "web".to_string())].into(),
+        arms: Arms::kubernetes(&id),
+    });
+    id
+}
+
+#[tokio::test]
+async fn a_rollback_moves_traffic_at_once_while_slack_hangs() {
+    let slack = slack_stand_in(vec![Answer::Hang; 16]).await;
+    let (mut daemon, platform, metrics) = daemon(&slack.url, &spec("info"));
+    let web = deploy(&platform, "web");
+    let now = jiff::Timestamp::now();
+    daemon.tick(now).await;
+    poll(Duration::from_secs(10), || async { platform.world(&web).weight == 10 }).await.unwrap();
+    // Slack now holds the "started" message and does not answer.
+    poll(Duration::from_secs(10), || async { !slack.got.lock().unwrap().is_empty() }).await.unwrap();
+    daemon
+        .alerts()
+        .send(canaryd::daemon::FiringAlert {
+            alert: "WebCanaryErrors".into(),
+            namespace: Some("shop".into()),
+            workloads: vec!["web".into()],
+            detail: "5xx above 5%".into(),
+        })
+        .unwrap();
+    daemon.tick(now + Duration::from_secs(1)).await;
+    assert_eq!(daemon.state(&web).unwrap().rollout.phase.name(), "rolling-back");
+    // The traffic change does not wait for Slack: it lands while the first message hangs.
+    poll(Duration::from_secs(10), || async { platform.world(&web).weight == 0 }).await.unwrap();
+    assert_eq!(slack.got.lock().unwrap().len(), 1, "Slack still holds the first message");
+    assert_eq!(counted(&metrics, "delivered"), 0);
+}
+
+/// Debian's Alertmanager on a loopback port, with a webhook receiver pointing at `url`.
+struct Alertmanager {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn alertmanager(webhook: &str, token: &str) -> Alertmanager {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "route:
+  receiver: canaryd
+  group_by: [alertname, namespace, deployment]
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: canaryd
+    webhook_configs:
+      - url: {webhook}
+        send_resolved: true
+        http_config:
+          authorization: {{type: Bearer, credentials: {token}}}
+"
+    );
+    std::fs::write(dir.path().join("alertmanager.yml"), config).unwrap();
+    let port = free_port();
+    let child = Command::new("prometheus-alertmanager")
+        .arg(format!("--config.file={}", dir.path().join("alertmanager.yml").display()))
+        .arg(format!("--storage.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("alertmanager.log")).unwrap())
+        .spawn()
+        .expect("prometheus-alertmanager runs (scripts/install-deps installs it)");
+    let url = format!("http://127.0.0.1:{port}");
+    let ready = format!("{url}/-/ready");
+    poll(Duration::from_secs(30), || async {
+        reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success())
+    })
+    .await
+    .expect("Alertmanager is ready");
+    Alertmanager { child, url, _dir: dir }
+}
+
+impl Alertmanager {
+    /// Posts one alert to Alertmanager's API; `resolved` sets its end to now.
+    async fn post(&self, name: &str, deployment: &str, resolved: bool) {
+        let mut alert = serde_json::json!({
+            "labels": {"alertname": name, "namespace": "shop", "deployment": deployment, "severity": "page"},
+            "annotations": {"summary": format!("{name} on {deployment}")},
+            "startsAt": jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_secs(60)).unwrap().to_string(),
+        });
+        if resolved {
+            alert["endsAt"] = jiff::Timestamp::now().to_string().into();
+        }
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v2/alerts", self.url))
+            .json(&[alert])
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "Alertmanager took the alert: {}", r.status());
+    }
+}
+
+fn alerts_counted(metrics: &Metrics, result: &'static str) -> u64 {
+    metrics.alerts.get(&canaryd::telemetry::AlertLabels { result }).map_or(0, |c| c.get())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_alertmanager_rolls_back_exactly_the_rollout_its_firing_alert_names() {
+    const TOKEN: &str = "alertmanager-token-0123456789";
+    let slack = slack_stand_in(vec![]).await;
+    let (mut daemon, platform, metrics) = daemon(&slack.url, &spec("critical"));
+    let (web, api) = (deploy(&platform, "web"), deploy(&platform, "api"));
+    // canaryd's HTTP surface on loopback, with the loop running on the wall clock.
+    let state = canaryd::server::AppState {
+        api: Some(canaryd::server::api::Api {
+            platform: None,
+            views: daemon.views(),
+            tokens: Arc::new(BTreeMap::from([("alertmanager".to_string(), Secret::new(TOKEN))])),
+            read_requires_token: false,
+            commands: daemon.commands(),
+            alerts: daemon.alerts(),
+            wake: daemon.waker(),
+            store: None,
+            records_dir: None,
+            metrics: metrics.clone(),
+        }),
+        metrics: metrics.clone(),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, canaryd::server::app(state)).await.unwrap() });
+    let mut views = daemon.views();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looping = tokio::spawn(async move {
+        run_until(
+            &mut daemon,
+            Duration::from_millis(200),
+            jiff::Timestamp::now,
+            &ready,
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(2),
+        )
+        .await;
+    });
+    let phase_of = |views: &[RolloutView], id: &RolloutId| {
+        views.iter().find(|v| v.namespace == id.namespace && v.name == id.name).map(|v| v.phase.clone())
+    };
+    let both_progressing = |v: &[RolloutView]| {
+        phase_of(v, &web).as_deref() == Some("progressing")
+            && phase_of(v, &api).as_deref() == Some("progressing")
+    };
+    tokio::time::timeout(Duration::from_secs(20), views.wait_for(|v| both_progressing(v)))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let am = alertmanager(&format!("{base}/api/v1/alertmanager"), TOKEN).await;
+    // A trigger's alert for a workload without a rollout, and an alert no policy lists
+    // for `api`: canaryd hears both and changes nothing.
+    am.post("WebCanaryErrors", "checkout", false).await;
+    am.post("DiskFilling", "api", false).await;
+    poll(Duration::from_secs(30), || async {
+        alerts_counted(&metrics, "no-rollout") >= 1 && alerts_counted(&metrics, "no-trigger") >= 1
+    })
+    .await
+    .expect("Alertmanager delivered both alerts");
+    assert!(both_progressing(&views.borrow()), "{:#?}", views.borrow());
+
+    // The trigger's alert for `web`: web rolls back, api does not.
+    am.post("WebCanaryErrors", "web", false).await;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        views.wait_for(|v| phase_of(v, &web).as_deref() == Some("rolled-back")),
+    )
+    .await
+    .expect("web rolled back")
+    .unwrap();
+    poll(Duration::from_secs(10), || async { platform.world(&web).weight == 0 }).await.unwrap();
+    assert_eq!(phase_of(&views.borrow(), &api).as_deref(), Some("progressing"));
+    assert_eq!(alerts_counted(&metrics, "rolled-back"), 1);
+
+    // Both alerts resolve: Alertmanager sends them as resolved; nothing changes.
+    am.post("DiskFilling", "api", true).await;
+    am.post("WebCanaryErrors", "web", true).await;
+    poll(Duration::from_secs(30), || async { alerts_counted(&metrics, "resolved") >= 2 })
+        .await
+        .expect("Alertmanager delivered the resolved alerts");
+    assert_eq!(phase_of(&views.borrow(), &api).as_deref(), Some("progressing"));
+    assert_eq!(platform.world(&api).weight, 10);
+    // The rollback reached Slack with the alert as its trigger.
+    poll(Duration::from_secs(10), || async { !slack.got.lock().unwrap().is_empty() }).await.unwrap();
+    let text = text_of(&slack.got.lock().unwrap()[0].1);
+    assert!(text.contains("`canary-5xx`: alert WebCanaryErrors is firing: WebCanaryErrors on web"), "{text}");
+    let _ = stop.send(());
+    looping.await.unwrap();
+}
