@@ -880,16 +880,33 @@ async fn watch(
                 continue;
             }
         };
-        let mut out = std::io::stdout().lock();
+        let mut printed: Vec<(String, String)> = Vec::new();
         for v in views.iter().filter(|v| id.as_ref().is_none_or(|id| *id == v.id())) {
-            let lines = progress.entry(v.id()).or_default().lines(v);
-            for line in lines {
-                let line = format!("{} {} {line}", v.id(), v.revision);
-                if live && !line.contains(" -> ") {
-                    let _ = write!(out, "\r\x1b[2K{line}");
-                } else {
-                    let _ = writeln!(out, "{}{line}", if live { "\r\x1b[2K" } else { "" });
-                }
+            let shown = progress.entry(v.id()).or_default();
+            // Decisions made between two looks are read from the rollout's detail.
+            let missed = shown.missed(v);
+            let mut lines = Vec::new();
+            if !missed.is_empty()
+                && let Ok(detail) = client.detail(&v.namespace, &v.name).await
+            {
+                lines.extend(
+                    detail
+                        .decisions
+                        .iter()
+                        .filter(|d| d.revision == v.revision && missed.contains(&d.seq))
+                        .map(|d| canaryd::daemon::view::decision_line(&d.action, d.weight, &d.reason)),
+                );
+            }
+            lines.extend(shown.lines(v));
+            printed.extend(lines.into_iter().map(|line| (format!("{} {}", v.id(), v.revision), line)));
+        }
+        let mut out = std::io::stdout().lock();
+        for (who, line) in printed {
+            // On a terminal the progress line is redrawn in place; decisions scroll.
+            if live && !line.starts_with("  -> ") {
+                let _ = write!(out, "\r\x1b[2K{who} {line}");
+            } else {
+                let _ = writeln!(out, "{}{who} {line}", if live { "\r\x1b[2K" } else { "" });
             }
         }
         let _ = out.flush();

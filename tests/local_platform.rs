@@ -335,3 +335,162 @@ async fn a_promote_hook_that_hangs_is_killed_at_its_limit_and_rolls_back() {
     let hook = ["sleep", "600"].map(String::from).to_vec();
     failed_promotion(hook, "1s", "no exit within 1s; killed").await;
 }
+
+/// `canaryd rollout ARGS…` against the stack's daemon, with its token in the environment.
+fn cli(stack: &Stack, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(binaries().canaryd)
+        .arg("rollout")
+        .args(args)
+        .args(["--server", &stack.api()])
+        .env("CANARYD_TOKEN", &stack.token)
+        .env_remove("CANARYD_CONFIG")
+        .output()
+        .expect("canaryd runs")
+}
+
+fn out(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Every `canaryd_*` name the dashboards' expressions use.
+fn dashboard_names() -> std::collections::BTreeSet<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards");
+    let mut names = std::collections::BTreeSet::new();
+    fn walk(v: &serde_json::Value, names: &mut std::collections::BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(o) => {
+                for (k, x) in o {
+                    if k == "expr"
+                        && let Some(e) = x.as_str()
+                    {
+                        for (i, _) in e.match_indices("canaryd_") {
+                            let name: String = e[i..]
+                                .chars()
+                                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                                .collect();
+                            names.insert(name);
+                        }
+                    }
+                    walk(x, names);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, names)),
+            _ => {}
+        }
+    }
+    for f in std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|f| f.path().extension().is_some_and(|x| x == "json"))
+    {
+        walk(&serde_json::from_str(&std::fs::read_to_string(f.path()).unwrap()).unwrap(), &mut names);
+    }
+    names
+}
+
+/// Whether `/metrics` text exports `name`: as a sample, or as the series of a family of
+/// the matching type (`_total` of a counter; `_bucket`, `_sum`, `_count` of a histogram).
+fn exported(metrics: &str, name: &str) -> bool {
+    let sample =
+        metrics.lines().any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")));
+    let family = |base: &str, kind: &str| metrics.lines().any(|l| l == format!("# TYPE {base} {kind}"));
+    let typed = name.strip_suffix("_total").is_some_and(|b| family(b, "counter"))
+        || ["_bucket", "_sum", "_count"]
+            .iter()
+            .any(|s| name.strip_suffix(s).is_some_and(|b| family(b, "histogram")))
+        || family(name, "gauge");
+    sample && typed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_watch_pause_resume_promote_and_abort_with_the_cli_and_the_dashboards_names_are_exported() {
+    let (stack, _turn) = start(Options::default()).await;
+    let metrics_now =
+        || async { reqwest::get(format!("{}/metrics", stack.api())).await.unwrap().text().await.unwrap() };
+    stack.deploy_canary("v3", 0.005, 5).await.unwrap();
+    stack.start_rollout("v3").await.unwrap();
+    wait_view(&stack, "a first interval at 10%", |v| v.applied_weight == Some(10) && v.intervals >= 1).await;
+    let watch = tokio::process::Command::new(binaries().canaryd)
+        .args(["rollout", "watch", "web", "--plain", "--every", "300ms", "--server", &stack.api()])
+        .env_remove("CANARYD_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Mid-rollout, the per-rollout series exist.
+    let mut scraped = metrics_now().await;
+
+    let paused = cli(&stack, &["pause", "web"]);
+    assert!(paused.status.success(), "{}", out(&paused));
+    assert!(out(&paused).contains("demo/web pause: accepted (as operator)"), "{}", out(&paused));
+    wait_view(&stack, "paused", |v| v.phase == "paused").await;
+    let again = cli(&stack, &["pause", "demo/web"]);
+    assert_eq!(again.status.code(), Some(2), "{}", out(&again));
+    assert!(
+        out(&again).contains("409") && out(&again).contains("cannot pause a rollout that is paused"),
+        "{}",
+        out(&again)
+    );
+    let resumed = cli(&stack, &["resume", "web"]);
+    assert!(resumed.status.success(), "{}", out(&resumed));
+    wait_view(&stack, "progressing again", |v| v.phase == "progressing").await;
+    let promoted = cli(&stack, &["promote", "web"]);
+    assert!(promoted.status.success(), "{}", out(&promoted));
+    wait_view(&stack, "promoted by hand", |v| v.revision == "v3" && v.phase == "succeeded").await;
+
+    // `watch` followed it all and exited 0 on the promotion.
+    let watched =
+        tokio::time::timeout(Duration::from_secs(30), watch.wait_with_output()).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&watched.stdout).into_owned();
+    assert!(watched.status.success(), "{text}{}", String::from_utf8_lossy(&watched.stderr));
+    for line in [
+        "demo/web v3 progressing  step 1/3  weight  10% (applied  10%)",
+        "demo/web v3   -> started at 10%",
+        "demo/web v3   -> paused at 10%: paused by operator",
+        "demo/web v3   -> resumed at 10%: resumed by operator",
+        "demo/web v3   -> promoting at 100%: promoted by hand by operator",
+        "demo/web v3 succeeded",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(line)), "no line starting `{line}` in:\n{text}");
+    }
+    let record = record(&stack, "v3").await;
+    let actions: Vec<&str> = record.decisions.iter().map(|d| d.action.as_str()).collect();
+    assert_eq!(actions, ["started", "paused", "resumed", "promoting", "promoted"]);
+
+    // An abort rolls the next canary back; `status` shows why.
+    stack.deploy_canary("v4", 0.005, 5).await.unwrap();
+    stack.start_rollout("v4").await.unwrap();
+    wait_view(&stack, "v4 at 10%", |v| v.revision == "v4" && v.applied_weight == Some(10)).await;
+    let aborted = cli(&stack, &["abort", "web"]);
+    assert!(aborted.status.success(), "{}", out(&aborted));
+    wait_view(&stack, "v4 aborted", |v| v.revision == "v4" && v.phase == "aborted").await;
+    assert!(stack.nginx_serves().await.unwrap().starts_with("web 0 "));
+    let status = cli(&stack, &["status", "web"]);
+    assert!(out(&status).contains("aborted by operator"), "{}", out(&status));
+    let late = cli(&stack, &["promote", "web"]);
+    assert_eq!(late.status.code(), Some(2));
+    assert!(out(&late).contains("cannot promote a rollout that is aborted"), "{}", out(&late));
+
+    // An alert for a workload with no rollout is heard and changes nothing.
+    let alert = serde_json::json!({"version": "4", "status": "firing", "alerts": [
+        {"status": "firing", "labels": {"alertname": "Unrelated", "deployment": "billing"}, "annotations": {}}]});
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/alertmanager", stack.api()))
+        .bearer_auth(&stack.token)
+        .json(&alert)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_until(Duration::from_secs(10), "the alert is counted", || async {
+        metrics_now().await.contains("canaryd_alerts_total{result=\"no-rollout\"} 1")
+    })
+    .await
+    .unwrap();
+    scraped.push_str(&metrics_now().await);
+    let names = dashboard_names();
+    assert!(names.len() >= 15, "{names:?}");
+    let missing: Vec<&String> = names.iter().filter(|n| !exported(&scraped, n)).collect();
+    assert!(missing.is_empty(), "used by the dashboards, not in /metrics: {missing:?}\n{scraped}");
+}

@@ -150,7 +150,24 @@ pub struct Progress {
     decision: Option<(String, u64)>,
 }
 
+/// A decision as a progress line.
+pub fn decision_line(action: &str, weight: u8, reason: &str) -> String {
+    format!("  -> {action} at {weight}%: {reason}")
+}
+
 impl Progress {
+    /// The decisions made since the last view shown and before `v`'s last one, which a
+    /// view alone does not carry (several decisions between two looks): their `seq`s.
+    /// For a rollout not seen before, every earlier decision.
+    pub fn missed(&self, v: &RolloutView) -> std::ops::Range<u64> {
+        let Some(last) = &v.last_decision else { return 0..0 };
+        let from = match &self.decision {
+            Some((revision, seq)) if *revision == v.revision => seq + 1,
+            _ => 0,
+        };
+        from..last.seq.max(from)
+    }
+
     /// The lines `v` adds to what was shown (none when nothing changed).
     pub fn lines(&mut self, v: &RolloutView) -> Vec<String> {
         let mut out = Vec::new();
@@ -162,7 +179,7 @@ impl Progress {
         if let Some(d) = &v.last_decision {
             let key = (v.revision.clone(), d.seq);
             if self.decision.as_ref() != Some(&key) {
-                out.push(format!("  -> {} at {}%: {}", d.action, d.weight, d.reason));
+                out.push(decision_line(&d.action, d.weight, &d.reason));
                 self.decision = Some(key);
             }
         }
