@@ -483,7 +483,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
                     self.apply(&id, t, None);
                 }
                 Ok(_) => {
-                    tracing::info!(rollout = %id, alert = %alert.alert, "alert fired; no trigger of the rollout's policy names it")
+                    tracing::info!(rollout = %id, alert = %alert.alert, phase = run.state.rollout.phase.name(), "alert fired; not taken: no trigger of the rollout's policy names it, or the canary no longer carries traffic to take back")
                 }
                 Err(e) => tracing::warn!(rollout = %id, error = %e, "alert not taken"),
             }
