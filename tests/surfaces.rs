@@ -140,16 +140,8 @@ fn text_of(message: &serde_json::Value) -> String {
     out
 }
 
-fn counted(metrics: &Metrics, result: &str) -> u64 {
-    let labels = canaryd::notify::DeliveryLabels {
-        channel: "slack",
-        result: match result {
-            "delivered" => "delivered",
-            "failed" => "failed",
-            "throttled" => "throttled",
-            _ => "filtered",
-        },
-    };
+fn counted(metrics: &Metrics, result: &'static str) -> u64 {
+    let labels = canaryd::notify::DeliveryLabels { channel: "slack", result };
     metrics.notifications.get(&labels).map_or(0, |c| c.get())
 }
 
