@@ -223,13 +223,22 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         for problem in problems {
             tracing::error!(%problem, "stored rollout state cannot be read; skipped");
         }
-        let runs = states
+        let runs: BTreeMap<RolloutId, Run> = states
             .into_iter()
             .map(|state| {
                 let run = Run::new(state, false);
                 (run.state.rollout.id.clone(), run)
             })
             .collect();
+        // The weights confirmed before a restart; later ones are set as they are confirmed.
+        for (id, run) in runs.iter().filter(|(_, r)| !r.state.recorded) {
+            if let Some(w) = run.state.applied.weight {
+                metrics
+                    .canary_weight
+                    .get_or_create(&RolloutLabels { rollout: id.to_string() })
+                    .set(i64::from(w));
+            }
+        }
         Daemon {
             source,
             platform,
@@ -370,7 +379,11 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
                 run.failures = 0;
             }
             match report {
-                Report::Weight(w) => applied.weight = Some(w),
+                Report::Weight(w) => {
+                    applied.weight = Some(w);
+                    let labels = RolloutLabels { rollout: id.to_string() };
+                    self.metrics.canary_weight.get_or_create(&labels).set(i64::from(w));
+                }
                 Report::Scale(s) => applied.canary = Some(s),
                 Report::Promoted(revision) => applied.promoted = Some(revision),
                 Report::Failed { call, error } => {
@@ -799,16 +812,8 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
 
     fn export_metrics(&self) {
         let mut by_phase: HashMap<&'static str, i64> = Phase::ALL.iter().map(|p| (p.name(), 0)).collect();
-        for (id, run) in &self.runs {
+        for run in self.runs.values() {
             *by_phase.entry(run.state.rollout.phase.name()).or_default() += 1;
-            if !run.state.recorded
-                && let Some(w) = run.state.applied.weight
-            {
-                self.metrics
-                    .canary_weight
-                    .get_or_create(&RolloutLabels { rollout: id.to_string() })
-                    .set(i64::from(w));
-            }
         }
         for (phase, n) in by_phase {
             self.metrics.rollouts.get_or_create(&PhaseLabels { phase }).set(n);
