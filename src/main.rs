@@ -344,12 +344,7 @@ fn records(dir: &std::path::Path, action: RecordsAction) -> ExitCode {
                 match records::read(file) {
                     Ok(r) => {
                         let ended = r.finished_at.map_or_else(|| "-".to_string(), |t| t.to_string());
-                        let last = r
-                            .decisions
-                            .iter()
-                            .rev()
-                            .find(|d| !d.evidence.is_empty() || !d.triggers.is_empty());
-                        let why = last.map_or("", |d| d.reason.as_str());
+                        let why = r.deciding_reason();
                         println!(
                             "{ended}  {:<40} {:<12} step {}  max {}%  {why}",
                             r.id,
@@ -749,7 +744,6 @@ async fn rollout(base: &str, token: Option<String>, action: RolloutAction) -> Ex
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let command = |rollout: String, verb: &'static str| (rollout, verb);
     let (rollout, verb) = match action {
         RolloutAction::List => {
             return match client.list().await {
@@ -794,10 +788,10 @@ async fn rollout(base: &str, token: Option<String>, action: RolloutAction) -> Ex
                 Err(e) => fail(e),
             };
         }
-        RolloutAction::Promote { rollout } => command(rollout, "promote"),
-        RolloutAction::Abort { rollout } => command(rollout, "abort"),
-        RolloutAction::Pause { rollout } => command(rollout, "pause"),
-        RolloutAction::Resume { rollout } => command(rollout, "resume"),
+        RolloutAction::Promote { rollout } => (rollout, "promote"),
+        RolloutAction::Abort { rollout } => (rollout, "abort"),
+        RolloutAction::Pause { rollout } => (rollout, "pause"),
+        RolloutAction::Resume { rollout } => (rollout, "resume"),
     };
     let answer = match client.resolve(&rollout).await {
         Ok((namespace, name)) => client.command(&namespace, &name, verb).await,

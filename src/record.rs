@@ -114,6 +114,13 @@ impl Timeline {
 }
 
 impl DeploymentRecord {
+    /// The reason of the last decision that rested on evidence or triggers: why it ended
+    /// as it did ("" when none did).
+    pub fn deciding_reason(&self) -> &str {
+        let last = self.decisions.iter().rev().find(|d| !d.evidence.is_empty() || !d.triggers.is_empty());
+        last.map_or("", |d| d.reason.as_str())
+    }
+
     /// The record of `rollout` as it stands, with its timeline.
     pub fn of(rollout: &Rollout, timeline: Timeline) -> DeploymentRecord {
         let max_weight =

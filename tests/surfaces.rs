@@ -209,12 +209,6 @@ fn daemon(
     let source =
         PrometheusSource::new(&settings.prometheus, metrics.clone(), Duration::from_millis(20)).unwrap();
     let platform = Arc::new(MemoryPlatform::new());
-    let text = format!(
-        "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {{name: web, namespace: shop}}\nspec:\n{}",
-        spec.lines().map(|l| format!("  {l}\n")).collect::<String>()
-    );
-    let loaded = canaryd::policy::load_str("web.yaml", &text);
-    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
     let fanout = Fanout::new(None, slack_to(slack_url), metrics.notifications.clone());
     let options = Options {
         tick: Duration::from_millis(200),
@@ -228,7 +222,7 @@ fn daemon(
         Arc::new(MemoryStore::default()),
         Arc::new(fanout),
         None,
-        loaded.policies,
+        vec![support::engine::policy("shop", "web", spec)],
         options,
         metrics.clone(),
     );

@@ -119,9 +119,7 @@ impl RolloutView {
             finished_at: r.finished_at,
         }
     }
-}
 
-impl RolloutView {
     /// `namespace/name`.
     pub fn id(&self) -> String {
         format!("{}/{}", self.namespace, self.name)

@@ -106,31 +106,13 @@ impl EventKind {
             _ => return None,
         })
     }
-}
 
-impl EventKind {
     /// How bad it is.
     pub fn severity(self) -> Severity {
         match self {
             EventKind::RolledBack | EventKind::Aborted => Severity::Critical,
             EventKind::Paused | EventKind::Stalled => Severity::Warning,
             _ => Severity::Info,
-        }
-    }
-
-    /// The name, as in decisions and notifications.
-    pub fn name(self) -> &'static str {
-        match self {
-            EventKind::Started => "started",
-            EventKind::Advanced => "advanced",
-            EventKind::Promoting => "promoting",
-            EventKind::Promoted => "promoted",
-            EventKind::RolledBack => "rolled-back",
-            EventKind::Aborted => "aborted",
-            EventKind::Paused => "paused",
-            EventKind::Resumed => "resumed",
-            EventKind::Superseded => "superseded",
-            EventKind::Stalled => "stalled",
         }
     }
 }

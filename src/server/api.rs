@@ -361,17 +361,13 @@ pub async fn records(State(api): State<Option<Api>>, headers: HeaderMap) -> Resp
         crate::daemon::records::list(&dir)
             .iter()
             .filter_map(|f| crate::daemon::records::read(f).ok())
-            .map(|r| {
-                let last =
-                    r.decisions.iter().rev().find(|d| !d.evidence.is_empty() || !d.triggers.is_empty());
-                RecordSummary {
-                    id: r.id.clone(),
-                    outcome: r.outcome.name().into(),
-                    policy: r.policy.clone(),
-                    started_at: r.started_at,
-                    finished_at: r.finished_at,
-                    reason: last.map(|d| d.reason.clone()).unwrap_or_default(),
-                }
+            .map(|r| RecordSummary {
+                id: r.id.clone(),
+                outcome: r.outcome.name().into(),
+                policy: r.policy.clone(),
+                started_at: r.started_at,
+                finished_at: r.finished_at,
+                reason: r.deciding_reason().to_string(),
             })
             .collect::<Vec<_>>()
     })

@@ -2,17 +2,23 @@
 
 use canaryd::engine::{IntervalObservations, Plan};
 use canaryd::judge::{Observation, Sample};
+use canaryd::policy::LoadedPolicy;
 use jiff::Timestamp;
 
 /// A plan compiled from a policy spec written in YAML (the `spec:` body).
 pub fn plan(spec: &str) -> Plan {
+    policy("t", "test", spec).plan
+}
+
+/// The policy `namespace/name` with a spec written in YAML (the `spec:` body), loaded.
+pub fn policy(namespace: &str, name: &str, spec: &str) -> LoadedPolicy {
     let text = format!(
-        "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {{name: test, namespace: t}}\nspec:\n{}",
+        "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n{}",
         spec.lines().map(|l| format!("  {l}\n")).collect::<String>()
     );
-    let loaded = canaryd::policy::load_str("test.yaml", &text);
+    let mut loaded = canaryd::policy::load_str("test.yaml", &text);
     assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
-    loaded.policies[0].plan.clone()
+    loaded.policies.remove(0)
 }
 
 /// Errors-only policy: a sequential test and a ratio test, steps 10/50/100, 1m steps.
