@@ -17,9 +17,9 @@
 //! `CANARYD_BENCH_REASONS=1` prints every rollback's reason to stderr).
 //! Under `cargo test` it runs a small smoke sample.
 
+use canaryd::engine::plan::Signal;
 use canaryd::engine::{Input, IntervalObservations, Phase, Plan, Rollout, RolloutId, step};
 use canaryd::judge::{Histogram, Observation, Sample};
-use canaryd::source::templates::Signal;
 use jiff::Timestamp;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};

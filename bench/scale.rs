@@ -23,15 +23,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use canaryd::config::Settings;
-use canaryd::daemon::outbox::Notifier;
-use canaryd::daemon::platform::{MemoryPlatform, RolloutEvent};
-use canaryd::daemon::store::{RunState, RunStore, StoreError};
+use canaryd::daemon::metrics::LoopMetrics;
 use canaryd::daemon::{Daemon, Options};
 use canaryd::engine::{Notification, RolloutId};
+use canaryd::notify::Notifier;
+use canaryd::platform::{RolloutEvent, memory::MemoryPlatform};
 use canaryd::record::{Timeline, TimelinePoint};
-use canaryd::source::batch::Arms;
 use canaryd::source::prometheus::PrometheusSource;
-use canaryd::telemetry::Metrics;
+use canaryd::source::prometheus::QueryMetrics;
+use canaryd::store::{RunState, RunStore, StoreError};
 use jiff::Timestamp;
 use support::prometheus::{PrometheusServer, load_openmetrics};
 use support::scale;
@@ -88,7 +88,7 @@ impl RunStore for SerialisingStore {
 struct CountingNotifier(AtomicU64);
 
 impl Notifier for CountingNotifier {
-    async fn deliver(&self, _: &Notification) -> Result<(), canaryd::daemon::outbox::DeliveryError> {
+    async fn deliver(&self, _: &Notification) -> Result<(), canaryd::notify::DeliveryError> {
         self.0.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -137,9 +137,9 @@ async fn queries_served(url: &str) -> f64 {
 async fn child(n: usize, url: String) {
     let env = [("CANARYD__PROMETHEUS__URL".to_string(), url.clone())];
     let settings = Settings::load(None, env.into_iter().collect()).unwrap();
-    let metrics = Arc::new(Metrics::new());
     let source =
-        PrometheusSource::new(&settings.prometheus, metrics.clone(), Duration::from_millis(50)).unwrap();
+        PrometheusSource::new(&settings.prometheus, QueryMetrics::default(), Duration::from_millis(50))
+            .unwrap();
     let policies = canaryd::policy::load_str("bench.yaml", POLICY).policies;
     let platform = Arc::new(MemoryPlatform::new());
     let store = Arc::new(SerialisingStore::default());
@@ -153,12 +153,12 @@ async fn child(n: usize, url: String) {
         None,
         policies,
         options,
-        metrics,
+        LoopMetrics::default(),
     );
     for i in 0..n {
         let id = RolloutId { namespace: scale::NAMESPACE.into(), name: scale::name(i) };
         platform.push(RolloutEvent {
-            arms: Arms::kubernetes(&id),
+            arms: canaryd::platform::kubernetes::arms(&id),
             id,
             revision: "v2".into(),
             labels: [("app".to_string(), "x".to_string())].into(),

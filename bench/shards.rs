@@ -10,14 +10,15 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use canaryd::config::Settings;
+use canaryd::engine::Arms;
 use canaryd::engine::RolloutId;
-use canaryd::source::batch::{self, Arms, Target};
-use canaryd::source::prometheus::{MetricSource, PrometheusSource};
-use canaryd::telemetry::Metrics;
+use canaryd::source::MetricSource;
+use canaryd::source::batch::{self, Target};
+use canaryd::source::prometheus::PrometheusSource;
+use canaryd::source::prometheus::QueryMetrics;
 use jiff::Timestamp;
 use support::prometheus::{PrometheusServer, load_openmetrics};
 use support::scale;
@@ -56,7 +57,7 @@ async fn measure(n: usize, metric: usize) -> Figures {
     let plan = canaryd::policy::load_str("bench.yaml", POLICY).policies.remove(0).plan;
     let ids: Vec<RolloutId> =
         (0..n).map(|i| RolloutId { namespace: scale::NAMESPACE.into(), name: scale::name(i) }).collect();
-    let arms: Vec<Arms> = ids.iter().map(Arms::kubernetes).collect();
+    let arms: Vec<Arms> = ids.iter().map(canaryd::platform::kubernetes::arms).collect();
     let targets: Vec<Target<'_>> = ids
         .iter()
         .zip(&arms)
@@ -72,9 +73,8 @@ async fn measure(n: usize, metric: usize) -> Figures {
     }
     let env = [("CANARYD__PROMETHEUS__URL".to_string(), server.url.clone())];
     let settings = Settings::load(None, env.into_iter().collect()).unwrap();
-    let src =
-        PrometheusSource::new(&settings.prometheus, Arc::new(Metrics::new()), Duration::from_millis(50))
-            .unwrap();
+    let src = PrometheusSource::new(&settings.prometheus, QueryMetrics::default(), Duration::from_millis(50))
+        .unwrap();
     let received_series = "prometheus_http_response_size_bytes_sum{handler=\"/api/v1/query\"}";
     let (queries_before, received_before) =
         (server.requests_to("/api/v1/query").await, server.own_metric(received_series).await);

@@ -3,7 +3,6 @@
 //! bound, and secrets never appear in output, debug output included.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,36 +16,10 @@ use crate::source::templates;
 
 pub mod local;
 
+pub use crate::secret::{Secret, without_userinfo};
+pub use crate::source::prometheus::PrometheusSettings;
+pub use crate::telemetry::{LogFormat, LogSettings};
 pub use local::{Hook, HookAction, Hooks, LocalSettings, NginxSettings, ServiceSettings};
-
-/// A value that must never be printed: tokens, passwords, webhook URLs.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
 
 /// Settings could not be read or are invalid; lists every problem.
 #[derive(Debug, thiserror::Error)]
@@ -121,43 +94,6 @@ impl ServerSettings {
 
 /// The caller name of `server.api_token`.
 pub const OPERATOR: &str = "operator";
-
-/// Prometheus connection settings.
-#[derive(Clone, Debug)]
-pub struct PrometheusSettings {
-    /// Base URL.
-    pub url: url::Url,
-    /// Per-query timeout.
-    pub timeout: Duration,
-    /// Retries after a failed query, with exponential backoff.
-    pub retries: u32,
-    /// Bearer token.
-    pub bearer_token: Option<Secret>,
-    /// Basic auth `(user, password)`.
-    pub basic_auth: Option<(String, Secret)>,
-    /// Extra headers (values are secret: they often carry tenant tokens).
-    pub headers: BTreeMap<String, Secret>,
-    /// Scrape intervals, lookback and shard size for batched queries.
-    pub batching: BatchOptions,
-}
-
-/// Log output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Logging settings.
-#[derive(Clone, Debug)]
-pub struct LogSettings {
-    /// Output format.
-    pub format: LogFormat,
-    /// `tracing` filter directive, e.g. `info,canaryd=debug`.
-    pub level: String,
-}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -465,14 +401,6 @@ fn redact(message: &str, secrets: &[String]) -> String {
         out = out.replace(secret.as_str(), "<redacted>");
     }
     out
-}
-
-/// A URL with any `user:password@` replaced, for messages.
-pub fn without_userinfo(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}<redacted>{}", &url[..scheme + 3], &url[at..]),
-        _ => url.to_string(),
-    }
 }
 
 /// A positive duration read from `text`, or a problem naming `key` (and 1 s, so the

@@ -19,6 +19,8 @@ pub mod notify;
 pub mod platform;
 pub mod policy;
 pub mod record;
+pub mod secret;
 pub mod server;
 pub mod source;
+pub mod store;
 pub mod telemetry;

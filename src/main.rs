@@ -66,6 +66,11 @@ enum Command {
         /// Scrape interval of every template, overriding the settings (e.g. `60s`).
         #[arg(long)]
         scrape_interval: Option<String>,
+        /// Refuse policies whose router this platform cannot serve (`local`: nginx;
+        /// `kubernetes`: gateway-api, istio, replica). Default: the settings' platform
+        /// (`local` when `[[services]]` are declared), else any known router passes.
+        #[arg(long, value_enum)]
+        platform: Option<PlatformName>,
     },
     /// Print the CustomResourceDefinitions (YAML) generated from the policy types.
     Crd,
@@ -205,14 +210,17 @@ enum Format {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { paths, config, scrape_interval } => {
+        Command::Check { paths, config, scrape_interval, platform } => {
             let mut env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
             if let Some(interval) = scrape_interval {
                 env.insert("CANARYD__PROMETHEUS__SCRAPE_INTERVAL".into(), interval);
                 env.retain(|k, _| !k.starts_with("CANARYD__PROMETHEUS__SCRAPE_INTERVAL_BY_TEMPLATE"));
             }
             match Settings::load(config.as_deref(), env) {
-                Ok(settings) => check(&paths, &settings.prometheus.batching.scrape),
+                Ok(settings) => {
+                    let platform = platform.or(settings.local.is_some().then_some(PlatformName::Local));
+                    check(&paths, &settings.prometheus.batching.scrape, platform)
+                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::from(EXIT_INVALID)
@@ -304,8 +312,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(paths: &[PathBuf], scrape: &canaryd::source::scrape::ScrapeIntervals) -> ExitCode {
-    let loaded = policy::load_paths_with(paths, Some(scrape));
+fn check(
+    paths: &[PathBuf],
+    scrape: &canaryd::source::scrape::ScrapeIntervals,
+    platform: Option<PlatformName>,
+) -> ExitCode {
+    let mut loaded = policy::load_paths_with(paths, Some(scrape));
+    match platform {
+        Some(PlatformName::Local) => {
+            loaded.refuse_unserved_routers("local", &canaryd::platform::local::ROUTERS)
+        }
+        Some(PlatformName::Kubernetes) => {
+            loaded.refuse_unserved_routers("kubernetes", &canaryd::platform::kubernetes::ROUTERS)
+        }
+        None => {}
+    }
     for p in &loaded.policies {
         println!("ok: {} ({})", p.reference, p.origin);
     }
@@ -483,7 +504,7 @@ fn backtest(
                 return invalid(format!("--workload: `{workload}` is not namespace/name"));
             };
             let id = canaryd::engine::RolloutId { namespace: namespace.into(), name: workload_name.into() };
-            let mut arms = canaryd::source::batch::Arms::kubernetes(&id);
+            let mut arms = canaryd::platform::kubernetes::arms(&id);
             arms.canary = canary.unwrap_or(arms.canary);
             arms.baseline = baseline.unwrap_or(arms.baseline);
             if let Err(e) = url::Url::parse(&url) {
@@ -511,7 +532,7 @@ fn backtest(
         }
     };
     match format {
-        Format::Text => print!("{}", canaryd::backtest::render_text(&result, &source)),
+        Format::Text => print!("{}", canaryd::backtest::report::render_text(&result, &source)),
         Format::Json => match serde_json::to_string_pretty(&result) {
             Ok(json) => println!("{json}"),
             Err(e) => {
@@ -532,14 +553,13 @@ async fn backtest_prometheus(
     settings: &Settings,
     plan: &canaryd::engine::Plan,
     id: &canaryd::engine::RolloutId,
-    arms: &canaryd::source::batch::Arms,
+    arms: &canaryd::engine::Arms,
     from: jiff::Timestamp,
     to: jiff::Timestamp,
 ) -> anyhow::Result<canaryd::backtest::BacktestResult> {
-    let metrics = std::sync::Arc::new(canaryd::telemetry::Metrics::new());
     let source = canaryd::source::prometheus::PrometheusSource::new(
         &settings.prometheus,
-        metrics,
+        canaryd::source::prometheus::QueryMetrics::default(),
         std::time::Duration::from_millis(500),
     )?;
     Ok(canaryd::backtest::from_prometheus(&source, plan, id, arms, from, to).await?)
@@ -567,13 +587,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::info!("stopped");
         return Ok(());
     };
-    let metrics = state.metrics.clone();
+    let mut registry = canaryd::telemetry::registry();
     let platform = Arc::new(
-        canaryd::platform::local::LocalPlatform::open(local, metrics.clone())
-            .map_err(|e| anyhow::anyhow!("nginx.include: {e}"))?,
+        canaryd::platform::local::LocalPlatform::open(
+            local,
+            canaryd::platform::local::register_router_failures(&mut registry),
+        )
+        .map_err(|e| anyhow::anyhow!("nginx.include: {e}"))?,
     );
     let store = Arc::new(
-        canaryd::daemon::store::FileStore::open(&settings.daemon.state_dir)
+        canaryd::store::file::FileStore::open(&settings.daemon.state_dir)
             .with_context(|| "daemon.state_dir".to_string())?,
     );
     let retention = canaryd::daemon::records::Retention {
@@ -584,7 +607,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| "daemon.records_dir".to_string())?;
     let source = Arc::new(canaryd::source::prometheus::PrometheusSource::new(
         &settings.prometheus,
-        metrics.clone(),
+        canaryd::source::prometheus::QueryMetrics::register(&mut registry),
         std::time::Duration::from_millis(500),
     )?);
     let options = canaryd::daemon::Options {
@@ -596,7 +619,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let timeout = std::time::Duration::from_secs(10);
     let webhook = match &settings.daemon.webhook_url {
         Some(url) => Some(
-            canaryd::daemon::outbox::WebhookNotifier::new(url.expose(), timeout)
+            canaryd::notify::webhook::WebhookNotifier::new(url.expose(), timeout)
                 .map_err(|e| anyhow::anyhow!("daemon.webhook_url: {e}"))?,
         ),
         None => None,
@@ -604,8 +627,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let slack =
         canaryd::notify::slack::SlackNotifier::new(timeout, Box::new(canaryd::notify::slack::from_env))
             .map_err(|e| anyhow::anyhow!("Slack client: {e}"))?;
-    let notifier = Arc::new(canaryd::notify::Fanout::new(webhook, slack, metrics.notifications.clone()));
-    let parts = Parts { source, platform: platform.clone(), store, records, policies, options, metrics };
+    let deliveries = canaryd::notify::register_deliveries(&mut registry);
+    let notifier = Arc::new(canaryd::notify::fanout::Fanout::new(webhook, slack, deliveries));
+    let metrics = canaryd::daemon::metrics::LoopMetrics::register(&mut registry);
+    let api_metrics = canaryd::server::ApiMetrics::register(&mut registry, metrics.alerts.clone());
+    state.registry = Arc::new(registry);
+    let parts =
+        Parts { source, platform: platform.clone(), store, records, policies, options, metrics, api_metrics };
     run_local(&settings, &mut state, listener, parts, notifier, (stop_tx, stop)).await
 }
 
@@ -613,15 +641,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
 struct Parts {
     source: Arc<canaryd::source::prometheus::PrometheusSource>,
     platform: Arc<canaryd::platform::local::LocalPlatform>,
-    store: Arc<canaryd::daemon::store::FileStore>,
+    store: Arc<canaryd::store::file::FileStore>,
     records: canaryd::daemon::records::RecordStore,
     policies: Vec<policy::LoadedPolicy>,
     options: canaryd::daemon::Options,
-    metrics: Arc<canaryd::telemetry::Metrics>,
+    metrics: canaryd::daemon::metrics::LoopMetrics,
+    api_metrics: canaryd::server::ApiMetrics,
 }
 
 /// Runs the loop on the local platform next to the HTTP server, until a signal.
-async fn run_local<N: canaryd::daemon::outbox::Notifier>(
+async fn run_local<N: canaryd::notify::Notifier>(
     settings: &Settings,
     state: &mut canaryd::server::AppState,
     listener: tokio::net::TcpListener,
@@ -629,7 +658,7 @@ async fn run_local<N: canaryd::daemon::outbox::Notifier>(
     notifier: Arc<N>,
     (stop_tx, stop): (tokio::sync::watch::Sender<bool>, tokio::sync::watch::Receiver<bool>),
 ) -> anyhow::Result<()> {
-    let Parts { source, platform, store, records, policies, options, metrics } = parts;
+    let Parts { source, platform, store, records, policies, options, metrics, api_metrics } = parts;
     let mut daemon = canaryd::daemon::Daemon::start(
         source,
         platform.clone(),
@@ -638,7 +667,7 @@ async fn run_local<N: canaryd::daemon::outbox::Notifier>(
         Some(records),
         policies,
         options,
-        metrics.clone(),
+        metrics,
     );
     state.api = Some(canaryd::server::api::Api {
         platform: Some(platform),
@@ -650,7 +679,7 @@ async fn run_local<N: canaryd::daemon::outbox::Notifier>(
         wake: daemon.waker(),
         store: Some(store),
         records_dir: Some(settings.daemon.records_dir.clone()),
-        metrics,
+        metrics: api_metrics,
     });
     let ticked = Arc::new(std::sync::atomic::AtomicBool::new(false));
     state.loop_ready = Some(ticked.clone());
@@ -680,7 +709,11 @@ async fn run_local<N: canaryd::daemon::outbox::Notifier>(
 
 /// Loads the policies; the daemon is ready only with at least one valid policy.
 fn load_policies(settings: &Settings, state: &canaryd::server::AppState) -> Vec<policy::LoadedPolicy> {
-    let loaded = policy::load_paths_with(&settings.policy_paths, Some(&settings.prometheus.batching.scrape));
+    let mut loaded =
+        policy::load_paths_with(&settings.policy_paths, Some(&settings.prometheus.batching.scrape));
+    if settings.local.is_some() {
+        loaded.refuse_unserved_routers("local", &canaryd::platform::local::ROUTERS);
+    }
     for problem in &loaded.problems {
         tracing::error!(%problem, "policy rejected; the other policies stay in force");
     }
@@ -727,6 +760,15 @@ async fn signals(
             }
         }
     }
+}
+
+/// The platforms `canaryd check --platform` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum PlatformName {
+    /// Services behind nginx.
+    Local,
+    /// Deployments on Kubernetes.
+    Kubernetes,
 }
 
 /// `canaryd rollout …`: API calls, their answers printed.

@@ -11,16 +11,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use canaryd::config::Settings;
-use canaryd::daemon::outbox::{MemoryNotifier, OutboxOptions};
-use canaryd::daemon::platform::{Fault, MemoryPlatform, RolloutEvent};
+use canaryd::daemon::metrics::LoopMetrics;
 use canaryd::daemon::records::{self, RecordStore, Retention};
-use canaryd::daemon::store::MemoryStore;
 use canaryd::daemon::{Daemon, Options, run_until};
 use canaryd::engine::{Phase, RolloutId};
+use canaryd::notify::{memory::MemoryNotifier, outbox::OutboxOptions};
+use canaryd::platform::{
+    RolloutEvent,
+    memory::{Fault, MemoryPlatform},
+};
 use canaryd::policy::LoadedPolicy;
-use canaryd::source::batch::Arms;
 use canaryd::source::prometheus::PrometheusSource;
-use canaryd::telemetry::Metrics;
+use canaryd::source::prometheus::QueryMetrics;
+use canaryd::store::memory::MemoryStore;
 use jiff::Timestamp;
 use support::prometheus::{PrometheusServer, load_openmetrics, poll};
 use support::scrape::{Pod, Scraped, openmetrics, simulate};
@@ -125,7 +128,8 @@ struct World {
     store: Arc<MemoryStore>,
     notifier: Arc<MemoryNotifier>,
     policies: Vec<LoadedPolicy>,
-    metrics: Arc<Metrics>,
+    registry: Arc<prometheus_client::registry::Registry>,
+    metrics: LoopMetrics,
 }
 
 impl World {
@@ -135,10 +139,12 @@ impl World {
         let env = [("CANARYD__PROMETHEUS__URL".to_string(), prometheus.url.clone())];
         let settings = Settings::load(None, env.into_iter().collect()).unwrap();
         let source =
-            PrometheusSource::new(&settings.prometheus, Arc::new(Metrics::new()), Duration::from_millis(20))
+            PrometheusSource::new(&settings.prometheus, QueryMetrics::default(), Duration::from_millis(20))
                 .unwrap();
         let loaded = canaryd::policy::load_str("web.yaml", &policy(health_server().await));
         assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+        let mut registry = canaryd::telemetry::registry();
+        let metrics = LoopMetrics::register(&mut registry);
         World {
             _prometheus: prometheus,
             _tsdb: tsdb,
@@ -148,7 +154,8 @@ impl World {
             store: Arc::new(MemoryStore::default()),
             notifier: Arc::new(MemoryNotifier::default()),
             policies: loaded.policies,
-            metrics: Arc::new(Metrics::new()),
+            registry: Arc::new(registry),
+            metrics,
         }
     }
 
@@ -178,7 +185,7 @@ impl World {
             id: id.clone(),
             revision: format!("{name}-v2"),
             labels: [("tier".to_string(), tier.to_string())].into(),
-            arms: Arms::kubernetes(&id),
+            arms: canaryd::platform::kubernetes::arms(&id),
         });
         id
     }
@@ -269,7 +276,7 @@ async fn the_loop_rolls_a_bad_canary_back_and_promotes_a_good_one_through_every_
     assert_eq!(keys.len(), 4 + 2, "good: started, advanced, promoting, promoted; bad: started, rolled-back");
 
     // The loop's own metrics say the same.
-    let exported = world.metrics.encode();
+    let exported = canaryd::telemetry::encode(&world.registry);
     for line in [
         "canaryd_decisions_total{kind=\"rolled-back\"} 1",
         "canaryd_decisions_total{kind=\"promoted\"} 1",
@@ -472,8 +479,8 @@ async fn a_hung_platform_call_a_failing_shard_and_a_down_notifier_hold_up_only_t
 
 #[tokio::test(start_paused = true)]
 async fn on_start_it_resumes_every_stored_rollout_and_on_shutdown_saves_what_was_confirmed() {
-    use canaryd::daemon::store::{Applied, RunState, RunStore as _};
     use canaryd::engine::{Input, Rollout, step};
+    use canaryd::store::{Applied, RunState, RunStore as _};
     // A rollout a previous process had started and saved, then died before acting on it.
     let loaded = canaryd::policy::load_str("web.yaml", &policy(9));
     let id = RolloutId { namespace: "shop".into(), name: "web".into() };
@@ -482,7 +489,7 @@ async fn on_start_it_resumes_every_stored_rollout_and_on_shutdown_saves_what_was
     let store = Arc::new(MemoryStore::default());
     let state = RunState {
         rollout: started.unwrap().rollout,
-        arms: Arms::kubernetes(&id),
+        arms: canaryd::platform::kubernetes::arms(&id),
         applied: Applied::default(),
         notified: 0,
         recorded: false,
@@ -492,7 +499,7 @@ async fn on_start_it_resumes_every_stored_rollout_and_on_shutdown_saves_what_was
     let env = [("CANARYD__PROMETHEUS__URL".to_string(), "http://127.0.0.1:9".to_string())];
     let settings = Settings::load(None, env.into_iter().collect()).unwrap();
     let source =
-        PrometheusSource::new(&settings.prometheus, Arc::new(Metrics::new()), Duration::from_millis(20));
+        PrometheusSource::new(&settings.prometheus, QueryMetrics::default(), Duration::from_millis(20));
     let (platform, notifier) = (Arc::new(MemoryPlatform::new()), Arc::new(MemoryNotifier::default()));
     let mut daemon = Daemon::start(
         Arc::new(source.unwrap()),
@@ -502,7 +509,7 @@ async fn on_start_it_resumes_every_stored_rollout_and_on_shutdown_saves_what_was
         None,
         loaded.policies,
         Options::default(),
-        Arc::new(Metrics::new()),
+        LoopMetrics::default(),
     );
     assert!(daemon.state(&id).is_some(), "the stored rollout is resumed");
     let ready = std::sync::atomic::AtomicBool::new(false);

@@ -6,15 +6,16 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use canaryd::config::Settings;
+use canaryd::engine::Arms;
 use canaryd::engine::{Plan, RolloutId};
 use canaryd::judge::{self, MetricRule, MetricState, Observation, Outcome, Sample, TestConfig};
-use canaryd::source::batch::{Arms, Target};
-use canaryd::source::prometheus::{MetricSource, PrometheusSource};
-use canaryd::telemetry::Metrics;
+use canaryd::source::MetricSource;
+use canaryd::source::batch::Target;
+use canaryd::source::prometheus::PrometheusSource;
+use canaryd::source::prometheus::QueryMetrics;
 use jiff::Timestamp;
 use support::prometheus::{PrometheusServer, load_openmetrics};
 use support::scrape::{Counts, Pod, Scraped, openmetrics, simulate};
@@ -49,7 +50,7 @@ fn plan() -> Plan {
 fn source(url: &str) -> PrometheusSource {
     let env = [("CANARYD__PROMETHEUS__URL".to_string(), url.to_string())];
     let settings = Settings::load(None, env.into_iter().collect()).unwrap();
-    PrometheusSource::new(&settings.prometheus, Arc::new(Metrics::new()), Duration::from_millis(50)).unwrap()
+    PrometheusSource::new(&settings.prometheus, QueryMetrics::default(), Duration::from_millis(50)).unwrap()
 }
 
 fn at(seconds: f64) -> Timestamp {
@@ -161,7 +162,7 @@ async fn counts_are_exact(url: &str, pods: &[Scraped]) {
     let plan = plan();
     let ids: Vec<RolloutId> =
         ["steady", "slow", "churn"].map(|n| RolloutId { namespace: "exact".into(), name: n.into() }).into();
-    let arms: Vec<Arms> = ids.iter().map(Arms::kubernetes).collect();
+    let arms: Vec<Arms> = ids.iter().map(canaryd::platform::kubernetes::arms).collect();
     let targets: Vec<Target<'_>> =
         ids.iter().zip(&arms).flat_map(|(id, arms)| Target::for_plan(&plan, id, arms)).collect();
     let mut totals: BTreeMap<String, (Counts, Counts, Counts)> = BTreeMap::new();
@@ -234,7 +235,7 @@ async fn a_thirty_second_interval_over_a_thirty_second_scrape_has_data_every_int
     let src = source(&server.url);
     let plan = plan();
     let id = RolloutId { namespace: "exact".into(), name: "slow".into() };
-    let arms = Arms::kubernetes(&id);
+    let arms = canaryd::platform::kubernetes::arms(&id);
     let targets = Target::for_plan(&plan, &id, &arms);
     let mut with_requests = 0;
     for k in 0..TICKS {
@@ -338,7 +339,7 @@ async fn identical_canaries_through_a_real_prometheus_stay_within_alpha() {
     let errors = plan.metrics.iter().find(|m| m.name == "errors").unwrap();
     let ids: Vec<RolloutId> =
         (0..AA_ROLLOUTS).map(|i| RolloutId { namespace: "aa".into(), name: format!("app{i}") }).collect();
-    let arms: Vec<Arms> = ids.iter().map(Arms::kubernetes).collect();
+    let arms: Vec<Arms> = ids.iter().map(canaryd::platform::kubernetes::arms).collect();
     let targets: Vec<Target<'_>> =
         ids.iter().zip(&arms).map(|(rollout, arms)| Target { rollout, arms, metric: errors }).collect();
     let (mut exact, mut extrapolated) = (Vec::new(), Vec::new());
@@ -456,9 +457,8 @@ async fn pods_land_in_their_own_arm_or_in_none() {
         ("CANARYD__PROMETHEUS__SCRAPE_INTERVAL".to_string(), "15s".to_string()),
     ];
     let settings = Settings::load(None, env.into_iter().collect()).unwrap();
-    let src =
-        PrometheusSource::new(&settings.prometheus, Arc::new(Metrics::new()), Duration::from_millis(50))
-            .unwrap();
+    let src = PrometheusSource::new(&settings.prometheus, QueryMetrics::default(), Duration::from_millis(50))
+        .unwrap();
     let policy = POLICY.replace(
         "      - {name: errors, template: http-error-rate, test: sequential}\n      - {name: p99, template: http-latency-p99, test: sequential}\n",
         "      - {name: memory, template: container-memory, test: ratio, max: 2}\n      - {name: memory-use, template: container-memory-utilisation, test: ratio, max: 2}\n",
@@ -468,7 +468,7 @@ async fn pods_land_in_their_own_arm_or_in_none() {
     let plan = loaded.policies[0].plan.clone();
     let ids: Vec<RolloutId> =
         ["web", LONG, "bare"].map(|n| RolloutId { namespace: "ident".into(), name: n.into() }).into();
-    let arms: Vec<Arms> = ids.iter().map(Arms::kubernetes).collect();
+    let arms: Vec<Arms> = ids.iter().map(canaryd::platform::kubernetes::arms).collect();
     let targets: Vec<Target<'_>> =
         ids.iter().zip(&arms).flat_map(|(id, arms)| Target::for_plan(&plan, id, arms)).collect();
     let observed = src.observe(&targets, at(250.0), Duration::from_secs(30)).await;
@@ -529,7 +529,7 @@ async fn ten_thousand_rollouts_are_measured_in_shards_and_a_refused_shard_fails_
         .chain([scale::heavy()])
         .map(|name| RolloutId { namespace: scale::NAMESPACE.into(), name })
         .collect();
-    let arms: Vec<Arms> = ids.iter().map(Arms::kubernetes).collect();
+    let arms: Vec<Arms> = ids.iter().map(canaryd::platform::kubernetes::arms).collect();
     let targets: Vec<Target<'_>> =
         ids.iter().zip(&arms).map(|(rollout, arms)| Target { rollout, arms, metric: errors }).collect();
     let tick = scale::SPAN - 3.0;

@@ -7,8 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use canaryd::daemon::outbox::{MemoryNotifier, Outbox, OutboxOptions, WebhookNotifier};
 use canaryd::engine::{EventKind, Notification, NotificationKey};
+use canaryd::notify::{
+    memory::MemoryNotifier,
+    outbox::{Outbox, OutboxOptions},
+    webhook::WebhookNotifier,
+};
 
 fn note(decision: u64) -> Notification {
     Notification {

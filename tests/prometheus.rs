@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use canaryd::backtest::Recording;
 use canaryd::config::Settings;
+use canaryd::engine::Arms;
 use canaryd::engine::{Plan, RolloutId};
 use canaryd::judge::{self, MetricRule, MetricState, Observation, Outcome, Sample};
-use canaryd::source::batch::{Arms, Target};
-use canaryd::source::prometheus::{MetricSource, PrometheusSource};
-use canaryd::telemetry::Metrics;
+use canaryd::source::MetricSource;
+use canaryd::source::batch::Target;
+use canaryd::source::prometheus::PrometheusSource;
+use canaryd::source::prometheus::QueryMetrics;
 use jiff::Timestamp;
 use support::prometheus::{PrometheusServer, load_openmetrics};
 
@@ -32,7 +34,7 @@ fn recording(scenario: &str) -> Recording {
     Recording::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-fn source(url: &str, metrics: Arc<Metrics>) -> PrometheusSource {
+fn source(url: &str, metrics: QueryMetrics) -> PrometheusSource {
     let env = [
         ("CANARYD__PROMETHEUS__URL".to_string(), url.to_string()),
         ("CANARYD__PROMETHEUS__RETRIES".into(), "1".into()),
@@ -78,9 +80,9 @@ fn end_of_interval(k: i64) -> Timestamp {
 #[tokio::test(flavor = "multi_thread")]
 async fn recorded_counts_buckets_and_memory_come_back_exactly() {
     let (server, _dir) = history().await;
-    let src = source(&server.url, Arc::new(Metrics::new()));
+    let src = source(&server.url, QueryMetrics::default());
     let plan = plan();
-    let (good, arms) = (id("good"), Arms::kubernetes(&id("good")));
+    let (good, arms) = (id("good"), canaryd::platform::kubernetes::arms(&id("good")));
     let targets = Target::for_plan(&plan, &good, &arms);
     let rec = recording("good");
     for k in [0usize, 7, 25] {
@@ -123,11 +125,11 @@ async fn recorded_counts_buckets_and_memory_come_back_exactly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_rollouts_with_one_template_make_one_query_per_interval() {
     let (server, _dir) = history().await;
-    let src = source(&server.url, Arc::new(Metrics::new()));
+    let src = source(&server.url, QueryMetrics::default());
     let plan = plan();
     let errors = plan.metrics.iter().find(|m| m.name == "errors").unwrap();
     let ids: Vec<RolloutId> = (0..49).map(|i| id(&format!("app{i}"))).chain([id("good")]).collect();
-    let arms: Vec<Arms> = ids.iter().map(Arms::kubernetes).collect();
+    let arms: Vec<Arms> = ids.iter().map(canaryd::platform::kubernetes::arms).collect();
     let targets: Vec<Target<'_>> =
         ids.iter().zip(&arms).map(|(rollout, arms)| Target { rollout, arms, metric: errors }).collect();
     let before = server.requests_to("/api/v1/query").await;
@@ -157,9 +159,9 @@ fn verdict(plan: &Plan, name: &str, obs: &Observation) -> judge::Verdict {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_empty_result_is_no_data() {
     let (server, _dir) = history().await;
-    let src = source(&server.url, Arc::new(Metrics::new()));
+    let src = source(&server.url, QueryMetrics::default());
     let plan = plan();
-    let (ghost, arms) = (id("ghost"), Arms::kubernetes(&id("ghost")));
+    let (ghost, arms) = (id("ghost"), canaryd::platform::kubernetes::arms(&id("ghost")));
     let targets = Target::for_plan(&plan, &ghost, &arms);
     let observed = src.observe(&targets, end_of_interval(3), Duration::from_secs(30)).await;
     for m in &plan.metrics {
@@ -174,14 +176,15 @@ async fn an_empty_result_is_no_data() {
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_stopped_mid_test_is_inconclusive_never_a_pass() {
     let (mut server, _dir) = history().await;
-    let metrics = Arc::new(Metrics::new());
+    let mut registry = canaryd::telemetry::registry();
+    let metrics = QueryMetrics::register(&mut registry);
     let src = source(&server.url, metrics.clone());
     let plan = plan();
-    let (good, arms) = (id("good"), Arms::kubernetes(&id("good")));
+    let (good, arms) = (id("good"), canaryd::platform::kubernetes::arms(&id("good")));
     let targets = Target::for_plan(&plan, &good, &arms);
     let before = src.observe(&targets, end_of_interval(3), Duration::from_secs(30)).await;
     assert_eq!(verdict(&plan, "p99", &before[&(good.clone(), "p99".into())]).outcome, Outcome::Pass);
-    assert_eq!(metrics.prometheus_up(), Some(true));
+    assert_eq!(metrics.up(), Some(true));
 
     server.stop();
     let after = src.observe(&targets, end_of_interval(3), Duration::from_secs(30)).await;
@@ -193,8 +196,8 @@ async fn prometheus_stopped_mid_test_is_inconclusive_never_a_pass() {
         assert_eq!(v.outcome, Outcome::Inconclusive, "{}", m.name);
     }
     // The outage shows in the daemon's own metrics.
-    assert_eq!(metrics.prometheus_up(), Some(false));
-    let text = metrics.encode();
+    assert_eq!(metrics.up(), Some(false));
+    let text = canaryd::telemetry::encode(&registry);
     assert!(
         text.contains("canaryd_prometheus_queries_total{kind=\"instant\",outcome=\"unreachable\"}"),
         "{text}"
@@ -232,12 +235,12 @@ async fn a_live_scrape_of_a_test_exporter_is_observed() {
         "  - job_name: exporter\n    honor_labels: true\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
     );
     let server = PrometheusServer::start(&scrape, None).await;
-    let src = source(&server.url, Arc::new(Metrics::new()));
+    let src = source(&server.url, QueryMetrics::default());
     let plan = plan();
     let errors = plan.metrics.iter().find(|m| m.name == "errors").unwrap();
     let (web, arms) = (
         RolloutId { namespace: "live".into(), name: "web".into() },
-        Arms::kubernetes(&RolloutId { namespace: "live".into(), name: "web".into() }),
+        canaryd::platform::kubernetes::arms(&RolloutId { namespace: "live".into(), name: "web".into() }),
     );
     let targets = [Target { rollout: &web, arms: &arms, metric: errors }];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -340,9 +343,9 @@ async fn a_backtest_against_prometheus_matches_the_backtest_of_the_same_file() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_judges_quantile_equals_prometheus_histogram_quantile() {
     let (server, _dir) = history().await;
-    let src = source(&server.url, Arc::new(Metrics::new()));
+    let src = source(&server.url, QueryMetrics::default());
     let plan = plan();
-    let (good, arms) = (id("good"), Arms::kubernetes(&id("good")));
+    let (good, arms) = (id("good"), canaryd::platform::kubernetes::arms(&id("good")));
     let p99 = plan.metrics.iter().find(|m| m.name == "p99").unwrap();
     let targets = [Target { rollout: &good, arms: &arms, metric: p99 }];
     for k in [2, 11, 30] {
@@ -401,7 +404,7 @@ async fn the_readme_relabel_rule_names_exactly_the_deployment() {
     scrape.push_str("    relabel_configs:\n");
     scrape.push_str(&snippet.lines().map(|l| format!("  {l}\n")).collect::<String>());
     let server = PrometheusServer::start(&scrape, None).await;
-    let src = source(&server.url, Arc::new(Metrics::new()));
+    let src = source(&server.url, QueryMetrics::default());
     let mut found = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while found.len() < targets.len() {

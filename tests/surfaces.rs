@@ -14,17 +14,18 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use canaryd::config::{Secret, Settings};
-use canaryd::daemon::outbox::{Outbox, OutboxOptions};
-use canaryd::daemon::platform::{MemoryPlatform, RolloutEvent};
-use canaryd::daemon::store::MemoryStore;
+use canaryd::daemon::metrics::LoopMetrics;
 use canaryd::daemon::view::RolloutView;
 use canaryd::daemon::{Daemon, Options, run_until};
 use canaryd::engine::{Action, Input, Notification, Rollout, RolloutId, step};
-use canaryd::notify::Fanout;
+use canaryd::notify::DeliveryCounts;
+use canaryd::notify::fanout::Fanout;
+use canaryd::notify::outbox::{Outbox, OutboxOptions};
 use canaryd::notify::slack::SlackNotifier;
-use canaryd::source::batch::Arms;
+use canaryd::platform::{RolloutEvent, memory::MemoryPlatform};
 use canaryd::source::prometheus::PrometheusSource;
-use canaryd::telemetry::Metrics;
+use canaryd::source::prometheus::QueryMetrics;
+use canaryd::store::memory::MemoryStore;
 use support::engine::{at, errors, plan};
 use support::prometheus::poll;
 
@@ -140,16 +141,16 @@ fn text_of(message: &serde_json::Value) -> String {
     out
 }
 
-fn counted(metrics: &Metrics, result: &'static str) -> u64 {
+fn counted(deliveries: &DeliveryCounts, result: &'static str) -> u64 {
     let labels = canaryd::notify::DeliveryLabels { channel: "slack", result };
-    metrics.notifications.get(&labels).map_or(0, |c| c.get())
+    deliveries.get(&labels).map_or(0, |c| c.get())
 }
 
 #[tokio::test]
 async fn a_rollback_message_names_the_trigger_values_and_workload_and_is_retried_after_500_and_429() {
     let slack = slack_stand_in(vec![Answer::Status(500), Answer::TooMany { retry_after: 2 }]).await;
-    let metrics = Metrics::new();
-    let fanout = Fanout::new(None, slack_to(&slack.url), metrics.notifications.clone());
+    let metrics = DeliveryCounts::default();
+    let fanout = Fanout::new(None, slack_to(&slack.url), metrics.clone());
     let options = OutboxOptions { backoff: Duration::from_millis(100), attempts: 5, ..Default::default() };
     let outbox = Outbox::start(Arc::new(fanout), options);
     let (_, rollback) = rolled_back(&spec("info"));
@@ -185,8 +186,8 @@ async fn a_rollback_message_names_the_trigger_values_and_workload_and_is_retried
 #[tokio::test]
 async fn a_policy_severity_filter_keeps_progress_out_of_slack_but_not_rollbacks() {
     let slack = slack_stand_in(vec![]).await;
-    let metrics = Metrics::new();
-    let fanout = Fanout::new(None, slack_to(&slack.url), metrics.notifications.clone());
+    let metrics = DeliveryCounts::default();
+    let fanout = Fanout::new(None, slack_to(&slack.url), metrics.clone());
     let outbox = Outbox::start(Arc::new(fanout), OutboxOptions::default());
     let (started, rollback) = rolled_back(&spec("critical"));
     assert!(outbox.offer(started) && outbox.offer(rollback));
@@ -202,14 +203,17 @@ async fn a_policy_severity_filter_keeps_progress_out_of_slack_but_not_rollbacks(
 fn daemon(
     slack_url: &str,
     spec: &str,
-) -> (Daemon<PrometheusSource, MemoryPlatform, MemoryStore>, Arc<MemoryPlatform>, Arc<Metrics>) {
+) -> (Daemon<PrometheusSource, MemoryPlatform, MemoryStore>, Arc<MemoryPlatform>, LoopMetrics, DeliveryCounts)
+{
     let env = [("CANARYD__PROMETHEUS__URL".to_string(), "http://127.0.0.1:9".to_string())];
     let settings = Settings::load(None, env.into_iter().collect()).unwrap();
-    let metrics = Arc::new(Metrics::new());
+    let metrics = LoopMetrics::default();
     let source =
-        PrometheusSource::new(&settings.prometheus, metrics.clone(), Duration::from_millis(20)).unwrap();
+        PrometheusSource::new(&settings.prometheus, QueryMetrics::default(), Duration::from_millis(20))
+            .unwrap();
     let platform = Arc::new(MemoryPlatform::new());
-    let fanout = Fanout::new(None, slack_to(slack_url), metrics.notifications.clone());
+    let deliveries = DeliveryCounts::default();
+    let fanout = Fanout::new(None, slack_to(slack_url), deliveries.clone());
     let options = Options {
         tick: Duration::from_millis(200),
         platform_timeout: Duration::from_secs(2),
@@ -226,7 +230,7 @@ fn daemon(
         options,
         metrics.clone(),
     );
-    (d, platform, metrics)
+    (d, platform, metrics, deliveries)
 }
 
 fn deploy(platform: &MemoryPlatform, name: &str) -> RolloutId {
@@ -235,7 +239,7 @@ fn deploy(platform: &MemoryPlatform, name: &str) -> RolloutId {
         id: id.clone(),
         revision: format!("{name}-v2"),
         labels: [("app".to_string(), "web".to_string())].into(),
-        arms: Arms::kubernetes(&id),
+        arms: canaryd::platform::kubernetes::arms(&id),
     });
     id
 }
@@ -243,7 +247,7 @@ fn deploy(platform: &MemoryPlatform, name: &str) -> RolloutId {
 #[tokio::test]
 async fn a_rollback_moves_traffic_at_once_while_slack_hangs() {
     let slack = slack_stand_in(vec![Answer::Hang; 16]).await;
-    let (mut daemon, platform, metrics) = daemon(&slack.url, &spec("info"));
+    let (mut daemon, platform, _, deliveries) = daemon(&slack.url, &spec("info"));
     let web = deploy(&platform, "web");
     let now = jiff::Timestamp::now();
     daemon.tick(now).await;
@@ -264,7 +268,7 @@ async fn a_rollback_moves_traffic_at_once_while_slack_hangs() {
     // The traffic change does not wait for Slack: it lands while the first message hangs.
     poll(Duration::from_secs(10), || async { platform.world(&web).weight == 0 }).await.unwrap();
     assert_eq!(slack.got.lock().unwrap().len(), 1, "Slack still holds the first message");
-    assert_eq!(counted(&metrics, "delivered"), 0);
+    assert_eq!(counted(&deliveries, "delivered"), 0);
 }
 
 /// Debian's Alertmanager on a loopback port, with a webhook receiver pointing at `url`.
@@ -345,15 +349,15 @@ impl Alertmanager {
     }
 }
 
-fn alerts_counted(metrics: &Metrics, result: &'static str) -> u64 {
-    metrics.alerts.get(&canaryd::telemetry::AlertLabels { result }).map_or(0, |c| c.get())
+fn alerts_counted(metrics: &LoopMetrics, result: &'static str) -> u64 {
+    metrics.alerts.get(&canaryd::daemon::metrics::AlertLabels { result }).map_or(0, |c| c.get())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_alertmanager_rolls_back_exactly_the_rollout_its_firing_alert_names() {
     const TOKEN: &str = "alertmanager-token-0123456789";
     let slack = slack_stand_in(vec![]).await;
-    let (mut daemon, platform, metrics) = daemon(&slack.url, &spec("critical"));
+    let (mut daemon, platform, metrics, _) = daemon(&slack.url, &spec("critical"));
     let (web, api) = (deploy(&platform, "web"), deploy(&platform, "api"));
     // canaryd's HTTP surface on loopback, with the loop running on the wall clock.
     let state = canaryd::server::AppState {
@@ -367,9 +371,8 @@ async fn a_real_alertmanager_rolls_back_exactly_the_rollout_its_firing_alert_nam
             wake: daemon.waker(),
             store: None,
             records_dir: None,
-            metrics: metrics.clone(),
+            metrics: canaryd::server::ApiMetrics { alerts: metrics.alerts.clone(), ..Default::default() },
         }),
-        metrics: metrics.clone(),
         ..Default::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -2,18 +2,18 @@
 //! reports the timeline and the outcome the policy would have reached.
 
 mod recording;
-mod report;
+pub mod report;
 
 use serde::{Deserialize, Serialize};
 
 pub use recording::{RecordedArm, RecordedInterval, RecordedWorkload, Recording, RecordingError};
-pub use report::render_text;
 
 use jiff::Timestamp;
 
+use crate::engine::Arms;
 use crate::engine::{Input, IntervalObservations, IntervalRecord, Phase, Plan, Rollout, RolloutId, step};
 use crate::record::{DeploymentRecord, Timeline, TimelinePoint};
-use crate::source::batch::{Arms, Target};
+use crate::source::batch::Target;
 use crate::source::prometheus::{PrometheusSource, RangeError};
 
 /// How a backtest ended.

@@ -27,9 +27,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::IntervalObservations;
+use crate::engine::plan::Signal;
 use crate::engine::plan::{MetricPlan, Plan};
 use crate::judge::{Histogram, Observation, Sample};
-use crate::source::templates::Signal;
 
 /// A recorded rollout.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

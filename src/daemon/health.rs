@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
+use crate::engine::Arms;
 use crate::engine::RolloutId;
 use crate::engine::plan::{Plan, TriggerCondition};
-use crate::source::batch::Arms;
 
 /// One probe to run.
 #[derive(Clone, Debug, PartialEq)]

@@ -17,10 +17,8 @@
 //! rollouts. A restart is the next tick reading the store.
 
 pub mod health;
-pub mod outbox;
-pub mod platform;
+pub mod metrics;
 pub mod records;
-pub mod store;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -37,16 +35,18 @@ use crate::engine::{
 };
 use crate::policy::{LoadedPolicy, selector};
 use crate::record::{DeploymentRecord, Timeline, TimelinePoint};
+use crate::source::MetricSource;
 use crate::source::batch::{self, BatchOptions, Target};
-use crate::source::prometheus::MetricSource;
-use crate::telemetry::{
-    DecisionLabels, Metrics, PhaseLabels, ReasonLabels, RolloutLabels, ValueLabels, VerdictLabels,
+use metrics::{
+    AlertLabels, DecisionLabels, LoopMetrics, PhaseLabels, ReasonLabels, RolloutLabels, ValueLabels,
+    VerdictLabels,
 };
 
-use outbox::{Notifier, Outbox, OutboxOptions};
-use platform::{Platform, PlatformError, RolloutEvent};
+use crate::notify::Notifier;
+use crate::notify::outbox::{Outbox, OutboxOptions};
+use crate::platform::{Platform, PlatformError, RolloutEvent};
+use crate::store::{Applied, RunState, RunStore};
 use records::RecordStore;
-use store::{Applied, RunState, RunStore};
 
 /// How the loop runs.
 #[derive(Clone, Debug)]
@@ -150,7 +150,7 @@ pub struct Daemon<S, P, St> {
     policies: Vec<LoadedPolicy>,
     runs: BTreeMap<RolloutId, Run>,
     options: Options,
-    metrics: Arc<Metrics>,
+    metrics: LoopMetrics,
     probe_client: reqwest::Client,
     commands_tx: mpsc::UnboundedSender<(RolloutId, Command, String)>,
     commands: mpsc::UnboundedReceiver<(RolloutId, Command, String)>,
@@ -184,7 +184,7 @@ pub struct FiringAlert {
 }
 
 impl FiringAlert {
-    fn names(&self, id: &RolloutId, arms: &crate::source::batch::Arms) -> bool {
+    fn names(&self, id: &RolloutId, arms: &crate::engine::Arms) -> bool {
         let namespace_ok =
             self.namespace.as_ref().is_none_or(|ns| *ns == id.namespace || *ns == arms.namespace);
         namespace_ok && self.workloads.iter().any(|w| *w == id.name || *w == arms.canary)
@@ -211,7 +211,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         records: Option<RecordStore>,
         policies: Vec<LoadedPolicy>,
         options: Options,
-        metrics: Arc<Metrics>,
+        metrics: LoopMetrics,
     ) -> Daemon<S, P, St> {
         let outbox = Outbox::start(notifier, options.outbox.clone());
         let outbox_worker = outbox.worker.clone();
@@ -501,7 +501,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
                 Err(e) => tracing::warn!(rollout = %id, error = %e, "alert not taken"),
             }
         }
-        self.metrics.alerts.get_or_create(&crate::telemetry::AlertLabels { result }).inc();
+        self.metrics.alerts.get_or_create(&AlertLabels { result }).inc();
     }
 
     fn take_event(&mut self, event: RolloutEvent, now: Timestamp) {
@@ -828,7 +828,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
 pub fn name_queries(
     verdicts: &mut [crate::judge::Verdict],
     plan: &crate::engine::Plan,
-    arms: &crate::source::batch::Arms,
+    arms: &crate::engine::Arms,
     window: Duration,
     options: &BatchOptions,
 ) {

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::daemon::store::{StoreError, write_atomically};
 use crate::record::DeploymentRecord;
+use crate::store::StoreError;
+use crate::store::file::write_atomically;
 
 /// How many records are kept, and for how long.
 #[derive(Clone, Debug, PartialEq)]

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::daemon::store::RunState;
+use crate::store::RunState;
 
 /// One rollout, as the API shows it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

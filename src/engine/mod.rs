@@ -4,12 +4,14 @@
 //! benchmarks and the tests all drive this one function.
 
 pub mod action;
+pub mod arms;
 pub mod input;
 pub mod plan;
 pub mod rollout;
 pub mod step;
 
 pub use action::{Action, EventKind, Notification, NotificationKey, RollbackReason};
+pub use arms::Arms;
 pub use input::{Command, Input, IntervalObservations};
 pub use plan::Plan;
 pub use rollout::{

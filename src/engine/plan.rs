@@ -8,7 +8,49 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::judge::{SampleKind, TestConfig};
-use crate::source::templates::Signal;
+
+/// The traffic routers a policy may name. Each platform serves some of them; a policy
+/// naming a router its platform cannot serve is refused, never silently routed by
+/// another.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouterKind {
+    /// Gateway API `HTTPRoute` backend weights (Kubernetes).
+    GatewayApi,
+    /// Istio `VirtualService` route weights (Kubernetes).
+    Istio,
+    /// Replica ratio: one Service over both Deployments, no mesh (Kubernetes).
+    Replica,
+    /// nginx weighted upstreams (the local platform).
+    Nginx,
+}
+
+impl RouterKind {
+    /// Every router, in the order the docs list them.
+    pub const ALL: [RouterKind; 4] =
+        [RouterKind::GatewayApi, RouterKind::Istio, RouterKind::Replica, RouterKind::Nginx];
+
+    /// The name a policy writes.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouterKind::GatewayApi => "gateway-api",
+            RouterKind::Istio => "istio",
+            RouterKind::Replica => "replica",
+            RouterKind::Nginx => "nginx",
+        }
+    }
+
+    /// The router a policy's `spec.traffic.router` names, if any.
+    pub fn parse(name: &str) -> Option<RouterKind> {
+        RouterKind::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+impl std::fmt::Display for RouterKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// A compiled policy.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -16,8 +58,8 @@ use crate::source::templates::Signal;
 pub struct Plan {
     /// The policy it came from, `namespace/name` or `cluster/name`.
     pub policy: String,
-    /// Traffic router name.
-    pub router: String,
+    /// The traffic router the policy names.
+    pub router: RouterKind,
     /// Canary weights in percent; the last is 100 and means promotion.
     pub steps: Vec<u8>,
     /// Minimum time at each step.
@@ -207,4 +249,39 @@ pub enum TriggerCondition {
         #[serde(with = "crate::duration::serde_text")]
         timeout: Duration,
     },
+}
+
+/// Which recorded signal a template reads; also the column of backtest data it uses.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Signal {
+    /// Requests and errors.
+    Errors,
+    /// Request latency histogram.
+    Latency,
+    /// CPU cores used.
+    Cpu,
+    /// Working-set memory bytes.
+    Memory,
+    /// CPU used as a fraction of the limit.
+    CpuUtilisation,
+    /// Memory used as a fraction of the limit.
+    MemoryUtilisation,
+    /// An inline query, recorded under the metric's own name.
+    Custom,
+}
+
+impl Signal {
+    /// The name used in records and evidence (as serialised).
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Errors => "errors",
+            Signal::Latency => "latency",
+            Signal::Cpu => "cpu",
+            Signal::Memory => "memory",
+            Signal::CpuUtilisation => "cpu-utilisation",
+            Signal::MemoryUtilisation => "memory-utilisation",
+            Signal::Custom => "custom",
+        }
+    }
 }

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::daemon::outbox::DeliveryError;
 use crate::engine::plan::{SecretSource, SlackRoute};
 use crate::engine::{EventKind, Notification};
 use crate::judge::{Outcome, Verdict};
+use crate::notify::DeliveryError;
 
 /// Finds a secret's value.
 pub type Resolver = Box<dyn Fn(&SecretSource) -> Result<String, String> + Send + Sync>;

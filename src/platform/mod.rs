@@ -1,5 +1,78 @@
-//! Platforms the daemon drives through [`crate::daemon::platform::Platform`]. The local
-//! platform puts nginx in front of services declared in the settings; Kubernetes comes
-//! next, on the same loop.
+//! Platforms: where rollouts come from and where their actions land. The daemon sees
+//! only the traits here; each platform implements them in its own folder: the local
+//! platform (`local/`, services behind nginx), the in-memory one (`memory.rs`, for tests
+//! and benchmarks), and Kubernetes (`kubernetes/`).
 
+pub mod kubernetes;
 pub mod local;
+pub mod memory;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use crate::engine::plan::RouterKind;
+use crate::engine::{Arms, RolloutId, Scale};
+
+/// A workload revision the platform has seen: a new canary to analyse, or a new revision
+/// of one already running.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutEvent {
+    /// The workload.
+    pub id: RolloutId,
+    /// The canary's revision.
+    pub revision: String,
+    /// The workload's labels, matched against policy selectors.
+    pub labels: BTreeMap<String, String>,
+    /// The workloads whose series are the canary and the baseline.
+    pub arms: Arms,
+}
+
+/// Why a platform call failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PlatformError(pub String);
+
+/// Where rollouts are found and actions are carried out. Every call is confirmed by
+/// returning `Ok` once the platform has done it, and must be harmless to repeat: after a
+/// crash the daemon calls again whatever it had not recorded as done.
+pub trait Platform: Send + Sync + 'static {
+    /// The platform's name in messages (`local`, `kubernetes`, `memory`).
+    fn name(&self) -> &'static str;
+    /// The routers this platform serves; a policy naming another is refused.
+    fn routers(&self) -> &'static [RouterKind];
+    /// Rollout events since the last call (new canaries, new revisions). Never blocks.
+    fn events(&self) -> Vec<RolloutEvent>;
+    /// Routes `weight` percent of the traffic to the canary.
+    fn set_weight(
+        &self,
+        id: &RolloutId,
+        weight: u8,
+    ) -> impl Future<Output = Result<(), PlatformError>> + Send;
+    /// Makes `revision` the stable version.
+    fn promote(
+        &self,
+        id: &RolloutId,
+        revision: &str,
+    ) -> impl Future<Output = Result<(), PlatformError>> + Send;
+    /// Scales the canary (of `revision`) up or down.
+    fn scale(
+        &self,
+        id: &RolloutId,
+        revision: &str,
+        scale: Scale,
+    ) -> impl Future<Output = Result<(), PlatformError>> + Send;
+}
+
+/// Moves one route's traffic between its stable and canary backends. A router sets a
+/// weight *and reads it back*: a weight counts as applied only once the router serves
+/// it. Each router is one file beside the platform that uses it (nginx for the local
+/// platform; Gateway API, Istio and replica ratio for Kubernetes).
+pub trait TrafficRouter: Send + Sync + 'static {
+    /// Routes `weight` percent of `route`'s traffic to its canary; `Ok` once the router
+    /// is seen to serve it.
+    fn set_weight(&self, route: &str, weight: u8) -> impl Future<Output = Result<(), PlatformError>> + Send;
+    /// The canary weight the router serves for `route` now, read from the router itself.
+    fn weight(&self, route: &str) -> impl Future<Output = Result<u8, PlatformError>> + Send;
+    /// Restores plain routing for `route`: every request to the stable backends.
+    fn finalize(&self, route: &str) -> impl Future<Output = Result<(), PlatformError>> + Send;
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::engine::plan::Plan;
+use crate::engine::plan::{Plan, RouterKind};
 use crate::policy::locate;
 use crate::policy::model::{API_VERSION, CanaryPolicy, ClusterCanaryPolicy, PolicySpec};
 use crate::policy::validate::{self, FieldProblem};
@@ -100,6 +100,30 @@ pub struct Loaded {
     pub policies: Vec<LoadedPolicy>,
     /// Problems, in file and document order.
     pub problems: Vec<Problem>,
+}
+
+impl Loaded {
+    /// Refuses every policy whose router the `platform` (serving `served`) cannot drive:
+    /// it moves to the problems, naming `spec.traffic.router`, and the others stay.
+    pub fn refuse_unserved_routers(&mut self, platform: &str, served: &[RouterKind]) {
+        let (kept, refused): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.policies).into_iter().partition(|p| served.contains(&p.plan.router));
+        self.policies = kept;
+        for p in refused {
+            let names: Vec<&str> = served.iter().map(|r| r.name()).collect();
+            self.problems.push(Problem {
+                file: p.origin.split_once('#').map_or(p.origin.as_str(), |(file, _)| file).to_string(),
+                object: p.reference.to_string(),
+                path: Some("spec.traffic.router".into()),
+                location: p.location,
+                message: format!(
+                    "router `{}` is not served by the {platform} platform (it serves: {})",
+                    p.plan.router,
+                    names.join(", ")
+                ),
+            });
+        }
+    }
 }
 
 /// Reads every `.yaml`/`.yml` file under the given files and directories, without

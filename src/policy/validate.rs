@@ -8,16 +8,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::duration;
 use crate::engine::plan::{
-    MetricPlan, MetricQuery, NotifyPlan, Plan, SecretSource, Severity, SlackRoute, Trigger, TriggerCondition,
+    MetricPlan, MetricQuery, NotifyPlan, Plan, RouterKind, SecretSource, Severity, Signal, SlackRoute,
+    Trigger, TriggerCondition,
 };
 use crate::judge::{DEFAULT_WINDOW, Direction, KAYENTA_TOLERANCE, SampleKind, TEST_NAMES, TestConfig};
 use crate::policy::model::{MetricSpec, PolicySpec, TriggerSpec};
 use crate::source::promql;
 use crate::source::scrape::ScrapeIntervals;
-use crate::source::templates::{self, Signal};
-
-/// Routers canaryd can drive.
-pub const ROUTERS: [&str; 4] = ["gateway-api", "istio", "replica", "nginx"];
+use crate::source::templates;
 
 /// Default false rollback budget of a sequential metric.
 const DEFAULT_ALPHA: f64 = 0.05;
@@ -78,10 +76,15 @@ pub fn compile(
     check_selector(&mut p, &spec.selector);
 
     let traffic = &spec.traffic;
-    if !ROUTERS.contains(&traffic.router.as_str()) {
+    let router = RouterKind::parse(&traffic.router);
+    if router.is_none() {
         p.add(
             "spec.traffic.router",
-            format!("unknown router `{}`; expected one of {}", traffic.router, ROUTERS.join(", ")),
+            format!(
+                "unknown router `{}`; expected one of {}",
+                traffic.router,
+                RouterKind::ALL.map(RouterKind::name).join(", ")
+            ),
         );
     }
     let steps = check_steps(&mut p, &traffic.steps);
@@ -197,12 +200,13 @@ pub fn compile(
         });
     }
 
-    if !p.0.is_empty() {
+    // An unknown router is among the problems.
+    let (Some(router), true) = (router, p.0.is_empty()) else {
         return Err(p.0);
-    }
+    };
     Ok(Plan {
         policy: policy.to_string(),
-        router: traffic.router.clone(),
+        router,
         steps,
         step_duration,
         interval,

@@ -29,11 +29,12 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::Secret;
 use crate::daemon::FiringAlert;
-use crate::daemon::store::FileStore;
+use crate::daemon::metrics::AlertLabels;
 use crate::daemon::view::RolloutView;
 use crate::engine::{Command, Decision, Phase, RolloutId};
 use crate::platform::local::{LocalPlatform, StartError};
-use crate::telemetry::{AlertLabels, CommandLabels, Metrics};
+use crate::server::{ApiMetrics, CommandLabels};
+use crate::store::file::FileStore;
 
 /// What the API needs from the running daemon.
 #[derive(Clone)]
@@ -56,8 +57,8 @@ pub struct Api {
     pub store: Option<Arc<FileStore>>,
     /// Where the deployment records are.
     pub records_dir: Option<PathBuf>,
-    /// The daemon's own metrics.
-    pub metrics: Arc<Metrics>,
+    /// The API's own metrics.
+    pub metrics: ApiMetrics,
 }
 
 /// `POST /api/v1/rollouts`'s body.
@@ -281,7 +282,7 @@ pub async fn one(
     let id = RolloutId { namespace, name };
     let (mut decisions, mut latest, mut latest_at) = (Vec::new(), Vec::new(), None);
     if let Some(store) = &api.store {
-        use crate::daemon::store::RunStore as _;
+        use crate::store::RunStore as _;
         match store.load(&id) {
             Ok(Some(state)) if state.rollout.revision == view.revision => decisions = state.rollout.decisions,
             Ok(_) => {}
@@ -497,8 +498,8 @@ mod tests {
 
     use super::*;
     use crate::config::{LocalSettings, NginxSettings, ServiceSettings};
-    use crate::daemon::platform::Platform as _;
     use crate::daemon::view::MetricView;
+    use crate::platform::Platform as _;
 
     const ALICE: &str = "alice-token-0123456789";
     const AM: &str = "alertmanager-token-0123";
@@ -570,7 +571,7 @@ mod tests {
                 wake: Arc::default(),
                 store: None,
                 records_dir: Some(dir.path().join("records")),
-                metrics: Arc::default(),
+                metrics: ApiMetrics::default(),
             }),
             max_body_bytes: 4096,
             ..Default::default()

@@ -12,15 +12,46 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 
-use crate::telemetry::Metrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use crate::daemon::metrics::AlertLabels;
+
+/// Labels of the commands counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    /// `promote`, `abort`, `pause` or `resume`.
+    pub command: &'static str,
+}
+
+/// The API's own metrics.
+#[derive(Clone, Default)]
+pub struct ApiMetrics {
+    /// `canaryd_api_commands_total{command}`: operator commands accepted by the API.
+    pub commands: Family<CommandLabels, Counter>,
+    /// The loop's `canaryd_alerts_total{result}`: the API counts the alerts it does not
+    /// hand on (resolved, malformed).
+    pub alerts: Family<AlertLabels, Counter>,
+}
+
+impl ApiMetrics {
+    /// The API's metrics, registered in `registry`, counting alerts into `alerts`.
+    pub fn register(registry: &mut Registry, alerts: Family<AlertLabels, Counter>) -> ApiMetrics {
+        let commands = Family::default();
+        registry.register("api_commands", "Operator commands accepted by the API", commands.clone());
+        ApiMetrics { commands, alerts }
+    }
+}
 
 /// State shared with the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
     /// Set once policies are loaded and the daemon can act.
     pub ready: Arc<AtomicBool>,
-    /// The daemon's own metrics.
-    pub metrics: Arc<Metrics>,
+    /// Every metric of the daemon, served on `/metrics`.
+    pub registry: Arc<Registry>,
     /// The control API, when a platform runs.
     pub api: Option<api::Api>,
     /// Set once the loop has run its first tick, when a loop runs.
@@ -33,7 +64,7 @@ impl Default for AppState {
     fn default() -> Self {
         AppState {
             ready: Arc::default(),
-            metrics: Arc::default(),
+            registry: Arc::new(crate::telemetry::registry()),
             api: None,
             loop_ready: None,
             max_body_bytes: 256 * 1024,
@@ -73,7 +104,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
 
 async fn metrics(State(state): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    ([(axum::http::header::CONTENT_TYPE, content_type)], state.metrics.encode())
+    ([(axum::http::header::CONTENT_TYPE, content_type)], crate::telemetry::encode(&state.registry))
 }
 
 #[cfg(test)]
@@ -99,7 +130,9 @@ mod tests {
 
     #[tokio::test]
     async fn metrics_are_served_in_the_text_format() {
-        let state = AppState::default();
+        let mut registry = crate::telemetry::registry();
+        let source = crate::source::prometheus::QueryMetrics::register(&mut registry);
+        let state = AppState { registry: Arc::new(registry), ..AppState::default() };
         let before =
             app(state.clone()).oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
         let before = axum::body::to_bytes(before.into_body(), 1 << 20).await.unwrap();
@@ -107,7 +140,7 @@ mod tests {
             !String::from_utf8(before.to_vec()).unwrap().contains("canaryd_prometheus_up 0"),
             "no query yet: unknown, not down"
         );
-        state.metrics.set_prometheus_up(true);
+        source.set_up(true);
         let response =
             app(state).oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);

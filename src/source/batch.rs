@@ -8,35 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use crate::engine::RolloutId;
 use crate::engine::plan::{MetricPlan, MetricQuery, Plan};
+use crate::engine::{Arms, RolloutId};
 use crate::judge::{Histogram, Observation, Sample};
 use crate::source::increments;
 use crate::source::promql::{self, Placeholders};
 use crate::source::scrape::ScrapeIntervals;
-use crate::source::templates::{self, IdentityMatch, Queries, Template};
-
-/// The workloads whose series are a rollout's two arms.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub struct Arms {
-    /// Namespace of both workloads.
-    pub namespace: String,
-    /// The canary's workload name (on Kubernetes: the Deployment, e.g. `web`).
-    pub canary: String,
-    /// The baseline's workload name (on Kubernetes: `web-primary`).
-    pub baseline: String,
-}
-
-impl Arms {
-    /// The Kubernetes convention: canary `name`, baseline `name-primary`.
-    pub fn kubernetes(id: &RolloutId) -> Arms {
-        Arms {
-            namespace: id.namespace.clone(),
-            canary: id.name.clone(),
-            baseline: format!("{}-primary", id.name),
-        }
-    }
-}
+use crate::source::templates::{self, IdentityMatch, PART_LABEL, Queries, Template};
 
 /// One metric of one rollout to measure.
 #[derive(Clone, Debug)]
@@ -103,9 +81,6 @@ pub struct Identity {
     /// Seconds per unit of `le`.
     pub bucket_scale: f64,
 }
-
-/// Label that tells the parts of a batch apart in its one result.
-pub const PART_LABEL: &str = "canaryd_part";
 
 /// How batches are cut and what their queries need to know about scraping.
 #[derive(Clone, Debug, PartialEq)]
@@ -207,7 +182,7 @@ fn source_of(metric: &MetricPlan) -> Source {
 const INLINE: Template = Template {
     name: "inline",
     description: "inline query",
-    signal: templates::Signal::Custom,
+    signal: crate::engine::plan::Signal::Custom,
     quantile: None,
     identity_label: "workload",
     identity_match: IdentityMatch::Label,

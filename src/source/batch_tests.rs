@@ -8,8 +8,8 @@ use promql_parser::util::visitor::{ExprVisitorMut, walk_expr_mut};
 use std::collections::BTreeSet;
 
 use super::*;
+use crate::engine::plan::Signal;
 use crate::judge::{SampleKind, TestConfig};
-use crate::source::templates::Signal;
 
 fn metric(name: &str, template: &str, labels: &[(&str, &str)]) -> MetricPlan {
     let t = templates::find(template).unwrap();
@@ -30,7 +30,7 @@ fn rollouts(n: usize) -> Vec<(RolloutId, Arms)> {
     (0..n)
         .map(|i| {
             let id = RolloutId { namespace: format!("ns{}", i % 3), name: format!("app{i}") };
-            let arms = Arms::kubernetes(&id);
+            let arms = crate::platform::kubernetes::arms(&id);
             (id, arms)
         })
         .collect()
@@ -296,7 +296,7 @@ fn render(
 ) -> Result<Vec<String>, BatchError> {
     let m = metric("m", template, extra);
     let id = RolloutId { namespace: namespace.into(), name: name.into() };
-    let arms = Arms::kubernetes(&id);
+    let arms = crate::platform::kubernetes::arms(&id);
     let batches = plan30(&[Target { rollout: &id, arms: &arms, metric: &m }]);
     batches[0].query.clone().map(|q| vec![q])
 }

@@ -3,20 +3,45 @@
 //! It returns raw samples only; the judge decides.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use futures::StreamExt as _;
 use jiff::Timestamp;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use prometheus_http_query::{Client, Error as PromError};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::PrometheusSettings;
 use crate::engine::RolloutId;
 use crate::judge::Observation;
+use crate::secret::Secret;
+use crate::source::MetricSource;
 use crate::source::batch::{self, BatchOptions, Series, Target};
-use crate::telemetry::{Metrics, QueryLabels};
+use crate::telemetry::NoLabels;
+
+/// Prometheus connection settings.
+#[derive(Clone, Debug)]
+pub struct PrometheusSettings {
+    /// Base URL.
+    pub url: url::Url,
+    /// Per-query timeout.
+    pub timeout: Duration,
+    /// Retries after a failed query, with exponential backoff.
+    pub retries: u32,
+    /// Bearer token.
+    pub bearer_token: Option<Secret>,
+    /// Basic auth `(user, password)`.
+    pub basic_auth: Option<(String, Secret)>,
+    /// Extra headers (values are secret: they often carry tenant tokens).
+    pub headers: BTreeMap<String, Secret>,
+    /// Scrape intervals, lookback and shard size for batched queries.
+    pub batching: BatchOptions,
+}
 
 /// Why a query failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,18 +113,70 @@ fn classify(e: PromError) -> SourceError {
 /// A series of a range query: labels and `(unix seconds, value)` points.
 pub type RangeSeries = (BTreeMap<String, String>, Vec<(i64, f64)>);
 
-/// Where raw samples come from. Implemented by Prometheus; recorded data feeds the
-/// engine directly in backtests.
-pub trait MetricSource {
-    /// Measures every target over the `window` ending at `at`: counts are the exact
-    /// increments between the last samples at or before `at − window` and `at`, so
-    /// consecutive windows add up to the counters' growth.
-    fn observe(
-        &self,
-        targets: &[Target<'_>],
-        at: Timestamp,
-        window: Duration,
-    ) -> impl Future<Output = BTreeMap<(RolloutId, String), Observation>> + Send;
+/// Labels of a Prometheus query count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    /// `instant` or `range`.
+    pub kind: &'static str,
+    /// `ok`, `unreachable`, `timeout`, `bad-query` or `server-error`.
+    pub outcome: &'static str,
+}
+
+/// The source's own metrics: queries by outcome, failed attempts, latency, and whether
+/// Prometheus was reached.
+#[derive(Clone)]
+pub struct QueryMetrics {
+    /// `canaryd_prometheus_queries_total{kind, outcome}`: queries (after retries) by outcome.
+    pub queries: Family<QueryLabels, Counter>,
+    /// `canaryd_prometheus_query_attempts_failed_total{kind, outcome}`: failed attempts, retried or not.
+    pub failed_attempts: Family<QueryLabels, Counter>,
+    /// `canaryd_prometheus_query_duration_seconds`: time per query, retries included.
+    pub query_seconds: Histogram,
+    /// `canaryd_prometheus_up`: 1 if the last query reached Prometheus, else 0; absent
+    /// until a query has been made (unknown is not down).
+    pub up: Family<NoLabels, Gauge>,
+}
+
+impl QueryMetrics {
+    /// The source's metrics, registered in `registry`.
+    pub fn register(registry: &mut Registry) -> QueryMetrics {
+        let m = QueryMetrics {
+            queries: Family::default(),
+            failed_attempts: Family::default(),
+            query_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            up: Family::default(),
+        };
+        registry.register("prometheus_queries", "Prometheus queries by outcome", m.queries.clone());
+        registry.register(
+            "prometheus_query_attempts_failed",
+            "Failed Prometheus query attempts, retried or not",
+            m.failed_attempts.clone(),
+        );
+        registry.register(
+            "prometheus_query_duration_seconds",
+            "Time per Prometheus query, retries included",
+            m.query_seconds.clone(),
+        );
+        registry.register("prometheus_up", "1 if the last query reached Prometheus", m.up.clone());
+        m
+    }
+
+    /// Records whether the last query reached Prometheus.
+    pub fn set_up(&self, up: bool) {
+        self.up.get_or_create(&NoLabels::new()).set(i64::from(up));
+    }
+
+    /// Whether the last query reached Prometheus; `None` before any query.
+    pub fn up(&self) -> Option<bool> {
+        self.up.get(&NoLabels::new()).map(|g| g.get() == 1)
+    }
+}
+
+impl Default for QueryMetrics {
+    /// Metrics registered nowhere: for tests and tools that do not serve them.
+    fn default() -> Self {
+        QueryMetrics::register(&mut Registry::default())
+    }
 }
 
 /// A Prometheus server.
@@ -108,7 +185,7 @@ pub struct PrometheusSource {
     client: Client,
     retries: u32,
     backoff: Duration,
-    metrics: Arc<Metrics>,
+    metrics: QueryMetrics,
     batching: BatchOptions,
 }
 
@@ -117,7 +194,7 @@ impl PrometheusSource {
     /// each retry, no jitter, so runs are reproducible).
     pub fn new(
         settings: &PrometheusSettings,
-        metrics: Arc<Metrics>,
+        metrics: QueryMetrics,
         backoff: Duration,
     ) -> Result<Self, SourceError> {
         let mut headers = HeaderMap::new();
@@ -177,7 +254,7 @@ impl PrometheusSource {
                 Ok(v) => break Ok(v),
                 Err(e) => {
                     self.metrics
-                        .prometheus_failed_attempts
+                        .failed_attempts
                         .get_or_create(&QueryLabels { kind, outcome: e.label() })
                         .inc();
                     if !e.retryable() || tries >= self.retries {
@@ -190,11 +267,11 @@ impl PrometheusSource {
                 }
             }
         };
-        self.metrics.prometheus_query_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
         let outcome = result.as_ref().map_or_else(SourceError::label, |_| "ok");
-        self.metrics.prometheus_queries.get_or_create(&QueryLabels { kind, outcome }).inc();
+        self.metrics.queries.get_or_create(&QueryLabels { kind, outcome }).inc();
         let reached = !matches!(result, Err(SourceError::Unreachable(_) | SourceError::Timeout(_)));
-        self.metrics.set_prometheus_up(reached);
+        self.metrics.set_up(reached);
         if let Err(e) = &result {
             tracing::error!(error = %e, query = promql, "Prometheus query failed");
         }

@@ -1,4 +1,4 @@
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::http::HeaderMap as AxumHeaders;
 
@@ -32,7 +32,7 @@ async fn serve(app: axum::Router) -> String {
     url
 }
 
-fn source(settings: &Settings, metrics: Arc<Metrics>) -> PrometheusSource {
+fn source(settings: &Settings, metrics: QueryMetrics) -> PrometheusSource {
     PrometheusSource::new(&settings.prometheus, metrics, Duration::from_millis(1)).unwrap()
 }
 
@@ -53,7 +53,7 @@ async fn bearer_token_and_extra_headers_are_sent() {
             ("CANARYD__PROMETHEUS__HEADERS__X-SCOPE-ORGID", "tenant-a"),
         ],
     );
-    let src = source(&s, Arc::new(Metrics::new()));
+    let src = source(&s, QueryMetrics::default());
     let series = src.instant("up", Timestamp::UNIX_EPOCH).await.unwrap();
     assert_eq!(series, vec![(BTreeMap::from([("workload".to_string(), "web".to_string())]), 42.0)]);
     let headers = seen.lock().unwrap()[0].clone();
@@ -71,7 +71,7 @@ async fn basic_auth_is_sent_encoded() {
             ("CANARYD__PROMETHEUS__BASIC_AUTH_PASSWORD", "pw"),
         ],
     );
-    let src = source(&s, Arc::new(Metrics::new()));
+    let src = source(&s, QueryMetrics::default());
     src.instant("up", Timestamp::UNIX_EPOCH).await.unwrap();
     assert_eq!(seen.lock().unwrap()[0].get("authorization").unwrap(), "Basic b3BzOnB3");
 }
@@ -89,14 +89,12 @@ async fn a_refused_query_is_a_bad_query_and_is_not_retried() {
         }),
     );
     let url = serve(app).await;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = QueryMetrics::default();
     let src = source(&settings(&url, &[]), metrics.clone());
     let err = src.instant("sum(", Timestamp::UNIX_EPOCH).await.unwrap_err();
     assert!(matches!(err, SourceError::BadQuery(_)), "{err:?}");
-    let failed = metrics
-        .prometheus_failed_attempts
-        .get_or_create(&QueryLabels { kind: "instant", outcome: "bad-query" })
-        .get();
+    let failed =
+        metrics.failed_attempts.get_or_create(&QueryLabels { kind: "instant", outcome: "bad-query" }).get();
     assert_eq!(failed, 1, "a 4xx is not retried");
 }
 
@@ -104,16 +102,14 @@ async fn a_refused_query_is_a_bad_query_and_is_not_retried() {
 async fn an_unreachable_server_is_retried_then_reported() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let s = settings(&format!("http://127.0.0.1:{port}"), &[("CANARYD__PROMETHEUS__RETRIES", "2")]);
-    let metrics = Arc::new(Metrics::new());
+    let metrics = QueryMetrics::default();
     let src = source(&s, metrics.clone());
     let err = src.instant("up", Timestamp::UNIX_EPOCH).await.unwrap_err();
     assert!(matches!(err, SourceError::Unreachable(_)), "{err:?}");
-    let failed = metrics
-        .prometheus_failed_attempts
-        .get_or_create(&QueryLabels { kind: "instant", outcome: "unreachable" })
-        .get();
+    let failed =
+        metrics.failed_attempts.get_or_create(&QueryLabels { kind: "instant", outcome: "unreachable" }).get();
     assert_eq!(failed, 3, "one attempt and two retries");
-    assert_eq!(metrics.prometheus_up(), Some(false));
+    assert_eq!(metrics.up(), Some(false));
 }
 
 /// A stand-in endpoint answering every query with `status`, `content_type` and `body`.
@@ -131,26 +127,26 @@ async fn answering(status: u16, content_type: &'static str, body: &'static str) 
     serve(app).await
 }
 
-async fn failed_attempts(metrics: &Metrics, outcome: &'static str) -> i64 {
-    metrics.prometheus_failed_attempts.get_or_create(&QueryLabels { kind: "instant", outcome }).get() as i64
+async fn failed_attempts(metrics: &QueryMetrics, outcome: &'static str) -> i64 {
+    metrics.failed_attempts.get_or_create(&QueryLabels { kind: "instant", outcome }).get() as i64
 }
 
 #[tokio::test]
 async fn a_refused_credential_is_an_auth_failure_and_is_not_retried() {
     let url = answering(401, "text/plain", "Unauthorized").await;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = QueryMetrics::default();
     let src = source(&settings(&url, &[("CANARYD__PROMETHEUS__RETRIES", "2")]), metrics.clone());
     let err = src.instant("up", Timestamp::UNIX_EPOCH).await.unwrap_err();
     assert!(matches!(err, SourceError::Auth(_)), "{err:?}");
     assert!(err.to_string().contains("check prometheus.bearer_token"), "{err}");
     assert_eq!(failed_attempts(&metrics, "auth").await, 1, "not retried");
-    assert_eq!(metrics.prometheus_up(), Some(true), "it was reached");
+    assert_eq!(metrics.up(), Some(true), "it was reached");
 }
 
 #[tokio::test]
 async fn an_html_error_page_is_a_server_error_and_is_retried() {
     let url = answering(500, "text/html", "<html><body>Internal Server Error</body></html>").await;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = QueryMetrics::default();
     let src = source(&settings(&url, &[("CANARYD__PROMETHEUS__RETRIES", "2")]), metrics.clone());
     let err = src.instant("up", Timestamp::UNIX_EPOCH).await.unwrap_err();
     assert!(matches!(err, SourceError::Server(_)), "{err:?}");
@@ -160,7 +156,7 @@ async fn an_html_error_page_is_a_server_error_and_is_retried() {
 #[tokio::test]
 async fn json_that_is_not_the_prometheus_api_is_a_server_error_not_unreachable() {
     let url = answering(200, "application/json", "{\"hello\": \"proxy\"}").await;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = QueryMetrics::default();
     let src = source(&settings(&url, &[]), metrics.clone());
     let err = src.instant("up", Timestamp::UNIX_EPOCH).await.unwrap_err();
     assert!(matches!(err, SourceError::Server(_)), "{err:?}");

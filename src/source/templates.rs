@@ -17,30 +17,9 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
-
+use crate::engine::plan::Signal;
 use crate::judge::SampleKind;
 use crate::source::promql;
-
-/// Which recorded signal a template reads; also the column of backtest data it uses.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "kebab-case")]
-pub enum Signal {
-    /// Requests and errors.
-    Errors,
-    /// Request latency histogram.
-    Latency,
-    /// CPU cores used.
-    Cpu,
-    /// Working-set memory bytes.
-    Memory,
-    /// CPU used as a fraction of the limit.
-    CpuUtilisation,
-    /// Memory used as a fraction of the limit.
-    MemoryUtilisation,
-    /// An inline query, recorded under the metric's own name.
-    Custom,
-}
 
 /// How a template's series are attributed to workloads (and so to arms).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,21 +32,6 @@ pub enum IdentityMatch {
     /// parsed, so StatefulSet, DaemonSet and Job pods named like a Deployment, and
     /// Deployments whose pod names Kubernetes truncated, end in the right arm or none.
     PodOwner,
-}
-
-impl Signal {
-    /// The name used in records and evidence (as serialised).
-    pub fn name(self) -> &'static str {
-        match self {
-            Signal::Errors => "errors",
-            Signal::Latency => "latency",
-            Signal::Cpu => "cpu",
-            Signal::Memory => "memory",
-            Signal::CpuUtilisation => "cpu-utilisation",
-            Signal::MemoryUtilisation => "memory-utilisation",
-            Signal::Custom => "custom",
-        }
-    }
 }
 
 /// The PromQL of a template, by the kind of sample it yields.
@@ -95,6 +59,9 @@ pub enum Queries {
         unlimited: Option<&'static str>,
     },
 }
+
+/// Label that tells the parts of a batch apart in its one result.
+pub const PART_LABEL: &str = "canaryd_part";
 
 /// A built-in template.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -134,7 +101,7 @@ impl Template {
                 promql::matcher_names(&promql::fill(q, &promql::example_placeholders())).unwrap_or_default()
             })
             .collect();
-        names.extend([self.identity_label, "le", "pod", crate::source::batch::PART_LABEL].map(String::from));
+        names.extend([self.identity_label, "le", "pod", PART_LABEL].map(String::from));
         names.extend(self.namespace_label.map(String::from));
         names
     }

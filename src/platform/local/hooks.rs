@@ -39,7 +39,7 @@ pub async fn run(hook: &Hook, ctx: &HookContext<'_>, client: &reqwest::Client) -
                 })
             }),
         HookAction::Webhook(url) => {
-            let shown = crate::config::without_userinfo(url.as_str());
+            let shown = crate::secret::without_userinfo(url.as_str());
             let sent = client.post(url.clone()).json(ctx).timeout(hook.timeout).send().await;
             match sent {
                 Ok(r) if r.status().is_success() => Ok(()),

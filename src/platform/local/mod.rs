@@ -27,11 +27,16 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::config::{LocalSettings, ServiceSettings};
-use crate::daemon::platform::{Platform, PlatformError, RolloutEvent};
+use crate::engine::Arms;
+use crate::engine::plan::RouterKind;
 use crate::engine::{RolloutId, Scale};
-use crate::source::batch::Arms;
+use crate::platform::{Platform, PlatformError, RolloutEvent, TrafficRouter};
 use hooks::HookContext;
 use nginx::{Router, Upstreams};
+use prometheus_client::metrics::counter::Counter;
+
+/// The routers the local platform serves.
+pub const ROUTERS: [RouterKind; 1] = [RouterKind::Nginx];
 
 /// The local platform.
 pub struct LocalPlatform {
@@ -39,7 +44,19 @@ pub struct LocalPlatform {
     router: Router,
     events: Mutex<Vec<RolloutEvent>>,
     client: reqwest::Client,
-    metrics: std::sync::Arc<crate::telemetry::Metrics>,
+    router_failures: Counter,
+}
+
+/// `canaryd_router_failures_total`, registered in `registry`: router changes refused
+/// (nginx test or reload failed, or the new weights were not served).
+pub fn register_router_failures(registry: &mut prometheus_client::registry::Registry) -> Counter {
+    let failures = Counter::default();
+    registry.register(
+        "router_failures",
+        "Router changes refused (nginx test or reload failed, or not served); traffic stayed on the last good config",
+        failures.clone(),
+    );
+    failures
 }
 
 /// Why a rollout could not be started.
@@ -59,10 +76,7 @@ pub enum StartError {
 impl LocalPlatform {
     /// Opens the platform: reads the routes nginx serves from the include file (or
     /// writes one with every canary at 0%).
-    pub fn open(
-        settings: &LocalSettings,
-        metrics: std::sync::Arc<crate::telemetry::Metrics>,
-    ) -> Result<LocalPlatform, String> {
+    pub fn open(settings: &LocalSettings, router_failures: Counter) -> Result<LocalPlatform, String> {
         let upstreams = settings.services.iter().map(Upstreams::from).collect();
         let router = Router::open(&settings.nginx, upstreams).map_err(|e| e.to_string())?;
         let services = settings.services.iter().map(|s| (Self::id_of(s), s.clone())).collect();
@@ -71,7 +85,7 @@ impl LocalPlatform {
             router,
             events: Mutex::new(Vec::new()),
             client: reqwest::Client::new(),
-            metrics,
+            router_failures,
         })
     }
 
@@ -121,10 +135,9 @@ impl LocalPlatform {
     }
 
     async fn route(&self, s: &ServiceSettings, weight: u8) -> Result<(), PlatformError> {
-        self.router.set(&s.name, weight).await.map_err(|e| {
-            self.metrics.router_failures.inc();
+        self.router.set_weight(&s.name, weight).await.inspect_err(|e| {
+            self.router_failures.inc();
             tracing::error!(service = %s.name, weight, error = %e, "nginx did not take the new weights");
-            PlatformError(e.0)
         })
     }
 
@@ -174,6 +187,14 @@ fn context<'a>(
 const STABLE_HEALTH_WITHIN: Duration = Duration::from_secs(5);
 
 impl Platform for LocalPlatform {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn routers(&self) -> &'static [RouterKind] {
+        &ROUTERS
+    }
+
     fn events(&self) -> Vec<RolloutEvent> {
         std::mem::take(&mut *self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }

@@ -16,6 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{NginxSettings, ServiceSettings};
+use crate::platform::{PlatformError, TrafficRouter};
 
 /// Why the router could not move traffic. Traffic stays on the last good config.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -238,8 +239,34 @@ impl Router {
     }
 }
 
+impl TrafficRouter for Router {
+    async fn set_weight(&self, route: &str, weight: u8) -> Result<(), PlatformError> {
+        self.set(route, weight).await.map_err(|e| PlatformError(e.0))
+    }
+
+    /// Asks nginx's status server, so the answer is what nginx serves, not what was written.
+    async fn weight(&self, route: &str) -> Result<u8, PlatformError> {
+        let url = format!("http://{}/canaryd/{route}", self.settings.status_listen);
+        let body = async { self.client.get(&url).timeout(self.settings.timeout).send().await?.text().await };
+        let body = body.await.map_err(|e| PlatformError(format!("{url}: {e}")))?;
+        // `name weight generation`, as `status_line` writes it.
+        let mut fields = body.split_whitespace();
+        match (fields.next(), fields.next().map(str::parse::<u8>)) {
+            (Some(name), Some(Ok(weight))) if name == route => Ok(weight),
+            _ => Err(PlatformError(format!(
+                "{url} answers `{}`, not `{route} WEIGHT GENERATION`",
+                body.trim()
+            ))),
+        }
+    }
+
+    async fn finalize(&self, route: &str) -> Result<(), PlatformError> {
+        self.set_weight(route, 0).await
+    }
+}
+
 fn write(path: &Path, text: &str) -> Result<(), RouterError> {
-    crate::daemon::store::write_atomically(path, text.as_bytes()).map_err(|e| RouterError(e.to_string()))
+    crate::store::file::write_atomically(path, text.as_bytes()).map_err(|e| RouterError(e.to_string()))
 }
 
 #[cfg(test)]

@@ -1,59 +1,13 @@
-//! Platforms: where rollouts come from and where their actions land. The daemon only
-//! sees this trait; Kubernetes and the local nginx platform implement it in their own
-//! modules, and [`MemoryPlatform`] implements it in memory for tests and benchmarks.
+//! An in-memory platform for tests and benchmarks: events are pushed in, calls are
+//! recorded, and calls for chosen rollouts can be made to fail or hang. It implements
+//! [`Platform`] exactly as a real platform does, so the loop cannot tell it apart.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::Future;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use crate::engine::plan::RouterKind;
 use crate::engine::{RolloutId, Scale};
-use crate::source::batch::Arms;
-
-/// A workload revision the platform has seen: a new canary to analyse, or a new revision
-/// of one already running.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RolloutEvent {
-    /// The workload.
-    pub id: RolloutId,
-    /// The canary's revision.
-    pub revision: String,
-    /// The workload's labels, matched against policy selectors.
-    pub labels: BTreeMap<String, String>,
-    /// The workloads whose series are the canary and the baseline.
-    pub arms: Arms,
-}
-
-/// Why a platform call failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct PlatformError(pub String);
-
-/// Where rollouts are found and actions are carried out. Every call is confirmed by
-/// returning `Ok` once the platform has done it, and must be harmless to repeat: after a
-/// crash the daemon calls again whatever it had not recorded as done.
-pub trait Platform: Send + Sync + 'static {
-    /// Rollout events since the last call (new canaries, new revisions). Never blocks.
-    fn events(&self) -> Vec<RolloutEvent>;
-    /// Routes `weight` percent of the traffic to the canary.
-    fn set_weight(
-        &self,
-        id: &RolloutId,
-        weight: u8,
-    ) -> impl Future<Output = Result<(), PlatformError>> + Send;
-    /// Makes `revision` the stable version.
-    fn promote(
-        &self,
-        id: &RolloutId,
-        revision: &str,
-    ) -> impl Future<Output = Result<(), PlatformError>> + Send;
-    /// Scales the canary (of `revision`) up or down.
-    fn scale(
-        &self,
-        id: &RolloutId,
-        revision: &str,
-        scale: Scale,
-    ) -> impl Future<Output = Result<(), PlatformError>> + Send;
-}
+use crate::platform::{Platform, PlatformError, RolloutEvent};
 
 /// What [`MemoryPlatform`] is to do with a call for a rollout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,6 +153,15 @@ impl Drop for Unhang<'_> {
 }
 
 impl Platform for MemoryPlatform {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    /// Every router: the in-memory platform stands in for any real one.
+    fn routers(&self) -> &'static [RouterKind] {
+        &RouterKind::ALL
+    }
+
     fn events(&self) -> Vec<RolloutEvent> {
         std::mem::take(&mut self.lock().events)
     }

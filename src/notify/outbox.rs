@@ -6,7 +6,6 @@
 //! `Idempotency-Key`) then sees each notification exactly once.
 
 use std::collections::{HashSet, VecDeque};
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,37 +13,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::engine::{Notification, NotificationKey};
-
-/// Why a delivery failed, and when the receiver asked to be tried again.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeliveryError {
-    /// Why (never a secret: no webhook URL).
-    pub reason: String,
-    /// The receiver's `Retry-After`, when it gave one (e.g. Slack's 429).
-    pub retry_after: Option<Duration>,
-}
-
-impl From<String> for DeliveryError {
-    fn from(reason: String) -> Self {
-        DeliveryError { reason, retry_after: None }
-    }
-}
-
-impl std::fmt::Display for DeliveryError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.reason)?;
-        if let Some(after) = self.retry_after {
-            write!(f, " (retry after {}s)", after.as_secs())?;
-        }
-        Ok(())
-    }
-}
-
-/// Delivers one notification somewhere.
-pub trait Notifier: Send + Sync + 'static {
-    /// Delivers `n`; `Err` says why it was not delivered (it will be retried).
-    fn deliver(&self, n: &Notification) -> impl Future<Output = Result<(), DeliveryError>> + Send;
-}
+use crate::notify::{DeliveryError, Notifier};
 
 /// The wait before the next attempt: the receiver's `Retry-After` when it gave one,
 /// else `backoff` (which doubles after each attempt, up to the maximum).
@@ -187,76 +156,4 @@ async fn deliver<N: Notifier>(notifier: &N, n: &Notification, options: &OutboxOp
         }
     }
     false
-}
-
-/// Posts each notification as JSON to a URL, with its key as `Idempotency-Key`.
-pub struct WebhookNotifier {
-    client: reqwest::Client,
-    url: String,
-}
-
-impl WebhookNotifier {
-    /// A notifier posting to `url`, giving up on an attempt after `timeout`.
-    pub fn new(url: &str, timeout: Duration) -> Result<WebhookNotifier, String> {
-        let client = reqwest::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
-        Ok(WebhookNotifier { client, url: url.to_string() })
-    }
-}
-
-impl Notifier for WebhookNotifier {
-    async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
-        let response = self
-            .client
-            .post(&self.url)
-            .header("Idempotency-Key", n.key.to_string())
-            .json(n)
-            .send()
-            .await
-            .map_err(|e| DeliveryError::from(crate::config::without_userinfo(&e.to_string())))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!("webhook answered HTTP {}", response.status()).into())
-        }
-    }
-}
-
-/// Notifications kept in memory: for tests and benchmarks. It can be taken down.
-#[derive(Default)]
-pub struct MemoryNotifier {
-    received: std::sync::Mutex<Vec<Notification>>,
-    down: std::sync::atomic::AtomicBool,
-}
-
-impl MemoryNotifier {
-    /// Every notification received, in order (repeats included).
-    pub fn received(&self) -> Vec<Notification> {
-        self.received.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-
-    /// Makes deliveries fail (`true`) or succeed again.
-    pub fn set_down(&self, down: bool) {
-        self.down.store(down, Ordering::Relaxed);
-    }
-}
-
-impl Notifier for MemoryNotifier {
-    async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
-        if self.down.load(Ordering::Relaxed) {
-            return Err(String::from("notifier is down (injected)").into());
-        }
-        self.received.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(n.clone());
-        Ok(())
-    }
-}
-
-/// Notifications written to the log only: what the daemon uses when no webhook is set.
-#[derive(Default)]
-pub struct LogNotifier;
-
-impl Notifier for LogNotifier {
-    async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
-        tracing::info!(key = %n.key, event = ?n.event, summary = %n.summary, "notification (no daemon.webhook_url and no Slack target)");
-        Ok(())
-    }
 }

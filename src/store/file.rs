@@ -1,165 +1,13 @@
-//! Where the daemon keeps each rollout's state between ticks and across restarts: a
-//! small, bounded [`RunState`] saved with a compare-and-swap version, and the rollout's
-//! timeline beside it. [`FileStore`] writes one file per rollout atomically (temporary
-//! file, fsync, rename) for the local platform; [`MemoryStore`] serves tests and
-//! benchmarks, and survives a simulated crash because it outlives the daemon.
+//! Rollout states in files: one per rollout, written atomically, with its timeline as
+//! JSON lines beside it.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
-
-use crate::engine::{Rollout, RolloutId, Scale};
+use crate::engine::RolloutId;
 use crate::record::{Timeline, TimelinePoint};
-use crate::source::batch::Arms;
-
-/// What the platform has confirmed for a rollout: executors compare it with the desired
-/// world and do only the difference.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Applied {
-    /// Canary weight last confirmed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight: Option<u8>,
-    /// Canary scale last confirmed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub canary: Option<Scale>,
-    /// Revision whose promotion was confirmed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub promoted: Option<String>,
-}
-
-/// Everything persisted about one rollout.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct RunState {
-    /// The engine's state.
-    pub rollout: Rollout,
-    /// The workloads measured as canary and baseline.
-    pub arms: Arms,
-    /// What the platform has confirmed.
-    #[serde(default)]
-    pub applied: Applied,
-    /// Decisions whose notifications were delivered: every `seq` below this.
-    #[serde(default)]
-    pub notified: u64,
-    /// Whether the deployment record of the finished rollout was written.
-    #[serde(default)]
-    pub recorded: bool,
-    /// Compare-and-swap version: the store's, bumped by every save.
-    #[serde(default)]
-    pub version: u64,
-}
-
-/// Why the store refused or failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Someone else saved a newer version.
-    #[error("{id}: stored version is {stored}, expected {expected}")]
-    Conflict {
-        /// The rollout.
-        id: String,
-        /// Version found.
-        stored: u64,
-        /// Version the writer had.
-        expected: u64,
-    },
-    /// Reading or writing failed.
-    #[error("{path}: {message}")]
-    Io {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        message: String,
-    },
-}
-
-/// `state` with its version bumped, if `stored` is the version it was read at.
-fn next_version(state: &RunState, stored: u64) -> Result<RunState, StoreError> {
-    if stored != state.version {
-        return Err(StoreError::Conflict {
-            id: state.rollout.id.to_string(),
-            stored,
-            expected: state.version,
-        });
-    }
-    let mut saved = state.clone();
-    saved.version += 1;
-    Ok(saved)
-}
-
-/// Persisted rollout states.
-pub trait RunStore: Send + Sync + 'static {
-    /// Every stored state, and a problem per entry that could not be read (the others
-    /// load regardless).
-    fn load_all(&self) -> (Vec<RunState>, Vec<StoreError>);
-    /// Saves `state` if the stored version is still `state.version`; returns the new
-    /// version.
-    fn save(&self, state: &RunState) -> Result<u64, StoreError>;
-    /// Forgets a rollout (after its record is written).
-    fn remove(&self, id: &RolloutId) -> Result<(), StoreError>;
-    /// Appends a point to a rollout's timeline.
-    fn append_timeline(&self, id: &RolloutId, point: &TimelinePoint) -> Result<(), StoreError>;
-    /// A rollout's timeline (bounded).
-    fn timeline(&self, id: &RolloutId) -> Timeline;
-}
-
-/// States in memory: for tests and benchmarks.
-#[derive(Default)]
-pub struct MemoryStore {
-    inner: Mutex<(HashMap<RolloutId, RunState>, HashMap<RolloutId, Timeline>)>,
-    saves: std::sync::atomic::AtomicU64,
-}
-
-impl MemoryStore {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, (HashMap<RolloutId, RunState>, HashMap<RolloutId, Timeline>)> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The stored state of a rollout.
-    pub fn get(&self, id: &RolloutId) -> Option<RunState> {
-        self.lock().0.get(id).cloned()
-    }
-
-    /// Saves so far.
-    pub fn saves(&self) -> u64 {
-        self.saves.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-impl RunStore for MemoryStore {
-    fn load_all(&self) -> (Vec<RunState>, Vec<StoreError>) {
-        (self.lock().0.values().cloned().collect(), Vec::new())
-    }
-
-    fn save(&self, state: &RunState) -> Result<u64, StoreError> {
-        let mut inner = self.lock();
-        let saved = next_version(state, inner.0.get(&state.rollout.id).map_or(0, |s| s.version))?;
-        inner.0.insert(state.rollout.id.clone(), saved);
-        self.saves.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(state.version + 1)
-    }
-
-    fn remove(&self, id: &RolloutId) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        inner.0.remove(id);
-        inner.1.remove(id);
-        Ok(())
-    }
-
-    fn append_timeline(&self, id: &RolloutId, point: &TimelinePoint) -> Result<(), StoreError> {
-        self.lock().1.entry(id.clone()).or_default().push(point.clone());
-        Ok(())
-    }
-
-    fn timeline(&self, id: &RolloutId) -> Timeline {
-        self.lock().1.get(id).cloned().unwrap_or_default()
-    }
-}
+use crate::store::{RunState, RunStore, StoreError, next_version};
 
 /// One JSON file per rollout in a directory, written atomically; the timeline is a
 /// JSON-lines file beside it, appended to and compacted when it doubles its bound.
@@ -320,12 +168,13 @@ impl RunStore for FileStore {
 mod tests {
     use super::*;
     use crate::engine::Rollout;
+    use crate::store::Applied;
 
     fn state(name: &str) -> RunState {
         let loaded = crate::policy::load_paths(&["policies/web-default.yaml".into()]);
         let id = RolloutId { namespace: "shop".into(), name: name.into() };
         RunState {
-            arms: Arms::kubernetes(&id),
+            arms: crate::platform::kubernetes::arms(&id),
             rollout: Rollout::new(id, "v2", loaded.policies[0].plan.clone()),
             applied: Applied::default(),
             notified: 0,
