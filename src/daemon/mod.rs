@@ -272,6 +272,11 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         self.alerts_tx.clone()
     }
 
+    /// The loop's own metrics (the API counts the alerts it does not hand on there).
+    pub fn metrics(&self) -> &LoopMetrics {
+        &self.metrics
+    }
+
     /// Notified, the running loop ticks at once.
     pub fn waker(&self) -> Arc<tokio::sync::Notify> {
         self.wake.clone()

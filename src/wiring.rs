@@ -1,0 +1,242 @@
+//! `canaryd run`: builds the daemon from its settings and runs it beside the HTTP
+//! server until SIGTERM or SIGINT. The platform is chosen here, by an exhaustive match
+//! on [`PlatformChoice`]; the loop, the engine and the surfaces do not know which.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{LocalSettings, Settings};
+use crate::daemon::metrics::LoopMetrics;
+use crate::daemon::records::{RecordStore, Retention};
+use crate::daemon::{Daemon, Options};
+use crate::notify::fanout::Fanout;
+use crate::notify::slack::SlackNotifier;
+use crate::notify::webhook::WebhookNotifier;
+use crate::platform::local::LocalPlatform;
+use crate::policy::LoadedPolicy;
+use crate::server::{ApiMetrics, AppState};
+use crate::source::prometheus::{PrometheusSource, QueryMetrics};
+use crate::store::file::FileStore;
+
+/// Why the daemon could not start; each names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    /// The API's address cannot be listened on.
+    #[error("server.listen: cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A part could not be opened from its settings.
+    #[error("{setting}: {reason}")]
+    Setting {
+        /// The setting (`nginx.include`, `daemon.state_dir`, …).
+        setting: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Maps an error opening a part to a [`WiringError`] naming `setting`.
+fn setting<E: std::fmt::Display>(setting: &'static str) -> impl FnOnce(E) -> WiringError {
+    move |e| WiringError::Setting { setting, reason: e.to_string() }
+}
+
+/// The platform the settings select.
+pub enum PlatformChoice<'a> {
+    /// No platform: only `/healthz`, `/readyz` and `/metrics` are served.
+    None,
+    /// Services behind nginx (`[[services]]`).
+    Local(&'a LocalSettings),
+}
+
+impl<'a> PlatformChoice<'a> {
+    /// The platform `settings` select.
+    pub fn of(settings: &'a Settings) -> PlatformChoice<'a> {
+        match &settings.local {
+            Some(local) => PlatformChoice::Local(local),
+            None => PlatformChoice::None,
+        }
+    }
+}
+
+/// Runs the daemon until a signal stops it.
+pub async fn run(settings: Settings) -> Result<(), WiringError> {
+    crate::telemetry::init_logging(&settings.log);
+    let mut state = AppState { max_body_bytes: settings.server.max_body_bytes, ..Default::default() };
+    let policies = load_policies(&settings, &state);
+    let listener = tokio::net::TcpListener::bind(settings.server.listen)
+        .await
+        .map_err(|e| WiringError::Listen { addr: settings.server.listen, reason: e.to_string() })?;
+    let (stop_tx, stop) = watch::channel(false);
+    match PlatformChoice::of(&settings) {
+        PlatformChoice::None => {
+            tracing::warn!(listen = %settings.server.listen, "no platform configured ([[services]]): serving /healthz, /readyz and /metrics only");
+            let serve = serve(&state, listener, stop);
+            tokio::join!(serve, signals(&settings, &state, None, stop_tx));
+        }
+        PlatformChoice::Local(local) => {
+            let mut registry = crate::telemetry::registry();
+            let platform = Arc::new(
+                LocalPlatform::open(local, crate::platform::local::register_router_failures(&mut registry))
+                    .map_err(setting("nginx.include"))?,
+            );
+            let store =
+                Arc::new(FileStore::open(&settings.daemon.state_dir).map_err(setting("daemon.state_dir"))?);
+            let mut daemon = daemon(&settings, &mut registry, platform.clone(), store.clone(), policies)?;
+            state.api = Some(crate::server::api::Api {
+                platform: Some(platform),
+                views: daemon.views(),
+                tokens: Arc::new(settings.server.tokens.clone()),
+                read_requires_token: settings.server.read_requires_token,
+                commands: daemon.commands(),
+                alerts: daemon.alerts(),
+                wake: daemon.waker(),
+                store: Some(store),
+                records_dir: Some(settings.daemon.records_dir.clone()),
+                metrics: ApiMetrics::register(&mut registry, daemon.metrics().alerts.clone()),
+            });
+            state.registry = Arc::new(registry);
+            let ticked = Arc::new(AtomicBool::new(false));
+            state.loop_ready = Some(ticked.clone());
+            let reload = daemon.policy_updates();
+            tracing::info!(listen = %settings.server.listen, tick = ?settings.daemon.tick, "running: /healthz, /readyz, /metrics and /api/v1/rollouts");
+            let mut loop_stop = stop.clone();
+            let run = crate::daemon::run_until(
+                &mut daemon,
+                settings.daemon.tick,
+                jiff::Timestamp::now,
+                &ticked,
+                async move {
+                    let _ = loop_stop.wait_for(|s| *s).await;
+                },
+                settings.daemon.shutdown_deadline,
+            );
+            let serve = serve(&state, listener, stop);
+            tokio::join!(serve, run, signals(&settings, &state, Some(reload), stop_tx));
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The loop over `platform` and `store`: Prometheus, records, notifications, its
+/// metrics registered in `registry`.
+fn daemon<P: crate::platform::Platform, St: crate::store::RunStore>(
+    settings: &Settings,
+    registry: &mut Registry,
+    platform: Arc<P>,
+    store: Arc<St>,
+    policies: Vec<LoadedPolicy>,
+) -> Result<Daemon<PrometheusSource, P, St>, WiringError> {
+    let retention =
+        Retention { max_count: settings.daemon.records_max_count, max_age: settings.daemon.records_max_age };
+    let records =
+        RecordStore::open(&settings.daemon.records_dir, retention).map_err(setting("daemon.records_dir"))?;
+    let source = PrometheusSource::new(
+        &settings.prometheus,
+        QueryMetrics::register(registry),
+        std::time::Duration::from_millis(500),
+    )
+    .map_err(setting("prometheus"))?;
+    let options = Options {
+        tick: settings.daemon.tick,
+        platform_timeout: settings.daemon.platform_timeout,
+        batching: settings.prometheus.batching.clone(),
+        ..Default::default()
+    };
+    let timeout = std::time::Duration::from_secs(10);
+    let webhook = match &settings.daemon.webhook_url {
+        Some(url) => {
+            Some(WebhookNotifier::new(url.expose(), timeout).map_err(setting("daemon.webhook_url"))?)
+        }
+        None => None,
+    };
+    let slack = SlackNotifier::new(timeout, Box::new(crate::notify::slack::from_env))
+        .map_err(setting("notify.slack"))?;
+    let notifier = Arc::new(Fanout::new(webhook, slack, crate::notify::register_deliveries(registry)));
+    Ok(Daemon::start(
+        Arc::new(source),
+        platform,
+        store,
+        notifier,
+        Some(records),
+        policies,
+        options,
+        LoopMetrics::register(registry),
+    ))
+}
+
+/// Serves the HTTP surface until `stop` is set.
+async fn serve(state: &AppState, listener: tokio::net::TcpListener, mut stop: watch::Receiver<bool>) {
+    let app = crate::server::app(state.clone());
+    let limits = crate::server::listen::Limits::default();
+    crate::server::listen::serve(listener, app, limits, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await;
+}
+
+/// Loads the policies, refusing those whose router the platform cannot serve; the
+/// daemon is ready only with at least one valid policy.
+pub fn load_policies(settings: &Settings, state: &AppState) -> Vec<LoadedPolicy> {
+    let mut loaded =
+        crate::policy::load_paths_with(&settings.policy_paths, Some(&settings.prometheus.batching.scrape));
+    match PlatformChoice::of(settings) {
+        PlatformChoice::Local(_) => {
+            loaded.refuse_unserved_routers("local", &crate::platform::local::ROUTERS);
+        }
+        PlatformChoice::None => {}
+    }
+    for problem in &loaded.problems {
+        tracing::error!(%problem, "policy rejected; the other policies stay in force");
+    }
+    let ready = !loaded.policies.is_empty();
+    if !ready {
+        tracing::warn!(paths = ?settings.policy_paths, "no valid policy loaded: not ready");
+    }
+    tracing::info!(policies = loaded.policies.len(), "policies loaded");
+    state.ready.store(ready, Ordering::Relaxed);
+    loaded.policies
+}
+
+/// Sets `stop` on SIGTERM (what Kubernetes sends) or SIGINT; SIGHUP reloads the
+/// policies (and hands them to the loop, when one runs).
+async fn signals(
+    settings: &Settings,
+    state: &AppState,
+    reload: Option<mpsc::UnboundedSender<Vec<LoadedPolicy>>>,
+    stop: watch::Sender<bool>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        tracing::error!("cannot listen for signals; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!(signal = "SIGTERM", "shutting down");
+                let _ = stop.send(true);
+                return;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!(signal = "SIGINT", "shutting down");
+                let _ = stop.send(true);
+                return;
+            }
+            _ = hup.recv() => {
+                tracing::info!(signal = "SIGHUP", "reloading policies");
+                let policies = load_policies(settings, state);
+                if let Some(reload) = &reload {
+                    let _ = reload.send(policies);
+                }
+            }
+        }
+    }
+}
