@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Every `.rs` file under `src/` (the binaries' own folder left out: nothing imports
-/// them), by its path relative to `src/`.
+/// Every `.rs` file of the library under `src/` (the binaries' `main.rs`, `cli/` and
+/// `bin/` left out: nothing imports them), by its path relative to `src/`.
 fn sources() -> BTreeMap<String, String> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -30,7 +30,12 @@ fn sources() -> BTreeMap<String, String> {
     files
         .into_iter()
         .map(|f| (f.strip_prefix(&root).unwrap().to_string_lossy().into_owned(), f))
-        .filter(|(rel, _)| !rel.starts_with("bin/") && !rel.ends_with("tests.rs"))
+        .filter(|(rel, _)| {
+            !rel.starts_with("bin/")
+                && !rel.starts_with("cli/")
+                && rel != "main.rs"
+                && !rel.ends_with("tests.rs")
+        })
         .map(|(rel, f)| (rel, non_test_code(&std::fs::read_to_string(f).unwrap())))
         .collect()
 }
