@@ -179,9 +179,29 @@ fn a_sequential_regression_rolls_back_conclusively_with_its_evidence() {
 
 #[test]
 fn no_data_is_never_a_pass_and_rolls_back_at_the_inconclusive_limit() {
+    use canaryd::judge::Outcome;
     let silent = || Input::Interval(IntervalObservations::default());
     let mut inputs = vec![Input::Start];
     inputs.extend(std::iter::repeat_with(silent).take(10));
+    // Every interval judged, metric by metric: each of the two tests (sequential and
+    // ratio) finds no data and says so; neither ever passes. The policy's
+    // inconclusiveLimit is 3, so the third such interval is the last one judged.
+    let judged: Vec<IntervalRecord> = transitions(&inputs).into_iter().filter_map(|t| t.3).collect();
+    assert_eq!(judged.iter().map(|i| i.at).collect::<Vec<_>>(), [at(30), at(60), at(90)]);
+    for interval in &judged {
+        let outcomes: Vec<(&str, Outcome)> =
+            interval.verdicts.iter().map(|v| (v.metric.as_str(), v.outcome)).collect();
+        assert_eq!(
+            outcomes,
+            [("errors", Outcome::Inconclusive), ("error-ratio", Outcome::Inconclusive)],
+            "at {}: {:?}",
+            interval.at,
+            interval.verdicts
+        );
+        for v in &interval.verdicts {
+            assert!(v.reason.starts_with("no data"), "{} at {}: {}", v.metric, interval.at, v.reason);
+        }
+    }
     let (r, actions) = run(&inputs);
     assert_eq!(r.phase, Phase::RollingBack);
     assert_eq!(weights(&actions), [10, 0]);
