@@ -548,8 +548,15 @@ async fn backtest_prometheus(
 #[tokio::main]
 async fn run(settings: Settings) -> anyhow::Result<()> {
     canaryd::telemetry::init_logging(&settings.log);
-    let mut state =
-        canaryd::server::AppState { max_body_bytes: settings.server.max_body_bytes, ..Default::default() };
+    let access = canaryd::server::api::Access {
+        tokens: Arc::new(settings.server.tokens.clone()),
+        read_requires_token: settings.server.read_requires_token,
+    };
+    let mut state = canaryd::server::AppState {
+        access,
+        max_body_bytes: settings.server.max_body_bytes,
+        ..Default::default()
+    };
     let policies = load_policies(&settings, &state);
     let listener = tokio::net::TcpListener::bind(settings.server.listen)
         .await
@@ -643,8 +650,6 @@ async fn run_local<N: canaryd::daemon::outbox::Notifier>(
     state.api = Some(canaryd::server::api::Api {
         platform: Some(platform),
         views: daemon.views(),
-        tokens: Arc::new(settings.server.tokens.clone()),
-        read_requires_token: settings.server.read_requires_token,
         commands: daemon.commands(),
         alerts: daemon.alerts(),
         wake: daemon.waker(),

@@ -360,8 +360,6 @@ async fn a_real_alertmanager_rolls_back_exactly_the_rollout_its_firing_alert_nam
         api: Some(canaryd::server::api::Api {
             platform: None,
             views: daemon.views(),
-            tokens: Arc::new(BTreeMap::from([("alertmanager".to_string(), Secret::new(TOKEN))])),
-            read_requires_token: false,
             commands: daemon.commands(),
             alerts: daemon.alerts(),
             wake: daemon.waker(),
@@ -369,6 +367,10 @@ async fn a_real_alertmanager_rolls_back_exactly_the_rollout_its_firing_alert_nam
             records_dir: None,
             metrics: metrics.clone(),
         }),
+        access: canaryd::server::api::Access {
+            tokens: Arc::new(BTreeMap::from([("alertmanager".to_string(), Secret::new(TOKEN))])),
+            read_requires_token: false,
+        },
         metrics: metrics.clone(),
         ..Default::default()
     };

@@ -21,6 +21,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// The daemon's own metrics.
     pub metrics: Arc<Metrics>,
+    /// Who may call the control API (checked whether or not a loop runs).
+    pub access: api::Access,
     /// The control API, when a platform runs.
     pub api: Option<api::Api>,
     /// Set once the loop has run its first tick, when a loop runs.
@@ -34,6 +36,7 @@ impl Default for AppState {
         AppState {
             ready: Arc::default(),
             metrics: Arc::default(),
+            access: api::Access::default(),
             api: None,
             loop_ready: None,
             max_body_bytes: 256 * 1024,
@@ -57,7 +60,7 @@ pub fn app(state: AppState) -> Router {
                 .route("/api/v1/records/{*id}", get(api::record))
                 .route("/api/v1/alertmanager", post(api::alertmanager))
                 .fallback(api::not_found)
-                .with_state(state.api),
+                .with_state(state.clone()),
         )
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
 }
