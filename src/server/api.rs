@@ -25,6 +25,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::Secret;
@@ -154,9 +155,17 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-/// Compares without an early exit, so the time taken says nothing about the token.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The caller whose configured token `given` is. Every token is compared, each in
+/// constant time, so the time taken says neither which one came close nor how close. A
+/// token of another length never matches (`subtle` tells only that the lengths differ).
+fn owner<'a>(tokens: &'a BTreeMap<String, Secret>, given: &[u8]) -> Option<&'a str> {
+    let mut found = None;
+    for (name, token) in tokens {
+        if bool::from(given.ct_eq(token.expose().as_bytes())) {
+            found = Some(name.as_str());
+        }
+    }
+    found
 }
 
 /// The caller the request's token names; else the refusal.
@@ -180,14 +189,8 @@ fn caller(access: &Access, headers: &HeaderMap) -> Result<String, Refused> {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("a header value"));
         return Err(Box::new(response));
     };
-    // Every token is compared, so the time taken does not say which one came close.
-    let mut found = None;
-    for (name, token) in access.tokens.iter() {
-        if same(given.as_bytes(), token.expose().as_bytes()) {
-            found = Some(name.clone());
-        }
-    }
-    found
+    owner(&access.tokens, given.as_bytes())
+        .map(str::to_string)
         .ok_or_else(|| Box::new(error(StatusCode::FORBIDDEN, "the bearer token is not one of server.tokens")))
 }
 
@@ -700,6 +703,23 @@ mod tests {
         }
         let (status, _) = call(&closed.state, "GET", "/api/v1/rollouts", Some(ALICE), "").await;
         assert_eq!(status, StatusCode::OK);
+    }
+
+    #[test]
+    fn a_token_is_known_only_when_every_byte_and_the_length_match() {
+        let tokens: BTreeMap<String, Secret> = [("alice", ALICE), ("alertmanager", AM)]
+            .iter()
+            .map(|(n, t)| (n.to_string(), Secret::new(*t)))
+            .collect();
+        assert_eq!(owner(&tokens, ALICE.as_bytes()), Some("alice"));
+        assert_eq!(owner(&tokens, AM.as_bytes()), Some("alertmanager"));
+        let mut last_off = ALICE.as_bytes().to_vec();
+        *last_off.last_mut().unwrap() ^= 1;
+        let longer = format!("{ALICE}0");
+        for wrong in [&ALICE.as_bytes()[..ALICE.len() - 1], &last_off, longer.as_bytes(), b"", b"alice"] {
+            assert_eq!(owner(&tokens, wrong), None, "{:?}", String::from_utf8_lossy(wrong));
+        }
+        assert_eq!(owner(&BTreeMap::new(), ALICE.as_bytes()), None);
     }
 
     /// Every endpoint that changes something, with a body it would take.
