@@ -186,34 +186,34 @@ impl Default for RawServer {
 
 impl RawServer {
     fn tokens(&self, problems: &mut Vec<String>) -> BTreeMap<String, Secret> {
-        let mut tokens = self.tokens.clone();
+        // Each token with the key it was written under, so that a problem names that key.
+        let mut written: Vec<(String, &str, &Secret)> =
+            self.tokens.iter().map(|(name, t)| (format!("server.tokens.{name}"), name.as_str(), t)).collect();
         if let Some(token) = &self.api_token {
-            if tokens.contains_key(OPERATOR) {
+            if self.tokens.contains_key(OPERATOR) {
                 problems.push(format!("server.tokens.{OPERATOR}: also set as server.api_token; keep one"));
             }
-            tokens.insert(OPERATOR.into(), token.clone());
+            written.push(("server.api_token".into(), OPERATOR, token));
         }
-        let mut seen: Vec<&str> = Vec::new();
-        for (name, token) in &tokens {
+        let mut seen: Vec<(&str, &str)> = Vec::new();
+        for (key, name, token) in &written {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c)) {
-                problems.push(format!("server.tokens.{name}: a caller name is letters, digits and -_.@"));
+                problems.push(format!("{key}: a caller name is letters, digits and -_.@"));
             }
             if token.expose().len() < 16 {
+                problems.push(format!("{key}: shorter than 16 characters (value not shown: it is a secret)"));
+            }
+            if let Some((other, _)) = seen.iter().find(|(_, t)| *t == token.expose()) {
                 problems.push(format!(
-                    "server.tokens.{name}: shorter than 16 characters (value not shown: it is a secret)"
+                    "{key}: the same token as another caller ({other}); each caller needs its own"
                 ));
             }
-            if seen.contains(&token.expose()) {
-                problems.push(format!(
-                    "server.tokens.{name}: the same token as another caller; each caller needs its own"
-                ));
-            }
-            seen.push(token.expose());
+            seen.push((key, token.expose()));
         }
         if self.max_body_bytes < 1024 {
             problems.push(format!("server.max_body_bytes: {} is below 1024", self.max_body_bytes));
         }
-        tokens
+        written.into_iter().map(|(_, name, token)| (name.to_string(), token.clone())).collect()
     }
 }
 

@@ -68,7 +68,11 @@ impl<'a> PlatformChoice<'a> {
 /// Runs the daemon until a signal stops it.
 pub async fn run(settings: Settings) -> Result<(), WiringError> {
     crate::telemetry::init_logging(&settings.log);
-    let mut state = AppState { max_body_bytes: settings.server.max_body_bytes, ..Default::default() };
+    let access = crate::server::api::Access {
+        tokens: Arc::new(settings.server.tokens.clone()),
+        read_requires_token: settings.server.read_requires_token,
+    };
+    let mut state = AppState { access, max_body_bytes: settings.server.max_body_bytes, ..Default::default() };
     let policies = load_policies(&settings, &state);
     let listener = tokio::net::TcpListener::bind(settings.server.listen)
         .await
@@ -92,8 +96,6 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
             state.api = Some(crate::server::api::Api {
                 platform: Some(platform),
                 views: daemon.views(),
-                tokens: Arc::new(settings.server.tokens.clone()),
-                read_requires_token: settings.server.read_requires_token,
                 commands: daemon.commands(),
                 alerts: daemon.alerts(),
                 wake: daemon.waker(),

@@ -224,6 +224,42 @@ async fn run_to_the_end(world: &World, daemon: &mut Daemon<PrometheusSource, Mem
 }
 
 #[tokio::test]
+async fn a_finished_rollout_replaced_by_the_next_revision_before_its_record_was_due_still_gets_it() {
+    let world = World::new(&["web"]).await;
+    let mut daemon = world.daemon();
+    let id = world.deploy("web", "web");
+    let mut t = FIRST_TICK;
+    daemon.tick(at(t)).await;
+    assert!(daemon.settle(settled()).await);
+    daemon.commands().send((id.clone(), canaryd::engine::Command::Abort, "alice".into())).unwrap();
+    let ended = |d: &Daemon<_, _, _>| d.rollouts().any(|s| s.rollout.phase.is_terminal());
+    while !ended(&daemon) {
+        assert!(t < SPAN as i64 - 60, "the abort ends the rollout");
+        t += TICK;
+        daemon.tick(at(t)).await;
+        assert!(daemon.settle(settled()).await);
+    }
+    // The tick it ended in had still to tell its last decision: no record yet.
+    assert!(daemon.rollouts().all(|s| !s.recorded), "the case under test: ended, not yet recorded");
+    assert!(records::list(world.records_dir.path()).is_empty());
+    // The next revision of the workload arrives at once.
+    world.platform.push(RolloutEvent {
+        id: id.clone(),
+        revision: "web-v3".into(),
+        labels: [("tier".to_string(), "web".to_string())].into(),
+        arms: canaryd::platform::kubernetes::arms(&id),
+    });
+    daemon.tick(at(t + TICK)).await;
+    assert!(daemon.settle(settled()).await);
+    let revisions: Vec<&str> = daemon.rollouts().map(|s| s.rollout.revision.as_str()).collect();
+    assert_eq!(revisions, ["web-v3"]);
+    let record = world.record(&id);
+    assert_eq!((record.revision.as_str(), record.outcome), ("web-v2", Phase::Aborted));
+    let actions: Vec<&str> = record.decisions.iter().map(|d| d.action.as_str()).collect();
+    assert_eq!(actions, ["started", "aborted", "rollback-finished"]);
+}
+
+#[tokio::test]
 async fn the_loop_rolls_a_bad_canary_back_and_promotes_a_good_one_through_every_step() {
     let world = World::new(&["good", "bad"]).await;
     let mut daemon = world.daemon();

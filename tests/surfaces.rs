@@ -364,8 +364,6 @@ async fn a_real_alertmanager_rolls_back_exactly_the_rollout_its_firing_alert_nam
         api: Some(canaryd::server::api::Api {
             platform: None,
             views: daemon.views(),
-            tokens: Arc::new(BTreeMap::from([("alertmanager".to_string(), Secret::new(TOKEN))])),
-            read_requires_token: false,
             commands: daemon.commands(),
             alerts: daemon.alerts(),
             wake: daemon.waker(),
@@ -373,6 +371,10 @@ async fn a_real_alertmanager_rolls_back_exactly_the_rollout_its_firing_alert_nam
             records_dir: None,
             metrics: canaryd::server::ApiMetrics { alerts: metrics.alerts.clone(), ..Default::default() },
         }),
+        access: canaryd::server::api::Access {
+            tokens: Arc::new(BTreeMap::from([("alertmanager".to_string(), Secret::new(TOKEN))])),
+            read_requires_token: false,
+        },
         ..Default::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

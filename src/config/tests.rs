@@ -134,3 +134,36 @@ fn every_bad_service_setting_is_reported_with_its_key() {
         assert!(text.contains(expected), "`{expected}` missing from:\n{text}");
     }
 }
+
+#[test]
+fn a_bad_token_is_reported_under_the_key_it_was_written_as() {
+    let short_api_token = file("[server]\napi_token = \"short\"\n");
+    let short_named = file("[server.tokens]\nalice = \"short\"\n");
+    let cases = [
+        (Some(short_api_token.path()), vec![], "server.api_token"),
+        (None, vec![("CANARYD__SERVER__API_TOKEN", "short")], "server.api_token"),
+        (Some(short_named.path()), vec![], "server.tokens.alice"),
+        (None, vec![("CANARYD__SERVER__TOKENS__ALICE", "short")], "server.tokens.alice"),
+    ];
+    for (path, vars, key) in cases {
+        let text = Settings::load(path, env(&vars)).unwrap_err().to_string();
+        assert!(
+            text.contains(&format!("{key}: shorter than 16 characters")),
+            "{path:?} {vars:?}: `{key}` not named in:\n{text}"
+        );
+        assert!(!text.contains("server.tokens.operator"), "{text}");
+    }
+    // The same token under both keys: each problem names a key that was written.
+    let same = "same-token-0123456789";
+    let text = Settings::load(
+        None,
+        env(&[("CANARYD__SERVER__API_TOKEN", same), ("CANARYD__SERVER__TOKENS__ALICE", same)]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        text.contains("server.api_token: the same token as another caller (server.tokens.alice)"),
+        "{text}"
+    );
+    assert!(!text.contains("server.tokens.operator"), "{text}");
+}

@@ -532,11 +532,18 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         tracing::info!(rollout = %id, revision = %event.revision, policy = %selection.chosen.reference, choice = %selection.explain(), "new rollout");
         let rollout = Rollout::new(id.clone(), event.revision, selection.chosen.plan.clone());
         let Ok(t) = step(&rollout, &Input::Start, now) else { return };
-        // A finished rollout of this workload gives way: its record was written.
-        if let Some(old) = self.runs.remove(&id)
-            && let Err(e) = self.store.remove(&old.state.rollout.id)
-        {
-            tracing::error!(rollout = %id, error = %e, "cannot forget the finished rollout");
+        // A finished rollout of this workload gives way. Its record is due once its last
+        // decision is told, a tick or two after the end: the next revision can come sooner.
+        if self.runs.get(&id).is_some_and(|old| !old.state.recorded) {
+            self.record(&id, now);
+        }
+        if let Some(old) = self.runs.remove(&id) {
+            if !old.state.recorded {
+                tracing::error!(rollout = %id, revision = %old.state.rollout.revision, "the finished rollout's record could not be written before the next revision replaced it; it is lost");
+            }
+            if let Err(e) = self.store.remove(&old.state.rollout.id) {
+                tracing::error!(rollout = %id, error = %e, "cannot forget the finished rollout");
+            }
         }
         let state = RunState {
             rollout,

@@ -167,8 +167,9 @@ fn default_progress_deadline() -> Duration {
     DEFAULT_PROGRESS_DEADLINE
 }
 
-/// A step waits this long for enough traffic unless the policy says otherwise: generous,
-/// since low traffic only slows a verdict down.
+/// A step waits at least this long for enough traffic unless the policy says otherwise
+/// (twice the step duration when that is longer): generous, since low traffic only slows
+/// a verdict down.
 pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
 /// How one metric is measured and judged.

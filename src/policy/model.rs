@@ -112,9 +112,10 @@ pub struct AnalysisSpec {
     #[serde(default = "default_min_sample_size")]
     pub min_sample_size: u64,
     /// Longest a step may wait for enough traffic to judge before rolling back with that
-    /// reason (default 30m). At least the step duration.
-    #[serde(default = "default_progress_deadline")]
-    pub progress_deadline: String,
+    /// reason. At least the step duration; by default the larger of 30m and twice the step
+    /// duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<String>,
     /// The metrics judged at every interval. At least one.
     pub metrics: Vec<MetricSpec>,
 }
@@ -127,9 +128,6 @@ fn default_failure_limit() -> u32 {
 }
 fn default_inconclusive_limit() -> u32 {
     6
-}
-fn default_progress_deadline() -> String {
-    "30m".into()
 }
 
 fn default_min_sample_size() -> u64 {

@@ -8,8 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::duration;
 use crate::engine::plan::{
-    MetricPlan, MetricQuery, NotifyPlan, Plan, RouterKind, SecretSource, Severity, Signal, SlackRoute,
-    Trigger, TriggerCondition,
+    DEFAULT_PROGRESS_DEADLINE, MetricPlan, MetricQuery, NotifyPlan, Plan, RouterKind, SecretSource, Severity,
+    Signal, SlackRoute, Trigger, TriggerCondition,
 };
 use crate::judge::{DEFAULT_WINDOW, Direction, KAYENTA_TOLERANCE, SampleKind, TEST_NAMES, TestConfig};
 use crate::policy::model::{MetricSpec, PolicySpec, TriggerSpec};
@@ -105,16 +105,23 @@ pub fn compile(
             ),
         );
     }
-    let progress_deadline = p.duration("spec.analysis.progressDeadline", &analysis.progress_deadline);
-    if !progress_deadline.is_zero() && progress_deadline < step_duration {
-        p.add(
-            "spec.analysis.progressDeadline",
-            format!(
-                "{} is shorter than the step duration ({}): a step would give up before it could pass",
-                analysis.progress_deadline, traffic.step_duration
-            ),
-        );
-    }
+    let progress_deadline = match &analysis.progress_deadline {
+        Some(text) => {
+            let deadline = p.duration("spec.analysis.progressDeadline", text);
+            if !deadline.is_zero() && deadline < step_duration {
+                p.add(
+                    "spec.analysis.progressDeadline",
+                    format!(
+                        "{text} is shorter than the step duration ({}): a step would give up before it could pass",
+                        traffic.step_duration
+                    ),
+                );
+            }
+            deadline
+        }
+        // A long step must not give up before it could pass: the default grows with it.
+        None => DEFAULT_PROGRESS_DEADLINE.max(step_duration.saturating_mul(2)),
+    };
     if analysis.failure_limit == 0 {
         p.add("spec.analysis.failureLimit", "must be at least 1");
     }
@@ -710,6 +717,34 @@ mod tests {
                 "spec.analysis.metrics[0].test: sequential tests need event counts (error or latency templates); use ratio or mann-whitney for gauges",
                 "spec.analysis.metrics[1].quantile: only latency (histogram) metrics take a quantile",
                 "spec.analysis.metrics[2]: test ratio needs min or max",
+            ]
+        );
+    }
+
+    const METRICS: &str = "    metrics: [{name: e, template: http-error-rate, test: sequential}]\n";
+
+    #[test]
+    fn without_a_progress_deadline_a_step_waits_the_larger_of_30m_and_twice_its_duration() {
+        for (step, expected) in [("45m", 90 * 60), ("10m", 30 * 60), ("15m", 30 * 60), ("2h", 4 * 3600)] {
+            let text = format!(
+                "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {{name: p}}\nspec:\n  selector: {{matchLabels: {{a: b}}}}\n  traffic: {{stepDuration: {step}}}\n  analysis:\n{METRICS}"
+            );
+            let loaded = load_str("p.yaml", &text);
+            assert!(loaded.problems.is_empty(), "a {step} step: {:?}", loaded.problems);
+            let deadline = loaded.policies[0].plan.progress_deadline;
+            assert_eq!(deadline, std::time::Duration::from_secs(expected), "a {step} step");
+        }
+    }
+
+    #[test]
+    fn an_explicit_progress_deadline_shorter_than_the_step_is_refused() {
+        let found = problems(&format!(
+            "  traffic: {{stepDuration: 45m}}\n  analysis:\n    progressDeadline: 20m\n{METRICS}"
+        ));
+        assert_eq!(
+            found,
+            [
+                "spec.analysis.progressDeadline: 20m is shorter than the step duration (45m): a step would give up before it could pass"
             ]
         );
     }

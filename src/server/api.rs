@@ -11,8 +11,8 @@
 //!   trigger rolls back the rollout of the workload its labels name.
 //!
 //! Calls that change something need `Authorization: Bearer <token>`: 401 without one,
-//! 403 with one that is not configured. Reads are open unless
-//! `server.read_requires_token`. Errors are `{"error": "..."}` and never carry internal
+//! 403 with one that is not configured (or when none is), before any other answer, 503
+//! included. Reads are open unless `server.read_requires_token`. Errors are `{"error": "..."}` and never carry internal
 //! detail (paths, addresses, secrets).
 
 use std::collections::BTreeMap;
@@ -25,6 +25,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::Secret;
@@ -33,8 +34,18 @@ use crate::daemon::metrics::AlertLabels;
 use crate::daemon::view::RolloutView;
 use crate::engine::{Command, Decision, Phase, RolloutId};
 use crate::platform::local::{LocalPlatform, StartError};
-use crate::server::{ApiMetrics, CommandLabels};
+use crate::server::{ApiMetrics, AppState, CommandLabels};
 use crate::store::file::FileStore;
+
+/// Who may call the API. It is checked before anything else, so it is known whether
+/// or not a loop runs.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// Bearer tokens by caller name; none makes the API read-only.
+    pub tokens: Arc<BTreeMap<String, Secret>>,
+    /// Whether reads need a token too.
+    pub read_requires_token: bool,
+}
 
 /// What the API needs from the running daemon.
 #[derive(Clone)]
@@ -43,10 +54,6 @@ pub struct Api {
     pub platform: Option<Arc<LocalPlatform>>,
     /// Where each rollout stands (refreshed every tick).
     pub views: tokio::sync::watch::Receiver<Vec<RolloutView>>,
-    /// Bearer tokens by caller name; none makes the API read-only.
-    pub tokens: Arc<BTreeMap<String, Secret>>,
-    /// Whether reads need a token too.
-    pub read_requires_token: bool,
     /// Operator commands to the loop: rollout, command, caller.
     pub commands: UnboundedSender<(RolloutId, Command, String)>,
     /// Firing alerts to the loop.
@@ -148,14 +155,22 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-/// Compares without an early exit, so the time taken says nothing about the token.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The caller whose configured token `given` is. Every token is compared, each in
+/// constant time, so the time taken says neither which one came close nor how close. A
+/// token of another length never matches (`subtle` tells only that the lengths differ).
+fn owner<'a>(tokens: &'a BTreeMap<String, Secret>, given: &[u8]) -> Option<&'a str> {
+    let mut found = None;
+    for (name, token) in tokens {
+        if bool::from(given.ct_eq(token.expose().as_bytes())) {
+            found = Some(name.as_str());
+        }
+    }
+    found
 }
 
 /// The caller the request's token names; else the refusal.
-fn caller(api: &Api, headers: &HeaderMap) -> Result<String, Refused> {
-    if api.tokens.is_empty() {
+fn caller(access: &Access, headers: &HeaderMap) -> Result<String, Refused> {
+    if access.tokens.is_empty() {
         return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "the API is read-only: no token is configured (server.api_token or server.tokens)",
@@ -174,19 +189,13 @@ fn caller(api: &Api, headers: &HeaderMap) -> Result<String, Refused> {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("a header value"));
         return Err(Box::new(response));
     };
-    // Every token is compared, so the time taken does not say which one came close.
-    let mut found = None;
-    for (name, token) in api.tokens.iter() {
-        if same(given.as_bytes(), token.expose().as_bytes()) {
-            found = Some(name.clone());
-        }
-    }
-    found
+    owner(&access.tokens, given.as_bytes())
+        .map(str::to_string)
         .ok_or_else(|| Box::new(error(StatusCode::FORBIDDEN, "the bearer token is not one of server.tokens")))
 }
 
-fn readable(api: &Api, headers: &HeaderMap) -> Result<(), Refused> {
-    if api.read_requires_token { caller(api, headers).map(|_| ()) } else { Ok(()) }
+fn readable(access: &Access, headers: &HeaderMap) -> Result<(), Refused> {
+    if access.read_requires_token { caller(access, headers).map(|_| ()) } else { Ok(()) }
 }
 
 /// The body, or the answer to a bad one: 413 when too large, 400 otherwise.
@@ -206,14 +215,14 @@ fn body<T>(body: Result<Json<T>, JsonRejection>, expected: &str) -> Result<T, Re
 
 /// `POST /api/v1/rollouts`.
 pub async fn start(
-    State(api): State<Option<Api>>,
+    State(AppState { access, api, .. }): State<AppState>,
     headers: HeaderMap,
     request: Result<Json<StartRequest>, JsonRejection>,
 ) -> Response {
-    let Some(api) = api else { return no_loop() };
-    if let Err(refusal) = caller(&api, &headers) {
+    if let Err(refusal) = caller(&access, &headers) {
         return *refusal;
     }
+    let Some(api) = api else { return no_loop() };
     let Some(platform) = api.platform.clone() else {
         return error(StatusCode::NOT_FOUND, "rollouts start from the platform here, not the API");
     };
@@ -251,11 +260,11 @@ pub async fn start(
 }
 
 /// `GET /api/v1/rollouts`.
-pub async fn list(State(api): State<Option<Api>>, headers: HeaderMap) -> Response {
-    let Some(api) = api else { return no_loop() };
-    if let Err(refusal) = readable(&api, &headers) {
+pub async fn list(State(AppState { access, api, .. }): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = readable(&access, &headers) {
         return *refusal;
     }
+    let Some(api) = api else { return no_loop() };
     let views = api.views.borrow().clone();
     Json(views).into_response()
 }
@@ -267,14 +276,14 @@ fn find(api: &Api, namespace: &str, name: &str) -> Result<RolloutView, Refused> 
 
 /// `GET /api/v1/rollouts/{namespace}/{name}`.
 pub async fn one(
-    State(api): State<Option<Api>>,
+    State(AppState { access, api, .. }): State<AppState>,
     headers: HeaderMap,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
-    let Some(api) = api else { return no_loop() };
-    if let Err(refusal) = readable(&api, &headers) {
+    if let Err(refusal) = readable(&access, &headers) {
         return *refusal;
     }
+    let Some(api) = api else { return no_loop() };
     let view = match find(&api, &namespace, &name) {
         Ok(v) => v,
         Err(e) => return *e,
@@ -311,15 +320,15 @@ pub async fn one(
 
 /// `POST /api/v1/rollouts/{namespace}/{name}/{command}`.
 pub async fn command(
-    State(api): State<Option<Api>>,
+    State(AppState { access, api, .. }): State<AppState>,
     headers: HeaderMap,
     Path((namespace, name, verb)): Path<(String, String, String)>,
 ) -> Response {
-    let Some(api) = api else { return no_loop() };
-    let by = match caller(&api, &headers) {
+    let by = match caller(&access, &headers) {
         Ok(by) => by,
         Err(refusal) => return *refusal,
     };
+    let Some(api) = api else { return no_loop() };
     let commands = [Command::Promote, Command::Abort, Command::Pause, Command::Resume];
     let Some(command) = commands.into_iter().find(|c| c.verb() == verb) else {
         return error(StatusCode::NOT_FOUND, format!("no command `{verb}`: promote, abort, pause or resume"));
@@ -352,11 +361,11 @@ pub async fn command(
 }
 
 /// `GET /api/v1/records`.
-pub async fn records(State(api): State<Option<Api>>, headers: HeaderMap) -> Response {
-    let Some(api) = api else { return no_loop() };
-    if let Err(refusal) = readable(&api, &headers) {
+pub async fn records(State(AppState { access, api, .. }): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = readable(&access, &headers) {
         return *refusal;
     }
+    let Some(api) = api else { return no_loop() };
     let Some(dir) = api.records_dir.clone() else { return Json(Vec::<RecordSummary>::new()).into_response() };
     let summaries = tokio::task::spawn_blocking(move || {
         crate::daemon::records::list(&dir)
@@ -378,11 +387,15 @@ pub async fn records(State(api): State<Option<Api>>, headers: HeaderMap) -> Resp
 }
 
 /// `GET /api/v1/records/{id}`: by id (`namespace/name@revision`, the latest of that id).
-pub async fn record(State(api): State<Option<Api>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let Some(api) = api else { return no_loop() };
-    if let Err(refusal) = readable(&api, &headers) {
+pub async fn record(
+    State(AppState { access, api, .. }): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(refusal) = readable(&access, &headers) {
         return *refusal;
     }
+    let Some(api) = api else { return no_loop() };
     let Some(dir) = api.records_dir.clone() else {
         return error(StatusCode::NOT_FOUND, format!("no record {id}"));
     };
@@ -428,14 +441,14 @@ pub const WORKLOAD_LABELS: [&str; 4] = ["rollout", "workload", "deployment", "se
 
 /// `POST /api/v1/alertmanager`.
 pub async fn alertmanager(
-    State(api): State<Option<Api>>,
+    State(AppState { access, api, .. }): State<AppState>,
     headers: HeaderMap,
     payload: Result<Json<AlertmanagerPayload>, JsonRejection>,
 ) -> Response {
-    let Some(api) = api else { return no_loop() };
-    if let Err(refusal) = caller(&api, &headers) {
+    if let Err(refusal) = caller(&access, &headers) {
         return *refusal;
     }
+    let Some(api) = api else { return no_loop() };
     let payload = match body(payload, "Alertmanager's webhook payload (version 4)") {
         Ok(p) => p,
         Err(e) => return *e,
@@ -564,8 +577,6 @@ mod tests {
             api: Some(Api {
                 platform: Some(platform.clone()),
                 views: views_rx,
-                tokens: Arc::new(tokens),
-                read_requires_token,
                 commands: commands_tx,
                 alerts: alerts_tx,
                 wake: Arc::default(),
@@ -573,6 +584,7 @@ mod tests {
                 records_dir: Some(dir.path().join("records")),
                 metrics: ApiMetrics::default(),
             }),
+            access: Access { tokens: Arc::new(tokens), read_requires_token },
             max_body_bytes: 4096,
             ..Default::default()
         };
@@ -691,6 +703,89 @@ mod tests {
         }
         let (status, _) = call(&closed.state, "GET", "/api/v1/rollouts", Some(ALICE), "").await;
         assert_eq!(status, StatusCode::OK);
+    }
+
+    #[test]
+    fn a_token_is_known_only_when_every_byte_and_the_length_match() {
+        let tokens: BTreeMap<String, Secret> = [("alice", ALICE), ("alertmanager", AM)]
+            .iter()
+            .map(|(n, t)| (n.to_string(), Secret::new(*t)))
+            .collect();
+        assert_eq!(owner(&tokens, ALICE.as_bytes()), Some("alice"));
+        assert_eq!(owner(&tokens, AM.as_bytes()), Some("alertmanager"));
+        let mut last_off = ALICE.as_bytes().to_vec();
+        *last_off.last_mut().unwrap() ^= 1;
+        let longer = format!("{ALICE}0");
+        for wrong in [&ALICE.as_bytes()[..ALICE.len() - 1], &last_off, longer.as_bytes(), b"", b"alice"] {
+            assert_eq!(owner(&tokens, wrong), None, "{:?}", String::from_utf8_lossy(wrong));
+        }
+        assert_eq!(owner(&BTreeMap::new(), ALICE.as_bytes()), None);
+    }
+
+    /// Every endpoint that changes something, with a body it would take.
+    const COMMANDS: [(&str, &str); 6] = [
+        ("/api/v1/rollouts/local/web/promote", ""),
+        ("/api/v1/rollouts/local/web/abort", ""),
+        ("/api/v1/rollouts/local/web/pause", ""),
+        ("/api/v1/rollouts/local/web/resume", ""),
+        ("/api/v1/rollouts", r#"{"service": "web", "revision": "v2"}"#),
+        ("/api/v1/alertmanager", r#"{"alerts": []}"#),
+    ];
+
+    #[tokio::test]
+    async fn without_a_loop_a_command_is_still_refused_401_or_403_before_the_503() {
+        let mut f = fixture(&[("alice", ALICE)], false);
+        f.state.api = None;
+        for (path, body) in COMMANDS {
+            let (status, text) = call(&f.state, "POST", path, None, body).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} without a token: {text}");
+            let (status, text) = call(&f.state, "POST", path, Some("not-alices-token-000"), body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path} with a wrong token: {text}");
+            let (status, text) = call(&f.state, "POST", path, Some(ALICE), body).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path} with alice's token: {text}");
+        }
+        let mut read_only = fixture(&[], false);
+        read_only.state.api = None;
+        for (path, body) in COMMANDS {
+            let (status, text) = call(&read_only.state, "POST", path, Some(ALICE), body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path} with no token configured: {text}");
+            assert!(text.contains("read-only"), "{text}");
+        }
+        let mut closed = fixture(&[("alice", ALICE)], true);
+        closed.state.api = None;
+        for path in ["/api/v1/rollouts", "/api/v1/records", "/api/v1/rollouts/local/web"] {
+            let (status, text) = call(&closed.state, "GET", path, None, "").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} without a token: {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_is_refused_for_its_token_before_anything_about_its_target_or_body() {
+        let mut f = fixture(&[("alice", ALICE)], false);
+        f.views.send_replace(vec![view("rolled-back")]);
+        let big = format!(r#"{{"service": "web", "revision": "{}"}}"#, "v".repeat(8192));
+        // Each would be a 404, 409, 400 or 413 with alice's token.
+        let cases = [
+            ("/api/v1/rollouts/local/api/abort", ""),
+            ("/api/v1/rollouts/local/web/explode", ""),
+            ("/api/v1/rollouts/local/web/promote", ""),
+            ("/api/v1/rollouts", "{not json"),
+            ("/api/v1/rollouts", big.as_str()),
+            ("/api/v1/rollouts", r#"{"service": "api", "revision": "v2"}"#),
+            ("/api/v1/alertmanager", r#"{"alerts": 3}"#),
+        ];
+        let read_only = fixture(&[], false);
+        read_only.views.send_replace(vec![view("rolled-back")]);
+        for (path, body) in cases {
+            let (status, text) = call(&f.state, "POST", path, None, body).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} without a token: {text}");
+            let (status, text) = call(&f.state, "POST", path, Some("not-alices-token-000"), body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path} with a wrong token: {text}");
+            let (status, text) = call(&read_only.state, "POST", path, Some(ALICE), body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path} with no token configured: {text}");
+        }
+        assert!(f.commands.try_recv().is_err() && f.alerts.try_recv().is_err());
+        assert!(f.platform.events().is_empty() && read_only.platform.events().is_empty());
     }
 
     #[tokio::test]

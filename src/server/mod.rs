@@ -52,6 +52,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Every metric of the daemon, served on `/metrics`.
     pub registry: Arc<Registry>,
+    /// Who may call the control API (checked whether or not a loop runs).
+    pub access: api::Access,
     /// The control API, when a platform runs.
     pub api: Option<api::Api>,
     /// Set once the loop has run its first tick, when a loop runs.
@@ -65,6 +67,7 @@ impl Default for AppState {
         AppState {
             ready: Arc::default(),
             registry: Arc::new(crate::telemetry::registry()),
+            access: api::Access::default(),
             api: None,
             loop_ready: None,
             max_body_bytes: 256 * 1024,
@@ -88,7 +91,7 @@ pub fn app(state: AppState) -> Router {
                 .route("/api/v1/records/{*id}", get(api::record))
                 .route("/api/v1/alertmanager", post(api::alertmanager))
                 .fallback(api::not_found)
-                .with_state(state.api),
+                .with_state(state.clone()),
         )
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
 }
