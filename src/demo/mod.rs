@@ -30,26 +30,35 @@ pub struct Binaries {
 }
 
 /// The demo's policy: 5 s intervals over 1 s scrapes, steps 10 → 50 → 100 of 10 s each.
-pub const DEMO_POLICY: &str = "\
-# The demo's policy: errors and p95 latency judged against the stable servers with
-# anytime-valid sequential tests every 5 s; a canary at 10% errors or more is rolled
-# back at once by the trigger.
-apiVersion: canaryd.io/v1alpha1
-kind: CanaryPolicy
-metadata: {name: demo, namespace: demo}
-spec:
-  selector: {matchLabels: {app: web}}
-  traffic: {router: nginx, steps: [10, 50, 100], stepDuration: 10s}
-  analysis:
-    interval: 5s
-    inconclusiveLimit: 3
-    minSampleSize: 100
-    metrics:
-      - {name: errors, template: http-error-rate, test: sequential, margin: 1.5}
-      - {name: p95, template: http-latency-p95, test: sequential, max: 0.25}
-  triggers:
-    - {metric: errors, above: 0.1}
-";
+pub const DEMO_POLICY: &str = include_str!("files/demo-policy.yaml");
+
+// The stack's files, with `{{name}}` placeholders that [`fill`] replaces.
+const PROMETHEUS_YML: &str = include_str!("files/prometheus.yml");
+const NGINX_CONF: &str = include_str!("files/nginx.conf");
+const APP_SH: &str = include_str!("files/app.sh");
+const STOP_ROLE_SH: &str = include_str!("files/stop-role.sh");
+const PRE_ROLLOUT_SH: &str = include_str!("files/pre-rollout.sh");
+const PROMOTE_SH: &str = include_str!("files/promote.sh");
+const ROLLBACK_SH: &str = include_str!("files/rollback.sh");
+const POST_ROLLOUT_SH: &str = include_str!("files/post-rollout.sh");
+const CANARYD_TOML: &str = include_str!("files/canaryd.toml");
+
+/// `template` with every `{{name}}` replaced by its value; a placeholder left without
+/// a value is an error naming the template, so no file is written half filled.
+fn fill(name: &str, template: &str, values: &[(&str, String)]) -> anyhow::Result<String> {
+    let mut out = template.to_string();
+    for (key, value) in values {
+        out = out.replace(&format!("{{{{{key}}}}}"), value);
+    }
+    match out.find("{{") {
+        Some(at) => {
+            let rest = &out[at..];
+            let end = rest.find("}}").map_or(rest.len(), |e| e + 2);
+            anyhow::bail!("demo file {name}: placeholder {} has no value", &rest[..end])
+        }
+        None => Ok(out),
+    }
+}
 
 /// How the stack is set up.
 #[derive(Clone, Debug)]
@@ -271,120 +280,38 @@ impl Stack {
         std::fs::create_dir_all(self.path("nginx-tmp"))?;
         write(&self.path("policies/demo.yaml"), &options.policy)?;
         let regex = |ports: [u16; 2]| format!("127\\\\.0\\\\.0\\\\.1:({}|{})", ports[0], ports[1]);
-        write(
-            &self.path("prometheus.yml"),
-            &format!(
-                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}
-scrape_configs:
-  - job_name: demo
-    static_configs:
-      - targets: ['127.0.0.1:{s0}', '127.0.0.1:{s1}', '127.0.0.1:{c0}', '127.0.0.1:{c1}']
-    relabel_configs:
-      - {{target_label: namespace, replacement: demo}}
-      - {{source_labels: [__address__], regex: \"{stable}\", target_label: workload, replacement: web}}
-      - {{source_labels: [__address__], regex: \"{canary}\", target_label: workload, replacement: web-canary}}
-",
-                s0 = p.stable[0],
-                s1 = p.stable[1],
-                c0 = p.canary[0],
-                c1 = p.canary[1],
-                stable = regex(p.stable),
-                canary = regex(p.canary),
-            ),
-        )?;
+        let ports = [
+            ("s0", p.stable[0].to_string()),
+            ("s1", p.stable[1].to_string()),
+            ("c0", p.canary[0].to_string()),
+            ("c1", p.canary[1].to_string()),
+        ];
+        let with = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
+            ports.iter().cloned().chain([("d", d.clone())]).chain(extra.iter().cloned()).collect()
+        };
+        let prometheus = with(&[("stable", regex(p.stable)), ("canary", regex(p.canary))]);
+        write(&self.path("prometheus.yml"), &fill("prometheus.yml", PROMETHEUS_YML, &prometheus)?)?;
         write(
             &self.path("nginx.conf"),
-            &format!(
-                "worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/nginx-tmp/body;
-    proxy_temp_path {d}/nginx-tmp/proxy;
-    fastcgi_temp_path {d}/nginx-tmp/fastcgi;
-    uwsgi_temp_path {d}/nginx-tmp/uwsgi;
-    scgi_temp_path {d}/nginx-tmp/scgi;
-    include {d}/upstreams.conf;
-    server {{
-        listen 127.0.0.1:{nginx};
-        location / {{
-            proxy_pass http://web;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-        }}
-    }}
-}}
-",
-                nginx = p.nginx
-            ),
+            &fill("nginx.conf", NGINX_CONF, &with(&[("nginx", p.nginx.to_string())]))?,
         )?;
         // Demo servers are started detached (their parent exits at once), with a pid file.
-        write(
-            &self.path("app.sh"),
-            &format!(
-                "#!/bin/sh
-# app.sh ROLE PORT ARGS...: starts a demo server in the background, its pid in ROLE-PORT.pid.
-role=$1; port=$2; shift 2
-nohup {app} --listen 127.0.0.1:$port \"$@\" >/dev/null 2>&1 &
-echo $! > {d}/$role-$port.pid
-",
-                app = self.bins.demo_app.display()
-            ),
-        )?;
-        let stop_role = |role: &str, ports: [u16; 2]| {
-            format!(
-                "for port in {} {}; do
-  [ -f {d}/{role}-$port.pid ] && kill -KILL \"$(cat {d}/{role}-$port.pid)\" 2>/dev/null
-  rm -f {d}/{role}-$port.pid
-  # Wait until the port is closed: the server is gone.
-  i=0; while curl -s -o /dev/null http://127.0.0.1:$port/healthz && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
-done
-",
-                ports[0], ports[1]
-            )
+        let app = with(&[("app", self.bins.demo_app.display().to_string())]);
+        write(&self.path("app.sh"), &fill("app.sh", APP_SH, &app)?)?;
+        let stop_role = |role: &'static str, ports: [u16; 2]| {
+            let vars = with(&[
+                ("role", role.to_string()),
+                ("p0", ports[0].to_string()),
+                ("p1", ports[1].to_string()),
+            ]);
+            fill("stop-role.sh", STOP_ROLE_SH, &vars)
         };
-        write(
-            &self.path("pre-rollout.sh"),
-            &format!(
-                "#!/bin/sh
-# Refuses the rollout unless both canary servers answer.
-for port in {c0} {c1}; do
-  curl -fsS -o /dev/null --max-time 1 http://127.0.0.1:$port/healthz || {{ echo \"canary server 127.0.0.1:$port does not answer /healthz\" >&2; exit 1; }}
-done
-",
-                c0 = p.canary[0],
-                c1 = p.canary[1]
-            ),
-        )?;
-        write(
-            &self.path("promote.sh"),
-            &format!(
-                "#!/bin/sh
-# Brings the stable servers to the canary's revision: each is restarted with the
-# canary's flags (kept in canary.args by the demo), one after the other.
-set -e
-args=$(cat {d}/canary.args)
-{stop}for port in {s0} {s1}; do
-  sh {d}/app.sh stable $port $args
-done
-",
-                stop = stop_role("stable", p.stable),
-                s0 = p.stable[0],
-                s1 = p.stable[1]
-            ),
-        )?;
-        write(
-            &self.path("rollback.sh"),
-            &format!("#!/bin/sh\n# Stops the canary servers.\n{}", stop_role("canary", p.canary)),
-        )?;
-        write(
-            &self.path("post-rollout.sh"),
-            &format!(
-                "#!/bin/sh\necho \"$CANARYD_SERVICE $CANARYD_REVISION $CANARYD_OUTCOME\" >> {d}/post-rollout.log\n"
-            ),
-        )?;
+        write(&self.path("pre-rollout.sh"), &fill("pre-rollout.sh", PRE_ROLLOUT_SH, &with(&[]))?)?;
+        let promote_vars = with(&[("stop", stop_role("stable", p.stable)?)]);
+        write(&self.path("promote.sh"), &fill("promote.sh", PROMOTE_SH, &promote_vars)?)?;
+        let rollback_vars = with(&[("stop", stop_role("canary", p.canary)?)]);
+        write(&self.path("rollback.sh"), &fill("rollback.sh", ROLLBACK_SH, &rollback_vars)?)?;
+        write(&self.path("post-rollout.sh"), &fill("post-rollout.sh", POST_ROLLOUT_SH, &with(&[]))?)?;
         let hook = |script: &str, timeout: &str| {
             format!("{{ command = [\"sh\", \"{d}/{script}\"], timeout = \"{timeout}\" }}")
         };
@@ -392,70 +319,19 @@ done
             Some(argv) => format!("{{ command = {argv:?}, timeout = \"{}\" }}", options.promote_timeout),
             None => hook("promote.sh", &options.promote_timeout),
         };
-        let nginx_args = format!("{:?}", self.nginx_args());
-        write(
-            &self.path("canaryd.toml"),
-            &format!(
-                "[server]
-listen = \"127.0.0.1:{api}\"
-api_token = \"{token}\"
-
-[prometheus]
-url = \"http://127.0.0.1:{prom}\"
-timeout = \"2s\"
-retries = 1
-scrape_interval = \"1s\"
-
-[policies]
-paths = [\"{d}/policies\"]
-
-[log]
-level = \"info\"
-
-[daemon]
-state_dir = \"{d}/state\"
-records_dir = \"{d}/records\"
-tick = \"1s\"
-platform_timeout = \"30s\"
-shutdown_deadline = \"5s\"
-webhook_url = \"http://127.0.0.1:{receiver}/notify\"
-
-[nginx]
-binary = \"nginx\"
-args = {nginx_args}
-include = \"{d}/upstreams.conf\"
-status_listen = \"127.0.0.1:{status}\"
-timeout = \"5s\"
-
-[[services]]
-name = \"web\"
-namespace = \"demo\"
-labels = {{ app = \"web\" }}
-stable = [\"127.0.0.1:{s0}\", \"127.0.0.1:{s1}\"]
-canary = [\"127.0.0.1:{c0}\", \"127.0.0.1:{c1}\"]
-stable_workload = \"web\"
-canary_workload = \"web-canary\"
-
-[services.hooks]
-pre_rollout = {pre}
-promote = {promote}
-rollback = {rollback}
-post_rollout = {post}
-",
-                api = p.canaryd,
-                token = self.token,
-                prom = p.prometheus,
-                receiver = p.receiver,
-                status = p.status,
-                s0 = p.stable[0],
-                s1 = p.stable[1],
-                c0 = p.canary[0],
-                c1 = p.canary[1],
-                pre = hook("pre-rollout.sh", "5s"),
-                rollback = hook("rollback.sh", "10s"),
-                post = hook("post-rollout.sh", "5s"),
-            ),
-        )?;
+        let settings = with(&[
+            ("api", p.canaryd.to_string()),
+            ("token", self.token.clone()),
+            ("prom", p.prometheus.to_string()),
+            ("receiver", p.receiver.to_string()),
+            ("status", p.status.to_string()),
+            ("nginx_args", format!("{:?}", self.nginx_args())),
+            ("pre", hook("pre-rollout.sh", "5s")),
+            ("promote", promote),
+            ("rollback", hook("rollback.sh", "10s")),
+            ("post", hook("post-rollout.sh", "5s")),
+        ]);
+        write(&self.path("canaryd.toml"), &fill("canaryd.toml", CANARYD_TOML, &settings)?)?;
         Ok(())
     }
 
@@ -700,5 +576,36 @@ impl Drop for Stack {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod fill_tests {
+    use super::*;
+
+    #[test]
+    fn every_placeholder_of_the_settings_template_is_filled_or_named() {
+        let keys = [
+            "api",
+            "token",
+            "prom",
+            "receiver",
+            "status",
+            "nginx_args",
+            "pre",
+            "promote",
+            "rollback",
+            "post",
+            "d",
+            "s0",
+            "s1",
+            "c0",
+            "c1",
+        ];
+        let values: Vec<(&str, String)> = keys.iter().map(|k| (*k, format!("<{k}>"))).collect();
+        let text = fill("canaryd.toml", CANARYD_TOML, &values).unwrap();
+        assert!(text.contains("listen = \"127.0.0.1:<api>\"") && !text.contains("{{"), "{text}");
+        let missing = fill("canaryd.toml", CANARYD_TOML, &values[1..]).unwrap_err().to_string();
+        assert_eq!(missing, "demo file canaryd.toml: placeholder {{api}} has no value");
     }
 }

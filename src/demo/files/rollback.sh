@@ -1,0 +1,3 @@
+#!/bin/sh
+# Stops the canary servers.
+{{stop}}
