@@ -46,8 +46,8 @@ pub struct PhaseLabels {
 /// Labels of the decisions counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
-    /// The decision's action: started, advanced, promoting, rolled-back, …
-    pub kind: String,
+    /// The decision, as `DecisionKind::name` spells it.
+    pub kind: &'static str,
 }
 
 /// Labels of a per-rollout series (removed once the rollout's record is written).

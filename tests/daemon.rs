@@ -16,7 +16,7 @@ use canaryd::daemon::platform::{Fault, MemoryPlatform, RolloutEvent};
 use canaryd::daemon::records::{self, RecordStore, Retention};
 use canaryd::daemon::store::MemoryStore;
 use canaryd::daemon::{Daemon, Options, run_until};
-use canaryd::engine::{Phase, RolloutId};
+use canaryd::engine::{DecisionKind, Phase, RolloutId};
 use canaryd::policy::LoadedPolicy;
 use canaryd::source::batch::Arms;
 use canaryd::source::prometheus::PrometheusSource;
@@ -232,7 +232,8 @@ async fn the_loop_rolls_a_bad_canary_back_and_promotes_a_good_one_through_every_
     assert_eq!(&calls[calls.len() - 2..], ["set-weight 0", "scale down"], "traffic out first: {calls:?}");
     let record = world.record(&bad);
     assert_eq!(record.outcome, Phase::RolledBack);
-    let decision = record.decisions.iter().find(|d| d.action == "rolled-back").expect("a rollback decision");
+    let decision =
+        record.decisions.iter().find(|d| d.action == DecisionKind::RolledBack).expect("a rollback decision");
     assert!(decision.reason.contains("errors"), "the record names the metric: {}", decision.reason);
     let errors = decision.evidence.iter().find(|v| v.metric == "errors").expect("the metric's evidence");
     assert!(errors.conclusive && errors.evidence.p_value.is_some_and(|p| p < 0.05), "{errors:?}");
@@ -252,7 +253,7 @@ async fn the_loop_rolls_a_bad_canary_back_and_promotes_a_good_one_through_every_
     );
     let record = world.record(&good);
     assert_eq!((record.outcome, record.step_reached), (Phase::Succeeded, 3));
-    let actions: Vec<&str> = record.decisions.iter().map(|d| d.action.as_str()).collect();
+    let actions: Vec<&str> = record.decisions.iter().map(|d| d.action.name()).collect();
     assert_eq!(actions, ["started", "advanced", "promoting", "promoted"]);
     // Its persisted state, after every decision, stays small: the queries' text lives in
     // the record, the state keeps the window to render them from.
@@ -297,7 +298,7 @@ async fn failing_and_hanging_health_probes_roll_back_after_three_in_a_row_withou
     for id in &ids[..2] {
         let r = &daemon.state(id).unwrap().rollout;
         assert!(r.rolled_back(), "{id}: {:?}", r.phase);
-        let d = r.decisions.iter().find(|d| d.action == "rolled-back").unwrap();
+        let d = r.decisions.iter().find(|d| d.action == DecisionKind::RolledBack).unwrap();
         assert_eq!(d.triggers[0].trigger, "health");
         assert!(
             d.triggers[0].detail.starts_with("3 consecutive failed health checks of http://127.0.0.1:"),
@@ -333,9 +334,9 @@ async fn a_crash_anywhere_between_saving_and_confirming_changes_nothing_in_the_e
     let mut daemon = reference.daemon();
     let ids = [reference.deploy("good", "web"), reference.deploy("bad", "web")];
     run_to_the_end(&reference, &mut daemon).await;
-    let expected: BTreeMap<&RolloutId, Vec<(String, u8)>> = ids
+    let expected: BTreeMap<&RolloutId, Vec<(&str, u8)>> = ids
         .iter()
-        .map(|id| (id, reference.record(id).decisions.iter().map(|d| (d.action.clone(), d.weight)).collect()))
+        .map(|id| (id, reference.record(id).decisions.iter().map(|d| (d.action.name(), d.weight)).collect()))
         .collect();
     drop(daemon);
 
@@ -344,14 +345,14 @@ async fn a_crash_anywhere_between_saving_and_confirming_changes_nothing_in_the_e
         let mut daemon = world.daemon();
         let ids = [world.deploy("good", "web"), world.deploy("bad", "web")];
         let (mut t, mut crashes) = (FIRST_TICK, 0);
-        let mut killed_at: BTreeSet<String> = BTreeSet::new();
+        let mut killed_at: BTreeSet<&str> = BTreeSet::new();
         while t < SPAN as i64 - 60
             && !(daemon.rollouts().count() == 2 && daemon.rollouts().all(|s| s.recorded))
         {
-            let decisions = |d: &Daemon<_, _, _>| -> BTreeSet<(RolloutId, u64, String)> {
+            let decisions = |d: &Daemon<_, _, _>| -> BTreeSet<(RolloutId, u64, &'static str)> {
                 d.rollouts()
                     .flat_map(|s| {
-                        s.rollout.decisions.iter().map(|d| (s.rollout.id.clone(), d.seq, d.action.clone()))
+                        s.rollout.decisions.iter().map(|d| (s.rollout.id.clone(), d.seq, d.action.name()))
                     })
                     .collect()
             };
@@ -360,7 +361,7 @@ async fn a_crash_anywhere_between_saving_and_confirming_changes_nothing_in_the_e
                 world.notifier.set_down(true);
             }
             let mut report = daemon.decide_and_save(at(t)).await;
-            let new: Vec<String> = decisions(&daemon).difference(&before).map(|d| d.2.clone()).collect();
+            let new: Vec<&str> = decisions(&daemon).difference(&before).map(|d| d.2).collect();
             if new.is_empty() || !matches!(kill, Kill::AfterSave) {
                 daemon.act(at(t), &mut report);
             }
@@ -383,16 +384,11 @@ async fn a_crash_anywhere_between_saving_and_confirming_changes_nothing_in_the_e
         }
         assert!(daemon.settle(settled()).await);
         let every = ["started", "advanced", "promoting", "promoted", "rolled-back", "rollback-finished"];
-        assert_eq!(
-            killed_at,
-            every.map(String::from).into(),
-            "{kill:?}: killed right after every kind of decision"
-        );
+        assert_eq!(killed_at, every.into(), "{kill:?}: killed right after every kind of decision");
         assert!(crashes >= 4, "{kill:?}: {crashes} crashes");
         for id in &ids {
             let record = world.record(id);
-            let got: Vec<(String, u8)> =
-                record.decisions.iter().map(|d| (d.action.clone(), d.weight)).collect();
+            let got: Vec<(&str, u8)> = record.decisions.iter().map(|d| (d.action.name(), d.weight)).collect();
             assert_eq!(&got, &expected[id], "{kill:?}: {id} decided exactly as without a crash");
             let seqs: Vec<u64> = record.decisions.iter().map(|d| d.seq).collect();
             assert_eq!(

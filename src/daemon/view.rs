@@ -5,6 +5,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::daemon::store::RunState;
+use crate::engine::DecisionKind;
 
 /// One rollout, as the API shows it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -57,8 +58,8 @@ pub struct MetricView {
 pub struct DecisionView {
     /// Its sequence number.
     pub seq: u64,
-    /// `started`, `advanced`, `rolled-back`, …
-    pub action: String,
+    /// What was decided.
+    pub action: DecisionKind,
     /// Canary weight after it.
     pub weight: u8,
     /// Why.
@@ -110,7 +111,7 @@ impl RolloutView {
             intervals: r.intervals_analysed,
             last_decision: r.decisions.last().map(|d| DecisionView {
                 seq: d.seq,
-                action: d.action.clone(),
+                action: d.action,
                 weight: d.weight,
                 reason: d.reason.clone(),
                 at: d.at,
@@ -149,7 +150,7 @@ pub struct Progress {
 }
 
 /// A decision as a progress line.
-pub fn decision_line(action: &str, weight: u8, reason: &str) -> String {
+pub fn decision_line(action: DecisionKind, weight: u8, reason: &str) -> String {
     format!("  -> {action} at {weight}%: {reason}")
 }
 
@@ -177,7 +178,7 @@ impl Progress {
         if let Some(d) = &v.last_decision {
             let key = (v.revision.clone(), d.seq);
             if self.decision.as_ref() != Some(&key) {
-                out.push(decision_line(&d.action, d.weight, &d.reason));
+                out.push(decision_line(d.action, d.weight, &d.reason));
                 self.decision = Some(key);
             }
         }
