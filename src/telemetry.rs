@@ -73,7 +73,7 @@ pub struct ValueLabels {
 pub struct VerdictLabels {
     /// The metric's name in the policy.
     pub metric: String,
-    /// `pass`, `fail`, `inconclusive` or `waiting`.
+    /// The verdict, as `Outcome::name` spells it.
     pub outcome: &'static str,
 }
 

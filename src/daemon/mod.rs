@@ -574,12 +574,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         if let Some(interval) = t.interval {
             let rollout = id.to_string();
             for v in &interval.verdicts {
-                let outcome = match v.outcome {
-                    crate::judge::Outcome::Pass => "pass",
-                    crate::judge::Outcome::Fail => "fail",
-                    crate::judge::Outcome::Inconclusive => "inconclusive",
-                    crate::judge::Outcome::Insufficient => "waiting",
-                };
+                let outcome = v.outcome.name();
                 self.metrics
                     .verdicts
                     .get_or_create(&VerdictLabels { metric: v.metric.clone(), outcome })

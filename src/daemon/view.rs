@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::daemon::store::RunState;
 use crate::engine::DecisionKind;
+use crate::judge::Outcome;
 
 /// One rollout, as the API shows it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -48,8 +49,8 @@ pub struct RolloutView {
 pub struct MetricView {
     /// The metric's name in the policy.
     pub name: String,
-    /// `pass`, `fail`, `fail (conclusive)`, `inconclusive`, `waiting` (for traffic), or
-    /// `-` before the first interval.
+    /// `pass`, `fail`, `fail (conclusive)`, `inconclusive`, `insufficient` (waiting for
+    /// traffic), or `-` before the first interval.
     pub verdict: String,
 }
 
@@ -68,15 +69,12 @@ pub struct DecisionView {
     pub at: Timestamp,
 }
 
-/// The verdict a timeline letter stands for.
-pub fn verdict(letter: char) -> &'static str {
-    match letter {
-        'p' => "pass",
-        'f' => "fail",
-        'F' => "fail (conclusive)",
-        'i' => "inconclusive",
-        'w' => "waiting",
-        _ => "?",
+/// The verdict a timeline letter stands for, in the judge's words.
+pub fn verdict(letter: char) -> String {
+    match Outcome::of_letter(letter) {
+        Some((outcome, true)) => format!("{} (conclusive)", outcome.name()),
+        Some((outcome, false)) => outcome.name().to_string(),
+        None => "?".to_string(),
     }
 }
 
@@ -93,7 +91,7 @@ impl RolloutView {
             .enumerate()
             .map(|(i, m)| MetricView {
                 name: m.name.clone(),
-                verdict: letters.get(i).map_or("-", |c| verdict(*c)).to_string(),
+                verdict: letters.get(i).map_or_else(|| "-".to_string(), |c| verdict(*c)),
             })
             .collect();
         RolloutView {
@@ -183,5 +181,14 @@ impl Progress {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_summary_letter_is_shown_in_the_judges_words() {
+        let shown: Vec<String> = "pfFiwx".chars().map(super::verdict).collect();
+        assert_eq!(shown, ["pass", "fail", "fail (conclusive)", "inconclusive", "insufficient", "?"]);
     }
 }

@@ -225,7 +225,7 @@ pub struct IntervalSummary {
     /// Canary weight during the interval.
     pub weight: u8,
     /// One letter per metric, in the plan's order: `p` pass, `f` fail, `F` conclusive
-    /// fail, `i` inconclusive, `w` waiting for traffic (insufficient).
+    /// fail, `i` inconclusive, `w` insufficient (waiting for traffic).
     pub outcomes: String,
     /// Triggers met.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
