@@ -141,6 +141,23 @@ fn the_text_report_names_the_reasons() {
 }
 
 #[test]
+fn the_text_report_words_each_verdict_as_the_json_does() {
+    let text = |scenario: &str| {
+        let out = backtest(&format!("tests/data/backtest/{scenario}.json"), &[]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The same runs as the JSON tests above: a regression, a step without canary traffic,
+    // and a Prometheus outage.
+    let regression = text("error-2x");
+    assert!(regression.contains("errors=FAIL"), "{regression}");
+    let no_traffic = text("no-traffic");
+    assert!(no_traffic.contains("errors=insufficient"), "{no_traffic}");
+    let gap = text("prometheus-gap");
+    assert!(gap.contains("errors=inconclusive"), "{gap}");
+    assert!(gap.contains("errors=pass"), "{gap}");
+}
+
+#[test]
 fn bad_data_is_reported_with_its_line_or_field_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, text: &str| {

@@ -5,7 +5,7 @@
 
 mod support;
 
-use canaryd::engine::{Command, Input, IntervalObservations, Phase, Rollout, RolloutId, step};
+use canaryd::engine::{Command, DecisionKind, Input, IntervalObservations, Phase, Rollout, RolloutId, step};
 use canaryd::judge::{Histogram, Observation, Sample};
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng};
@@ -98,6 +98,6 @@ fn repeated_pauses_do_not_grow_the_state_and_keep_every_other_decision() {
     }
     assert_eq!(r.decisions_made, 501);
     assert_eq!(r.decisions.len(), canaryd::engine::rollout::DECISION_LIMIT);
-    assert_eq!(r.decisions[0].action, "started", "the start is never dropped");
+    assert_eq!(r.decisions[0].action, DecisionKind::Started, "the start is never dropped");
     assert_eq!(r.decisions.last().unwrap().seq, 500, "the newest are kept");
 }

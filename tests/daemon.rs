@@ -14,7 +14,7 @@ use canaryd::config::Settings;
 use canaryd::daemon::metrics::LoopMetrics;
 use canaryd::daemon::records::{self, RecordStore, Retention};
 use canaryd::daemon::{Daemon, Options, run_until};
-use canaryd::engine::{Phase, RolloutId};
+use canaryd::engine::{DecisionKind, Phase, RolloutId};
 use canaryd::notify::{memory::MemoryNotifier, outbox::OutboxOptions};
 use canaryd::platform::{
     RolloutEvent,
@@ -255,7 +255,7 @@ async fn a_finished_rollout_replaced_by_the_next_revision_before_its_record_was_
     assert_eq!(revisions, ["web-v3"]);
     let record = world.record(&id);
     assert_eq!((record.revision.as_str(), record.outcome), ("web-v2", Phase::Aborted));
-    let actions: Vec<&str> = record.decisions.iter().map(|d| d.action.as_str()).collect();
+    let actions: Vec<&str> = record.decisions.iter().map(|d| d.action.name()).collect();
     assert_eq!(actions, ["started", "aborted", "rollback-finished"]);
 }
 
@@ -275,7 +275,8 @@ async fn the_loop_rolls_a_bad_canary_back_and_promotes_a_good_one_through_every_
     assert_eq!(&calls[calls.len() - 2..], ["set-weight 0", "scale down"], "traffic out first: {calls:?}");
     let record = world.record(&bad);
     assert_eq!(record.outcome, Phase::RolledBack);
-    let decision = record.decisions.iter().find(|d| d.action == "rolled-back").expect("a rollback decision");
+    let decision =
+        record.decisions.iter().find(|d| d.action == DecisionKind::RolledBack).expect("a rollback decision");
     assert!(decision.reason.contains("errors"), "the record names the metric: {}", decision.reason);
     let errors = decision.evidence.iter().find(|v| v.metric == "errors").expect("the metric's evidence");
     assert!(errors.conclusive && errors.evidence.p_value.is_some_and(|p| p < 0.05), "{errors:?}");
@@ -295,7 +296,7 @@ async fn the_loop_rolls_a_bad_canary_back_and_promotes_a_good_one_through_every_
     );
     let record = world.record(&good);
     assert_eq!((record.outcome, record.step_reached), (Phase::Succeeded, 3));
-    let actions: Vec<&str> = record.decisions.iter().map(|d| d.action.as_str()).collect();
+    let actions: Vec<&str> = record.decisions.iter().map(|d| d.action.name()).collect();
     assert_eq!(actions, ["started", "advanced", "promoting", "promoted"]);
     // Its persisted state, after every decision, stays small: the queries' text lives in
     // the record, the state keeps the window to render them from.
@@ -340,7 +341,7 @@ async fn failing_and_hanging_health_probes_roll_back_after_three_in_a_row_withou
     for id in &ids[..2] {
         let r = &daemon.state(id).unwrap().rollout;
         assert!(r.rolled_back(), "{id}: {:?}", r.phase);
-        let d = r.decisions.iter().find(|d| d.action == "rolled-back").unwrap();
+        let d = r.decisions.iter().find(|d| d.action == DecisionKind::RolledBack).unwrap();
         assert_eq!(d.triggers[0].trigger, "health");
         assert!(
             d.triggers[0].detail.starts_with("3 consecutive failed health checks of http://127.0.0.1:"),
@@ -379,7 +380,11 @@ async fn a_crash_anywhere_between_saving_and_confirming_changes_nothing_in_the_e
     // Each decision with its time and reason, not only its action and weight: the same
     // step judged a tick later, on other data, would have both of those right.
     let decided = |record: &canaryd::record::DeploymentRecord| -> Vec<(String, u8, Timestamp, String)> {
-        record.decisions.iter().map(|d| (d.action.clone(), d.weight, d.at, d.reason.clone())).collect()
+        record
+            .decisions
+            .iter()
+            .map(|d| (d.action.name().to_string(), d.weight, d.at, d.reason.clone()))
+            .collect()
     };
     let expected: BTreeMap<&RolloutId, Vec<(String, u8, Timestamp, String)>> =
         ids.iter().map(|id| (id, decided(&reference.record(id)))).collect();
@@ -390,14 +395,14 @@ async fn a_crash_anywhere_between_saving_and_confirming_changes_nothing_in_the_e
         let mut daemon = world.daemon();
         let ids = [world.deploy("good", "web"), world.deploy("bad", "web")];
         let (mut t, mut crashes) = (FIRST_TICK, 0);
-        let mut killed_at: BTreeSet<String> = BTreeSet::new();
+        let mut killed_at: BTreeSet<&str> = BTreeSet::new();
         while t < SPAN as i64 - 60
             && !(daemon.rollouts().count() == 2 && daemon.rollouts().all(|s| s.recorded))
         {
-            let decisions = |d: &Daemon<_, _, _>| -> BTreeSet<(RolloutId, u64, String)> {
+            let decisions = |d: &Daemon<_, _, _>| -> BTreeSet<(RolloutId, u64, &'static str)> {
                 d.rollouts()
                     .flat_map(|s| {
-                        s.rollout.decisions.iter().map(|d| (s.rollout.id.clone(), d.seq, d.action.clone()))
+                        s.rollout.decisions.iter().map(|d| (s.rollout.id.clone(), d.seq, d.action.name()))
                     })
                     .collect()
             };
@@ -406,7 +411,7 @@ async fn a_crash_anywhere_between_saving_and_confirming_changes_nothing_in_the_e
                 world.notifier.set_down(true);
             }
             let mut report = daemon.decide_and_save(at(t)).await;
-            let new: Vec<String> = decisions(&daemon).difference(&before).map(|d| d.2.clone()).collect();
+            let new: Vec<&str> = decisions(&daemon).difference(&before).map(|d| d.2).collect();
             if new.is_empty() || !matches!(kill, Kill::AfterSave) {
                 daemon.act(at(t), &mut report);
             }
@@ -429,11 +434,7 @@ async fn a_crash_anywhere_between_saving_and_confirming_changes_nothing_in_the_e
         }
         assert!(daemon.settle(settled()).await);
         let every = ["started", "advanced", "promoting", "promoted", "rolled-back", "rollback-finished"];
-        assert_eq!(
-            killed_at,
-            every.map(String::from).into(),
-            "{kill:?}: killed right after every kind of decision"
-        );
+        assert_eq!(killed_at, every.into(), "{kill:?}: killed right after every kind of decision");
         assert!(crashes >= 4, "{kill:?}: {crashes} crashes");
         for id in &ids {
             let record = world.record(id);

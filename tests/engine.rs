@@ -3,8 +3,8 @@
 mod support;
 
 use canaryd::engine::{
-    Action, Command, Desired, EngineError, EventKind, Input, IntervalObservations, IntervalRecord,
-    Notification, Phase, RollbackReason, Rollout, RolloutId, Scale, step,
+    Action, Command, DecisionKind, Desired, EngineError, EventKind, Input, IntervalObservations,
+    IntervalRecord, Notification, Phase, RollbackReason, Rollout, RolloutId, Scale, step,
 };
 use proptest::prelude::*;
 use support::engine::{ERRORS_SPEC, at, errors, plan};
@@ -48,7 +48,7 @@ fn a_good_canary_walks_every_step_and_is_promoted() {
     assert!(actions.contains(&Action::Promote));
     let r = step(&r, &Input::PromotionDone, at(1000)).unwrap().rollout;
     assert_eq!(r.phase, Phase::Succeeded);
-    let decisions: Vec<&str> = r.decisions.iter().map(|d| d.action.as_str()).collect();
+    let decisions: Vec<&str> = r.decisions.iter().map(|d| d.action.name()).collect();
     assert_eq!(decisions, ["started", "advanced", "promoting", "promoted"]);
     assert!(r.decisions[1].evidence.iter().all(|v| v.outcome == canaryd::judge::Outcome::Pass));
 }
@@ -100,7 +100,7 @@ fn health_checks_roll_back_after_consecutive_failures_only() {
     };
     let (r, _) = run(&[Input::Start, probe(false), probe(false), probe(true), probe(false), probe(false)]);
     assert_ne!(r.phase, Phase::RollingBack, "the streak was broken");
-    assert!(r.decisions.iter().all(|d| d.action != "rolled-back"));
+    assert!(r.decisions.iter().all(|d| d.action != DecisionKind::RolledBack));
     let (r, _) = run(&[Input::Start, probe(false), probe(false), probe(false)]);
     assert_eq!(r.phase, Phase::RollingBack);
     assert!(r.decisions.last().unwrap().reason.contains("3 consecutive failed health checks"));
@@ -270,7 +270,7 @@ fn a_rollback_holds_weight_zero_with_the_canary_down_until_the_platform_confirms
     assert_eq!(done.rollout.phase, Phase::RolledBack);
     assert!(done.rollout.rolled_back());
     assert_eq!(done.rollout.desired(), down);
-    assert_eq!(done.rollout.decisions.last().unwrap().action, "rollback-finished");
+    assert_eq!(done.rollout.decisions.last().unwrap().action, DecisionKind::RollbackFinished);
     assert!(done.actions.is_empty(), "the rollback was announced when decided, not again");
     assert!(step(&done.rollout, &Input::RollbackDone, at(96)).is_err());
 }
@@ -287,7 +287,7 @@ fn a_new_revision_mid_rollout_restarts_the_analysis_and_says_why() {
     assert!(n.metrics.is_empty() && n.failed_checks == 0, "no evidence carries over to the new revision");
     assert_eq!(t.actions.first(), Some(&Action::SetWeight { canary: 10 }));
     let d = n.decisions.last().unwrap();
-    assert_eq!((d.action.as_str(), d.revision.as_str()), ("superseded", "v3"));
+    assert_eq!((d.action, d.revision.as_str()), (DecisionKind::Superseded, "v3"));
     assert!(d.reason.contains("v3 replaced v2 while progressing at 50%"), "{}", d.reason);
     assert_eq!(n.next_evaluation(), Some(at(230)));
     // The same revision again is no news.
@@ -420,7 +420,7 @@ proptest! {
             // Each step was left on an interval where every metric passed, at least a step
             // duration after the step began and after its last failed check.
             let mut entered = r.started_at.unwrap();
-            for d in r.decisions.iter().filter(|d| d.action == "advanced" || d.action == "promoting") {
+            for d in r.decisions.iter().filter(|d| matches!(d.action, DecisionKind::Advanced | DecisionKind::Promoting)) {
                 let interval = intervals.iter().find(|i| i.at == d.at).expect("the deciding interval");
                 prop_assert!(interval.verdicts.iter().all(|v| v.outcome == Outcome::Pass));
                 prop_assert_eq!(interval.verdicts.len(), r.plan.metrics.len());
@@ -524,7 +524,7 @@ fn a_failed_promotion_rolls_back_and_a_weight_that_cannot_be_set_pauses() {
         })
     );
     let d = t.rollout.decisions.last().unwrap();
-    assert_eq!(d.action, "rolled-back");
+    assert_eq!(d.action, DecisionKind::RolledBack);
     assert_eq!(
         d.reason,
         "promotion failed, the canary did not become stable: promote v2: hook exited with code 3"
@@ -550,4 +550,34 @@ fn a_failed_promotion_rolls_back_and_a_weight_that_cannot_be_set_pauses() {
     // Elsewhere it is refused: a rollback in progress keeps its course, a finished one is over.
     assert!(step(&t.rollout, &failed("set weight 10%"), at(50)).is_err());
     assert!(step(&done, &failed("scale down"), at(1020)).is_err());
+}
+
+#[test]
+fn stored_decisions_load_and_are_written_back_with_the_same_names() {
+    // Every name a decision was ever stored under, as states and records on disk have it.
+    let stored = [
+        "started",
+        "advanced",
+        "promoting",
+        "promoted",
+        "rolled-back",
+        "aborted",
+        "rollback-finished",
+        "paused",
+        "resumed",
+        "superseded",
+        "stalled",
+    ];
+    for name in stored {
+        let text = format!(
+            r#"{{"seq":3,"revision":"v2","at":"2024-05-01T12:00:00Z","action":"{name}","weight":10,"reason":"why"}}"#
+        );
+        let d: canaryd::engine::Decision = serde_json::from_str(&text).unwrap();
+        assert_eq!(d.action.name(), name);
+        assert_eq!(d.action.to_string(), name);
+        assert_eq!(serde_json::to_string(&d).unwrap(), text, "written back unchanged");
+    }
+    assert_eq!(DecisionKind::ALL.map(DecisionKind::name), stored, "no kind without a stored name");
+    let unknown = r#"{"at":"2024-05-01T12:00:00Z","action":"exploded","weight":0,"reason":""}"#;
+    assert!(serde_json::from_str::<canaryd::engine::Decision>(unknown).is_err());
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use canaryd::daemon::records;
 use canaryd::daemon::view::RolloutView;
 use canaryd::demo::{Binaries, Options, Stack, wait_until};
+use canaryd::engine::DecisionKind;
 use canaryd::record::DeploymentRecord;
 
 static ONE_STACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -148,8 +149,11 @@ async fn a_bad_canary_is_rolled_back_and_a_good_one_promoted_with_traffic_follow
         );
     }
     let rolled_back = record(&stack, "v2-bad").await;
-    let decision =
-        rolled_back.decisions.iter().find(|d| d.action == "rolled-back").expect("a rollback decision");
+    let decision = rolled_back
+        .decisions
+        .iter()
+        .find(|d| d.action == DecisionKind::RolledBack)
+        .expect("a rollback decision");
     assert!(
         decision.evidence.iter().any(|v| v.metric == "errors" && v.conclusive)
             || decision.triggers.iter().any(|t| t.trigger.contains("errors")),
@@ -170,7 +174,7 @@ async fn a_bad_canary_is_rolled_back_and_a_good_one_promoted_with_traffic_follow
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let promoted = record(&stack, "v3").await;
-    let actions: Vec<(&str, u8)> = promoted.decisions.iter().map(|d| (d.action.as_str(), d.weight)).collect();
+    let actions: Vec<(&str, u8)> = promoted.decisions.iter().map(|d| (d.action.name(), d.weight)).collect();
     assert_eq!(actions, [("started", 10), ("advanced", 50), ("promoting", 100), ("promoted", 100)]);
     // After promotion nginx sends everything to the stable servers, which run v3.
     assert!(stack.nginx_serves().await.unwrap().starts_with("web 0 "));
@@ -259,14 +263,14 @@ async fn prometheus_killed_mid_rollout_never_promotes_and_rolls_back_at_the_inco
     assert_eq!(end.phase, "rolled-back", "{end:#?}");
     assert!(phases.iter().all(|(p, _)| p != "promoting" && p != "succeeded"), "{phases:?}");
     let r = record(&stack, "v3").await;
-    let decision = r.decisions.iter().find(|d| d.action == "rolled-back").unwrap();
+    let decision = r.decisions.iter().find(|d| d.action == DecisionKind::RolledBack).unwrap();
     assert!(
         decision.reason.contains("inconclusive intervals in a row reached the limit"),
         "{}",
         decision.reason
     );
     assert!(
-        r.decisions.iter().all(|d| d.action != "advanced" || d.weight <= 50),
+        r.decisions.iter().all(|d| d.action != DecisionKind::Advanced || d.weight <= 50),
         "no step past what was judged with data"
     );
     let last_points: Vec<&str> =
@@ -287,7 +291,7 @@ async fn canaryd_killed_with_sigkill_resumes_from_its_store_without_skipping_or_
     let r = record(&stack, "v3").await;
     let seqs: Vec<u64> = r.decisions.iter().map(|d| d.seq).collect();
     assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "no decision lost or repeated");
-    let actions: Vec<(&str, u8)> = r.decisions.iter().map(|d| (d.action.as_str(), d.weight)).collect();
+    let actions: Vec<(&str, u8)> = r.decisions.iter().map(|d| (d.action.name(), d.weight)).collect();
     assert_eq!(actions, [("started", 10), ("advanced", 50), ("promoting", 100), ("promoted", 100)]);
     assert!(stack.nginx_serves().await.unwrap().starts_with("web 0 "), "promoted: all traffic to stable");
     assert_eq!(stack.get_front().await.as_deref(), Some("v3"));
@@ -309,14 +313,14 @@ async fn failed_promotion(hook: Vec<String>, timeout: &str, expected: &str) {
     let end = stack.follow("v3", ROLLOUT, |_| {}).await.unwrap();
     assert_eq!(end.phase, "rolled-back", "{end:#?}");
     let r = record(&stack, "v3").await;
-    let decision = r.decisions.iter().find(|d| d.action == "rolled-back").unwrap();
+    let decision = r.decisions.iter().find(|d| d.action == DecisionKind::RolledBack).unwrap();
     assert!(
         decision.reason.contains("promotion failed, the canary did not become stable"),
         "{}",
         decision.reason
     );
     assert!(decision.reason.contains(expected), "{}", decision.reason);
-    assert!(r.decisions.iter().all(|d| d.action != "promoted"));
+    assert!(r.decisions.iter().all(|d| d.action != DecisionKind::Promoted));
     // The stable servers still run v1, and take all the traffic.
     assert!(stack.nginx_serves().await.unwrap().starts_with("web 0 "));
     for _ in 0..10 {
@@ -455,7 +459,7 @@ async fn operators_watch_pause_resume_promote_and_abort_with_the_cli_and_the_das
         assert!(text.lines().any(|l| l.starts_with(line)), "no line starting `{line}` in:\n{text}");
     }
     let record = record(&stack, "v3").await;
-    let actions: Vec<&str> = record.decisions.iter().map(|d| d.action.as_str()).collect();
+    let actions: Vec<&str> = record.decisions.iter().map(|d| d.action.name()).collect();
     assert_eq!(actions, ["started", "paused", "resumed", "promoting", "promoted"]);
 
     // An abort rolls the next canary back; `status` shows why.

@@ -23,11 +23,10 @@ pub fn render_text(result: &BacktestResult, source: &str) -> String {
             .verdicts
             .iter()
             .map(|v| {
+                // A failure stands out in a column of passes.
                 let mark = match v.outcome {
-                    Outcome::Pass => "pass",
-                    Outcome::Fail => "FAIL",
-                    Outcome::Inconclusive => "n/a",
-                    Outcome::Insufficient => "low",
+                    Outcome::Fail => v.outcome.name().to_uppercase(),
+                    _ => v.outcome.name().to_string(),
                 };
                 format!("{}={mark}", v.metric)
             })

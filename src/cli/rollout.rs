@@ -223,7 +223,7 @@ async fn watch(
                         .decisions
                         .iter()
                         .filter(|d| d.revision == v.revision && missed.contains(&d.seq))
-                        .map(|d| canaryd::daemon::view::decision_line(&d.action, d.weight, &d.reason)),
+                        .map(|d| canaryd::daemon::view::decision_line(d.action, d.weight, &d.reason)),
                 );
             }
             lines.extend(shown.lines(v));

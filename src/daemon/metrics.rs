@@ -20,8 +20,8 @@ pub struct PhaseLabels {
 /// Labels of the decisions counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
-    /// The decision's action: started, advanced, promoting, rolled-back, …
-    pub kind: String,
+    /// The decision, as `DecisionKind::name` spells it.
+    pub kind: &'static str,
 }
 
 /// Labels of a per-rollout series (removed once the rollout's record is written).
@@ -47,7 +47,7 @@ pub struct ValueLabels {
 pub struct VerdictLabels {
     /// The metric's name in the policy.
     pub metric: String,
-    /// `pass`, `fail`, `inconclusive` or `waiting`.
+    /// The verdict, as `Outcome::name` spells it.
     pub outcome: &'static str,
 }
 

@@ -30,8 +30,8 @@ use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use crate::engine::{
-    Command, Input, IntervalObservations, Notification, Phase, RollbackReason, Rollout, RolloutId, Scale,
-    Transition, step,
+    Command, DecisionKind, Input, IntervalObservations, Notification, Phase, RollbackReason, Rollout,
+    RolloutId, Scale, Transition, step,
 };
 use crate::policy::{LoadedPolicy, selector};
 use crate::record::{DeploymentRecord, Timeline, TimelinePoint};
@@ -567,13 +567,13 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         run.dirty = true;
         let r = &mut run.state.rollout;
         for d in r.decisions.iter_mut().filter(|d| d.seq >= before) {
-            self.metrics.decisions.get_or_create(&DecisionLabels { kind: d.action.clone() }).inc();
-            match d.action.as_str() {
-                "rolled-back" | "aborted" => {
+            self.metrics.decisions.get_or_create(&DecisionLabels { kind: d.action.name() }).inc();
+            match d.action {
+                DecisionKind::RolledBack | DecisionKind::Aborted => {
                     let reason = r.rollback.as_ref().map_or("aborted", RollbackReason::label);
                     self.metrics.rollbacks.get_or_create(&ReasonLabels { reason }).inc();
                 }
-                "promoted" => {
+                DecisionKind::Promoted => {
                     self.metrics.promotions.inc();
                 }
                 _ => {}
@@ -586,12 +586,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         if let Some(interval) = t.interval {
             let rollout = id.to_string();
             for v in &interval.verdicts {
-                let outcome = match v.outcome {
-                    crate::judge::Outcome::Pass => "pass",
-                    crate::judge::Outcome::Fail => "fail",
-                    crate::judge::Outcome::Inconclusive => "inconclusive",
-                    crate::judge::Outcome::Insufficient => "waiting",
-                };
+                let outcome = v.outcome.name();
                 self.metrics
                     .verdicts
                     .get_or_create(&VerdictLabels { metric: v.metric.clone(), outcome })

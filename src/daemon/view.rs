@@ -4,6 +4,8 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::DecisionKind;
+use crate::judge::Outcome;
 use crate::store::RunState;
 
 /// One rollout, as the API shows it.
@@ -47,8 +49,8 @@ pub struct RolloutView {
 pub struct MetricView {
     /// The metric's name in the policy.
     pub name: String,
-    /// `pass`, `fail`, `fail (conclusive)`, `inconclusive`, `waiting` (for traffic), or
-    /// `-` before the first interval.
+    /// `pass`, `fail`, `fail (conclusive)`, `inconclusive`, `insufficient` (waiting for
+    /// traffic), or `-` before the first interval.
     pub verdict: String,
 }
 
@@ -57,8 +59,8 @@ pub struct MetricView {
 pub struct DecisionView {
     /// Its sequence number.
     pub seq: u64,
-    /// `started`, `advanced`, `rolled-back`, …
-    pub action: String,
+    /// What was decided.
+    pub action: DecisionKind,
     /// Canary weight after it.
     pub weight: u8,
     /// Why.
@@ -67,15 +69,12 @@ pub struct DecisionView {
     pub at: Timestamp,
 }
 
-/// The verdict a timeline letter stands for.
-pub fn verdict(letter: char) -> &'static str {
-    match letter {
-        'p' => "pass",
-        'f' => "fail",
-        'F' => "fail (conclusive)",
-        'i' => "inconclusive",
-        'w' => "waiting",
-        _ => "?",
+/// The verdict a timeline letter stands for, in the judge's words.
+pub fn verdict(letter: char) -> String {
+    match Outcome::of_letter(letter) {
+        Some((outcome, true)) => format!("{} (conclusive)", outcome.name()),
+        Some((outcome, false)) => outcome.name().to_string(),
+        None => "?".to_string(),
     }
 }
 
@@ -92,7 +91,7 @@ impl RolloutView {
             .enumerate()
             .map(|(i, m)| MetricView {
                 name: m.name.clone(),
-                verdict: letters.get(i).map_or("-", |c| verdict(*c)).to_string(),
+                verdict: letters.get(i).map_or_else(|| "-".to_string(), |c| verdict(*c)),
             })
             .collect();
         RolloutView {
@@ -110,7 +109,7 @@ impl RolloutView {
             intervals: r.intervals_analysed,
             last_decision: r.decisions.last().map(|d| DecisionView {
                 seq: d.seq,
-                action: d.action.clone(),
+                action: d.action,
                 weight: d.weight,
                 reason: d.reason.clone(),
                 at: d.at,
@@ -149,7 +148,7 @@ pub struct Progress {
 }
 
 /// A decision as a progress line.
-pub fn decision_line(action: &str, weight: u8, reason: &str) -> String {
+pub fn decision_line(action: DecisionKind, weight: u8, reason: &str) -> String {
     format!("  -> {action} at {weight}%: {reason}")
 }
 
@@ -177,10 +176,19 @@ impl Progress {
         if let Some(d) = &v.last_decision {
             let key = (v.revision.clone(), d.seq);
             if self.decision.as_ref() != Some(&key) {
-                out.push(decision_line(&d.action, d.weight, &d.reason));
+                out.push(decision_line(d.action, d.weight, &d.reason));
                 self.decision = Some(key);
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_summary_letter_is_shown_in_the_judges_words() {
+        let shown: Vec<String> = "pfFiwx".chars().map(super::verdict).collect();
+        assert_eq!(shown, ["pass", "fail", "fail (conclusive)", "inconclusive", "insufficient", "?"]);
     }
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::engine::plan::{Severity, SlackRoute};
-use crate::engine::rollout::{Decision, Rollout, TriggerHit};
+use crate::engine::rollout::{Decision, DecisionKind, Rollout, TriggerHit};
 use crate::judge::Verdict;
 
 /// Why a rollout was rolled back.
@@ -89,21 +89,21 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// The event of a decision, by the decision's action; `None` for decisions nobody
-    /// needs to hear about (the platform finishing a rollback already announced).
-    pub fn of_decision(action: &str) -> Option<EventKind> {
-        Some(match action {
-            "started" => EventKind::Started,
-            "advanced" => EventKind::Advanced,
-            "promoting" => EventKind::Promoting,
-            "promoted" => EventKind::Promoted,
-            "rolled-back" => EventKind::RolledBack,
-            "aborted" => EventKind::Aborted,
-            "paused" => EventKind::Paused,
-            "resumed" => EventKind::Resumed,
-            "superseded" => EventKind::Superseded,
-            "stalled" => EventKind::Stalled,
-            _ => return None,
+    /// The event of a decision; `None` for decisions nobody needs to hear about (the
+    /// platform finishing a rollback already announced).
+    pub fn of_decision(kind: DecisionKind) -> Option<EventKind> {
+        Some(match kind {
+            DecisionKind::Started => EventKind::Started,
+            DecisionKind::Advanced => EventKind::Advanced,
+            DecisionKind::Promoting => EventKind::Promoting,
+            DecisionKind::Promoted => EventKind::Promoted,
+            DecisionKind::RolledBack => EventKind::RolledBack,
+            DecisionKind::Aborted => EventKind::Aborted,
+            DecisionKind::Paused => EventKind::Paused,
+            DecisionKind::Resumed => EventKind::Resumed,
+            DecisionKind::Superseded => EventKind::Superseded,
+            DecisionKind::Stalled => EventKind::Stalled,
+            DecisionKind::RollbackFinished => return None,
         })
     }
 
@@ -175,8 +175,8 @@ pub struct Notification {
 impl Notification {
     /// The notification of `decision` of `rollout`, if the decision is one to tell.
     pub fn of(rollout: &Rollout, decision: &Decision) -> Option<Notification> {
-        let event = EventKind::of_decision(&decision.action)?;
-        let verb = decision.action.replace('-', " ");
+        let event = EventKind::of_decision(decision.action)?;
+        let verb = decision.action.name().replace('-', " ");
         let id = &rollout.id;
         Some(Notification {
             key: NotificationKey {

@@ -15,6 +15,7 @@ pub use arms::Arms;
 pub use input::{Command, Input, IntervalObservations};
 pub use plan::Plan;
 pub use rollout::{
-    Decision, Desired, IntervalRecord, IntervalSummary, Phase, Rollout, RolloutId, Scale, TriggerHit,
+    Decision, DecisionKind, Desired, IntervalRecord, IntervalSummary, Phase, Rollout, RolloutId, Scale,
+    TriggerHit,
 };
 pub use step::{EngineError, Transition, step};

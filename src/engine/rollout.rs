@@ -109,6 +109,77 @@ pub struct IntervalRecord {
     pub triggers: Vec<TriggerHit>,
 }
 
+/// What a decision decided: the one vocabulary of decisions, persisted in states and
+/// records, shown by the API, the CLI and the notifications, and counted in
+/// `canaryd_decisions_total{kind}`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecisionKind {
+    /// Traffic started moving.
+    Started,
+    /// Moved to the next step.
+    Advanced,
+    /// Every step passed (or an operator promoted): the platform is promoting.
+    Promoting,
+    /// The platform finished promoting.
+    Promoted,
+    /// Rolled back by the analysis, a trigger or a failed promotion.
+    RolledBack,
+    /// Stopped by an operator.
+    Aborted,
+    /// The platform took the canary out after a rollback or an abort.
+    RollbackFinished,
+    /// Held by an operator, or by a platform that cannot set the weight.
+    Paused,
+    /// Resumed by an operator.
+    Resumed,
+    /// A new revision replaced the canary; the analysis restarted.
+    Superseded,
+    /// Intervals in a row had no usable data.
+    Stalled,
+}
+
+impl DecisionKind {
+    /// The decision's name, as persisted, shown and exported.
+    pub fn name(self) -> &'static str {
+        match self {
+            DecisionKind::Started => "started",
+            DecisionKind::Advanced => "advanced",
+            DecisionKind::Promoting => "promoting",
+            DecisionKind::Promoted => "promoted",
+            DecisionKind::RolledBack => "rolled-back",
+            DecisionKind::Aborted => "aborted",
+            DecisionKind::RollbackFinished => "rollback-finished",
+            DecisionKind::Paused => "paused",
+            DecisionKind::Resumed => "resumed",
+            DecisionKind::Superseded => "superseded",
+            DecisionKind::Stalled => "stalled",
+        }
+    }
+
+    /// Every kind of decision.
+    pub const ALL: [DecisionKind; 11] = [
+        DecisionKind::Started,
+        DecisionKind::Advanced,
+        DecisionKind::Promoting,
+        DecisionKind::Promoted,
+        DecisionKind::RolledBack,
+        DecisionKind::Aborted,
+        DecisionKind::RollbackFinished,
+        DecisionKind::Paused,
+        DecisionKind::Resumed,
+        DecisionKind::Superseded,
+        DecisionKind::Stalled,
+    ];
+}
+
+impl fmt::Display for DecisionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad`, so that widths in format strings line decisions up.
+        f.pad(self.name())
+    }
+}
+
 /// A decision that changed the rollout, with its evidence.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -122,9 +193,8 @@ pub struct Decision {
     pub revision: String,
     /// When.
     pub at: Timestamp,
-    /// What was decided: started, advanced, promoting, promoted, rolled-back, aborted,
-    /// rollback-finished, paused, resumed, superseded.
-    pub action: String,
+    /// What was decided.
+    pub action: DecisionKind,
     /// Canary weight after the decision.
     pub weight: u8,
     /// Why, in one sentence.
@@ -155,7 +225,7 @@ pub struct IntervalSummary {
     /// Canary weight during the interval.
     pub weight: u8,
     /// One letter per metric, in the plan's order: `p` pass, `f` fail, `F` conclusive
-    /// fail, `i` inconclusive, `w` waiting for traffic (insufficient).
+    /// fail, `i` inconclusive, `w` insufficient (waiting for traffic).
     pub outcomes: String,
     /// Triggers met.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

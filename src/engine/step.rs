@@ -8,7 +8,8 @@ use crate::engine::action::{Action, Notification, RollbackReason};
 use crate::engine::input::{Command, Input, IntervalObservations};
 use crate::engine::plan::TriggerCondition;
 use crate::engine::rollout::{
-    DECISION_LIMIT, Decision, IntervalRecord, IntervalSummary, Phase, RECENT_INTERVALS, Rollout, TriggerHit,
+    DECISION_LIMIT, Decision, DecisionKind, IntervalRecord, IntervalSummary, Phase, RECENT_INTERVALS,
+    Rollout, TriggerHit,
 };
 use crate::judge::{self, MetricRule, Observation, Outcome, Verdict};
 
@@ -85,7 +86,7 @@ pub fn step(rollout: &Rollout, input: &Input, now: Timestamp) -> Result<Transiti
             let why = format!(
                 "the platform could not {call}: {error}; traffic stays on what the platform last applied; the analysis holds until an operator resumes"
             );
-            t.decide(now, "paused", why, vec![], vec![]);
+            t.decide(now, DecisionKind::Paused, why, vec![], vec![]);
         }
         Input::PlatformFailed { .. } => return Err(invalid("take a platform failure")),
         Input::Command { command, by } => {
@@ -118,7 +119,7 @@ impl Transition {
     fn decide(
         &mut self,
         now: Timestamp,
-        action: &str,
+        action: DecisionKind,
         reason: String,
         evidence: Vec<Verdict>,
         triggers: Vec<TriggerHit>,
@@ -128,7 +129,7 @@ impl Transition {
             seq: r.decisions_made,
             revision: r.revision.clone(),
             at: now,
-            action: action.into(),
+            action,
             weight: r.weight,
             reason,
             evidence,
@@ -139,7 +140,9 @@ impl Transition {
         r.decisions.push(decision);
         if r.decisions.len() > DECISION_LIMIT {
             // Only pauses, resumes and stalls repeat without bound; every other decision stays.
-            let repeatable = |d: &Decision| matches!(d.action.as_str(), "paused" | "resumed" | "stalled");
+            let repeatable = |d: &Decision| {
+                matches!(d.action, DecisionKind::Paused | DecisionKind::Resumed | DecisionKind::Stalled)
+            };
             if let Some(oldest) = r.decisions.iter().position(repeatable) {
                 r.decisions.remove(oldest);
             }
@@ -162,7 +165,13 @@ impl Transition {
         r.step_started_at = Some(now);
         r.step_entered_at = Some(now);
         let weight = r.weight;
-        self.decide(now, "started", format!("policy {}", self.rollout.plan.policy), vec![], vec![]);
+        self.decide(
+            now,
+            DecisionKind::Started,
+            format!("policy {}", self.rollout.plan.policy),
+            vec![],
+            vec![],
+        );
         self.actions.push(Action::SetWeight { canary: weight });
         self.schedule(now);
     }
@@ -257,7 +266,7 @@ impl Transition {
                 r.plan.inconclusive_limit,
                 reasons(&inconclusive)
             );
-            self.decide(now, "stalled", why, verdicts.clone(), vec![]);
+            self.decide(now, DecisionKind::Stalled, why, verdicts.clone(), vec![]);
         }
         let r = &mut self.rollout;
         let waiting: Vec<&Verdict> = verdicts.iter().filter(|v| v.outcome == Outcome::Insufficient).collect();
@@ -370,7 +379,13 @@ impl Transition {
         r.step_entered_at = Some(now);
         r.metrics.values_mut().for_each(crate::judge::MetricState::start_step);
         let to = r.weight;
-        self.decide(now, "advanced", format!("step at {from}% passed its analysis"), evidence, vec![]);
+        self.decide(
+            now,
+            DecisionKind::Advanced,
+            format!("step at {from}% passed its analysis"),
+            evidence,
+            vec![],
+        );
         self.actions.push(Action::SetWeight { canary: to });
         self.schedule(now);
     }
@@ -381,7 +396,7 @@ impl Transition {
         r.step = r.plan.steps.len().saturating_sub(1);
         r.weight = 100;
         r.next_evaluation = None;
-        self.decide(now, "promoting", reason, evidence, vec![]);
+        self.decide(now, DecisionKind::Promoting, reason, evidence, vec![]);
         self.actions.push(Action::SetWeight { canary: 100 });
         self.actions.push(Action::Promote);
     }
@@ -390,7 +405,7 @@ impl Transition {
         let r = &mut self.rollout;
         r.phase = Phase::Succeeded;
         r.finished_at = Some(now);
-        self.decide(now, "promoted", "the platform finished promoting".into(), vec![], vec![]);
+        self.decide(now, DecisionKind::Promoted, "the platform finished promoting".into(), vec![], vec![]);
     }
 
     fn rollback_finished(&mut self, now: Timestamp) {
@@ -399,7 +414,7 @@ impl Transition {
         r.phase = if aborted { Phase::Aborted } else { Phase::RolledBack };
         r.finished_at = Some(now);
         let reason = "the platform took the canary out: no traffic, scaled down".to_string();
-        self.decide(now, "rollback-finished", reason, vec![], vec![]);
+        self.decide(now, DecisionKind::RollbackFinished, reason, vec![], vec![]);
     }
 
     /// A new revision replaced the canary: the analysis of the old one says nothing
@@ -426,7 +441,7 @@ impl Transition {
             "revision {revision} replaced {old} while {} at {at}%; the analysis restarts at step 1",
             was.name()
         );
-        self.decide(now, "superseded", reason, vec![], vec![]);
+        self.decide(now, DecisionKind::Superseded, reason, vec![], vec![]);
         self.actions.push(Action::SetWeight { canary: weight });
         self.schedule(now);
     }
@@ -445,7 +460,7 @@ impl Transition {
         r.rollback = Some(reason.clone());
         r.weight = 0;
         r.next_evaluation = None;
-        let action = if aborted { "aborted" } else { "rolled-back" };
+        let action = if aborted { DecisionKind::Aborted } else { DecisionKind::RolledBack };
         self.decide(now, action, why, evidence.clone(), triggers.clone());
         self.actions.push(Action::SetWeight { canary: 0 });
         self.actions.push(Action::RollBack { reason, evidence, triggers });
@@ -483,7 +498,7 @@ impl Transition {
             }
             Command::Pause => {
                 self.rollout.phase = Phase::Paused;
-                self.decide(now, "paused", format!("paused by {by}"), vec![], vec![]);
+                self.decide(now, DecisionKind::Paused, format!("paused by {by}"), vec![], vec![]);
             }
             Command::Resume => {
                 self.rollout.phase = Phase::Progressing;
@@ -491,7 +506,7 @@ impl Transition {
                 // progress deadline counts from the resume.
                 self.rollout.step_started_at = Some(now);
                 self.rollout.step_entered_at = Some(now);
-                self.decide(now, "resumed", format!("resumed by {by}"), vec![], vec![]);
+                self.decide(now, DecisionKind::Resumed, format!("resumed by {by}"), vec![], vec![]);
                 self.schedule(now);
             }
         }

@@ -321,3 +321,42 @@ fn mann_whitney_keeps_the_configured_window() {
     assert_eq!(state.canary_history.len(), 8);
     assert_eq!(v.evidence.canary.points, Some(8));
 }
+
+#[test]
+fn each_outcome_has_one_word_the_readme_uses_and_it_is_the_stored_one() {
+    // The README's words: "pass, fail, inconclusive or insufficient".
+    let words = [
+        (Outcome::Pass, "pass"),
+        (Outcome::Fail, "fail"),
+        (Outcome::Inconclusive, "inconclusive"),
+        (Outcome::Insufficient, "insufficient"),
+    ];
+    for (outcome, word) in words {
+        assert_eq!(outcome.name(), word);
+        assert_eq!(serde_json::to_value(outcome).unwrap(), word, "stored as it is named");
+    }
+}
+
+#[test]
+fn every_summary_letter_reads_back_as_its_outcome() {
+    let verdict = |outcome, conclusive| Verdict {
+        metric: "m".into(),
+        test: "sequential".into(),
+        outcome,
+        conclusive,
+        reason: String::new(),
+        evidence: Evidence::default(),
+    };
+    // The letters stored in rollout states: p, F, f, i, w.
+    for (letter, outcome, conclusive) in [
+        ('p', Outcome::Pass, false),
+        ('F', Outcome::Fail, true),
+        ('f', Outcome::Fail, false),
+        ('i', Outcome::Inconclusive, false),
+        ('w', Outcome::Insufficient, false),
+    ] {
+        assert_eq!(verdict(outcome, conclusive).letter(), letter);
+        assert_eq!(Outcome::of_letter(letter), Some((outcome, conclusive)));
+    }
+    assert_eq!(Outcome::of_letter('x'), None);
+}

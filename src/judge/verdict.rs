@@ -18,6 +18,32 @@ pub enum Outcome {
     Insufficient,
 }
 
+impl Outcome {
+    /// The outcome's word, as the README, the metrics' `outcome` label, the reports, the
+    /// API and Slack spell it (and as it is serialized).
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Inconclusive => "inconclusive",
+            Outcome::Insufficient => "insufficient",
+        }
+    }
+
+    /// The outcome, and whether it was conclusive, that a letter of [`Verdict::letter`]
+    /// stands for; `None` for any other character.
+    pub fn of_letter(letter: char) -> Option<(Outcome, bool)> {
+        Some(match letter {
+            'p' => (Outcome::Pass, false),
+            'F' => (Outcome::Fail, true),
+            'f' => (Outcome::Fail, false),
+            'i' => (Outcome::Inconclusive, false),
+            'w' => (Outcome::Insufficient, false),
+            _ => return None,
+        })
+    }
+}
+
 /// One arm's side of the evidence.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -93,7 +119,7 @@ pub struct Verdict {
     pub metric: String,
     /// The test that decided.
     pub test: String,
-    /// Pass, fail or inconclusive.
+    /// Pass, fail, inconclusive or insufficient.
     pub outcome: Outcome,
     /// A failure that cannot be undone by later data (a rejected sequential test).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -106,7 +132,7 @@ pub struct Verdict {
 
 impl Verdict {
     /// The outcome in one letter, for compact summaries: `p` pass, `f` fail, `F`
-    /// conclusive fail, `i` inconclusive, `w` waiting for traffic (insufficient).
+    /// conclusive fail, `i` inconclusive, `w` insufficient (waiting for traffic).
     pub fn letter(&self) -> char {
         match self.outcome {
             Outcome::Pass => 'p',

@@ -134,13 +134,11 @@ fn number(v: Option<f64>) -> String {
     }
 }
 
-fn outcome(v: &Verdict) -> &'static str {
+fn outcome(v: &Verdict) -> String {
+    // A regression the test has proven stands out among the other verdicts.
     match (v.outcome, v.conclusive) {
-        (Outcome::Pass, _) => "pass",
-        (Outcome::Fail, true) => "FAIL (conclusive)",
-        (Outcome::Fail, false) => "fail",
-        (Outcome::Inconclusive, _) => "inconclusive",
-        (Outcome::Insufficient, _) => "waiting for traffic",
+        (Outcome::Fail, true) => format!("{} (conclusive)", v.outcome.name().to_uppercase()),
+        _ => v.outcome.name().to_string(),
     }
 }
 
@@ -203,4 +201,33 @@ pub fn message(route: &SlackRoute, n: &Notification) -> Value {
         "text": cut(&n.summary, 3000),
         "blocks": blocks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::Evidence;
+
+    fn verdict(outcome: Outcome, conclusive: bool) -> Verdict {
+        Verdict {
+            metric: "errors".into(),
+            test: "sequential".into(),
+            outcome,
+            conclusive,
+            reason: "the reason".into(),
+            evidence: Evidence::default(),
+        }
+    }
+
+    #[test]
+    fn a_verdict_is_told_in_the_judges_words_and_a_proven_regression_stands_out() {
+        let first = |v: &Verdict| verdict_text(v).lines().next().unwrap_or_default().to_string();
+        let line = |word: &str| format!("*errors* (sequential): {word} · canary no data · baseline no data");
+        assert_eq!(first(&verdict(Outcome::Pass, false)), line("pass"));
+        assert_eq!(first(&verdict(Outcome::Fail, false)), line("fail"));
+        assert_eq!(first(&verdict(Outcome::Fail, true)), line("FAIL (conclusive)"));
+        assert_eq!(first(&verdict(Outcome::Inconclusive, false)), line("inconclusive"));
+        assert_eq!(first(&verdict(Outcome::Insufficient, false)), line("insufficient"));
+        assert_eq!(verdict_text(&verdict(Outcome::Insufficient, false)).lines().nth(1), Some("the reason"));
+    }
 }

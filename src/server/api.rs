@@ -106,7 +106,7 @@ pub struct CommandAnswer {
 pub struct LatestValue {
     /// The metric's name in the policy.
     pub metric: String,
-    /// `pass`, `fail`, `fail (conclusive)`, `inconclusive`, `waiting`.
+    /// `pass`, `fail`, `fail (conclusive)`, `inconclusive`, `insufficient`.
     pub verdict: String,
     /// The canary's value (none: no data).
     pub canary: Option<f64>,
@@ -308,7 +308,7 @@ pub async fn one(
                 .zip(&point.values)
                 .map(|((m, letter), (canary, baseline))| LatestValue {
                     metric: m.name.clone(),
-                    verdict: crate::daemon::view::verdict(letter).to_string(),
+                    verdict: crate::daemon::view::verdict(letter),
                     canary: *canary,
                     baseline: *baseline,
                 })
