@@ -668,7 +668,8 @@ async fn run_local<N: canaryd::notify::Notifier>(
         policies,
         options,
         metrics,
-    );
+    )
+    .await;
     state.api = Some(canaryd::server::api::Api {
         platform: Some(platform),
         views: daemon.views(),

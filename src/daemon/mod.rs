@@ -45,7 +45,7 @@ use metrics::{
 use crate::notify::Notifier;
 use crate::notify::outbox::{Outbox, OutboxOptions};
 use crate::platform::{Platform, PlatformError, RolloutEvent};
-use crate::store::{Applied, RunState, RunStore};
+use crate::store::{Applied, RunState, RunStore, TimelineStore, Version};
 use records::RecordStore;
 
 /// How the loop runs.
@@ -199,11 +199,11 @@ impl<S, P, St> Drop for Daemon<S, P, St> {
     }
 }
 
-impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<S, P, St> {
+impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + TimelineStore> Daemon<S, P, St> {
     /// Starts a daemon on `store`, resuming every rollout stored there. Entries that
     /// cannot be read are logged and skipped; the others resume.
     #[allow(clippy::too_many_arguments)]
-    pub fn start<N: Notifier>(
+    pub async fn start<N: Notifier>(
         source: Arc<S>,
         platform: Arc<P>,
         store: Arc<St>,
@@ -219,7 +219,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         let (reports_tx, reports) = mpsc::unbounded_channel();
         let (policies_tx, policies_rx) = mpsc::unbounded_channel();
         let (alerts_tx, alerts) = mpsc::unbounded_channel();
-        let (states, problems) = store.load_all();
+        let (states, problems) = store.load_all().await;
         for problem in problems {
             tracing::error!(%problem, "stored rollout state cannot be read; skipped");
         }
@@ -318,7 +318,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
     pub async fn tick(&mut self, now: Timestamp) -> TickReport {
         let started = std::time::Instant::now();
         let mut report = self.decide_and_save(now).await;
-        self.act(now, &mut report);
+        self.act(now, &mut report).await;
         self.metrics.tick_seconds.observe(started.elapsed().as_secs_f64());
         report
     }
@@ -327,17 +327,18 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
     /// carried out or told yet; a crash here loses nothing.
     pub async fn decide_and_save(&mut self, now: Timestamp) -> TickReport {
         let mut report = TickReport::default();
-        self.take_inputs(now);
+        self.take_inputs(now).await;
         report.evaluated = self.evaluate(now).await;
-        report.saved = self.save();
+        report.saved = self.save().await;
         report
     }
 
-    /// The second half of a tick: executors start and notifications are offered.
-    pub fn act(&mut self, now: Timestamp, report: &mut TickReport) {
+    /// The second half of a tick: executors start and notifications are offered; what
+    /// that changed (records written, notifications with nothing to tell) is saved.
+    pub async fn act(&mut self, now: Timestamp, report: &mut TickReport) {
         report.executors = self.reconcile(now);
         report.offered = self.tell();
-        report.saved += self.save();
+        report.saved += self.save().await;
         self.export_metrics();
         if !self.views.is_closed() {
             self.views.send_replace(self.runs.values().map(|r| view::RolloutView::of(&r.state)).collect());
@@ -359,7 +360,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
             );
         }
         self.take_reports();
-        self.save();
+        self.save().await;
     }
 
     /// Waits (up to `deadline`) until no executor is running and the outbox is empty.
@@ -422,7 +423,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         }
     }
 
-    fn take_inputs(&mut self, now: Timestamp) {
+    async fn take_inputs(&mut self, now: Timestamp) {
         self.take_reports();
         while let Ok(policies) = self.policies_rx.try_recv() {
             self.policies = policies;
@@ -435,7 +436,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
             }
         }
         for event in self.platform.events() {
-            self.take_event(event, now);
+            self.take_event(event, now).await;
         }
         while let Ok(alert) = self.alerts.try_recv() {
             self.take_alert(&alert, now);
@@ -504,7 +505,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         self.metrics.alerts.get_or_create(&AlertLabels { result }).inc();
     }
 
-    fn take_event(&mut self, event: RolloutEvent, now: Timestamp) {
+    async fn take_event(&mut self, event: RolloutEvent, now: Timestamp) {
         let id = event.id.clone();
         if let Some(run) = self.runs.get(&id) {
             let r = &run.state.rollout;
@@ -528,10 +529,11 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         let rollout = Rollout::new(id.clone(), event.revision, selection.chosen.plan.clone());
         let Ok(t) = step(&rollout, &Input::Start, now) else { return };
         // A finished rollout of this workload gives way: its record was written.
-        if let Some(old) = self.runs.remove(&id)
-            && let Err(e) = self.store.remove(&old.state.rollout.id)
-        {
-            tracing::error!(rollout = %id, error = %e, "cannot forget the finished rollout");
+        if self.runs.remove(&id).is_some() {
+            let forgotten = self.store.remove(&id).await.and_then(|()| self.store.forget_timeline(&id));
+            if let Err(e) = forgotten {
+                tracing::error!(rollout = %id, error = %e, "cannot forget the finished rollout");
+            }
         }
         let state = RunState {
             rollout,
@@ -539,7 +541,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
             applied: Applied::default(),
             notified: 0,
             recorded: false,
-            version: 0,
+            version: Version::default(),
         };
         self.runs.insert(id.clone(), Run::new(state, true));
         self.apply(&id, t, None);
@@ -680,10 +682,24 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
 
     // ---- 4. save ----------------------------------------------------------------------
 
-    fn save(&mut self) -> usize {
+    /// Saves every changed state in one call to the store.
+    async fn save(&mut self) -> usize {
+        let changed: Vec<&RunState> = self.runs.values().filter(|r| r.dirty).map(|r| &r.state).collect();
+        if changed.is_empty() {
+            return 0;
+        }
+        let results = self.store.save_all(&changed).await;
+        if results.len() != changed.len() {
+            tracing::error!(
+                states = changed.len(),
+                results = results.len(),
+                "the store answered a different number of saves; the unanswered are saved again next tick"
+            );
+        }
         let mut saved = 0;
-        for (id, run) in self.runs.iter_mut().filter(|(_, r)| r.dirty) {
-            match self.store.save(&run.state) {
+        // The same order as `changed`: nothing changed in between.
+        for ((id, run), result) in self.runs.iter_mut().filter(|(_, r)| r.dirty).zip(results) {
+            match result {
                 Ok(version) => {
                     run.state.version = version;
                     run.dirty = false;
@@ -855,7 +871,7 @@ pub async fn run_until<S, P, St>(
 ) where
     S: MetricSource + Send + Sync + 'static,
     P: Platform,
-    St: RunStore,
+    St: RunStore + TimelineStore,
 {
     let mut ticks = tokio::time::interval(every);
     // A tick that overruns delays the next one; ticks are never run back to back.

@@ -282,7 +282,7 @@ pub async fn one(
     let id = RolloutId { namespace, name };
     let (mut decisions, mut latest, mut latest_at) = (Vec::new(), Vec::new(), None);
     if let Some(store) = &api.store {
-        use crate::store::RunStore as _;
+        use crate::store::TimelineStore as _;
         match store.load(&id) {
             Ok(Some(state)) if state.rollout.revision == view.revision => decisions = state.rollout.decisions,
             Ok(_) => {}
