@@ -732,7 +732,7 @@ fn load_policies(settings: &Settings, state: &canaryd::server::AppState) -> Vec<
 async fn signals(
     settings: &Settings,
     state: &canaryd::server::AppState,
-    reload: Option<tokio::sync::mpsc::UnboundedSender<Vec<policy::LoadedPolicy>>>,
+    reload: Option<canaryd::daemon::LoopSender<Vec<policy::LoadedPolicy>>>,
     stop: tokio::sync::watch::Sender<bool>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};

@@ -17,6 +17,7 @@
 //! rollouts. A restart is the next tick reading the store.
 
 pub mod health;
+mod inbox;
 pub mod metrics;
 pub mod records;
 pub mod view;
@@ -46,7 +47,10 @@ use crate::notify::Notifier;
 use crate::notify::outbox::{Outbox, OutboxOptions};
 use crate::platform::{Platform, PlatformError, RolloutEvent};
 use crate::store::{Applied, RunState, RunStore, TimelineStore, Version};
+use inbox::{Drained, Inbox, Report};
 use records::RecordStore;
+
+pub use inbox::{FiringAlert, LoopSender, LoopStopped};
 
 /// How the loop runs.
 #[derive(Clone, Debug)]
@@ -76,15 +80,6 @@ impl Default for Options {
             platform_attempts: 3,
         }
     }
-}
-
-/// What an executor reports back.
-enum Report {
-    Weight(u8),
-    Scale(Scale),
-    Promoted(String),
-    Failed { call: String, error: String },
-    Finished,
 }
 
 /// A rollout as the loop holds it.
@@ -152,43 +147,14 @@ pub struct Daemon<S, P, St> {
     options: Options,
     metrics: LoopMetrics,
     probe_client: reqwest::Client,
-    commands_tx: mpsc::UnboundedSender<(RolloutId, Command, String)>,
-    commands: mpsc::UnboundedReceiver<(RolloutId, Command, String)>,
-    reports_tx: mpsc::UnboundedSender<(RolloutId, Report)>,
-    reports: mpsc::UnboundedReceiver<(RolloutId, Report)>,
+    /// Commands, executors' reports, policy reloads and alerts, taken in at each tick.
+    inbox: mpsc::UnboundedReceiver<Inbox>,
+    inbox_tx: mpsc::UnboundedSender<Inbox>,
     executors: tokio::task::JoinSet<()>,
-    /// Platform failures to tell the engine at the next tick.
-    failed: Vec<(RolloutId, Input)>,
-    policies_tx: mpsc::UnboundedSender<Vec<LoadedPolicy>>,
-    policies_rx: mpsc::UnboundedReceiver<Vec<LoadedPolicy>>,
     views: tokio::sync::watch::Sender<Vec<view::RolloutView>>,
-    alerts_tx: mpsc::UnboundedSender<FiringAlert>,
-    alerts: mpsc::UnboundedReceiver<FiringAlert>,
     /// Woken by a command or an alert, so the loop ticks at once instead of at the next
     /// period.
     wake: Arc<tokio::sync::Notify>,
-}
-
-/// An Alertmanager alert firing for a workload, as the API received it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FiringAlert {
-    /// Its `alertname`.
-    pub alert: String,
-    /// Its `namespace` label, if it has one.
-    pub namespace: Option<String>,
-    /// The workload it names (its `rollout`, `workload`, `deployment` or `service`
-    /// label): a rollout's name or its canary's workload.
-    pub workloads: Vec<String>,
-    /// Its summary or description annotation.
-    pub detail: String,
-}
-
-impl FiringAlert {
-    fn names(&self, id: &RolloutId, arms: &crate::engine::Arms) -> bool {
-        let namespace_ok =
-            self.namespace.as_ref().is_none_or(|ns| *ns == id.namespace || *ns == arms.namespace);
-        namespace_ok && self.workloads.iter().any(|w| *w == id.name || *w == arms.canary)
-    }
 }
 
 impl<S, P, St> Drop for Daemon<S, P, St> {
@@ -215,10 +181,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
     ) -> Daemon<S, P, St> {
         let outbox = Outbox::start(notifier, options.outbox.clone());
         let outbox_worker = outbox.worker.clone();
-        let (commands_tx, commands) = mpsc::unbounded_channel();
-        let (reports_tx, reports) = mpsc::unbounded_channel();
-        let (policies_tx, policies_rx) = mpsc::unbounded_channel();
-        let (alerts_tx, alerts) = mpsc::unbounded_channel();
+        let (inbox_tx, inbox) = mpsc::unbounded_channel();
         let (states, problems) = store.load_all().await;
         for problem in problems {
             tracing::error!(%problem, "stored rollout state cannot be read; skipped");
@@ -251,25 +214,18 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
             options,
             metrics,
             probe_client: reqwest::Client::new(),
-            commands_tx,
-            commands,
-            reports_tx,
-            reports,
+            inbox,
+            inbox_tx,
             executors: tokio::task::JoinSet::new(),
-            failed: Vec::new(),
-            policies_tx,
-            policies_rx,
             views: tokio::sync::watch::Sender::new(Vec::new()),
-            alerts_tx,
-            alerts,
             wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
     /// A handle to hand firing alerts to the loop with; each is taken in at the next
     /// tick (wake the loop with [`Daemon::waker`] to make that now).
-    pub fn alerts(&self) -> mpsc::UnboundedSender<FiringAlert> {
-        self.alerts_tx.clone()
+    pub fn alerts(&self) -> LoopSender<FiringAlert> {
+        LoopSender::to_inbox(self.inbox_tx.clone(), Inbox::Alert)
     }
 
     /// Notified, the running loop ticks at once.
@@ -279,8 +235,8 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
 
     /// A handle to replace the policies with from another task (on reload); taken in at
     /// the next tick.
-    pub fn policy_updates(&self) -> mpsc::UnboundedSender<Vec<LoadedPolicy>> {
-        self.policies_tx.clone()
+    pub fn policy_updates(&self) -> LoopSender<Vec<LoadedPolicy>> {
+        LoopSender::to_inbox(self.inbox_tx.clone(), Inbox::Policies)
     }
 
     /// Where every rollout stands, refreshed after each tick.
@@ -288,9 +244,9 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
         self.views.subscribe()
     }
 
-    /// A handle to send operator commands with.
-    pub fn commands(&self) -> mpsc::UnboundedSender<(RolloutId, Command, String)> {
-        self.commands_tx.clone()
+    /// A handle to send operator commands with: rollout, command, caller.
+    pub fn commands(&self) -> LoopSender<(RolloutId, Command, String)> {
+        LoopSender::to_inbox(self.inbox_tx.clone(), |(id, command, by)| Inbox::Command { id, command, by })
     }
 
     /// Replaces the policies (on reload). Running rollouts keep the plan they started with.
@@ -359,7 +315,9 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
                 "notifications still queued at the shutdown deadline; they are offered again on restart"
             );
         }
-        self.take_reports();
+        // Only the reports count now: commands, reloads and alerts have no tick to act in.
+        let reports = Drained::take(&mut self.inbox).reports;
+        let _ = self.take_reports(reports);
         self.save().await;
     }
 
@@ -372,8 +330,11 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
 
     // ---- 1. inputs --------------------------------------------------------------------
 
-    fn take_reports(&mut self) {
-        while let Ok((id, report)) = self.reports.try_recv() {
+    /// Takes in the executors' reports and the outbox's outcomes; returns the platform
+    /// failures to tell the engine.
+    fn take_reports(&mut self, reports: Vec<(RolloutId, Report)>) -> Vec<(RolloutId, Input)> {
+        let mut failed = Vec::new();
+        for (id, report) in reports {
             let Some(run) = self.runs.get_mut(&id) else { continue };
             let applied = &mut run.state.applied;
             if matches!(report, Report::Weight(_) | Report::Scale(_) | Report::Promoted(_)) {
@@ -392,7 +353,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
                     run.failures += 1;
                     tracing::warn!(rollout = %id, %call, %error, failures = run.failures, "platform call failed; retried next tick");
                     if run.failures == self.options.platform_attempts {
-                        self.failed.push((id, Input::PlatformFailed { call, error }));
+                        failed.push((id, Input::PlatformFailed { call, error }));
                     }
                     continue;
                 }
@@ -421,14 +382,16 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
                 run.advance_notified();
             }
         }
+        failed
     }
 
     async fn take_inputs(&mut self, now: Timestamp) {
-        self.take_reports();
-        while let Ok(policies) = self.policies_rx.try_recv() {
+        let drained = Drained::take(&mut self.inbox);
+        let failed = self.take_reports(drained.reports);
+        if let Some(policies) = drained.policies {
             self.policies = policies;
         }
-        for (id, input) in std::mem::take(&mut self.failed) {
+        for (id, input) in failed {
             match self.runs.get(&id).map(|r| step(&r.state.rollout, &input, now)) {
                 Some(Ok(t)) => self.apply(&id, t, None),
                 Some(Err(e)) => tracing::warn!(rollout = %id, error = %e, "platform failure not taken"),
@@ -438,10 +401,10 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
         for event in self.platform.events() {
             self.take_event(event, now).await;
         }
-        while let Ok(alert) = self.alerts.try_recv() {
+        for alert in drained.alerts {
             self.take_alert(&alert, now);
         }
-        while let Ok((id, command, by)) = self.commands.try_recv() {
+        for (id, command, by) in drained.commands {
             let input = Input::Command { command, by: by.clone() };
             match self.runs.get(&id).map(|r| step(&r.state.rollout, &input, now)) {
                 Some(Ok(t)) => self.apply(&id, t, None),
@@ -733,8 +696,8 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
             }
             run.busy = true;
             started += 1;
-            let (platform, reports, timeout) =
-                (self.platform.clone(), self.reports_tx.clone(), self.options.platform_timeout);
+            let (platform, inbox, timeout) =
+                (self.platform.clone(), self.inbox_tx.clone(), self.options.platform_timeout);
             let id = id.clone();
             let span = tracing::info_span!("executor", rollout = %id, revision = %r.revision);
             self.executors.spawn(
@@ -750,12 +713,12 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
                             },
                         };
                         let failed = matches!(report, Report::Failed { .. });
-                        let _ = reports.send((id.clone(), report));
+                        let _ = inbox.send(Inbox::Report { id: id.clone(), report });
                         if failed {
                             break;
                         }
                     }
-                    let _ = reports.send((id, Report::Finished));
+                    let _ = inbox.send(Inbox::Report { id, report: Report::Finished });
                 }
                 .instrument(span),
             );

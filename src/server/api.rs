@@ -25,12 +25,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::Secret;
-use crate::daemon::FiringAlert;
 use crate::daemon::metrics::AlertLabels;
 use crate::daemon::view::RolloutView;
+use crate::daemon::{FiringAlert, LoopSender};
 use crate::engine::{Command, Decision, Phase, RolloutId};
 use crate::platform::local::{LocalPlatform, StartError};
 use crate::server::{ApiMetrics, CommandLabels};
@@ -48,9 +47,9 @@ pub struct Api {
     /// Whether reads need a token too.
     pub read_requires_token: bool,
     /// Operator commands to the loop: rollout, command, caller.
-    pub commands: UnboundedSender<(RolloutId, Command, String)>,
+    pub commands: LoopSender<(RolloutId, Command, String)>,
     /// Firing alerts to the loop.
-    pub alerts: UnboundedSender<FiringAlert>,
+    pub alerts: LoopSender<FiringAlert>,
     /// Wakes the loop, so that a command or an alert is taken at once.
     pub wake: Arc<tokio::sync::Notify>,
     /// The rollouts' stored states and timelines (for the detail view).
@@ -566,8 +565,8 @@ mod tests {
                 views: views_rx,
                 tokens: Arc::new(tokens),
                 read_requires_token,
-                commands: commands_tx,
-                alerts: alerts_tx,
+                commands: commands_tx.into(),
+                alerts: alerts_tx.into(),
                 wake: Arc::default(),
                 store: None,
                 records_dir: Some(dir.path().join("records")),
