@@ -31,7 +31,7 @@ use canaryd::platform::{RolloutEvent, memory::MemoryPlatform};
 use canaryd::record::{Timeline, TimelinePoint};
 use canaryd::source::prometheus::PrometheusSource;
 use canaryd::source::prometheus::QueryMetrics;
-use canaryd::store::{RunState, RunStore, StoreError};
+use canaryd::store::{RunState, RunStore, StoreError, TimelineStore, Version};
 use jiff::Timestamp;
 use support::prometheus::{PrometheusServer, load_openmetrics};
 use support::scale;
@@ -61,18 +61,26 @@ struct SerialisingStore {
 }
 
 impl RunStore for SerialisingStore {
-    fn load_all(&self) -> (Vec<RunState>, Vec<StoreError>) {
+    async fn load_all(&self) -> (Vec<RunState>, Vec<StoreError>) {
         (Vec::new(), Vec::new())
     }
-    fn save(&self, state: &RunState) -> Result<u64, StoreError> {
-        let bytes = serde_json::to_vec(state).map(|b| b.len()).unwrap_or(0);
-        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        self.saves.fetch_add(1, Ordering::Relaxed);
-        Ok(state.version + 1)
+    async fn save_all(&self, states: &[&RunState]) -> Vec<Result<Version, StoreError>> {
+        states
+            .iter()
+            .map(|state| {
+                let bytes = serde_json::to_vec(state).map(|b| b.len()).unwrap_or(0);
+                self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                let n = self.saves.fetch_add(1, Ordering::Relaxed);
+                Ok(Version::new((n + 1).to_string()))
+            })
+            .collect()
     }
-    fn remove(&self, _: &RolloutId) -> Result<(), StoreError> {
+    async fn remove(&self, _: &RolloutId) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+impl TimelineStore for SerialisingStore {
     fn append_timeline(&self, _: &RolloutId, point: &TimelinePoint) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(point).map(|b| b.len()).unwrap_or(0);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
@@ -80,6 +88,9 @@ impl RunStore for SerialisingStore {
     }
     fn timeline(&self, _: &RolloutId) -> Timeline {
         Timeline::default()
+    }
+    fn forget_timeline(&self, _: &RolloutId) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 
@@ -154,7 +165,8 @@ async fn child(n: usize, url: String) {
         policies,
         options,
         LoopMetrics::default(),
-    );
+    )
+    .await;
     for i in 0..n {
         let id = RolloutId { namespace: scale::NAMESPACE.into(), name: scale::name(i) };
         platform.push(RolloutEvent {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::registry::Registry;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::config::{LocalSettings, Settings};
 use crate::daemon::metrics::LoopMetrics;
@@ -92,7 +92,8 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
             );
             let store =
                 Arc::new(FileStore::open(&settings.daemon.state_dir).map_err(setting("daemon.state_dir"))?);
-            let mut daemon = daemon(&settings, &mut registry, platform.clone(), store.clone(), policies)?;
+            let mut daemon =
+                daemon(&settings, &mut registry, platform.clone(), store.clone(), policies).await?;
             state.api = Some(crate::server::api::Api {
                 platform: Some(platform),
                 views: daemon.views(),
@@ -129,7 +130,7 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
 
 /// The loop over `platform` and `store`: Prometheus, records, notifications, its
 /// metrics registered in `registry`.
-fn daemon<P: crate::platform::Platform, St: crate::store::RunStore>(
+async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate::store::TimelineStore>(
     settings: &Settings,
     registry: &mut Registry,
     platform: Arc<P>,
@@ -171,7 +172,8 @@ fn daemon<P: crate::platform::Platform, St: crate::store::RunStore>(
         policies,
         options,
         LoopMetrics::register(registry),
-    ))
+    )
+    .await)
 }
 
 /// Serves the HTTP surface until `stop` is set.
@@ -212,7 +214,7 @@ pub fn load_policies(settings: &Settings, state: &AppState) -> Vec<LoadedPolicy>
 async fn signals(
     settings: &Settings,
     state: &AppState,
-    reload: Option<mpsc::UnboundedSender<Vec<LoadedPolicy>>>,
+    reload: Option<crate::daemon::LoopSender<Vec<LoadedPolicy>>>,
     stop: watch::Sender<bool>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};

@@ -160,7 +160,7 @@ impl World {
     }
 
     /// A daemon on this world's store, as a (re)started process would be.
-    fn daemon(&self) -> Daemon<PrometheusSource, MemoryPlatform, MemoryStore> {
+    async fn daemon(&self) -> Daemon<PrometheusSource, MemoryPlatform, MemoryStore> {
         let options = Options {
             platform_timeout: Duration::from_secs(1),
             outbox: OutboxOptions { backoff: Duration::from_millis(20), attempts: 3, ..Default::default() },
@@ -177,6 +177,7 @@ impl World {
             options,
             self.metrics.clone(),
         )
+        .await
     }
 
     fn deploy(&self, name: &str, tier: &str) -> RolloutId {
@@ -226,7 +227,7 @@ async fn run_to_the_end(world: &World, daemon: &mut Daemon<PrometheusSource, Mem
 #[tokio::test]
 async fn a_finished_rollout_replaced_by_the_next_revision_before_its_record_was_due_still_gets_it() {
     let world = World::new(&["web"]).await;
-    let mut daemon = world.daemon();
+    let mut daemon = world.daemon().await;
     let id = world.deploy("web", "web");
     let mut t = FIRST_TICK;
     daemon.tick(at(t)).await;
@@ -262,7 +263,7 @@ async fn a_finished_rollout_replaced_by_the_next_revision_before_its_record_was_
 #[tokio::test]
 async fn the_loop_rolls_a_bad_canary_back_and_promotes_a_good_one_through_every_step() {
     let world = World::new(&["good", "bad"]).await;
-    let mut daemon = world.daemon();
+    let mut daemon = world.daemon().await;
     let good = world.deploy("good", "web");
     let bad = world.deploy("bad", "web");
     run_to_the_end(&world, &mut daemon).await;
@@ -329,7 +330,7 @@ async fn the_loop_rolls_a_bad_canary_back_and_promotes_a_good_one_through_every_
 #[tokio::test]
 async fn failing_and_hanging_health_probes_roll_back_after_three_in_a_row_without_holding_the_tick() {
     let world = World::new(&["sick-api", "slow-api", "well-api"]).await;
-    let mut daemon = world.daemon();
+    let mut daemon = world.daemon().await;
     let ids = ["sick-api", "slow-api", "well-api"].map(|n| world.deploy(n, "web"));
     let mut t = FIRST_TICK;
     for _ in 0..12 {
@@ -374,7 +375,7 @@ enum Kill {
 async fn a_crash_anywhere_between_saving_and_confirming_changes_nothing_in_the_end() {
     // The reference: the same rollouts without a crash.
     let reference = World::new(&["good", "bad"]).await;
-    let mut daemon = reference.daemon();
+    let mut daemon = reference.daemon().await;
     let ids = [reference.deploy("good", "web"), reference.deploy("bad", "web")];
     run_to_the_end(&reference, &mut daemon).await;
     // Each decision with its time and reason, not only its action and weight: the same
@@ -392,7 +393,7 @@ async fn a_crash_anywhere_between_saving_and_confirming_changes_nothing_in_the_e
 
     for kill in [Kill::AfterSave, Kill::BeforeActionsRan, Kill::AfterPlatformConfirmed, Kill::AfterDelivery] {
         let world = World::new(&["good", "bad"]).await;
-        let mut daemon = world.daemon();
+        let mut daemon = world.daemon().await;
         let ids = [world.deploy("good", "web"), world.deploy("bad", "web")];
         let (mut t, mut crashes) = (FIRST_TICK, 0);
         let mut killed_at: BTreeSet<&str> = BTreeSet::new();
@@ -413,7 +414,7 @@ async fn a_crash_anywhere_between_saving_and_confirming_changes_nothing_in_the_e
             let mut report = daemon.decide_and_save(at(t)).await;
             let new: Vec<&str> = decisions(&daemon).difference(&before).map(|d| d.2).collect();
             if new.is_empty() || !matches!(kill, Kill::AfterSave) {
-                daemon.act(at(t), &mut report);
+                daemon.act(at(t), &mut report).await;
             }
             if !new.is_empty() {
                 killed_at.extend(new);
@@ -425,7 +426,7 @@ async fn a_crash_anywhere_between_saving_and_confirming_changes_nothing_in_the_e
                 drop(daemon); // The kill: nothing in flight survives.
                 crashes += 1;
                 world.notifier.set_down(false);
-                daemon = world.daemon();
+                daemon = world.daemon().await;
             } else {
                 world.notifier.set_down(false);
                 assert!(daemon.settle(settled()).await);
@@ -486,7 +487,7 @@ async fn a_crash_anywhere_between_saving_and_confirming_changes_nothing_in_the_e
 #[tokio::test]
 async fn a_hung_platform_call_a_failing_shard_and_a_down_notifier_hold_up_only_their_own() {
     let world = World::new(&["stuck", "fine-a", "fine-b", "odd"]).await;
-    let mut daemon = world.daemon();
+    let mut daemon = world.daemon().await;
     let stuck = world.deploy("stuck", "web");
     let fine = [world.deploy("fine-a", "web"), world.deploy("fine-b", "web")];
     let odd = world.deploy("odd", "broken");
@@ -533,7 +534,7 @@ async fn a_hung_platform_call_a_failing_shard_and_a_down_notifier_hold_up_only_t
 #[tokio::test(start_paused = true)]
 async fn on_start_it_resumes_every_stored_rollout_and_on_shutdown_saves_what_was_confirmed() {
     use canaryd::engine::{Input, Rollout, step};
-    use canaryd::store::{Applied, RunState, RunStore as _};
+    use canaryd::store::{Applied, RunState, RunStore as _, Version};
     // A rollout a previous process had started and saved, then died before acting on it.
     let loaded = canaryd::policy::load_str("web.yaml", &policy(9));
     let id = RolloutId { namespace: "shop".into(), name: "web".into() };
@@ -546,9 +547,9 @@ async fn on_start_it_resumes_every_stored_rollout_and_on_shutdown_saves_what_was
         applied: Applied::default(),
         notified: 0,
         recorded: false,
-        version: 0,
+        version: Version::default(),
     };
-    store.save(&state).unwrap();
+    store.save_all(&[&state]).await.pop().unwrap().unwrap();
     let env = [("CANARYD__PROMETHEUS__URL".to_string(), "http://127.0.0.1:9".to_string())];
     let settings = Settings::load(None, env.into_iter().collect()).unwrap();
     let source =
@@ -563,7 +564,8 @@ async fn on_start_it_resumes_every_stored_rollout_and_on_shutdown_saves_what_was
         loaded.policies,
         Options::default(),
         LoopMetrics::default(),
-    );
+    )
+    .await;
     assert!(daemon.state(&id).is_some(), "the stored rollout is resumed");
     let ready = std::sync::atomic::AtomicBool::new(false);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -200,7 +200,7 @@ async fn a_policy_severity_filter_keeps_progress_out_of_slack_but_not_rollbacks(
 
 /// A daemon over a memory platform and store, with Prometheus unreachable (nothing is
 /// ever judged a pass: rollouts hold at their first step) and Slack at `slack_url`.
-fn daemon(
+async fn daemon(
     slack_url: &str,
     spec: &str,
 ) -> (Daemon<PrometheusSource, MemoryPlatform, MemoryStore>, Arc<MemoryPlatform>, LoopMetrics, DeliveryCounts)
@@ -229,7 +229,8 @@ fn daemon(
         vec![support::engine::policy("shop", "web", spec)],
         options,
         metrics.clone(),
-    );
+    )
+    .await;
     (d, platform, metrics, deliveries)
 }
 
@@ -247,7 +248,7 @@ fn deploy(platform: &MemoryPlatform, name: &str) -> RolloutId {
 #[tokio::test]
 async fn a_rollback_moves_traffic_at_once_while_slack_hangs() {
     let slack = slack_stand_in(vec![Answer::Hang; 16]).await;
-    let (mut daemon, platform, _, deliveries) = daemon(&slack.url, &spec("info"));
+    let (mut daemon, platform, _, deliveries) = daemon(&slack.url, &spec("info")).await;
     let web = deploy(&platform, "web");
     let now = jiff::Timestamp::now();
     daemon.tick(now).await;
@@ -357,7 +358,7 @@ fn alerts_counted(metrics: &LoopMetrics, result: &'static str) -> u64 {
 async fn a_real_alertmanager_rolls_back_exactly_the_rollout_its_firing_alert_names() {
     const TOKEN: &str = "alertmanager-token-0123456789";
     let slack = slack_stand_in(vec![]).await;
-    let (mut daemon, platform, metrics, _) = daemon(&slack.url, &spec("critical"));
+    let (mut daemon, platform, metrics, _) = daemon(&slack.url, &spec("critical")).await;
     let (web, api) = (deploy(&platform, "web"), deploy(&platform, "api"));
     // canaryd's HTTP surface on loopback, with the loop running on the wall clock.
     let state = canaryd::server::AppState {

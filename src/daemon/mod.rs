@@ -17,6 +17,7 @@
 //! rollouts. A restart is the next tick reading the store.
 
 pub mod health;
+mod inbox;
 pub mod metrics;
 pub mod records;
 pub mod view;
@@ -45,8 +46,11 @@ use metrics::{
 use crate::notify::Notifier;
 use crate::notify::outbox::{Outbox, OutboxOptions};
 use crate::platform::{Platform, PlatformError, RolloutEvent};
-use crate::store::{Applied, RunState, RunStore};
+use crate::store::{Applied, RunState, RunStore, TimelineStore, Version};
+use inbox::{Drained, Inbox, Report};
 use records::RecordStore;
+
+pub use inbox::{FiringAlert, LoopSender, LoopStopped};
 
 /// How the loop runs.
 #[derive(Clone, Debug)]
@@ -76,15 +80,6 @@ impl Default for Options {
             platform_attempts: 3,
         }
     }
-}
-
-/// What an executor reports back.
-enum Report {
-    Weight(u8),
-    Scale(Scale),
-    Promoted(String),
-    Failed { call: String, error: String },
-    Finished,
 }
 
 /// A rollout as the loop holds it.
@@ -152,43 +147,14 @@ pub struct Daemon<S, P, St> {
     options: Options,
     metrics: LoopMetrics,
     probe_client: reqwest::Client,
-    commands_tx: mpsc::UnboundedSender<(RolloutId, Command, String)>,
-    commands: mpsc::UnboundedReceiver<(RolloutId, Command, String)>,
-    reports_tx: mpsc::UnboundedSender<(RolloutId, Report)>,
-    reports: mpsc::UnboundedReceiver<(RolloutId, Report)>,
+    /// Commands, executors' reports, policy reloads and alerts, taken in at each tick.
+    inbox: mpsc::UnboundedReceiver<Inbox>,
+    inbox_tx: mpsc::UnboundedSender<Inbox>,
     executors: tokio::task::JoinSet<()>,
-    /// Platform failures to tell the engine at the next tick.
-    failed: Vec<(RolloutId, Input)>,
-    policies_tx: mpsc::UnboundedSender<Vec<LoadedPolicy>>,
-    policies_rx: mpsc::UnboundedReceiver<Vec<LoadedPolicy>>,
     views: tokio::sync::watch::Sender<Vec<view::RolloutView>>,
-    alerts_tx: mpsc::UnboundedSender<FiringAlert>,
-    alerts: mpsc::UnboundedReceiver<FiringAlert>,
     /// Woken by a command or an alert, so the loop ticks at once instead of at the next
     /// period.
     wake: Arc<tokio::sync::Notify>,
-}
-
-/// An Alertmanager alert firing for a workload, as the API received it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FiringAlert {
-    /// Its `alertname`.
-    pub alert: String,
-    /// Its `namespace` label, if it has one.
-    pub namespace: Option<String>,
-    /// The workload it names (its `rollout`, `workload`, `deployment` or `service`
-    /// label): a rollout's name or its canary's workload.
-    pub workloads: Vec<String>,
-    /// Its summary or description annotation.
-    pub detail: String,
-}
-
-impl FiringAlert {
-    fn names(&self, id: &RolloutId, arms: &crate::engine::Arms) -> bool {
-        let namespace_ok =
-            self.namespace.as_ref().is_none_or(|ns| *ns == id.namespace || *ns == arms.namespace);
-        namespace_ok && self.workloads.iter().any(|w| *w == id.name || *w == arms.canary)
-    }
 }
 
 impl<S, P, St> Drop for Daemon<S, P, St> {
@@ -199,11 +165,11 @@ impl<S, P, St> Drop for Daemon<S, P, St> {
     }
 }
 
-impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<S, P, St> {
+impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + TimelineStore> Daemon<S, P, St> {
     /// Starts a daemon on `store`, resuming every rollout stored there. Entries that
     /// cannot be read are logged and skipped; the others resume.
     #[allow(clippy::too_many_arguments)]
-    pub fn start<N: Notifier>(
+    pub async fn start<N: Notifier>(
         source: Arc<S>,
         platform: Arc<P>,
         store: Arc<St>,
@@ -215,11 +181,8 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
     ) -> Daemon<S, P, St> {
         let outbox = Outbox::start(notifier, options.outbox.clone());
         let outbox_worker = outbox.worker.clone();
-        let (commands_tx, commands) = mpsc::unbounded_channel();
-        let (reports_tx, reports) = mpsc::unbounded_channel();
-        let (policies_tx, policies_rx) = mpsc::unbounded_channel();
-        let (alerts_tx, alerts) = mpsc::unbounded_channel();
-        let (states, problems) = store.load_all();
+        let (inbox_tx, inbox) = mpsc::unbounded_channel();
+        let (states, problems) = store.load_all().await;
         for problem in problems {
             tracing::error!(%problem, "stored rollout state cannot be read; skipped");
         }
@@ -251,25 +214,18 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
             options,
             metrics,
             probe_client: reqwest::Client::new(),
-            commands_tx,
-            commands,
-            reports_tx,
-            reports,
+            inbox,
+            inbox_tx,
             executors: tokio::task::JoinSet::new(),
-            failed: Vec::new(),
-            policies_tx,
-            policies_rx,
             views: tokio::sync::watch::Sender::new(Vec::new()),
-            alerts_tx,
-            alerts,
             wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
     /// A handle to hand firing alerts to the loop with; each is taken in at the next
     /// tick (wake the loop with [`Daemon::waker`] to make that now).
-    pub fn alerts(&self) -> mpsc::UnboundedSender<FiringAlert> {
-        self.alerts_tx.clone()
+    pub fn alerts(&self) -> LoopSender<FiringAlert> {
+        LoopSender::to_inbox(self.inbox_tx.clone(), Inbox::Alert)
     }
 
     /// The loop's own metrics (the API counts the alerts it does not hand on there).
@@ -284,8 +240,8 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
 
     /// A handle to replace the policies with from another task (on reload); taken in at
     /// the next tick.
-    pub fn policy_updates(&self) -> mpsc::UnboundedSender<Vec<LoadedPolicy>> {
-        self.policies_tx.clone()
+    pub fn policy_updates(&self) -> LoopSender<Vec<LoadedPolicy>> {
+        LoopSender::to_inbox(self.inbox_tx.clone(), Inbox::Policies)
     }
 
     /// Where every rollout stands, refreshed after each tick.
@@ -293,9 +249,9 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         self.views.subscribe()
     }
 
-    /// A handle to send operator commands with.
-    pub fn commands(&self) -> mpsc::UnboundedSender<(RolloutId, Command, String)> {
-        self.commands_tx.clone()
+    /// A handle to send operator commands with: rollout, command, caller.
+    pub fn commands(&self) -> LoopSender<(RolloutId, Command, String)> {
+        LoopSender::to_inbox(self.inbox_tx.clone(), |(id, command, by)| Inbox::Command { id, command, by })
     }
 
     /// Replaces the policies (on reload). Running rollouts keep the plan they started with.
@@ -323,7 +279,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
     pub async fn tick(&mut self, now: Timestamp) -> TickReport {
         let started = std::time::Instant::now();
         let mut report = self.decide_and_save(now).await;
-        self.act(now, &mut report);
+        self.act(now, &mut report).await;
         self.metrics.tick_seconds.observe(started.elapsed().as_secs_f64());
         report
     }
@@ -332,17 +288,18 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
     /// carried out or told yet; a crash here loses nothing.
     pub async fn decide_and_save(&mut self, now: Timestamp) -> TickReport {
         let mut report = TickReport::default();
-        self.take_inputs(now);
+        self.take_inputs(now).await;
         report.evaluated = self.evaluate(now).await;
-        report.saved = self.save();
+        report.saved = self.save().await;
         report
     }
 
-    /// The second half of a tick: executors start and notifications are offered.
-    pub fn act(&mut self, now: Timestamp, report: &mut TickReport) {
+    /// The second half of a tick: executors start and notifications are offered; what
+    /// that changed (records written, notifications with nothing to tell) is saved.
+    pub async fn act(&mut self, now: Timestamp, report: &mut TickReport) {
         report.executors = self.reconcile(now);
         report.offered = self.tell();
-        report.saved += self.save();
+        report.saved += self.save().await;
         self.export_metrics();
         if !self.views.is_closed() {
             self.views.send_replace(self.runs.values().map(|r| view::RolloutView::of(&r.state)).collect());
@@ -363,8 +320,10 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
                 "notifications still queued at the shutdown deadline; they are offered again on restart"
             );
         }
-        self.take_reports();
-        self.save();
+        // Only the reports count now: commands, reloads and alerts have no tick to act in.
+        let reports = Drained::take(&mut self.inbox).reports;
+        let _ = self.take_reports(reports);
+        self.save().await;
     }
 
     /// Waits (up to `deadline`) until no executor is running and the outbox is empty.
@@ -376,8 +335,11 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
 
     // ---- 1. inputs --------------------------------------------------------------------
 
-    fn take_reports(&mut self) {
-        while let Ok((id, report)) = self.reports.try_recv() {
+    /// Takes in the executors' reports and the outbox's outcomes; returns the platform
+    /// failures to tell the engine.
+    fn take_reports(&mut self, reports: Vec<(RolloutId, Report)>) -> Vec<(RolloutId, Input)> {
+        let mut failed = Vec::new();
+        for (id, report) in reports {
             let Some(run) = self.runs.get_mut(&id) else { continue };
             let applied = &mut run.state.applied;
             if matches!(report, Report::Weight(_) | Report::Scale(_) | Report::Promoted(_)) {
@@ -396,7 +358,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
                     run.failures += 1;
                     tracing::warn!(rollout = %id, %call, %error, failures = run.failures, "platform call failed; retried next tick");
                     if run.failures == self.options.platform_attempts {
-                        self.failed.push((id, Input::PlatformFailed { call, error }));
+                        failed.push((id, Input::PlatformFailed { call, error }));
                     }
                     continue;
                 }
@@ -425,14 +387,16 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
                 run.advance_notified();
             }
         }
+        failed
     }
 
-    fn take_inputs(&mut self, now: Timestamp) {
-        self.take_reports();
-        while let Ok(policies) = self.policies_rx.try_recv() {
+    async fn take_inputs(&mut self, now: Timestamp) {
+        let drained = Drained::take(&mut self.inbox);
+        let failed = self.take_reports(drained.reports);
+        if let Some(policies) = drained.policies {
             self.policies = policies;
         }
-        for (id, input) in std::mem::take(&mut self.failed) {
+        for (id, input) in failed {
             match self.runs.get(&id).map(|r| step(&r.state.rollout, &input, now)) {
                 Some(Ok(t)) => self.apply(&id, t, None),
                 Some(Err(e)) => tracing::warn!(rollout = %id, error = %e, "platform failure not taken"),
@@ -440,12 +404,12 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
             }
         }
         for event in self.platform.events() {
-            self.take_event(event, now);
+            self.take_event(event, now).await;
         }
-        while let Ok(alert) = self.alerts.try_recv() {
+        for alert in drained.alerts {
             self.take_alert(&alert, now);
         }
-        while let Ok((id, command, by)) = self.commands.try_recv() {
+        for (id, command, by) in drained.commands {
             let input = Input::Command { command, by: by.clone() };
             match self.runs.get(&id).map(|r| step(&r.state.rollout, &input, now)) {
                 Some(Ok(t)) => self.apply(&id, t, None),
@@ -509,7 +473,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
         self.metrics.alerts.get_or_create(&AlertLabels { result }).inc();
     }
 
-    fn take_event(&mut self, event: RolloutEvent, now: Timestamp) {
+    async fn take_event(&mut self, event: RolloutEvent, now: Timestamp) {
         let id = event.id.clone();
         if let Some(run) = self.runs.get(&id) {
             let r = &run.state.rollout;
@@ -541,7 +505,8 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
             if !old.state.recorded {
                 tracing::error!(rollout = %id, revision = %old.state.rollout.revision, "the finished rollout's record could not be written before the next revision replaced it; it is lost");
             }
-            if let Err(e) = self.store.remove(&old.state.rollout.id) {
+            let forgotten = self.store.remove(&id).await.and_then(|()| self.store.forget_timeline(&id));
+            if let Err(e) = forgotten {
                 tracing::error!(rollout = %id, error = %e, "cannot forget the finished rollout");
             }
         }
@@ -551,7 +516,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
             applied: Applied::default(),
             notified: 0,
             recorded: false,
-            version: 0,
+            version: Version::default(),
         };
         self.runs.insert(id.clone(), Run::new(state, true));
         self.apply(&id, t, None);
@@ -687,10 +652,24 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
 
     // ---- 4. save ----------------------------------------------------------------------
 
-    fn save(&mut self) -> usize {
+    /// Saves every changed state in one call to the store.
+    async fn save(&mut self) -> usize {
+        let changed: Vec<&RunState> = self.runs.values().filter(|r| r.dirty).map(|r| &r.state).collect();
+        if changed.is_empty() {
+            return 0;
+        }
+        let results = self.store.save_all(&changed).await;
+        if results.len() != changed.len() {
+            tracing::error!(
+                states = changed.len(),
+                results = results.len(),
+                "the store answered a different number of saves; the unanswered are saved again next tick"
+            );
+        }
         let mut saved = 0;
-        for (id, run) in self.runs.iter_mut().filter(|(_, r)| r.dirty) {
-            match self.store.save(&run.state) {
+        // The same order as `changed`: nothing changed in between.
+        for ((id, run), result) in self.runs.iter_mut().filter(|(_, r)| r.dirty).zip(results) {
+            match result {
                 Ok(version) => {
                     run.state.version = version;
                     run.dirty = false;
@@ -724,8 +703,8 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
             }
             run.busy = true;
             started += 1;
-            let (platform, reports, timeout) =
-                (self.platform.clone(), self.reports_tx.clone(), self.options.platform_timeout);
+            let (platform, inbox, timeout) =
+                (self.platform.clone(), self.inbox_tx.clone(), self.options.platform_timeout);
             let id = id.clone();
             let span = tracing::info_span!("executor", rollout = %id, revision = %r.revision);
             self.executors.spawn(
@@ -741,12 +720,12 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore> Daemon<
                             },
                         };
                         let failed = matches!(report, Report::Failed { .. });
-                        let _ = reports.send((id.clone(), report));
+                        let _ = inbox.send(Inbox::Report { id: id.clone(), report });
                         if failed {
                             break;
                         }
                     }
-                    let _ = reports.send((id, Report::Finished));
+                    let _ = inbox.send(Inbox::Report { id, report: Report::Finished });
                 }
                 .instrument(span),
             );
@@ -862,7 +841,7 @@ pub async fn run_until<S, P, St>(
 ) where
     S: MetricSource + Send + Sync + 'static,
     P: Platform,
-    St: RunStore,
+    St: RunStore + TimelineStore,
 {
     let mut ticks = tokio::time::interval(every);
     // A tick that overruns delays the next one; ticks are never run back to back.

@@ -26,12 +26,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
-use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::Secret;
-use crate::daemon::FiringAlert;
 use crate::daemon::metrics::AlertLabels;
 use crate::daemon::view::RolloutView;
+use crate::daemon::{FiringAlert, LoopSender};
 use crate::engine::{Command, Decision, Phase, RolloutId};
 use crate::platform::local::{LocalPlatform, StartError};
 use crate::server::{ApiMetrics, AppState, CommandLabels};
@@ -55,9 +54,9 @@ pub struct Api {
     /// Where each rollout stands (refreshed every tick).
     pub views: tokio::sync::watch::Receiver<Vec<RolloutView>>,
     /// Operator commands to the loop: rollout, command, caller.
-    pub commands: UnboundedSender<(RolloutId, Command, String)>,
+    pub commands: LoopSender<(RolloutId, Command, String)>,
     /// Firing alerts to the loop.
-    pub alerts: UnboundedSender<FiringAlert>,
+    pub alerts: LoopSender<FiringAlert>,
     /// Wakes the loop, so that a command or an alert is taken at once.
     pub wake: Arc<tokio::sync::Notify>,
     /// The rollouts' stored states and timelines (for the detail view).
@@ -291,7 +290,7 @@ pub async fn one(
     let id = RolloutId { namespace, name };
     let (mut decisions, mut latest, mut latest_at) = (Vec::new(), Vec::new(), None);
     if let Some(store) = &api.store {
-        use crate::store::RunStore as _;
+        use crate::store::TimelineStore as _;
         match store.load(&id) {
             Ok(Some(state)) if state.rollout.revision == view.revision => decisions = state.rollout.decisions,
             Ok(_) => {}
@@ -577,8 +576,8 @@ mod tests {
             api: Some(Api {
                 platform: Some(platform.clone()),
                 views: views_rx,
-                commands: commands_tx,
-                alerts: alerts_tx,
+                commands: commands_tx.into(),
+                alerts: alerts_tx.into(),
                 wake: Arc::default(),
                 store: None,
                 records_dir: Some(dir.path().join("records")),

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use crate::engine::RolloutId;
 use crate::record::{Timeline, TimelinePoint};
-use crate::store::{RunState, RunStore, StoreError, next_version};
+use crate::store::{RunState, RunStore, StoreError, TimelineStore, Version, next_version};
 
 /// One JSON file per rollout in a directory, written atomically; the timeline is a
 /// JSON-lines file beside it, appended to and compacted when it doubles its bound.
@@ -82,8 +82,8 @@ fn ends_mid_line(file: &mut std::fs::File) -> std::io::Result<bool> {
     Ok(last[0] != b'\n')
 }
 
-impl RunStore for FileStore {
-    fn load_all(&self) -> (Vec<RunState>, Vec<StoreError>) {
+impl FileStore {
+    fn load_every(&self) -> (Vec<RunState>, Vec<StoreError>) {
         let (mut states, mut problems) = (Vec::new(), Vec::new());
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
@@ -104,26 +104,44 @@ impl RunStore for FileStore {
         (states, problems)
     }
 
-    fn save(&self, state: &RunState) -> Result<u64, StoreError> {
+    /// Saves one state compare-and-swap; returns its new version.
+    fn save(&self, state: &RunState) -> Result<Version, StoreError> {
         let _guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let path = self.state_path(&state.rollout.id);
-        let saved = next_version(state, if path.exists() { Self::read(&path)?.version } else { 0 })?;
+        let stored = if path.exists() { Self::read(&path)?.version } else { Version::default() };
+        let mut saved = state.clone();
+        saved.version = next_version(state, &stored)?;
         let bytes = serde_json::to_vec_pretty(&saved).map_err(|e| io_error(&path, e))?;
         write_atomically(&path, &bytes)?;
         Ok(saved.version)
     }
 
-    fn remove(&self, id: &RolloutId) -> Result<(), StoreError> {
-        for path in [self.state_path(id), self.timeline_path(id)] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_error(&path, e)),
-            }
+    fn remove_file(path: &Path) -> Result<(), StoreError> {
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(path, e)),
         }
-        Ok(())
+    }
+}
+
+/// The files are local: each call does its work before it returns, on the loop's
+/// thread, as one fsync'd write per changed rollout.
+impl RunStore for FileStore {
+    async fn load_all(&self) -> (Vec<RunState>, Vec<StoreError>) {
+        self.load_every()
     }
 
+    async fn save_all(&self, states: &[&RunState]) -> Vec<Result<Version, StoreError>> {
+        states.iter().map(|state| self.save(state)).collect()
+    }
+
+    async fn remove(&self, id: &RolloutId) -> Result<(), StoreError> {
+        Self::remove_file(&self.state_path(id))
+    }
+}
+
+impl TimelineStore for FileStore {
     fn append_timeline(&self, id: &RolloutId, point: &TimelinePoint) -> Result<(), StoreError> {
         let path = self.timeline_path(id);
         let mut line = serde_json::to_vec(point).map_err(|e| io_error(&path, e))?;
@@ -162,6 +180,10 @@ impl RunStore for FileStore {
         }
         timeline
     }
+
+    fn forget_timeline(&self, id: &RolloutId) -> Result<(), StoreError> {
+        Self::remove_file(&self.timeline_path(id))
+    }
 }
 
 #[cfg(test)]
@@ -179,7 +201,7 @@ mod tests {
             applied: Applied::default(),
             notified: 0,
             recorded: false,
-            version: 0,
+            version: Version::default(),
         }
     }
 
@@ -189,15 +211,21 @@ mod tests {
         let store = FileStore::open(dir.path().join("state")).unwrap();
         let mut s = state("web");
         s.version = store.save(&s).unwrap();
-        assert_eq!(s.version, 1);
-        // A writer still holding version 0 (another replica, a stale copy) is refused.
+        assert_eq!(s.version, Version::new("1"));
+        // A writer still holding the unsaved state (another replica, a stale copy) is refused.
         let mut stale = s.clone();
-        stale.version = 0;
+        stale.version = Version::default();
         let err = store.save(&stale).unwrap_err();
-        assert!(matches!(err, StoreError::Conflict { stored: 1, expected: 0, .. }), "{err}");
+        assert!(
+            matches!(&err, StoreError::Conflict { stored, expected, .. }
+                if *stored == Version::new("1") && *expected == Version::default()),
+            "{err}"
+        );
         s.applied.weight = Some(10);
-        s.version = store.save(&s).unwrap();
-        let (loaded, problems) = store.load_all();
+        let results = futures::executor::block_on(store.save_all(&[&s]));
+        s.version = results.into_iter().next().unwrap().unwrap();
+        assert_eq!(s.version, Version::new("2"));
+        let (loaded, problems) = futures::executor::block_on(store.load_all());
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(loaded, vec![s.clone()]);
         // No temporary file is left behind by the atomic writes.
@@ -214,7 +242,7 @@ mod tests {
         let store = FileStore::open(dir.path()).unwrap();
         store.save(&state("good")).unwrap();
         std::fs::write(dir.path().join("shop_torn.json"), "{\"rollout\": {").unwrap();
-        let (loaded, problems) = store.load_all();
+        let (loaded, problems) = futures::executor::block_on(store.load_all());
         assert_eq!(loaded.len(), 1);
         assert_eq!(problems.len(), 1);
         let message = problems[0].to_string();
@@ -249,7 +277,50 @@ mod tests {
             timeline.points.iter().cloned().collect::<Vec<_>>(),
             (0..4).map(point).collect::<Vec<_>>()
         );
-        store.remove(&id).unwrap();
+        store.forget_timeline(&id).unwrap();
         assert!(store.timeline(&id).points.is_empty() && !path.exists());
+    }
+
+    #[test]
+    fn a_state_file_with_the_old_numeric_version_loads_and_is_saved_on_top() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        // A file as the numeric-version format wrote it, after its third save.
+        let mut old = serde_json::to_value(state("web")).unwrap();
+        old["version"] = serde_json::json!(3);
+        let path = dir.path().join("shop_web.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&old).unwrap()).unwrap();
+        let (mut loaded, problems) = futures::executor::block_on(store.load_all());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(loaded[0].version, Version::new("3"));
+        // The loaded version is the one compared: the next save succeeds, a stale one not.
+        loaded[0].applied.weight = Some(10);
+        assert_eq!(store.save(&loaded[0]).unwrap(), Version::new("4"));
+        assert!(matches!(store.save(&loaded[0]), Err(StoreError::Conflict { .. })));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"version\": \"4\""), "{text}");
+    }
+
+    #[test]
+    fn removing_a_rollout_forgets_its_state_not_its_timeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let s = state("web");
+        store.save(&s).unwrap();
+        let id = s.rollout.id.clone();
+        let point = TimelinePoint {
+            at: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+            step: 0,
+            weight: 10,
+            outcomes: "p".into(),
+            values: vec![(Some(0.01), Some(0.011))],
+            triggers: vec![],
+        };
+        store.append_timeline(&id, &point).unwrap();
+        futures::executor::block_on(store.remove(&id)).unwrap();
+        assert_eq!(store.load(&id).unwrap(), None);
+        assert_eq!(store.timeline(&id).points.len(), 1, "the timeline is its own store's");
+        // Removing what is gone is not an error.
+        futures::executor::block_on(store.remove(&id)).unwrap();
     }
 }

@@ -1,63 +1,177 @@
-//! Rollout states in memory, for tests and benchmarks.
+//! Rollout states in memory, for tests and benchmarks, with faults to inject.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::engine::RolloutId;
 use crate::record::{Timeline, TimelinePoint};
-use crate::store::{RunState, RunStore, StoreError, next_version};
+use crate::store::{RunState, RunStore, StoreError, TimelineStore, Version, next_version};
 
-/// States in memory: for tests and benchmarks.
+/// What [`MemoryStore`] is to do with a save of a rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreFault {
+    /// Refuse it as if the store could not be reached.
+    Fail,
+    /// Refuse it as if another writer had saved a newer version.
+    Conflict,
+}
+
+#[derive(Default)]
+struct Inner {
+    states: HashMap<RolloutId, RunState>,
+    timelines: HashMap<RolloutId, Timeline>,
+    faults: HashMap<RolloutId, StoreFault>,
+}
+
+/// States in memory: for tests and benchmarks. Saves of chosen rollouts can be made to
+/// fail or conflict.
 #[derive(Default)]
 pub struct MemoryStore {
-    inner: Mutex<(HashMap<RolloutId, RunState>, HashMap<RolloutId, Timeline>)>,
-    saves: std::sync::atomic::AtomicU64,
+    inner: Mutex<Inner>,
+    saves: AtomicU64,
+    batches: AtomicU64,
 }
 
 impl MemoryStore {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, (HashMap<RolloutId, RunState>, HashMap<RolloutId, Timeline>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The stored state of a rollout.
     pub fn get(&self, id: &RolloutId) -> Option<RunState> {
-        self.lock().0.get(id).cloned()
+        self.lock().states.get(id).cloned()
     }
 
-    /// Saves so far.
+    /// States saved so far.
     pub fn saves(&self) -> u64 {
-        self.saves.load(std::sync::atomic::Ordering::Relaxed)
+        self.saves.load(Ordering::Relaxed)
+    }
+
+    /// Calls of [`RunStore::save_all`] so far, each with at least one state.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Makes saves of `id` fail or conflict until cleared (`None`).
+    pub fn fault(&self, id: &RolloutId, fault: Option<StoreFault>) {
+        let mut inner = self.lock();
+        match fault {
+            Some(f) => inner.faults.insert(id.clone(), f),
+            None => inner.faults.remove(id),
+        };
+    }
+
+    /// Saves one state unless a fault says otherwise.
+    fn save(inner: &mut Inner, state: &RunState) -> Result<Version, StoreError> {
+        let id = &state.rollout.id;
+        let stored = inner.states.get(id).map(|s| s.version.clone()).unwrap_or_default();
+        match inner.faults.get(id) {
+            Some(StoreFault::Fail) => {
+                return Err(StoreError::Unavailable {
+                    id: id.to_string(),
+                    message: "the store is unreachable (injected failure)".into(),
+                });
+            }
+            Some(StoreFault::Conflict) => {
+                return Err(StoreError::Conflict {
+                    id: id.to_string(),
+                    stored: Version::new("another writer's (injected conflict)"),
+                    expected: state.version.clone(),
+                });
+            }
+            None => {}
+        }
+        let mut saved = state.clone();
+        saved.version = next_version(state, &stored)?;
+        let version = saved.version.clone();
+        inner.states.insert(id.clone(), saved);
+        Ok(version)
     }
 }
 
 impl RunStore for MemoryStore {
-    fn load_all(&self) -> (Vec<RunState>, Vec<StoreError>) {
-        (self.lock().0.values().cloned().collect(), Vec::new())
+    async fn load_all(&self) -> (Vec<RunState>, Vec<StoreError>) {
+        let mut states: Vec<RunState> = self.lock().states.values().cloned().collect();
+        states.sort_by(|a, b| a.rollout.id.cmp(&b.rollout.id));
+        (states, Vec::new())
     }
 
-    fn save(&self, state: &RunState) -> Result<u64, StoreError> {
+    async fn save_all(&self, states: &[&RunState]) -> Vec<Result<Version, StoreError>> {
+        if !states.is_empty() {
+            self.batches.fetch_add(1, Ordering::Relaxed);
+        }
         let mut inner = self.lock();
-        let saved = next_version(state, inner.0.get(&state.rollout.id).map_or(0, |s| s.version))?;
-        inner.0.insert(state.rollout.id.clone(), saved);
-        self.saves.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(state.version + 1)
+        let results: Vec<_> = states.iter().map(|state| Self::save(&mut inner, state)).collect();
+        self.saves.fetch_add(results.iter().filter(|r| r.is_ok()).count() as u64, Ordering::Relaxed);
+        results
     }
 
-    fn remove(&self, id: &RolloutId) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        inner.0.remove(id);
-        inner.1.remove(id);
+    async fn remove(&self, id: &RolloutId) -> Result<(), StoreError> {
+        self.lock().states.remove(id);
         Ok(())
     }
+}
 
+impl TimelineStore for MemoryStore {
     fn append_timeline(&self, id: &RolloutId, point: &TimelinePoint) -> Result<(), StoreError> {
-        self.lock().1.entry(id.clone()).or_default().push(point.clone());
+        self.lock().timelines.entry(id.clone()).or_default().push(point.clone());
         Ok(())
     }
 
     fn timeline(&self, id: &RolloutId) -> Timeline {
-        self.lock().1.get(id).cloned().unwrap_or_default()
+        self.lock().timelines.get(id).cloned().unwrap_or_default()
+    }
+
+    fn forget_timeline(&self, id: &RolloutId) -> Result<(), StoreError> {
+        self.lock().timelines.remove(id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Rollout;
+    use crate::store::Applied;
+
+    fn state(name: &str) -> RunState {
+        let loaded = crate::policy::load_paths(&["policies/web-default.yaml".into()]);
+        let id = RolloutId { namespace: "shop".into(), name: name.into() };
+        RunState {
+            arms: crate::platform::kubernetes::arms(&id),
+            rollout: Rollout::new(id, "v2", loaded.policies[0].plan.clone()),
+            applied: Applied::default(),
+            notified: 0,
+            recorded: false,
+            version: Version::default(),
+        }
+    }
+
+    #[test]
+    fn a_fault_refuses_only_its_rollout_until_cleared() {
+        let store = MemoryStore::default();
+        let (a, b) = (state("a"), state("b"));
+        store.fault(&a.rollout.id, Some(StoreFault::Fail));
+        let results = futures::executor::block_on(store.save_all(&[&a, &b]));
+        assert!(matches!(results[0], Err(StoreError::Unavailable { .. })), "{results:?}");
+        assert_eq!(results[1].as_ref().unwrap(), &Version::new("1"));
+        assert_eq!((store.get(&a.rollout.id), store.saves(), store.batches()), (None, 1, 1));
+
+        store.fault(&a.rollout.id, Some(StoreFault::Conflict));
+        let results = futures::executor::block_on(store.save_all(&[&a]));
+        assert!(
+            matches!(&results[0], Err(StoreError::Conflict { expected, .. }) if *expected == Version::default()),
+            "{results:?}"
+        );
+        assert_eq!(store.get(&a.rollout.id), None, "a conflict stores nothing");
+
+        store.fault(&a.rollout.id, None);
+        let results = futures::executor::block_on(store.save_all(&[&a]));
+        assert_eq!(results[0].as_ref().unwrap(), &Version::new("1"));
+        assert_eq!(store.get(&a.rollout.id).unwrap().version, Version::new("1"));
+        // The saved version is compared: the unsaved copy is now stale.
+        let results = futures::executor::block_on(store.save_all(&[&a]));
+        assert!(matches!(results[0], Err(StoreError::Conflict { .. })), "{results:?}");
     }
 }

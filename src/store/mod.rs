@@ -1,6 +1,7 @@
 //! Where the daemon keeps each rollout's state between ticks and across restarts: a
-//! small, bounded [`RunState`] saved with a compare-and-swap version, and the rollout's
-//! timeline beside it. Each platform brings its store: [`file::FileStore`] writes one
+//! small, bounded [`RunState`] saved compare-and-swap with an opaque [`Version`]
+//! ([`RunStore`], a tick's changes in one call), and the rollout's timeline beside it
+//! ([`TimelineStore`]). Each platform brings its store: [`file::FileStore`] writes one
 //! file per rollout atomically (temporary file, fsync, rename) for the local platform;
 //! [`memory::MemoryStore`] serves tests and benchmarks, and survives a simulated crash
 //! because it outlives the daemon.
@@ -46,9 +47,51 @@ pub struct RunState {
     /// Whether the deployment record of the finished rollout was written.
     #[serde(default)]
     pub recorded: bool,
-    /// Compare-and-swap version: the store's, bumped by every save.
+    /// Compare-and-swap version: the store's, new at every save.
     #[serde(default)]
-    pub version: u64,
+    pub version: Version,
+}
+
+/// A stored state's compare-and-swap version, opaque to the loop (a Kubernetes
+/// `resourceVersion` is an opaque string). The default is "never saved".
+#[derive(Serialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(transparent)]
+pub struct Version(String);
+
+impl Version {
+    /// The version a store gave out.
+    pub fn new(version: impl Into<String>) -> Version {
+        Version(version.into())
+    }
+
+    /// As the store spelt it (empty: never saved).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() { f.write_str("none (never saved)") } else { f.write_str(&self.0) }
+    }
+}
+
+impl<'de> Deserialize<'de> for Version {
+    /// A string, or the number state files held before versions were opaque (0 was
+    /// "never saved").
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Version, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Opaque(String),
+            Counter(u64),
+        }
+        Ok(match Stored::deserialize(deserializer)? {
+            Stored::Opaque(s) => Version(s),
+            Stored::Counter(0) => Version::default(),
+            Stored::Counter(n) => Version(n.to_string()),
+        })
+    }
 }
 
 /// Why the store refused or failed.
@@ -60,9 +103,9 @@ pub enum StoreError {
         /// The rollout.
         id: String,
         /// Version found.
-        stored: u64,
+        stored: Version,
         /// Version the writer had.
-        expected: u64,
+        expected: Version,
     },
     /// Reading or writing failed.
     #[error("{path}: {message}")]
@@ -72,34 +115,78 @@ pub enum StoreError {
         /// What went wrong.
         message: String,
     },
+    /// The store could not be reached or refused the write for another reason.
+    #[error("{id}: {message}")]
+    Unavailable {
+        /// The rollout.
+        id: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
-/// `state` with its version bumped, if `stored` is the version it was read at.
-pub(crate) fn next_version(state: &RunState, stored: u64) -> Result<RunState, StoreError> {
-    if stored != state.version {
+/// The version after `stored` for a store that counts its saves (the file and memory
+/// stores), if `state` was read at `stored`.
+pub(crate) fn next_version(state: &RunState, stored: &Version) -> Result<Version, StoreError> {
+    if *stored != state.version {
         return Err(StoreError::Conflict {
             id: state.rollout.id.to_string(),
-            stored,
-            expected: state.version,
+            stored: stored.clone(),
+            expected: state.version.clone(),
         });
     }
-    let mut saved = state.clone();
-    saved.version += 1;
-    Ok(saved)
+    // A counter that does not parse was written by hand or by another store: start over
+    // above it rather than refuse every save.
+    let count: u64 = stored.0.parse().unwrap_or(0);
+    Ok(Version((count + 1).to_string()))
 }
 
-/// Persisted rollout states.
+/// Persisted rollout states. Each call may be a network round trip (a Kubernetes
+/// status write), so the loop hands over a tick's changed states in one call.
 pub trait RunStore: Send + Sync + 'static {
     /// Every stored state, and a problem per entry that could not be read (the others
     /// load regardless).
-    fn load_all(&self) -> (Vec<RunState>, Vec<StoreError>);
-    /// Saves `state` if the stored version is still `state.version`; returns the new
-    /// version.
-    fn save(&self, state: &RunState) -> Result<u64, StoreError>;
-    /// Forgets a rollout (after its record is written).
-    fn remove(&self, id: &RolloutId) -> Result<(), StoreError>;
+    fn load_all(&self) -> impl Future<Output = (Vec<RunState>, Vec<StoreError>)> + Send;
+    /// Saves each state if its stored version is still `state.version`: one result per
+    /// state, in order, with the new version. A failure or conflict holds up only its
+    /// own rollout.
+    fn save_all(&self, states: &[&RunState])
+    -> impl Future<Output = Vec<Result<Version, StoreError>>> + Send;
+    /// Forgets a rollout's state (after its record is written).
+    fn remove(&self, id: &RolloutId) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Each rollout's timeline: appended to at every interval, read back for its record.
+/// Kept apart from the state: a long rollout's timeline is far larger than its state,
+/// and is read only for records and the API.
+pub trait TimelineStore: Send + Sync + 'static {
     /// Appends a point to a rollout's timeline.
     fn append_timeline(&self, id: &RolloutId, point: &TimelinePoint) -> Result<(), StoreError>;
     /// A rollout's timeline (bounded).
     fn timeline(&self, id: &RolloutId) -> Timeline;
+    /// Forgets a rollout's timeline.
+    fn forget_timeline(&self, id: &RolloutId) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Holder {
+        #[serde(default)]
+        version: Version,
+    }
+
+    #[test]
+    fn a_version_reads_as_a_string_or_as_the_old_number() {
+        let read = |json: &str| serde_json::from_str::<Holder>(json).unwrap().version;
+        assert_eq!(read(r#"{"version": "17"}"#), Version::new("17"));
+        assert_eq!(read(r#"{"version": "abc-9"}"#), Version::new("abc-9"));
+        assert_eq!(read(r#"{"version": 4}"#), Version::new("4"));
+        assert_eq!(read(r#"{"version": 0}"#), Version::default());
+        assert_eq!(read("{}"), Version::default());
+        assert!(serde_json::from_str::<Holder>(r#"{"version": [1]}"#).is_err());
+        assert_eq!(serde_json::to_string(&Version::new("5")).unwrap(), r#""5""#);
+    }
 }
