@@ -1,6 +1,7 @@
 //! The nginx router against a real nginx (Debian's package) on loopback ports, without
 //! the rest of the stack: a weight counts as applied only once nginx serves it (a reload
-//! nginx takes without applying it is an error).
+//! nginx takes without applying it is an error), and `nginx -t` stops a config that
+//! `nginx -s reload` hands to the master without a word.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use canaryd::config::{LocalSettings, NginxSettings, ServiceSettings};
 use canaryd::daemon::platform::Platform as _;
 use canaryd::engine::RolloutId;
 use canaryd::platform::local::LocalPlatform;
-use canaryd::platform::local::nginx::Routes;
+use canaryd::platform::local::nginx::{Routes, parse};
 
 /// How long a test, a reload or the read-back may take: a read-back that never sees the
 /// new generation fails after this.
@@ -255,4 +256,40 @@ async fn a_reload_signalled_to_another_nginx_is_not_counted_as_applied() {
     assert_eq!(platform.router().routes().await.generation, 2);
     nginx.settled().await;
     assert_eq!(answer(url).await.as_deref(), Some("web 50 2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_t_stops_a_config_that_a_reload_would_hand_to_the_master_without_a_word() {
+    let Serving { site, nginx, platform, url, .. } = &serving_ten_percent().await;
+    // nginx's own config now logs into a directory that does not exist. The file parses,
+    // so `nginx -s reload` signals the master and exits 0; the master fails to open the
+    // log, keeps its old config, and says so only in its error log. `nginx -t` opens the
+    // files too, and fails.
+    let log = "/nonexistent/canaryd-test/access.log";
+    site.write_conf(&format!("access_log {log};"));
+
+    let err = platform.set_weight(&web(), 50).await.expect_err("nginx -t refuses the config");
+    assert!(err.0.starts_with("nginx -t refused the new upstreams: "), "{err}");
+    assert!(err.0.contains(&format!("open() \"{log}\" failed")), "the error says why: {err}");
+    assert!(err.0.contains("the last good file is back in place"), "{err}");
+    let file = std::fs::read_to_string(site.path("served.conf")).unwrap();
+    assert_eq!(parse(&file), ten_percent(), "the last good file is back:\n{file}");
+    assert_eq!(platform.router().routes().await, ten_percent());
+    assert_eq!(answer(url).await.as_deref(), Some("web 10 1"));
+
+    // What a reload alone does with this config: exits 0, the refusal only in the log.
+    let reload = Command::new("nginx").args(site.args()).args(["-s", "reload"]).output().unwrap();
+    assert!(reload.status.success(), "{}", String::from_utf8_lossy(&reload.stderr));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // `nginx -t` logged its complaint there too: the master's line names its pid.
+    let refused = format!("[emerg] {}#", nginx.child.id());
+    loop {
+        let errors = std::fs::read_to_string(site.path("error.log")).unwrap_or_default();
+        if errors.lines().any(|l| l.contains(&refused) && l.contains(log)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the master's refusal is logged:\n{errors}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(answer(url).await.as_deref(), Some("web 10 1"), "the master kept its config");
 }
