@@ -181,6 +181,11 @@ impl Router {
             };
             RouterError(format!("{why}; traffic stays as it was ({restored})"))
         };
+        // `nginx -s reload` refuses a config that does not parse, but what the master does
+        // to apply one (open its log files, bind its listen addresses) fails after the
+        // signal: reload exits 0, the master keeps its old config and says why only in
+        // its error log. `nginx -t` does those too, so such a config is refused here,
+        // with nginx's reason, and the last good file goes back.
         if let Err(e) = self.nginx(&["-t"]).await {
             return Err(restore(format!("nginx -t refused the new upstreams: {e}")));
         }
