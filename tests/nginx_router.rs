@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use canaryd::config::{LocalSettings, NginxSettings, ServiceSettings};
-use canaryd::daemon::platform::Platform as _;
 use canaryd::engine::RolloutId;
+use canaryd::platform::Platform as _;
 use canaryd::platform::local::LocalPlatform;
 use canaryd::platform::local::nginx::{Routes, parse};
 

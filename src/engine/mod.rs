@@ -7,13 +7,15 @@ pub mod action;
 pub mod arms;
 pub mod input;
 pub mod plan;
+pub mod rollback;
 pub mod rollout;
 pub mod step;
 
-pub use action::{Action, EventKind, Notification, NotificationKey, RollbackReason};
+pub use action::{Action, EventKind, Notification, NotificationKey};
 pub use arms::Arms;
 pub use input::{Command, Input, IntervalObservations};
 pub use plan::Plan;
+pub use rollback::RollbackReason;
 pub use rollout::{
     Decision, DecisionKind, Desired, IntervalRecord, IntervalSummary, Phase, Rollout, RolloutId, Scale,
     TriggerHit,

@@ -8,8 +8,8 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::action::RollbackReason;
 use crate::engine::plan::Plan;
+use crate::engine::rollback::RollbackReason;
 use crate::judge::{MetricState, Verdict};
 
 /// Which workload a rollout is for.

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::engine::action::{Action, Notification, RollbackReason};
+use crate::engine::action::{Action, Notification};
 use crate::engine::input::{Command, Input, IntervalObservations};
 use crate::engine::plan::TriggerCondition;
+use crate::engine::rollback::RollbackReason;
 use crate::engine::rollout::{
     DECISION_LIMIT, Decision, DecisionKind, IntervalRecord, IntervalSummary, Phase, RECENT_INTERVALS,
     Rollout, TriggerHit,
