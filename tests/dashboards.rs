@@ -403,7 +403,7 @@ impl DaemonMetrics {
         let m = &self.looped;
         m.tick_seconds.observe(0.004);
         m.analysis_seconds.observe(0.002);
-        m.decisions.get_or_create(&DecisionLabels { kind: "advanced".into() }).inc();
+        m.decisions.get_or_create(&DecisionLabels { kind: "advanced" }).inc();
         for metric in &self.judged {
             m.verdicts.get_or_create(&VerdictLabels { metric: metric.clone(), outcome: "pass" }).inc();
         }
