@@ -233,8 +233,15 @@ async fn nginx_refusing_its_config_keeps_traffic_on_the_last_good_one_and_pauses
         "the reason names nginx's complaint: {reason}"
     );
     assert_eq!(stack.nginx_serves().await.unwrap(), good, "traffic stays on the last good config");
+    // The paused rollout's weight is retried each tick, and each retry writes its
+    // candidate for the moment of its test; between retries the last good file is back.
+    let restored = wait_until(Duration::from_secs(20), "the last good file is back", || async {
+        std::fs::read_to_string(stack.path("upstreams.conf"))
+            .is_ok_and(|f| f.contains("# canaryd weight web 10"))
+    })
+    .await;
     let file = std::fs::read_to_string(stack.path("upstreams.conf")).unwrap();
-    assert!(file.contains("# canaryd weight web 10"), "the last good file is back:\n{file}");
+    assert!(restored.is_ok(), "the last good file is back:\n{file}");
     let metrics = reqwest::get(format!("{}/metrics", stack.api())).await.unwrap().text().await.unwrap();
     let failures = metrics
         .lines()
