@@ -189,21 +189,8 @@ impl TimelineStore for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Rollout;
-    use crate::store::Applied;
 
-    fn state(name: &str) -> RunState {
-        let loaded = crate::policy::load_paths(&["policies/web-default.yaml".into()]);
-        let id = RolloutId { namespace: "shop".into(), name: name.into() };
-        RunState {
-            arms: crate::platform::kubernetes::arms(&id),
-            rollout: Rollout::new(id, "v2", loaded.policies[0].plan.clone()),
-            applied: Applied::default(),
-            notified: 0,
-            recorded: false,
-            version: Version::default(),
-        }
-    }
+    use crate::store::tests::state;
 
     #[test]
     fn files_round_trip_and_a_stale_version_is_refused() {

@@ -132,21 +132,8 @@ impl TimelineStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Rollout;
-    use crate::store::Applied;
 
-    fn state(name: &str) -> RunState {
-        let loaded = crate::policy::load_paths(&["policies/web-default.yaml".into()]);
-        let id = RolloutId { namespace: "shop".into(), name: name.into() };
-        RunState {
-            arms: crate::platform::kubernetes::arms(&id),
-            rollout: Rollout::new(id, "v2", loaded.policies[0].plan.clone()),
-            applied: Applied::default(),
-            notified: 0,
-            recorded: false,
-            version: Version::default(),
-        }
-    }
+    use crate::store::tests::state;
 
     #[test]
     fn a_fault_refuses_only_its_rollout_until_cleared() {

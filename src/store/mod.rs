@@ -169,7 +169,23 @@ pub trait TimelineStore: Send + Sync + 'static {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use crate::engine::Rollout;
+
+    /// A never-saved state of rollout `shop/NAME` on `web-default`, for the stores' tests.
+    pub(crate) fn state(name: &str) -> RunState {
+        let loaded = crate::policy::load_paths(&["policies/web-default.yaml".into()]);
+        let id = RolloutId { namespace: "shop".into(), name: name.into() };
+        RunState {
+            arms: crate::platform::kubernetes::arms(&id),
+            rollout: Rollout::new(id, "v2", loaded.policies[0].plan.clone()),
+            applied: Applied::default(),
+            notified: 0,
+            recorded: false,
+            version: Version::default(),
+        }
+    }
+
     use super::*;
 
     #[derive(Deserialize)]
