@@ -2,7 +2,8 @@
 //! demo servers and `canaryd run` (the binary) on loopback ports. A bad canary is rolled
 //! back and a good one promoted with the requests each server actually served following
 //! the weights; then the faults: nginx refusing its config, Prometheus killed, canaryd
-//! killed with SIGKILL, and a promote hook that fails or hangs.
+//! killed with SIGKILL, and a promote hook that fails or hangs; and the records a demo run
+//! keeps.
 //!
 //! Each test runs its own stack; they take turns (one stack at a time), since each
 //! keeps wrk's load running on the machine's two cores.
@@ -345,6 +346,58 @@ async fn a_failing_promote_hook_rolls_back_with_its_reason() {
 async fn a_promote_hook_that_hangs_is_killed_at_its_limit_and_rolls_back() {
     let hook = ["sleep", "600"].map(String::from).to_vec();
     failed_promotion(hook, "1s", "no exit within 1s; killed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_run_keeps_a_record_of_each_finished_rollout_for_the_records_cli() {
+    let (stack, _turn) = start(Options::default()).await;
+    // As the demo runs them: each rollout starts as soon as the one before has ended. The
+    // bad canary trips the errors trigger at the first interval; the good one is promoted
+    // by hand at its first interval, to keep the test short.
+    stack.deploy_canary("v2-bad", 0.5, 5).await.unwrap();
+    stack.start_rollout("v2-bad").await.unwrap();
+    let bad = stack.follow("v2-bad", ROLLOUT, |_| {}).await.unwrap();
+    assert_eq!(bad.phase, "rolled-back", "{bad:#?}");
+    stack.deploy_canary("v3", 0.005, 5).await.unwrap();
+    stack.start_rollout("v3").await.unwrap();
+    wait_view(&stack, "v3 at 10%", |v| v.revision == "v3" && v.applied_weight == Some(10)).await;
+    let promoted = cli(&stack, &["promote", "web"]);
+    assert!(promoted.status.success(), "{}", out(&promoted));
+    let good = stack.follow("v3", ROLLOUT, |_| {}).await.unwrap();
+    assert_eq!(good.phase, "succeeded", "{good:#?}");
+
+    let kept = tempfile::tempdir().unwrap();
+    let dir = kept.path().join("demo-records");
+    let files = stack
+        .keep_records(&dir, &["v2-bad", "v3"], Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}; canaryd log:\n{}", stack.canaryd_log()));
+    let listed = std::process::Command::new(binaries().canaryd)
+        .args(["records", "--dir"])
+        .arg(&dir)
+        .arg("list")
+        .output()
+        .unwrap();
+    let text = out(&listed);
+    assert!(listed.status.success(), "{text}");
+    for (id, outcome) in [("demo/web@v2-bad", "rolled-back"), ("demo/web@v3", "succeeded")] {
+        assert!(
+            text.lines().any(|l| l.contains(id) && l.contains(outcome)),
+            "no {id} {outcome} in `canaryd records list`:\n{text}\nkept {files:?}; canaryd log:\n{}",
+            stack.canaryd_log()
+        );
+    }
+    assert_eq!(text.lines().filter(|l| l.contains("demo/web@")).count(), 2, "{text}");
+    // Where they cannot be kept, the error says where and why.
+    let file = kept.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let blocked = file.join("demo-records");
+    let err = stack.keep_records(&blocked, &["v3"], Duration::from_secs(1)).await.unwrap_err();
+    let message = format!("{err:#}");
+    assert!(
+        message.contains(&blocked.display().to_string()) && message.contains("Not a directory"),
+        "{message}"
+    );
 }
 
 /// `canaryd rollout ARGS…` against the stack's daemon, with its token in the environment.

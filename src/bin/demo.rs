@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use canaryd::daemon::view::{Progress, RolloutView};
 use canaryd::demo::{Binaries, Options, Stack};
 use canaryd::engine::Notification;
@@ -84,19 +85,17 @@ async fn demo(stack: &Stack) -> anyhow::Result<bool> {
     println!(
         "\nnginx now sends {canary_share}% to the canary servers; 20 requests through it were answered by {versions:?}"
     );
-    // The stack's directory goes away on exit: the records are kept.
+    // The stack's directory goes away on exit: the records are kept, or the demo fails.
     let kept = PathBuf::from("target/demo-records");
-    if std::fs::create_dir_all(&kept).is_ok() {
-        for file in canaryd::daemon::records::list(&stack.path("records")) {
-            if let Some(name) = file.file_name() {
-                let _ = std::fs::copy(&file, kept.join(name));
-            }
-        }
-        println!(
-            "Every decision with its evidence and each arm's query: target/release/canaryd records --dir {} list (or show ID)",
-            kept.display()
-        );
-    }
+    let revisions = [bad.revision.as_str(), good.revision.as_str()];
+    stack
+        .keep_records(&kept, &revisions, Duration::from_secs(30))
+        .await
+        .with_context(|| format!("cannot keep the deployment records in {}", kept.display()))?;
+    println!(
+        "Every decision with its evidence and each arm's query: target/release/canaryd records --dir {} list (or show ID)",
+        kept.display()
+    );
     Ok(bad.phase == "rolled-back" && good.phase == "succeeded")
 }
 

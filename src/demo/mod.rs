@@ -550,6 +550,38 @@ impl Stack {
         r.text().await.ok().map(|t| t.trim().to_string())
     }
 
+    /// Copies the deployment records into `to` (the stack's directory goes away on exit),
+    /// once canaryd has written one for each of `revisions`: it writes a record a tick or
+    /// two after its rollout ends, when the last decision is told. Returns the copies; an
+    /// error names the path.
+    pub async fn keep_records(
+        &self,
+        to: &Path,
+        revisions: &[&str],
+        within: Duration,
+    ) -> anyhow::Result<Vec<PathBuf>> {
+        use crate::daemon::records;
+        let from = self.path("records");
+        let written = || -> Vec<String> {
+            records::list(&from).iter().filter_map(|f| records::read(f).ok()).map(|r| r.revision).collect()
+        };
+        let what = format!("a record of each of {} in {}", revisions.join(", "), from.display());
+        wait_until(within, &what, || async {
+            let written = written();
+            revisions.iter().all(|r| written.iter().any(|w| w == r))
+        })
+        .await?;
+        std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+        let mut kept = Vec::new();
+        for file in records::list(&from) {
+            let copy = to.join(file.file_name().unwrap_or_default());
+            std::fs::copy(&file, &copy)
+                .with_context(|| format!("cannot copy {} to {}", file.display(), copy.display()))?;
+            kept.push(copy);
+        }
+        Ok(kept)
+    }
+
     /// The canaryd log so far (for failure messages).
     pub fn canaryd_log(&self) -> String {
         std::fs::read_to_string(self.path("canaryd.log")).unwrap_or_default()
