@@ -10,11 +10,11 @@ pub mod plan;
 pub mod rollout;
 pub mod step;
 
-pub use action::{EventKind, Notification, NotificationKey, RollbackReason};
+pub use action::{EventKind, Notification, NotificationKey};
 pub use input::{Command, Input, IntervalObservations};
 pub use plan::Plan;
 pub use rollout::{
-    Decision, DecisionKind, Desired, IntervalRecord, IntervalSummary, Phase, Rollout, RolloutId, Scale,
-    TriggerHit,
+    Decision, DecisionKind, Desired, IntervalRecord, IntervalSummary, Phase, RollbackReason, Rollout,
+    RolloutId, Scale, TriggerHit,
 };
 pub use step::{EngineError, Transition, step};

@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::engine::action::RollbackReason;
 use crate::engine::input::{Command, Input, IntervalObservations};
 use crate::engine::plan::TriggerCondition;
 use crate::engine::rollout::{
     DECISION_LIMIT, Decision, DecisionKind, IntervalRecord, IntervalSummary, Phase, RECENT_INTERVALS,
-    Rollout, TriggerHit,
+    RollbackReason, Rollout, TriggerHit,
 };
 use crate::judge::{self, MetricRule, Observation, Outcome, Verdict};
 
