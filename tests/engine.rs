@@ -3,8 +3,8 @@
 mod support;
 
 use canaryd::engine::{
-    Action, Command, DecisionKind, Desired, EngineError, EventKind, Input, IntervalObservations,
-    IntervalRecord, Notification, Phase, RollbackReason, Rollout, RolloutId, Scale, step,
+    Command, DecisionKind, Desired, EngineError, EventKind, Input, IntervalObservations, IntervalRecord,
+    Notification, Phase, RollbackReason, Rollout, RolloutId, Scale, Transition, step,
 };
 use proptest::prelude::*;
 use support::engine::{ERRORS_SPEC, at, errors, plan};
@@ -14,25 +14,65 @@ fn new_rollout() -> Rollout {
     Rollout::new(id, "v2", plan(ERRORS_SPEC))
 }
 
-/// Feeds inputs at 30 s spacing from t = 0; returns the final rollout and all actions.
-fn run(inputs: &[Input]) -> (Rollout, Vec<Action>) {
-    let mut r = new_rollout();
-    let mut actions = Vec::new();
-    for (i, input) in inputs.iter().enumerate() {
-        if let Ok(t) = step(&r, input, at(30 * i as i64)) {
-            r = t.rollout;
-            actions.extend(t.actions);
-        }
-    }
-    (r, actions)
+/// What one transition asks of the outside world, read as the daemon reads it: the
+/// platform is brought from the world the rollout wanted before to the one it wants
+/// after, and people are told each new decision.
+#[derive(Clone, Debug, PartialEq)]
+struct Effect {
+    /// `desired()` before the input.
+    before: Desired,
+    /// `desired()` after it.
+    after: Desired,
+    /// The notifications of the decisions it made.
+    told: Vec<Notification>,
 }
 
-fn weights(actions: &[Action]) -> Vec<u8> {
-    actions
-        .iter()
-        .filter_map(|a| if let Action::SetWeight { canary } = a { Some(*canary) } else { None })
-        .collect()
+fn effect(before: &Rollout, t: &Transition) -> Effect {
+    let r = &t.rollout;
+    let new = r.decisions.iter().filter(|d| d.seq >= before.decisions_made);
+    Effect {
+        before: before.desired(),
+        after: r.desired(),
+        told: new.filter_map(|d| Notification::of(r, d)).collect(),
+    }
 }
+
+/// Feeds inputs at 30 s spacing from t = 0; returns the final rollout and each accepted
+/// input's effect.
+fn run(inputs: &[Input]) -> (Rollout, Vec<Effect>) {
+    let mut r = new_rollout();
+    let mut effects = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        if let Ok(t) = step(&r, input, at(30 * i as i64)) {
+            effects.push(effect(&r, &t));
+            r = t.rollout;
+        }
+    }
+    (r, effects)
+}
+
+/// The canary weights the platform was asked to set, in order.
+fn weights(effects: &[Effect]) -> Vec<u8> {
+    effects.iter().filter(|e| e.after.weight != e.before.weight).map(|e| e.after.weight).collect()
+}
+
+/// Whether an effect asks the platform to make the canary stable.
+fn promotes(e: &Effect) -> bool {
+    e.after.promote && !e.before.promote
+}
+
+/// Everything people were told, in order.
+fn told(effects: &[Effect]) -> Vec<&Notification> {
+    effects.iter().flat_map(|e| &e.told).collect()
+}
+
+/// The canary up, taking `weight` percent.
+fn up(weight: u8) -> Desired {
+    Desired { weight, canary: Scale::Up, promote: false }
+}
+
+/// No traffic to the canary, its pods scaled down.
+const DOWN: Desired = Desired { weight: 0, canary: Scale::Down, promote: false };
 
 fn healthy() -> Input {
     Input::Interval(errors((100.0, 1.0), (900.0, 9.0)))
@@ -42,10 +82,11 @@ fn healthy() -> Input {
 fn a_good_canary_walks_every_step_and_is_promoted() {
     let mut inputs = vec![Input::Start];
     inputs.extend(std::iter::repeat_with(healthy).take(8));
-    let (r, actions) = run(&inputs);
+    let (r, effects) = run(&inputs);
     assert_eq!(r.phase, Phase::Promoting);
-    assert_eq!(weights(&actions), [10, 50, 100]);
-    assert!(actions.contains(&Action::Promote));
+    assert_eq!(weights(&effects), [10, 50, 100]);
+    assert_eq!(effects.iter().filter(|e| promotes(e)).count(), 1);
+    assert_eq!(r.desired(), Desired { weight: 100, canary: Scale::Up, promote: true });
     let r = step(&r, &Input::PromotionDone, at(1000)).unwrap().rollout;
     assert_eq!(r.phase, Phase::Succeeded);
     let decisions: Vec<&str> = r.decisions.iter().map(|d| d.action.name()).collect();
@@ -56,29 +97,37 @@ fn a_good_canary_walks_every_step_and_is_promoted() {
 #[test]
 fn a_step_waits_for_its_duration() {
     // 1m steps at 30s intervals: the first analysed interval (t=30s) cannot advance.
-    let (r, actions) = run(&[Input::Start, healthy()]);
+    let (r, effects) = run(&[Input::Start, healthy()]);
     assert_eq!((r.phase, r.weight), (Phase::Progressing, 10));
-    assert_eq!(weights(&actions), [10]);
-    let [Action::SetWeight { canary: 10 }, Action::Notify(started)] = &actions[..] else {
-        panic!("only the start moved traffic and told people: {actions:?}")
-    };
+    assert_eq!(weights(&effects), [10]);
+    let [start, interval] = &effects[..] else { panic!("two inputs taken: {effects:?}") };
+    assert_eq!((start.before.weight, start.after), (0, up(10)));
+    let [started] = &start.told[..] else { panic!("the start told people once: {start:?}") };
     assert_eq!(started.event, EventKind::Started);
+    assert_eq!(
+        interval,
+        &Effect { before: up(10), after: up(10), told: vec![] },
+        "the interval changed nothing"
+    );
     // The next evaluation is derived from the persisted state: one interval after the last.
     assert_eq!(r.next_evaluation(), Some(at(60)));
     assert_eq!(r.last_evaluation, Some(at(30)));
 }
 
 #[test]
-fn a_firing_alert_rolls_back_at_once_traffic_first() {
+fn a_firing_alert_rolls_back_at_once() {
     let mut obs = errors((100.0, 1.0), (900.0, 9.0));
     obs.firing_alerts.insert("ErrorBudgetBurn".into());
-    let (r, actions) = run(&[Input::Start, Input::Interval(obs)]);
+    let (r, effects) = run(&[Input::Start, Input::Interval(obs)]);
     assert_eq!(r.phase, Phase::RollingBack);
-    let rollback_at = actions.iter().position(|a| matches!(a, Action::RollBack { .. })).unwrap();
-    assert_eq!(actions[rollback_at - 1], Action::SetWeight { canary: 0 });
-    let Action::RollBack { reason, triggers, .. } = &actions[rollback_at] else { unreachable!() };
-    assert_eq!(reason, &RollbackReason::Trigger { triggers: vec!["budget".into()] });
-    assert_eq!(triggers[0].detail, "alert ErrorBudgetBurn is firing");
+    // The interval that saw the alert takes the traffic off and the canary down.
+    let last = effects.last().unwrap();
+    assert_eq!((last.before, last.after), (up(10), DOWN));
+    assert_eq!(r.rollback, Some(RollbackReason::Trigger { triggers: vec!["budget".into()] }));
+    let [rolled_back] = &last.told[..] else { panic!("one rollback told: {last:?}") };
+    assert_eq!(rolled_back.event, EventKind::RolledBack);
+    assert_eq!(rolled_back.triggers[0].trigger, "budget");
+    assert_eq!(rolled_back.triggers[0].detail, "alert ErrorBudgetBurn is firing");
 }
 
 #[test]
@@ -115,14 +164,14 @@ fn ratio_only() -> Rollout {
 }
 
 /// Feeds inputs to `r` at the given times.
-fn run_at(mut r: Rollout, inputs: &[(i64, Input)]) -> (Rollout, Vec<Action>) {
-    let mut actions = Vec::new();
+fn run_at(mut r: Rollout, inputs: &[(i64, Input)]) -> (Rollout, Vec<Effect>) {
+    let mut effects = Vec::new();
     for (t, input) in inputs {
         let next = step(&r, input, at(*t)).unwrap();
+        effects.push(effect(&r, &next));
         r = next.rollout;
-        actions.extend(next.actions);
     }
-    (r, actions)
+    (r, effects)
 }
 
 #[test]
@@ -132,13 +181,13 @@ fn failed_checks_reaching_the_limit_roll_back() {
     let bad = || Input::Interval(errors((100.0, 4.0), (900.0, 9.0)));
     let (r, _) = run_at(ratio_only(), &[(0, Input::Start), (30, bad())]);
     assert_eq!((r.phase, r.failed_checks), (Phase::Progressing, 1));
-    let (r, actions) = run_at(ratio_only(), &[(0, Input::Start), (30, bad()), (60, healthy()), (90, bad())]);
+    let (r, effects) = run_at(ratio_only(), &[(0, Input::Start), (30, bad()), (60, healthy()), (90, bad())]);
     assert_eq!(r.phase, Phase::RollingBack);
-    let rollbacks: Vec<&RollbackReason> = actions
-        .iter()
-        .filter_map(|a| if let Action::RollBack { reason, .. } = a { Some(reason) } else { None })
-        .collect();
-    assert_eq!(rollbacks, [&RollbackReason::FailureLimit { failed_checks: 2 }]);
+    let downs: Vec<usize> = (0..effects.len()).filter(|i| effects[*i].after == DOWN).collect();
+    assert_eq!(downs, [3], "the second failed check, and only it, took the canary out");
+    let events: Vec<EventKind> = told(&effects).iter().map(|n| n.event).collect();
+    assert_eq!(events, [EventKind::Started, EventKind::RolledBack]);
+    assert_eq!(r.rollback, Some(RollbackReason::FailureLimit { failed_checks: 2 }));
     assert!(r.decisions.last().unwrap().reason.starts_with("2 failed checks reached the limit of 2"));
 }
 
@@ -161,15 +210,15 @@ fn a_sequential_regression_rolls_back_conclusively_with_its_evidence() {
     let doubled = || Input::Interval(errors((2000.0, 40.0), (2000.0, 20.0)));
     let mut inputs = vec![Input::Start];
     inputs.extend(std::iter::repeat_with(doubled).take(30));
-    let (r, actions) = run(&inputs);
+    let (r, effects) = run(&inputs);
     assert_eq!(r.phase, Phase::RollingBack);
-    let Some(Action::RollBack { reason, evidence, .. }) =
-        actions.iter().find(|a| matches!(a, Action::RollBack { .. }))
-    else {
-        panic!("no rollback")
+    assert_eq!(effects.last().unwrap().after, DOWN);
+    let Some(rollback) = told(&effects).into_iter().find(|n| n.event == EventKind::RolledBack) else {
+        panic!("no rollback told")
     };
-    assert_eq!(reason, &RollbackReason::Regression { metrics: vec!["errors".into()] });
-    let v = evidence.iter().find(|v| v.metric == "errors").unwrap();
+    assert_eq!(r.rollback, Some(RollbackReason::Regression { metrics: vec!["errors".into()] }));
+    let v = rollback.evidence.iter().find(|v| v.metric == "errors").unwrap();
+    assert!(v.conclusive);
     assert!(v.evidence.p_value.unwrap() <= 0.05);
     assert!(
         v.evidence.cumulative.as_ref().unwrap().canary_events
@@ -202,13 +251,12 @@ fn no_data_is_never_a_pass_and_rolls_back_at_the_inconclusive_limit() {
             assert!(v.reason.starts_with("no data"), "{} at {}: {}", v.metric, interval.at, v.reason);
         }
     }
-    let (r, actions) = run(&inputs);
+    let (r, effects) = run(&inputs);
     assert_eq!(r.phase, Phase::RollingBack);
-    assert_eq!(weights(&actions), [10, 0]);
-    assert!(actions.iter().any(|a| matches!(
-        a,
-        Action::RollBack { reason: RollbackReason::InconclusiveLimit { intervals: 3 }, .. }
-    )));
+    assert_eq!(weights(&effects), [10, 0]);
+    assert_eq!(effects.last().unwrap().after, DOWN);
+    assert_eq!(r.rollback, Some(RollbackReason::InconclusiveLimit { intervals: 3 }));
+    assert!(told(&effects).iter().any(|n| n.event == EventKind::RolledBack));
 }
 
 #[test]
@@ -232,7 +280,7 @@ fn commands_are_valid_only_from_their_phases() {
     assert_eq!(resumed.rollout.phase, Phase::Progressing);
     let promoted = step(&resumed.rollout, &cmd(Command::Promote), at(520)).unwrap();
     assert_eq!(promoted.rollout.phase, Phase::Promoting);
-    assert!(promoted.actions.contains(&Action::Promote));
+    assert!(promotes(&effect(&resumed.rollout, &promoted)));
     assert!(step(&promoted.rollout, &cmd(Command::Abort), at(530)).is_err());
     let aborted = step(&r, &cmd(Command::Abort), at(20)).unwrap();
     assert_eq!(aborted.rollout.phase, Phase::RollingBack);
@@ -259,19 +307,18 @@ fn a_rollback_holds_weight_zero_with_the_canary_down_until_the_platform_confirms
     obs.firing_alerts.insert("ErrorBudgetBurn".into());
     let (r, _) = run(&[Input::Start, Input::Interval(obs)]);
     assert_eq!(r.phase, Phase::RollingBack);
-    let down = Desired { weight: 0, canary: Scale::Down, promote: false };
-    assert_eq!(r.desired(), down);
+    assert_eq!(r.desired(), DOWN);
     assert_eq!(r.next_evaluation(), None, "nothing is analysed while rolling back");
     // Late observations change nothing; only the confirmation ends the phase.
     let late = step(&r, &healthy(), at(90)).unwrap();
-    assert_eq!((late.rollout.phase, late.actions.len()), (Phase::RollingBack, 0));
+    assert_eq!(late.rollout, r, "late observations change nothing");
     assert!(step(&r, &Input::PromotionDone, at(90)).is_err());
     let done = step(&r, &Input::RollbackDone, at(95)).unwrap();
     assert_eq!(done.rollout.phase, Phase::RolledBack);
     assert!(done.rollout.rolled_back());
-    assert_eq!(done.rollout.desired(), down);
+    assert_eq!(done.rollout.desired(), DOWN);
     assert_eq!(done.rollout.decisions.last().unwrap().action, DecisionKind::RollbackFinished);
-    assert!(done.actions.is_empty(), "the rollback was announced when decided, not again");
+    assert!(effect(&r, &done).told.is_empty(), "the rollback was announced when decided, not again");
     assert!(step(&done.rollout, &Input::RollbackDone, at(96)).is_err());
 }
 
@@ -285,14 +332,15 @@ fn a_new_revision_mid_rollout_restarts_the_analysis_and_says_why() {
     let n = &t.rollout;
     assert_eq!((n.phase, n.step, n.weight, n.revision.as_str()), (Phase::Progressing, 0, 10, "v3"));
     assert!(n.metrics.is_empty() && n.failed_checks == 0, "no evidence carries over to the new revision");
-    assert_eq!(t.actions.first(), Some(&Action::SetWeight { canary: 10 }));
+    let e = effect(&r, &t);
+    assert_eq!((e.before, e.after), (up(50), up(10)), "traffic back to step 1");
     let d = n.decisions.last().unwrap();
     assert_eq!((d.action, d.revision.as_str()), (DecisionKind::Superseded, "v3"));
     assert!(d.reason.contains("v3 replaced v2 while progressing at 50%"), "{}", d.reason);
     assert_eq!(n.next_evaluation(), Some(at(230)));
     // The same revision again is no news.
     let same = step(n, &Input::Superseded { revision: "v3".into() }, at(201)).unwrap();
-    assert_eq!((&same.rollout, same.actions.len()), (n, 0));
+    assert_eq!(&same.rollout, n);
     // A rollback in progress is also superseded: the new canary gets its own analysis.
     let mut obs = errors((100.0, 1.0), (900.0, 9.0));
     obs.firing_alerts.insert("ErrorBudgetBurn".into());
@@ -305,9 +353,8 @@ fn a_new_revision_mid_rollout_restarts_the_analysis_and_says_why() {
 fn notifications_carry_a_key_per_decision_and_its_evidence() {
     let mut obs = errors((100.0, 1.0), (900.0, 9.0));
     obs.firing_alerts.insert("ErrorBudgetBurn".into());
-    let (r, actions) = run(&[Input::Start, healthy(), Input::Interval(obs)]);
-    let notes: Vec<&Notification> =
-        actions.iter().filter_map(|a| if let Action::Notify(n) = a { Some(n) } else { None }).collect();
+    let (r, effects) = run(&[Input::Start, healthy(), Input::Interval(obs)]);
+    let notes = told(&effects);
     let keys: Vec<u64> = notes.iter().map(|n| n.key.decision).collect();
     assert_eq!(keys, [0, 1], "one notification per decision, keyed by its place");
     assert!(notes.iter().all(|n| n.key.rollout == "t/web" && n.key.revision == "v2"));
@@ -364,14 +411,15 @@ fn arb_run() -> impl Strategy<Value = Vec<Input>> {
     })
 }
 
-/// Applies inputs, keeping each accepted transition.
-fn transitions(inputs: &[Input]) -> Vec<(Input, Rollout, Vec<Action>, Option<IntervalRecord>)> {
+/// Applies inputs, keeping each accepted transition with its effect.
+fn transitions(inputs: &[Input]) -> Vec<(Input, Rollout, Effect, Option<IntervalRecord>)> {
     let mut r = new_rollout();
     let mut out = Vec::new();
     for (i, input) in inputs.iter().enumerate() {
         if let Ok(t) = step(&r, input, at(30 * i as i64)) {
+            let e = effect(&r, &t);
             r = t.rollout.clone();
-            out.push((input.clone(), t.rollout, t.actions, t.interval));
+            out.push((input.clone(), t.rollout, e, t.interval));
         }
     }
     out
@@ -411,10 +459,10 @@ proptest! {
     fn no_promotion_without_a_passing_analysis_at_every_step(inputs in arb_run()) {
         use canaryd::judge::Outcome;
         let mut intervals: Vec<IntervalRecord> = Vec::new();
-        for (input, r, actions, interval) in transitions(&inputs) {
+        for (input, r, effect, interval) in transitions(&inputs) {
             intervals.extend(interval);
             let manual = matches!(input, Input::Command { command: Command::Promote, .. });
-            if !actions.contains(&Action::Promote) || manual {
+            if !promotes(&effect) || manual {
                 continue;
             }
             // Each step was left on an interval where every metric passed, at least a step
@@ -448,7 +496,7 @@ proptest! {
                 // Probe the ended rollout with every kind of input, not only the run's own.
                 for probe in every_kind_of_input() {
                     if let Ok(t) = step(&r, &probe, at(30 * i as i64 + 1)) {
-                        prop_assert!(weights(&t.actions).iter().all(|w| *w == 0), "{:?} raised the weight", probe);
+                        prop_assert_eq!(effect(&r, &t).after, DOWN, "{:?} raised the weight", probe);
                         prop_assert_eq!(t.rollout.weight, 0);
                         prop_assert!(matches!(t.rollout.phase, Phase::RollingBack | Phase::RolledBack | Phase::Aborted));
                     }
@@ -476,14 +524,13 @@ proptest! {
                 matches!(c, canaryd::judge::Sample::Counts { requests, events } if requests >= 20.0 && events / requests > 0.2)
             });
             let expected = obs.firing_alerts.contains("ErrorBudgetBurn") || failures_in_a_row >= 3 || over_limit;
-            let by_trigger = t
-                .actions
-                .iter()
-                .any(|a| matches!(a, Action::RollBack { reason: RollbackReason::Trigger { .. }, .. }));
+            let told_rollback = effect(&before, t).told.iter().any(|n| n.event == EventKind::RolledBack);
+            let by_trigger =
+                told_rollback && matches!(t.rollout.rollback, Some(RollbackReason::Trigger { .. }));
             prop_assert_eq!(by_trigger, expected, "model and engine disagree on {:?}", obs);
             if expected {
                 prop_assert_eq!(t.rollout.phase, Phase::RollingBack);
-                prop_assert_eq!(t.rollout.weight, 0);
+                prop_assert_eq!(t.rollout.desired(), DOWN);
             }
         }
     }
@@ -498,9 +545,9 @@ proptest! {
     }
 
     #[test]
-    fn replaying_the_same_inputs_gives_the_same_actions(inputs in arb_run()) {
-        let first: Vec<Vec<Action>> = transitions(&inputs).into_iter().map(|t| t.2).collect();
-        let second: Vec<Vec<Action>> = transitions(&inputs).into_iter().map(|t| t.2).collect();
+    fn replaying_the_same_inputs_gives_the_same_effects(inputs in arb_run()) {
+        let first: Vec<(Rollout, Effect)> = transitions(&inputs).into_iter().map(|t| (t.1, t.2)).collect();
+        let second: Vec<(Rollout, Effect)> = transitions(&inputs).into_iter().map(|t| (t.1, t.2)).collect();
         prop_assert_eq!(first, second);
     }
 }
@@ -529,7 +576,7 @@ fn a_failed_promotion_rolls_back_and_a_weight_that_cannot_be_set_pauses() {
         d.reason,
         "promotion failed, the canary did not become stable: promote v2: hook exited with code 3"
     );
-    assert!(t.actions.iter().any(|a| matches!(a, Action::Notify(n) if n.event == EventKind::RolledBack)));
+    assert!(effect(&promoting, &t).told.iter().any(|n| n.event == EventKind::RolledBack));
     let done = step(&t.rollout, &Input::RollbackDone, at(1010)).unwrap().rollout;
     assert_eq!(done.phase, Phase::RolledBack);
     assert!(done.rolled_back());

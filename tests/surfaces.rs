@@ -17,7 +17,7 @@ use canaryd::config::{Secret, Settings};
 use canaryd::daemon::metrics::LoopMetrics;
 use canaryd::daemon::view::RolloutView;
 use canaryd::daemon::{Daemon, Options, run_until};
-use canaryd::engine::{Action, Input, Notification, Rollout, RolloutId, step};
+use canaryd::engine::{Input, Notification, Rollout, RolloutId, Transition, step};
 use canaryd::notify::DeliveryCounts;
 use canaryd::notify::fanout::Fanout;
 use canaryd::notify::outbox::{Outbox, OutboxOptions};
@@ -112,16 +112,12 @@ fn rolled_back(spec: &str) -> (Notification, Notification) {
     let started = step(&r, &Input::Start, at(0)).unwrap();
     let bad =
         step(&started.rollout, &Input::Interval(errors((400.0, 120.0), (4000.0, 40.0))), at(30)).unwrap();
-    let note = |actions: &[Action]| {
-        actions
-            .iter()
-            .find_map(|a| match a {
-                Action::Notify(n) => Some(n.clone()),
-                _ => None,
-            })
-            .expect("a notification")
+    // Each input made one decision: its notification is what the daemon sends.
+    let note = |t: &Transition| {
+        let decision = t.rollout.decisions.last().expect("a decision");
+        Notification::of(&t.rollout, decision).expect("a notification")
     };
-    (note(&started.actions), note(&bad.actions))
+    (note(&started), note(&bad))
 }
 
 fn text_of(message: &serde_json::Value) -> String {

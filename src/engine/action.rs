@@ -1,10 +1,9 @@
-//! What the engine asks the outside world to do. Executors (traffic routers, scalers,
-//! notifiers, the scheduler) carry these out; the engine never does I/O itself.
+//! What people are told of a rollout's decisions: each decision's notification is
+//! derived from the decision and the rollout, so a replay after a crash tells the same.
 
 use serde::{Deserialize, Serialize};
 
 use crate::engine::plan::{Severity, SlackRoute};
-use crate::engine::rollback::RollbackReason;
 use crate::engine::rollout::{Decision, DecisionKind, Rollout, TriggerHit};
 use crate::judge::Verdict;
 
@@ -150,28 +149,4 @@ impl Notification {
 /// The step (from 1) whose weight is `weight`; the current one for a weight of 0.
 fn step_of(rollout: &Rollout, weight: u8) -> usize {
     rollout.plan.steps.iter().position(|w| *w == weight).unwrap_or(rollout.step) + 1
-}
-
-/// An instruction to the executors.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "kebab-case", tag = "action")]
-pub enum Action {
-    /// Route this share of traffic (percent) to the canary.
-    SetWeight {
-        /// Canary weight.
-        canary: u8,
-    },
-    /// Make the canary the new stable version.
-    Promote,
-    /// Take the canary out: traffic is already at 0; scale it down.
-    RollBack {
-        /// Why.
-        reason: RollbackReason,
-        /// The verdicts of the deciding interval.
-        evidence: Vec<Verdict>,
-        /// Triggers met.
-        triggers: Vec<TriggerHit>,
-    },
-    /// Tell people.
-    Notify(Notification),
 }

@@ -1,7 +1,8 @@
 //! The rollout engine: a pure, deterministic state machine. Given a rollout's state,
-//! the newest observations and the time, it returns the next state and the actions to
-//! carry out. No I/O, no clock, no randomness: the daemon, `canaryd backtest`, the
-//! benchmarks and the tests all drive this one function.
+//! the newest observations and the time, it returns the next state; what the platform
+//! is to look like ([`Rollout::desired`]) and what people are told of each new decision
+//! ([`Notification::of`]) are read from that state. No I/O, no clock, no randomness: the
+//! daemon, `canaryd backtest`, the benchmarks and the tests all drive this one function.
 
 pub mod action;
 pub mod arms;
@@ -11,7 +12,7 @@ pub mod rollback;
 pub mod rollout;
 pub mod step;
 
-pub use action::{Action, EventKind, Notification, NotificationKey};
+pub use action::{EventKind, Notification, NotificationKey};
 pub use arms::Arms;
 pub use input::{Command, Input, IntervalObservations};
 pub use plan::Plan;

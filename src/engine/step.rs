@@ -1,10 +1,13 @@
-//! The transition function: `step(rollout, input, now) -> (next rollout, actions)`.
+//! The transition function: `step(rollout, input, now) -> next rollout`. What the world
+//! is to do follows from the next rollout alone: the platform is brought to
+//! [`Rollout::desired`], and each new decision is told through [`Notification::of`].
+//!
+//! [`Notification::of`]: crate::engine::Notification::of
 
 use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::engine::action::{Action, Notification};
 use crate::engine::input::{Command, Input, IntervalObservations};
 use crate::engine::plan::TriggerCondition;
 use crate::engine::rollback::RollbackReason;
@@ -37,13 +40,12 @@ pub enum EngineError {
     },
 }
 
-/// The engine's answer: the next state and what to do.
+/// The engine's answer: the next state, from which the world to bring about and the
+/// decisions to tell are read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
     /// The rollout after the input.
     pub rollout: Rollout,
-    /// Actions, in the order they must be carried out.
-    pub actions: Vec<Action>,
     /// The full analysis of the interval, when the input was one: the rollout keeps only
     /// a summary, the daemon's timeline and the backtest report keep this.
     pub interval: Option<IntervalRecord>,
@@ -56,7 +58,7 @@ pub const STALLED_AFTER: u32 = 2;
 /// Applies one input at time `now`. Pure and deterministic; its cost does not depend on
 /// how many intervals the rollout has seen (the state is bounded).
 pub fn step(rollout: &Rollout, input: &Input, now: Timestamp) -> Result<Transition, EngineError> {
-    let mut t = Transition { rollout: rollout.clone(), actions: Vec::new(), interval: None };
+    let mut t = Transition { rollout: rollout.clone(), interval: None };
     let phase = rollout.phase;
     let invalid = |what: &str| EngineError::InvalidTransition {
         rollout: rollout.id.to_string(),
@@ -98,11 +100,6 @@ pub fn step(rollout: &Rollout, input: &Input, now: Timestamp) -> Result<Transiti
         }
         Input::Alert { alert, detail } => t.alert(alert, detail, now),
     }
-    // People hear of each new decision once traffic has been moved.
-    let new = t.rollout.decisions.iter().filter(|d| d.seq >= rollout.decisions_made);
-    let notes: Vec<Action> =
-        new.filter_map(|d| Notification::of(&t.rollout, d)).map(Action::Notify).collect();
-    t.actions.extend(notes);
     Ok(t)
 }
 
@@ -116,7 +113,7 @@ fn later(t: Timestamp, d: Duration) -> Timestamp {
 }
 
 impl Transition {
-    /// Records a decision (its notification follows the other actions).
+    /// Records a decision; what people are told of it is derived from it.
     fn decide(
         &mut self,
         now: Timestamp,
@@ -165,7 +162,6 @@ impl Transition {
         r.started_at = Some(now);
         r.step_started_at = Some(now);
         r.step_entered_at = Some(now);
-        let weight = r.weight;
         self.decide(
             now,
             DecisionKind::Started,
@@ -173,7 +169,6 @@ impl Transition {
             vec![],
             vec![],
         );
-        self.actions.push(Action::SetWeight { canary: weight });
         self.schedule(now);
     }
 
@@ -379,7 +374,6 @@ impl Transition {
         r.step_started_at = Some(now);
         r.step_entered_at = Some(now);
         r.metrics.values_mut().for_each(crate::judge::MetricState::start_step);
-        let to = r.weight;
         self.decide(
             now,
             DecisionKind::Advanced,
@@ -387,7 +381,6 @@ impl Transition {
             evidence,
             vec![],
         );
-        self.actions.push(Action::SetWeight { canary: to });
         self.schedule(now);
     }
 
@@ -398,8 +391,6 @@ impl Transition {
         r.weight = 100;
         r.next_evaluation = None;
         self.decide(now, DecisionKind::Promoting, reason, evidence, vec![]);
-        self.actions.push(Action::SetWeight { canary: 100 });
-        self.actions.push(Action::Promote);
     }
 
     fn promoted(&mut self, now: Timestamp) {
@@ -437,13 +428,11 @@ impl Transition {
         r.metrics.clear();
         r.rollback = None;
         r.recent.clear();
-        let weight = r.weight;
         let reason = format!(
             "revision {revision} replaced {old} while {} at {at}%; the analysis restarts at step 1",
             was.name()
         );
         self.decide(now, DecisionKind::Superseded, reason, vec![], vec![]);
-        self.actions.push(Action::SetWeight { canary: weight });
         self.schedule(now);
     }
 
@@ -458,13 +447,11 @@ impl Transition {
         let aborted = reason == RollbackReason::Aborted;
         let r = &mut self.rollout;
         r.phase = Phase::RollingBack;
-        r.rollback = Some(reason.clone());
+        r.rollback = Some(reason);
         r.weight = 0;
         r.next_evaluation = None;
         let action = if aborted { DecisionKind::Aborted } else { DecisionKind::RolledBack };
-        self.decide(now, action, why, evidence.clone(), triggers.clone());
-        self.actions.push(Action::SetWeight { canary: 0 });
-        self.actions.push(Action::RollBack { reason, evidence, triggers });
+        self.decide(now, action, why, evidence, triggers);
     }
 
     /// An alert fired: a trigger naming it rolls back a rollout that still carries

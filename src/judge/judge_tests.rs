@@ -281,6 +281,26 @@ fn a_latency_margin_compares_the_canarys_quantile_with_a_multiple_of_the_baselin
     assert_eq!(within.outcome, Outcome::Pass, "{}", within.reason);
 }
 
+#[test]
+fn a_latency_margin_fixes_its_bound_only_from_a_baseline_with_enough_requests() {
+    let t = sequential(Some(2.0), None);
+    let mut r = rule(&t);
+    r.quantile = Some(0.95);
+    let mut state = MetricState::default();
+    let canary = latency(1000.0, [0.1, 0.02, 0.0]);
+    // 20 baseline requests (50 needed), half slower than 0.25 s: their p95 bucket, 0.5 s,
+    // would fix the bound at 2 x 0.5 = 1 s for the rest of the rollout.
+    let few = judge(r, &obs(canary.clone(), latency(20.0, [0.5, 0.0, 0.0])), &mut state);
+    assert_eq!(few.outcome, Outcome::Insufficient, "{}", few.reason);
+    assert_eq!(
+        few.reason,
+        "waiting for a baseline histogram with enough requests to fix the slow-request bound"
+    );
+    // 9000 baseline requests with their p95 in (0.1, 0.25]: the bound is 2 x 0.25 = 0.5 s.
+    let enough = judge(r, &obs(canary, latency(9000.0, [0.02, 0.0, 0.0])), &mut state);
+    assert_eq!(enough.evidence.slower_than, Some(0.5), "{}", enough.reason);
+}
+
 /// Feeds a Mann-Whitney test the baseline series `y` and the canary series `y + shift +
 /// noise`, one point per interval; the last verdict.
 fn kayenta(shift: f64, window: usize) -> (Verdict, MetricState) {

@@ -199,7 +199,7 @@ pub fn judge(rule: MetricRule<'_>, obs: &Observation, state: &mut MetricState) -
                 SequentialTest { alpha: *alpha, slower_than: *slower_than, margin: *margin, max: *max };
             let shortfall =
                 Shortfall { canary: canary_short, either: either_short, baseline: baseline_short };
-            let (outcome, reason, conclusive) =
+            let SequentialVerdict { outcome, reason, conclusive } =
                 judge_sequential(rule, &test, obs, state, &shortfall, &mut evidence);
             let mut v = verdict(outcome, reason, evidence);
             v.conclusive = conclusive;
@@ -231,9 +231,36 @@ enum Compared {
     Bound { p0: f64, what: String },
 }
 
+/// A sequential test's verdict on one interval, before it is given the metric's name.
+#[derive(Debug)]
+struct SequentialVerdict {
+    outcome: Outcome,
+    /// One sentence a person can read.
+    reason: String,
+    /// A rejection: final, the always-valid p-value never rises again.
+    conclusive: bool,
+}
+
+impl SequentialVerdict {
+    fn open(outcome: Outcome, reason: impl Into<String>) -> SequentialVerdict {
+        SequentialVerdict { outcome, reason: reason.into(), conclusive: false }
+    }
+}
+
+/// One interval's counts, added to the running test.
+struct Added {
+    /// Why the step cannot pass yet: too few requests at this step.
+    too_few: Option<String>,
+    /// The running totals, in words.
+    counts: String,
+}
+
+/// Why a latency test relative to the baseline cannot count slow requests yet.
+const NO_SLOW_BOUND_YET: &str =
+    "waiting for a baseline histogram with enough requests to fix the slow-request bound";
+
 /// Runs one interval of a sequential test: adds the interval's counts to the running
-/// e-process and says whether it rejects. Returns the outcome, the reason and whether
-/// the verdict is conclusive (a rejection is final: the p-value never rises again).
+/// e-process and says whether it rejects.
 fn judge_sequential(
     rule: MetricRule<'_>,
     test: &SequentialTest,
@@ -241,31 +268,63 @@ fn judge_sequential(
     state: &mut MetricState,
     short: &Shortfall,
     evidence: &mut Evidence,
-) -> (Outcome, String, bool) {
+) -> SequentialVerdict {
     let quantile = rule.quantile.unwrap_or(0.99);
-    let seq = state.sequential.get_or_insert_with(SequentialState::default);
-    let histogram = |s: &Option<Sample>| match s {
-        Some(Sample::Histogram(h)) => Some(h.clone()),
-        _ => None,
-    };
+    let MetricState { sequential, step_requests, .. } = state;
+    let seq = sequential.get_or_insert_with(SequentialState::default);
     let (canary_h, baseline_h) = (histogram(&obs.canary), histogram(&obs.baseline));
     let is_latency = canary_h.is_some() || baseline_h.is_some();
     if is_latency && seq.slower_than.is_none() {
-        // The bound on slow requests is fixed once, from the first histogram that can fix it.
-        seq.slower_than = match (test.max, test.margin, test.slower_than) {
-            (Some(max), _, _) => canary_h.as_ref().and_then(|h| bucket_at_or_above(h, max)),
-            (None, Some(k), _) => baseline_h
-                .as_ref()
-                .filter(|_| short.baseline.is_none())
-                .and_then(|b| b.bucket_at_quantile(quantile).and_then(|bq| bucket_at_or_above(b, k * bq))),
-            (None, None, Some(s)) => baseline_h.as_ref().map(|b| snap_to_bucket(b, s)),
-            (None, None, None) => baseline_h
-                .as_ref()
-                .filter(|_| short.baseline.is_none())
-                .and_then(|b| b.bucket_at_quantile(quantile)),
-        };
+        seq.slower_than = slow_request_bound(test, short, quantile, canary_h, baseline_h);
     }
-    let compared = match (test.max, test.margin, is_latency) {
+    let adding = Adding {
+        seq: &mut *seq,
+        step_requests,
+        obs,
+        short,
+        evidence: &mut *evidence,
+        min: rule.min_sample_size as f64,
+    };
+    let added = match compared(test, quantile, is_latency) {
+        Compared::Arms { margin } => adding.arms(margin),
+        Compared::Bound { p0, what } => adding.bound(test, p0, &what),
+    };
+    let added = match added {
+        Ok(added) => added,
+        Err(verdict) => return verdict,
+    };
+    record_test(seq, test.alpha, evidence);
+    conclude(seq, test.alpha, added)
+}
+
+fn histogram(sample: &Option<Sample>) -> Option<&Histogram> {
+    match sample {
+        Some(Sample::Histogram(h)) => Some(h),
+        _ => None,
+    }
+}
+
+/// The bound above which a request counts as slow, fixed once from the first histogram
+/// that can fix it.
+fn slow_request_bound(
+    test: &SequentialTest,
+    short: &Shortfall,
+    quantile: f64,
+    canary: Option<&Histogram>,
+    baseline: Option<&Histogram>,
+) -> Option<f64> {
+    let baseline_ready = baseline.filter(|_| short.baseline.is_none());
+    match (test.max, test.margin, test.slower_than) {
+        (Some(max), _, _) => canary.and_then(|h| bucket_at_or_above(h, max)),
+        (None, Some(k), _) => baseline_ready
+            .and_then(|b| b.bucket_at_quantile(quantile).and_then(|bq| bucket_at_or_above(b, k * bq))),
+        (None, None, Some(s)) => baseline.map(|b| snap_to_bucket(b, s)),
+        (None, None, None) => baseline_ready.and_then(|b| b.bucket_at_quantile(quantile)),
+    }
+}
+
+fn compared(test: &SequentialTest, quantile: f64, is_latency: bool) -> Compared {
+    match (test.max, test.margin, is_latency) {
         (Some(max), _, false) => {
             Compared::Bound { p0: max, what: format!("errors against a bound of {max}") }
         }
@@ -278,98 +337,127 @@ fn judge_sequential(
             what: format!("requests slower than {k}x the baseline's p{}", quantile * 100.0),
         },
         (None, margin, _) => Compared::Arms { margin: margin.unwrap_or(1.0) },
-    };
-    let slower_than = seq.slower_than;
-    let events = |s: &Option<Sample>| match s {
+    }
+}
+
+/// An arm's requests and events (errors, or requests slower than `slower_than`).
+fn events(sample: &Option<Sample>, slower_than: Option<f64>) -> Option<(f64, f64)> {
+    match sample {
         Some(Sample::Counts { requests, events }) => Some((*requests, *events)),
         Some(Sample::Histogram(h)) => slower_than.map(|b| (h.total(), h.count_above(b))),
         _ => None,
-    };
-    let waiting = |what: &str| (Outcome::Insufficient, what.to_string(), false);
-    let min = rule.min_sample_size as f64;
-    let step_short = |arm: &str, requests: f64| {
-        (requests < min).then(|| {
-            format!(
-                "collecting evidence: the {arm} served {requests:.0} requests at this step, {min:.0} needed"
-            )
-        })
-    };
-    let (why_short, counts) = match &compared {
-        Compared::Arms { margin } => {
-            let (Some(c), Some(b)) = (events(&obs.canary), events(&obs.baseline)) else {
-                return match &short.either {
-                    Some(Short::NoData(why)) => (Outcome::Inconclusive, why.clone(), false),
-                    _ => waiting(
-                        "waiting for a baseline histogram with enough requests to fix the slow-request bound",
-                    ),
-                };
-            };
-            seq.update(c, b, *margin);
-            state.step_requests.0 += c.0;
-            state.step_requests.1 += b.0;
-            evidence.canary.events = Some(c.1);
-            evidence.baseline.events = Some(b.1);
-            let share = seq.canary_requests / (seq.canary_requests + seq.baseline_requests).max(1.0);
-            let allowed = if *margin > 1.0 {
-                format!(", allowed up to {margin}x the baseline's rate")
-            } else {
-                String::new()
-            };
-            let counts = format!(
-                "canary {:.0} of {:.0} events with {:.1}% of requests{allowed}",
-                seq.canary_events,
-                seq.canary_events + seq.baseline_events,
-                share * 100.0
-            );
-            let short = step_short("canary", state.step_requests.0)
-                .or_else(|| step_short("baseline", state.step_requests.1));
-            (short, counts)
-        }
-        Compared::Bound { p0, what } => {
-            let Some(c) = events(&obs.canary) else {
-                return match (&short.canary, test.margin) {
-                    (Some(Short::NoData(why)), _) => (Outcome::Inconclusive, why.clone(), false),
-                    (_, Some(_)) => waiting(
-                        "waiting for a baseline histogram with enough requests to fix the slow-request bound",
-                    ),
-                    _ => waiting("no histogram bucket at or above the bound: cannot count slow requests"),
-                };
-            };
-            seq.update_bound(c, *p0);
-            state.step_requests.0 += c.0;
-            evidence.canary.events = Some(c.1);
-            let counts = format!(
-                "canary {:.0} of {:.0} requests ({:.2}%) are {what}, {:.2}% allowed",
-                seq.canary_events,
-                seq.canary_requests,
-                100.0 * seq.canary_events / seq.canary_requests.max(1.0),
-                p0 * 100.0
-            );
-            (step_short("canary", state.step_requests.0), counts)
-        }
-    };
+    }
+}
+
+/// Why the step cannot pass on `requests` of an arm, if it cannot.
+fn step_short(arm: &str, requests: f64, min: f64) -> Option<String> {
+    (requests < min).then(|| {
+        format!("collecting evidence: the {arm} served {requests:.0} requests at this step, {min:.0} needed")
+    })
+}
+
+/// A sequential test's running state, and the interval being added to it.
+struct Adding<'a> {
+    seq: &'a mut SequentialState,
+    /// Requests of each arm since the step began.
+    step_requests: &'a mut (f64, f64),
+    obs: &'a Observation,
+    short: &'a Shortfall,
+    evidence: &'a mut Evidence,
+    /// Requests per arm the step needs.
+    min: f64,
+}
+
+impl Adding<'_> {
+    /// Adds the interval's counts of both arms to a test of the canary's share of events.
+    fn arms(self, margin: f64) -> Result<Added, SequentialVerdict> {
+        let Adding { seq, step_requests, obs, short, evidence, min } = self;
+        let (Some(c), Some(b)) =
+            (events(&obs.canary, seq.slower_than), events(&obs.baseline, seq.slower_than))
+        else {
+            return Err(match &short.either {
+                Some(Short::NoData(why)) => SequentialVerdict::open(Outcome::Inconclusive, why.clone()),
+                _ => SequentialVerdict::open(Outcome::Insufficient, NO_SLOW_BOUND_YET),
+            });
+        };
+        seq.update(c, b, margin);
+        step_requests.0 += c.0;
+        step_requests.1 += b.0;
+        evidence.canary.events = Some(c.1);
+        evidence.baseline.events = Some(b.1);
+        let share = seq.canary_requests / (seq.canary_requests + seq.baseline_requests).max(1.0);
+        let allowed = if margin > 1.0 {
+            format!(", allowed up to {margin}x the baseline's rate")
+        } else {
+            String::new()
+        };
+        let counts = format!(
+            "canary {:.0} of {:.0} events with {:.1}% of requests{allowed}",
+            seq.canary_events,
+            seq.canary_events + seq.baseline_events,
+            share * 100.0
+        );
+        let too_few = step_short("canary", step_requests.0, min)
+            .or_else(|| step_short("baseline", step_requests.1, min));
+        Ok(Added { too_few, counts })
+    }
+
+    /// Adds the interval's canary counts to a test of the canary's events against a
+    /// bound `p0` on their probability (`what` names the events).
+    fn bound(self, test: &SequentialTest, p0: f64, what: &str) -> Result<Added, SequentialVerdict> {
+        let Adding { seq, step_requests, obs, short, evidence, min } = self;
+        let Some(c) = events(&obs.canary, seq.slower_than) else {
+            return Err(match (&short.canary, test.margin) {
+                (Some(Short::NoData(why)), _) => SequentialVerdict::open(Outcome::Inconclusive, why.clone()),
+                (_, Some(_)) => SequentialVerdict::open(Outcome::Insufficient, NO_SLOW_BOUND_YET),
+                _ => SequentialVerdict::open(
+                    Outcome::Insufficient,
+                    "no histogram bucket at or above the bound: cannot count slow requests",
+                ),
+            });
+        };
+        seq.update_bound(c, p0);
+        step_requests.0 += c.0;
+        evidence.canary.events = Some(c.1);
+        let counts = format!(
+            "canary {:.0} of {:.0} requests ({:.2}%) are {what}, {:.2}% allowed",
+            seq.canary_events,
+            seq.canary_requests,
+            100.0 * seq.canary_events / seq.canary_requests.max(1.0),
+            p0 * 100.0
+        );
+        Ok(Added { too_few: step_short("canary", step_requests.0, min), counts })
+    }
+}
+
+/// The running test's state, as the verdict's evidence.
+fn record_test(seq: &SequentialState, alpha: f64, evidence: &mut Evidence) {
     evidence.slower_than = seq.slower_than;
     evidence.statistic = Some(seq.log_e_value());
     evidence.p_value = Some(seq.p_value);
-    evidence.bound = Some(test.alpha);
+    evidence.bound = Some(alpha);
     evidence.cumulative = Some(Cumulative {
         canary_requests: seq.canary_requests,
         canary_events: seq.canary_events,
         baseline_requests: seq.baseline_requests,
         baseline_events: seq.baseline_events,
     });
-    let alpha = test.alpha;
+}
+
+/// A rejection fails conclusively; otherwise the step passes once it has the requests it
+/// needs.
+fn conclude(seq: &SequentialState, alpha: f64, added: Added) -> SequentialVerdict {
+    let Added { too_few, counts } = added;
     if seq.p_value <= alpha {
         let reason =
             format!("regression: {counts}; always-valid p = {:.2e} <= alpha {alpha:.2e}", seq.p_value);
-        return (Outcome::Fail, reason, true);
+        return SequentialVerdict { outcome: Outcome::Fail, reason, conclusive: true };
     }
-    match why_short {
-        Some(why) => (Outcome::Insufficient, why, false),
-        None => (
+    match too_few {
+        Some(why) => SequentialVerdict::open(Outcome::Insufficient, why),
+        None => SequentialVerdict::open(
             Outcome::Pass,
             format!("no regression so far: {counts}; p = {:.3} > alpha {alpha:.2e}", seq.p_value),
-            false,
         ),
     }
 }

@@ -12,7 +12,7 @@ use crate::engine::plan::{
     Signal, SlackRoute, Trigger, TriggerCondition,
 };
 use crate::judge::{DEFAULT_WINDOW, Direction, KAYENTA_TOLERANCE, SampleKind, TEST_NAMES, TestConfig};
-use crate::policy::model::{MetricSpec, PolicySpec, TriggerSpec};
+use crate::policy::model::{AnalysisSpec, MetricSpec, PolicySpec, SlackSpec, TriggerSpec};
 use crate::source::promql;
 use crate::source::scrape::ScrapeIntervals;
 use crate::source::templates;
@@ -76,17 +76,7 @@ pub fn compile(
     check_selector(&mut p, &spec.selector);
 
     let traffic = &spec.traffic;
-    let router = RouterKind::parse(&traffic.router);
-    if router.is_none() {
-        p.add(
-            "spec.traffic.router",
-            format!(
-                "unknown router `{}`; expected one of {}",
-                traffic.router,
-                RouterKind::ALL.map(RouterKind::name).join(", ")
-            ),
-        );
-    }
+    let router = check_router(&mut p, &traffic.router);
     let steps = check_steps(&mut p, &traffic.steps);
     let step_duration = p.duration("spec.traffic.stepDuration", &traffic.step_duration);
 
@@ -105,107 +95,22 @@ pub fn compile(
             ),
         );
     }
-    let progress_deadline = match &analysis.progress_deadline {
-        Some(text) => {
-            let deadline = p.duration("spec.analysis.progressDeadline", text);
-            if !deadline.is_zero() && deadline < step_duration {
-                p.add(
-                    "spec.analysis.progressDeadline",
-                    format!(
-                        "{text} is shorter than the step duration ({}): a step would give up before it could pass",
-                        traffic.step_duration
-                    ),
-                );
-            }
-            deadline
-        }
-        // A long step must not give up before it could pass: the default grows with it.
-        None => DEFAULT_PROGRESS_DEADLINE.max(step_duration.saturating_mul(2)),
-    };
-    if analysis.failure_limit == 0 {
-        p.add("spec.analysis.failureLimit", "must be at least 1");
-    }
-    if analysis.inconclusive_limit == 0 {
-        p.add("spec.analysis.inconclusiveLimit", "must be at least 1");
-    }
-    if analysis.metrics.is_empty() {
-        p.add("spec.analysis.metrics", "at least one metric is needed: promotion requires evidence");
-    }
-    let sequential = analysis.metrics.iter().filter(|m| m.test == "sequential").count().max(1);
-    let mut names = BTreeSet::new();
-    let metrics: Vec<MetricPlan> = analysis
-        .metrics
-        .iter()
-        .enumerate()
-        .filter_map(|(i, m)| {
-            let path = format!("spec.analysis.metrics[{i}]");
-            if !names.insert(m.name.as_str()) {
-                p.add(format!("{path}.name"), format!("metric `{}` is defined twice", m.name));
-            }
-            compile_metric(&mut p, &path, m, sequential)
-        })
-        .collect();
+    let progress_deadline = check_progress_deadline(
+        &mut p,
+        analysis.progress_deadline.as_deref(),
+        step_duration,
+        &traffic.step_duration,
+    );
+    check_limits(&mut p, analysis);
+    let (metrics, names) = compile_metrics(&mut p, &analysis.metrics);
 
     if let Some(scrape) = scrape {
         check_interval(&mut p, scrape, interval, &metrics);
     }
 
-    let mut triggers: Vec<Trigger> = spec
-        .triggers
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| compile_trigger(&mut p, &format!("spec.triggers[{i}]"), t, &names))
-        .collect();
-    name_health_checks(&mut triggers, &spec.triggers);
-
-    let mut notify = NotifyPlan::default();
-    if let Some(slack) = &spec.notify.slack {
-        if !(slack.channel.starts_with('#') || slack.channel.starts_with('C')) {
-            p.add("spec.notify.slack.channel", "expected a channel such as `#deploys` or an ID");
-        }
-        let min_severity = match slack.min_severity.as_deref() {
-            None | Some("info") => Severity::Info,
-            Some("warning") => Severity::Warning,
-            Some("critical") => Severity::Critical,
-            Some(other) => {
-                p.add(
-                    "spec.notify.slack.minSeverity",
-                    format!("`{other}` is not a severity; expected info, warning or critical"),
-                );
-                Severity::Info
-            }
-        };
-        let webhook = match (&slack.webhook_env, &slack.webhook_secret) {
-            (Some(name), None) if is_env_name(name) => Some(SecretSource::Env { name: name.clone() }),
-            (Some(name), None) => {
-                p.add(
-                    "spec.notify.slack.webhookEnv",
-                    format!("`{name}` is not an environment variable name (letters, digits, `_`)"),
-                );
-                None
-            }
-            (None, Some(secret)) => Some(SecretSource::KubernetesSecret {
-                namespace: policy
-                    .split_once('/')
-                    .map(|(ns, _)| ns)
-                    .filter(|ns| *ns != "cluster")
-                    .unwrap_or("")
-                    .into(),
-                name: secret.name.clone(),
-                key: secret.key.clone(),
-            }),
-            _ => {
-                p.add("spec.notify.slack", "set exactly one of webhookSecret and webhookEnv");
-                None
-            }
-        };
-        notify.slack = webhook.map(|webhook| SlackRoute {
-            channel: slack.channel.clone(),
-            webhook,
-            min_severity,
-            step_advanced: slack.step_advanced,
-        });
-    }
+    let triggers = compile_triggers(&mut p, &spec.triggers, &names);
+    let notify =
+        NotifyPlan { slack: spec.notify.slack.as_ref().and_then(|s| compile_slack(&mut p, policy, s)) };
 
     // An unknown router is among the problems.
     let (Some(router), true) = (router, p.0.is_empty()) else {
@@ -225,6 +130,136 @@ pub fn compile(
         triggers,
         notify,
     })
+}
+
+fn check_router(p: &mut Problems, router: &str) -> Option<RouterKind> {
+    let kind = RouterKind::parse(router);
+    if kind.is_none() {
+        p.add(
+            "spec.traffic.router",
+            format!(
+                "unknown router `{router}`; expected one of {}",
+                RouterKind::ALL.map(RouterKind::name).join(", ")
+            ),
+        );
+    }
+    kind
+}
+
+/// The progress deadline written, or its default: the larger of 30m and twice the step,
+/// so that a long step never gives up before it could pass.
+fn check_progress_deadline(
+    p: &mut Problems,
+    written: Option<&str>,
+    step: Duration,
+    step_text: &str,
+) -> Duration {
+    let Some(text) = written else {
+        return DEFAULT_PROGRESS_DEADLINE.max(step.saturating_mul(2));
+    };
+    let deadline = p.duration("spec.analysis.progressDeadline", text);
+    if !deadline.is_zero() && deadline < step {
+        p.add(
+            "spec.analysis.progressDeadline",
+            format!("{text} is shorter than the step duration ({step_text}): a step would give up before it could pass"),
+        );
+    }
+    deadline
+}
+
+fn check_limits(p: &mut Problems, analysis: &AnalysisSpec) {
+    if analysis.failure_limit == 0 {
+        p.add("spec.analysis.failureLimit", "must be at least 1");
+    }
+    if analysis.inconclusive_limit == 0 {
+        p.add("spec.analysis.inconclusiveLimit", "must be at least 1");
+    }
+    if analysis.metrics.is_empty() {
+        p.add("spec.analysis.metrics", "at least one metric is needed: promotion requires evidence");
+    }
+}
+
+/// The metrics that compile, and the names of all of them (a trigger may name any).
+fn compile_metrics<'a>(p: &mut Problems, specs: &'a [MetricSpec]) -> (Vec<MetricPlan>, BTreeSet<&'a str>) {
+    let sequential = specs.iter().filter(|m| m.test == "sequential").count().max(1);
+    let mut names = BTreeSet::new();
+    let metrics = specs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            let path = format!("spec.analysis.metrics[{i}]");
+            if !names.insert(m.name.as_str()) {
+                p.add(format!("{path}.name"), format!("metric `{}` is defined twice", m.name));
+            }
+            compile_metric(p, &path, m, sequential)
+        })
+        .collect();
+    (metrics, names)
+}
+
+fn compile_triggers(p: &mut Problems, specs: &[TriggerSpec], metrics: &BTreeSet<&str>) -> Vec<Trigger> {
+    let mut triggers: Vec<Trigger> = specs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| compile_trigger(p, &format!("spec.triggers[{i}]"), t, metrics))
+        .collect();
+    name_health_checks(&mut triggers, specs);
+    triggers
+}
+
+/// The policy's Slack route; `None` (and a problem) when its webhook is not set right.
+fn compile_slack(p: &mut Problems, policy: &str, slack: &SlackSpec) -> Option<SlackRoute> {
+    if !(slack.channel.starts_with('#') || slack.channel.starts_with('C')) {
+        p.add("spec.notify.slack.channel", "expected a channel such as `#deploys` or an ID");
+    }
+    let min_severity = match slack.min_severity.as_deref() {
+        None | Some("info") => Severity::Info,
+        Some("warning") => Severity::Warning,
+        Some("critical") => Severity::Critical,
+        Some(other) => {
+            p.add(
+                "spec.notify.slack.minSeverity",
+                format!("`{other}` is not a severity; expected info, warning or critical"),
+            );
+            Severity::Info
+        }
+    };
+    let webhook = slack_webhook(p, policy, slack)?;
+    Some(SlackRoute {
+        channel: slack.channel.clone(),
+        webhook,
+        min_severity,
+        step_advanced: slack.step_advanced,
+    })
+}
+
+/// Where the Slack webhook's URL is read from: an environment variable, or a Secret in
+/// the policy's namespace.
+fn slack_webhook(p: &mut Problems, policy: &str, slack: &SlackSpec) -> Option<SecretSource> {
+    match (&slack.webhook_env, &slack.webhook_secret) {
+        (Some(name), None) if is_env_name(name) => Some(SecretSource::Env { name: name.clone() }),
+        (Some(name), None) => {
+            p.add(
+                "spec.notify.slack.webhookEnv",
+                format!("`{name}` is not an environment variable name (letters, digits, `_`)"),
+            );
+            None
+        }
+        (None, Some(secret)) => Some(SecretSource::KubernetesSecret {
+            namespace: policy
+                .split_once('/')
+                .map(|(ns, _)| ns)
+                .filter(|ns| *ns != "cluster")
+                .unwrap_or("")
+                .into(),
+            name: secret.name.clone(),
+            key: secret.key.clone(),
+        }),
+        _ => {
+            p.add("spec.notify.slack", "set exactly one of webhookSecret and webhookEnv");
+            None
+        }
+    }
 }
 
 fn is_env_name(name: &str) -> bool {
@@ -424,11 +459,37 @@ fn compile_test(
     kind: SampleKind,
     sequential: usize,
 ) -> Option<TestConfig> {
-    let need_bound = |p: &mut Problems| {
-        if m.min.is_none() && m.max.is_none() {
-            p.add(path, format!("test {} needs min or max", m.test));
+    check_test_fields(p, path, m, kind);
+    match m.test.as_str() {
+        "threshold" => {
+            need_bound(p, path, m);
+            bounds_in_order(p, path, m);
+            Some(TestConfig::Threshold { min: m.min, max: m.max })
         }
-    };
+        "ratio" => {
+            need_bound(p, path, m);
+            bounds_in_order(p, path, m);
+            for (field, v) in [("min", m.min), ("max", m.max)] {
+                if v.is_some_and(|v| v <= 0.0) {
+                    p.add(format!("{path}.{field}"), "a ratio bound must be positive");
+                }
+            }
+            Some(TestConfig::Ratio { min: m.min, max: m.max })
+        }
+        "mann-whitney" => Some(compile_mann_whitney(p, path, m)),
+        "sequential" => Some(compile_sequential(p, path, m, kind, sequential)),
+        other => {
+            p.add(
+                format!("{path}.test"),
+                format!("unknown test `{other}`; expected one of {}", TEST_NAMES.join(", ")),
+            );
+            None
+        }
+    }
+}
+
+/// Fields that only some tests take.
+fn check_test_fields(p: &mut Problems, path: &str, m: &MetricSpec, kind: SampleKind) {
     if m.slower_than.is_some() && !(m.test == "sequential" && kind == SampleKind::Histogram) {
         p.add(format!("{path}.slowerThan"), "only sequential tests on latency metrics take slowerThan");
     }
@@ -438,117 +499,112 @@ fn compile_test(
     if m.direction.is_some() && m.test != "mann-whitney" {
         p.add(format!("{path}.direction"), "only the mann-whitney test takes a direction");
     }
-    match m.test.as_str() {
-        "threshold" => {
-            need_bound(p);
-            bounds_in_order(p, path, m);
-            Some(TestConfig::Threshold { min: m.min, max: m.max })
-        }
-        "ratio" => {
-            need_bound(p);
-            bounds_in_order(p, path, m);
-            for (field, v) in [("min", m.min), ("max", m.max)] {
-                if v.is_some_and(|v| v <= 0.0) {
-                    p.add(format!("{path}.{field}"), "a ratio bound must be positive");
-                }
-            }
-            Some(TestConfig::Ratio { min: m.min, max: m.max })
-        }
-        "mann-whitney" => {
-            let direction = match m.direction.as_deref().map(|d| (d, Direction::parse(d))) {
-                None => Direction::Increase,
-                Some((_, Some(d))) => d,
-                Some((d, None)) => {
-                    p.add(
-                        format!("{path}.direction"),
-                        format!("unknown direction `{d}`; expected increase, decrease or either"),
-                    );
-                    Direction::Increase
-                }
-            };
-            if m.min.is_some() {
-                p.add(format!("{path}.min"), "mann-whitney takes max (effect size), not min");
-            }
-            let max_effect = m.max.unwrap_or(1.0);
-            if max_effect < 1.0 {
-                p.add(format!("{path}.max"), "the effect size bound is a ratio of at least 1");
-            }
-            let window = m.window.map_or(DEFAULT_WINDOW, |w| w as usize);
-            if !(5..=MAX_WINDOW).contains(&window) {
-                p.add(
-                    format!("{path}.window"),
-                    format!("{window} points is outside 5-{MAX_WINDOW}: fewer cannot be judged, more cost too much each interval"),
-                );
-            }
-            Some(TestConfig::MannWhitney {
-                direction,
-                max_effect,
-                confidence: MANN_WHITNEY_CONFIDENCE,
-                tolerance: KAYENTA_TOLERANCE,
-                window,
-            })
-        }
-        "sequential" => {
-            if kind == SampleKind::Values {
-                p.add(
-                    format!("{path}.test"),
-                    "sequential tests need event counts (error or latency templates); use ratio or mann-whitney for gauges",
-                );
-            }
-            if m.min.is_some() {
-                p.add(
-                    format!("{path}.min"),
-                    "the sequential test takes max (a bound on the canary) or margin, not min",
-                );
-            }
-            let alpha = m.alpha.unwrap_or(DEFAULT_ALPHA);
-            if !(alpha > 0.0 && alpha < 1.0) {
-                p.add(format!("{path}.alpha"), format!("{alpha} is outside (0, 1)"));
-            }
-            if let Some(margin) = m.margin
-                && !(margin >= 1.0 && margin.is_finite())
-            {
-                p.add(
-                    format!("{path}.margin"),
-                    format!("{margin} is below 1: a canary exactly as good as its baseline would count as a regression"),
-                );
-            }
-            match (m.max, kind) {
-                (Some(_), _) if m.margin.is_some() => {
-                    p.add(path, "set max (a bound on the canary) or margin (against the baseline), not both")
-                }
-                (Some(max), SampleKind::Counts) if !(max > 0.0 && max < 1.0) => {
-                    p.add(format!("{path}.max"), format!("an error-rate bound must be in (0, 1), not {max}"))
-                }
-                (Some(max), SampleKind::Histogram) if !(max > 0.0 && max.is_finite()) => p.add(
-                    format!("{path}.max"),
-                    format!("a latency bound must be a positive number of seconds, not {max}"),
-                ),
-                _ => {}
-            }
-            if m.slower_than.is_some() && (m.max.is_some() || m.margin.is_some()) {
-                p.add(
-                    format!("{path}.slowerThan"),
-                    "with max or margin the bound on slow requests follows from them; drop slowerThan",
-                );
-            }
-            // A bad duration is reported here; the metric is then not compiled at all.
-            let slower_than =
-                m.slower_than.as_deref().map(|s| p.duration(&format!("{path}.slowerThan"), s).as_secs_f64());
-            Some(TestConfig::Sequential {
-                alpha: alpha / sequential as f64,
-                slower_than,
-                margin: m.margin,
-                max: m.max,
-            })
-        }
-        other => {
+}
+
+fn need_bound(p: &mut Problems, path: &str, m: &MetricSpec) {
+    if m.min.is_none() && m.max.is_none() {
+        p.add(path, format!("test {} needs min or max", m.test));
+    }
+}
+
+fn compile_mann_whitney(p: &mut Problems, path: &str, m: &MetricSpec) -> TestConfig {
+    let direction = match m.direction.as_deref().map(|d| (d, Direction::parse(d))) {
+        None => Direction::Increase,
+        Some((_, Some(d))) => d,
+        Some((d, None)) => {
             p.add(
-                format!("{path}.test"),
-                format!("unknown test `{other}`; expected one of {}", TEST_NAMES.join(", ")),
+                format!("{path}.direction"),
+                format!("unknown direction `{d}`; expected increase, decrease or either"),
             );
-            None
+            Direction::Increase
         }
+    };
+    if m.min.is_some() {
+        p.add(format!("{path}.min"), "mann-whitney takes max (effect size), not min");
+    }
+    let max_effect = m.max.unwrap_or(1.0);
+    if max_effect < 1.0 {
+        p.add(format!("{path}.max"), "the effect size bound is a ratio of at least 1");
+    }
+    let window = m.window.map_or(DEFAULT_WINDOW, |w| w as usize);
+    if !(5..=MAX_WINDOW).contains(&window) {
+        p.add(
+            format!("{path}.window"),
+            format!("{window} points is outside 5-{MAX_WINDOW}: fewer cannot be judged, more cost too much each interval"),
+        );
+    }
+    TestConfig::MannWhitney {
+        direction,
+        max_effect,
+        confidence: MANN_WHITNEY_CONFIDENCE,
+        tolerance: KAYENTA_TOLERANCE,
+        window,
+    }
+}
+
+/// A sequential test, with its share (`1 / sequential`) of the policy's false rollback
+/// budget.
+fn compile_sequential(
+    p: &mut Problems,
+    path: &str,
+    m: &MetricSpec,
+    kind: SampleKind,
+    sequential: usize,
+) -> TestConfig {
+    if kind == SampleKind::Values {
+        p.add(
+            format!("{path}.test"),
+            "sequential tests need event counts (error or latency templates); use ratio or mann-whitney for gauges",
+        );
+    }
+    if m.min.is_some() {
+        p.add(
+            format!("{path}.min"),
+            "the sequential test takes max (a bound on the canary) or margin, not min",
+        );
+    }
+    let alpha = m.alpha.unwrap_or(DEFAULT_ALPHA);
+    if !(alpha > 0.0 && alpha < 1.0) {
+        p.add(format!("{path}.alpha"), format!("{alpha} is outside (0, 1)"));
+    }
+    if let Some(margin) = m.margin
+        && !(margin >= 1.0 && margin.is_finite())
+    {
+        p.add(
+            format!("{path}.margin"),
+            format!(
+                "{margin} is below 1: a canary exactly as good as its baseline would count as a regression"
+            ),
+        );
+    }
+    check_sequential_bound(p, path, m, kind);
+    if m.slower_than.is_some() && (m.max.is_some() || m.margin.is_some()) {
+        p.add(
+            format!("{path}.slowerThan"),
+            "with max or margin the bound on slow requests follows from them; drop slowerThan",
+        );
+    }
+    // A bad duration is reported here; the metric is then not compiled at all.
+    let slower_than =
+        m.slower_than.as_deref().map(|s| p.duration(&format!("{path}.slowerThan"), s).as_secs_f64());
+    TestConfig::Sequential { alpha: alpha / sequential as f64, slower_than, margin: m.margin, max: m.max }
+}
+
+/// A sequential test's `max`: a bound on the canary's error rate or latency, not beside
+/// a margin.
+fn check_sequential_bound(p: &mut Problems, path: &str, m: &MetricSpec, kind: SampleKind) {
+    match (m.max, kind) {
+        (Some(_), _) if m.margin.is_some() => {
+            p.add(path, "set max (a bound on the canary) or margin (against the baseline), not both")
+        }
+        (Some(max), SampleKind::Counts) if !(max > 0.0 && max < 1.0) => {
+            p.add(format!("{path}.max"), format!("an error-rate bound must be in (0, 1), not {max}"))
+        }
+        (Some(max), SampleKind::Histogram) if !(max > 0.0 && max.is_finite()) => p.add(
+            format!("{path}.max"),
+            format!("a latency bound must be a positive number of seconds, not {max}"),
+        ),
+        _ => {}
     }
 }
 
@@ -747,6 +803,69 @@ mod tests {
                 "spec.analysis.progressDeadline: 20m is shorter than the step duration (45m): a step would give up before it could pass"
             ]
         );
+    }
+
+    #[test]
+    fn every_problem_of_a_spec_is_reported_with_its_field_in_spec_order() {
+        let found = problems(
+            "  traffic: {router: envoy, steps: [10, 100]}
+  analysis:
+    failureLimit: 0
+    inconclusiveLimit: 0
+    metrics:
+      - {name: r, template: http-error-rate, test: ratio, min: -1, max: 2, window: 10}
+      - {name: w, template: container-memory, test: mann-whitney, direction: up, min: 1, max: 0.5, window: 3}
+      - {name: s, template: http-error-rate, test: sequential, min: 0.1, alpha: 1.5, margin: 0.5, max: 0.2}
+  notify:
+    slack: {channel: deploys, minSeverity: loud, webhookEnv: 1URL}
+",
+        );
+        assert_eq!(
+            found,
+            [
+                "spec.traffic.router: unknown router `envoy`; expected one of gateway-api, istio, replica, nginx",
+                "spec.analysis.failureLimit: must be at least 1",
+                "spec.analysis.inconclusiveLimit: must be at least 1",
+                "spec.analysis.metrics[0].window: only the mann-whitney test takes a window",
+                "spec.analysis.metrics[0].min: a ratio bound must be positive",
+                "spec.analysis.metrics[1].direction: unknown direction `up`; expected increase, decrease or either",
+                "spec.analysis.metrics[1].min: mann-whitney takes max (effect size), not min",
+                "spec.analysis.metrics[1].max: the effect size bound is a ratio of at least 1",
+                "spec.analysis.metrics[1].window: 3 points is outside 5-200: fewer cannot be judged, more cost too much each interval",
+                "spec.analysis.metrics[2].min: the sequential test takes max (a bound on the canary) or margin, not min",
+                "spec.analysis.metrics[2].alpha: 1.5 is outside (0, 1)",
+                "spec.analysis.metrics[2].margin: 0.5 is below 1: a canary exactly as good as its baseline would count as a regression",
+                "spec.analysis.metrics[2]: set max (a bound on the canary) or margin (against the baseline), not both",
+                "spec.notify.slack.channel: expected a channel such as `#deploys` or an ID",
+                "spec.notify.slack.minSeverity: `loud` is not a severity; expected info, warning or critical",
+                "spec.notify.slack.webhookEnv: `1URL` is not an environment variable name (letters, digits, `_`)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_slack_secret_is_read_from_the_policys_own_namespace() {
+        use crate::engine::plan::{SecretSource, Severity};
+        let route = |kind: &str, metadata: &str| {
+            let text = format!(
+                "apiVersion: canaryd.io/v1alpha1\nkind: {kind}\nmetadata: {metadata}\nspec:\n  selector: {{matchLabels: {{a: b}}}}\n  analysis: {{metrics: [{{name: e, template: http-error-rate, test: sequential}}]}}\n  notify: {{slack: {{channel: '#deploys', minSeverity: warning, webhookSecret: {{name: hooks, key: slack}}}}}}\n"
+            );
+            let loaded = load_str("p.yaml", &text);
+            assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+            loaded.policies[0].plan.notify.slack.clone().expect("a Slack route")
+        };
+        let shop = route("CanaryPolicy", "{name: p, namespace: shop}");
+        let secret = |namespace: &str| SecretSource::KubernetesSecret {
+            namespace: namespace.into(),
+            name: "hooks".into(),
+            key: "slack".into(),
+        };
+        assert_eq!(
+            (shop.channel.as_str(), shop.min_severity, shop.webhook),
+            ("#deploys", Severity::Warning, secret("shop"))
+        );
+        // A cluster policy has no namespace of its own, and its route names none.
+        assert_eq!(route("ClusterCanaryPolicy", "{name: p}").webhook, secret(""));
     }
 
     #[test]
