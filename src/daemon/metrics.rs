@@ -8,6 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::engine::Phase;
 use crate::telemetry::FloatGauge;
 
 /// Labels of the rollouts gauge.
@@ -152,6 +153,22 @@ impl LoopMetrics {
         );
         registry.register("alerts", "Alertmanager alerts received, by what they did", m.alerts.clone());
         m
+    }
+}
+
+impl LoopMetrics {
+    /// Sets the gauges of the whole loop, after each tick: rollouts by phase (every
+    /// phase, none as 0) and the outbox's depth.
+    pub fn export(&self, phases: impl Iterator<Item = Phase>, outbox_depth: u64) {
+        let mut by_phase: std::collections::HashMap<&'static str, i64> =
+            Phase::ALL.iter().map(|p| (p.name(), 0)).collect();
+        for phase in phases {
+            *by_phase.entry(phase.name()).or_default() += 1;
+        }
+        for (phase, n) in by_phase {
+            self.rollouts.get_or_create(&PhaseLabels { phase }).set(n);
+        }
+        self.outbox_depth.set(i64::try_from(outbox_depth).unwrap_or(i64::MAX));
     }
 }
 
