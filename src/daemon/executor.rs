@@ -100,6 +100,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
                 self.metrics.metric_value.remove(&labels);
             }
         }
+        self.metrics.metric_value.release(&rollout);
     }
 }
 

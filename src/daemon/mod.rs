@@ -46,7 +46,7 @@ use crate::source::MetricSource;
 use crate::source::batch::{self, BatchOptions};
 use crate::store::{RunState, RunStore, TimelineStore};
 use inbox::{Drained, Inbox};
-use metrics::{LoopMetrics, RolloutLabels};
+use metrics::{LoopMetrics, RolloutLabels, ValueSeries};
 use records::RecordStore;
 
 pub use inbox::{FiringAlert, LoopSender, LoopStopped};
@@ -67,6 +67,8 @@ pub struct Options {
     /// (a failed promotion then rolls back, a weight that cannot be set pauses). The
     /// calls go on being retried either way.
     pub platform_attempts: u32,
+    /// Which rollouts get `canaryd_metric_value` series.
+    pub metric_values: ValueSeries,
 }
 
 impl Default for Options {
@@ -77,6 +79,7 @@ impl Default for Options {
             batching: BatchOptions::default(),
             outbox: OutboxOptions::default(),
             platform_attempts: 3,
+            metric_values: ValueSeries::default(),
         }
     }
 }
@@ -180,6 +183,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
     ) -> Daemon<S, P, St> {
         let outbox = Outbox::start(notifier, options.outbox.clone());
         let outbox_worker = outbox.worker.clone();
+        metrics.metric_value.bound(options.metric_values.clone());
         let (inbox_tx, inbox) = mpsc::unbounded_channel();
         let (states, problems) = store.load_all().await;
         for problem in problems {
