@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::daemon::metrics::{DEFAULT_VALUE_ROLLOUTS, ValueSeries};
 use crate::duration;
 use crate::source::batch::{BatchOptions, DEFAULT_SHARD_SIZE};
 use crate::source::scrape::ScrapeIntervals;
@@ -67,6 +68,9 @@ pub struct DaemonSettings {
     pub shutdown_deadline: Duration,
     /// Where decisions are posted as JSON (a secret: webhook URLs carry tokens).
     pub webhook_url: Option<Secret>,
+    /// Which rollouts get `canaryd_metric_value` series (`metric_value_rollouts`,
+    /// `metric_value_namespaces`).
+    pub metric_values: ValueSeries,
 }
 
 /// HTTP server settings.
@@ -118,6 +122,8 @@ struct RawDaemon {
     records_max_age: String,
     shutdown_deadline: String,
     webhook_url: Option<Secret>,
+    metric_value_rollouts: usize,
+    metric_value_namespaces: Vec<String>,
 }
 
 impl Default for RawDaemon {
@@ -131,6 +137,8 @@ impl Default for RawDaemon {
             records_max_age: "90d".into(),
             shutdown_deadline: "10s".into(),
             webhook_url: None,
+            metric_value_rollouts: DEFAULT_VALUE_ROLLOUTS,
+            metric_value_namespaces: Vec::new(),
         }
     }
 }
@@ -149,6 +157,13 @@ impl RawDaemon {
         {
             problems.push("daemon.webhook_url: not a URL (value not shown: it is a secret)".into());
         }
+        for (i, namespace) in self.metric_value_namespaces.iter().enumerate() {
+            if namespace.trim().is_empty() || namespace.contains('/') {
+                problems.push(format!(
+                    "daemon.metric_value_namespaces[{i}]: {namespace:?} is not a namespace name"
+                ));
+            }
+        }
         DaemonSettings {
             state_dir: self.state_dir,
             records_dir: self.records_dir,
@@ -158,6 +173,10 @@ impl RawDaemon {
             records_max_age,
             shutdown_deadline,
             webhook_url: self.webhook_url,
+            metric_values: ValueSeries {
+                max_rollouts: self.metric_value_rollouts,
+                namespaces: self.metric_value_namespaces,
+            },
         }
     }
 }

@@ -151,6 +151,7 @@ async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate
         tick: settings.daemon.tick,
         platform_timeout: settings.daemon.platform_timeout,
         batching: settings.prometheus.batching.clone(),
+        metric_values: settings.daemon.metric_values.clone(),
         ..Default::default()
     };
     let timeout = std::time::Duration::from_secs(10);

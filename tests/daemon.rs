@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use canaryd::config::Settings;
-use canaryd::daemon::metrics::LoopMetrics;
+use canaryd::daemon::metrics::{LoopMetrics, ValueSeries};
 use canaryd::daemon::records::{self, RecordStore, Retention};
 use canaryd::daemon::{Daemon, Options, run_until};
 use canaryd::engine::{DecisionKind, Phase, RolloutId};
@@ -161,11 +161,10 @@ impl World {
 
     /// A daemon on this world's store, as a (re)started process would be.
     async fn daemon(&self) -> Daemon<PrometheusSource, MemoryPlatform, MemoryStore> {
-        let options = Options {
-            platform_timeout: Duration::from_secs(1),
-            outbox: OutboxOptions { backoff: Duration::from_millis(20), attempts: 3, ..Default::default() },
-            ..Default::default()
-        };
+        self.daemon_with(options()).await
+    }
+
+    async fn daemon_with(&self, options: Options) -> Daemon<PrometheusSource, MemoryPlatform, MemoryStore> {
         let records = RecordStore::open(self.records_dir.path(), Retention::default()).unwrap();
         Daemon::start(
             self.source.clone(),
@@ -195,6 +194,14 @@ impl World {
         let files = records::list(self.records_dir.path());
         let file = files.iter().find(|f| f.to_string_lossy().contains(&format!("shop_{}_", id.name)));
         records::read(file.unwrap_or_else(|| panic!("a record for {id} among {files:?}"))).unwrap()
+    }
+}
+
+fn options() -> Options {
+    Options {
+        platform_timeout: Duration::from_secs(1),
+        outbox: OutboxOptions { backoff: Duration::from_millis(20), attempts: 3, ..Default::default() },
+        ..Default::default()
     }
 }
 
@@ -596,4 +603,38 @@ async fn on_start_it_resumes_every_stored_rollout_and_on_shutdown_saves_what_was
     assert_eq!(saved.applied.weight, Some(10));
     assert_eq!(saved.notified, 1, "the start's notification is recorded as delivered");
     assert_eq!(notifier.received().len(), 1);
+}
+
+#[tokio::test]
+async fn value_series_go_to_as_many_rollouts_as_the_bound_and_a_finished_ones_place_to_the_next() {
+    let world = World::new(&["good", "bad"]).await;
+    let bound = ValueSeries { max_rollouts: 1, namespaces: vec![] };
+    let mut daemon = world.daemon_with(Options { metric_values: bound, ..options() }).await;
+    let (good, bad) = (world.deploy("good", "web"), world.deploy("bad", "web"));
+    // The rollouts holding value series, tick after tick, each with its series count.
+    let mut holders: Vec<BTreeMap<String, usize>> = Vec::new();
+    let mut t = FIRST_TICK;
+    while t < SPAN as i64 - 60 && !daemon.state(&good).is_some_and(|s| s.recorded) {
+        daemon.tick(at(t)).await;
+        assert!(daemon.settle(settled()).await);
+        let mut by_rollout = BTreeMap::new();
+        for line in canaryd::telemetry::encode(&world.registry).lines() {
+            if let Some(labels) = line.strip_prefix("canaryd_metric_value{") {
+                let rollout = labels.split("rollout=\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+                *by_rollout.entry(rollout.to_string()).or_insert(0) += 1;
+            }
+        }
+        assert!(by_rollout.len() <= 1, "at {t}: {by_rollout:?}");
+        if holders.last() != Some(&by_rollout) {
+            holders.push(by_rollout);
+        }
+        t += TICK;
+    }
+    assert!(daemon.state(&bad).unwrap().recorded, "the bad canary finished first");
+    // Both are first measured on the same tick; the first in order (shop/bad) takes the
+    // place, with its 2 metrics × 2 arms; once its record is written, shop/good's next
+    // measurement takes it.
+    let one = |rollout: &str| BTreeMap::from([(rollout.to_string(), 4)]);
+    let taken: Vec<&BTreeMap<String, usize>> = holders.iter().filter(|h| !h.is_empty()).collect();
+    assert_eq!(taken, [&one("shop/bad"), &one("shop/good")], "{holders:?}");
 }

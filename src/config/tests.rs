@@ -167,3 +167,20 @@ fn a_bad_token_is_reported_under_the_key_it_was_written_as() {
     );
     assert!(!text.contains("server.tokens.operator"), "{text}");
 }
+
+#[test]
+fn metric_value_series_are_bounded_by_default_and_as_set() {
+    let s = Settings::load(None, BTreeMap::new()).unwrap();
+    assert_eq!(s.daemon.metric_values.max_rollouts, 1000);
+    assert!(s.daemon.metric_values.namespaces.is_empty());
+    let f = file("[daemon]\nmetric_value_rollouts = 50\nmetric_value_namespaces = [\"shop\", \"pay\"]\n");
+    let s = Settings::load(Some(f.path()), BTreeMap::new()).unwrap();
+    assert_eq!(s.daemon.metric_values.max_rollouts, 50);
+    assert_eq!(s.daemon.metric_values.namespaces, ["shop", "pay"]);
+    let f = file("[daemon]\nmetric_value_namespaces = [\"shop\", \"\"]\n");
+    let e = Settings::load(Some(f.path()), BTreeMap::new()).unwrap_err().to_string();
+    assert!(e.contains("daemon.metric_value_namespaces[1]: \"\" is not a namespace name"), "{e}");
+    let f = file("[daemon]\nmetric_value_rollouts = -1\n");
+    let e = Settings::load(Some(f.path()), BTreeMap::new()).unwrap_err().to_string();
+    assert!(e.contains("metric_value_rollouts"), "{e}");
+}

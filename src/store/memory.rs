@@ -24,13 +24,18 @@ struct Inner {
     faults: HashMap<RolloutId, StoreFault>,
 }
 
+/// Called with each state as it is saved.
+type Witness = Box<dyn Fn(&RunState) + Send + Sync>;
+
 /// States in memory: for tests and benchmarks. Saves of chosen rollouts can be made to
-/// fail or conflict.
+/// fail or conflict, and a witness can see each save as it lands. Like a store across
+/// the network, a save gives way to the runtime's other tasks before it lands.
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     saves: AtomicU64,
     batches: AtomicU64,
+    witness: Mutex<Option<Witness>>,
 }
 
 impl MemoryStore {
@@ -60,6 +65,12 @@ impl MemoryStore {
             Some(f) => inner.faults.insert(id.clone(), f),
             None => inner.faults.remove(id),
         };
+    }
+
+    /// Calls `witness` with every state saved from now on, as it lands (what else had
+    /// happened by then is what a test wants to know).
+    pub fn on_save(&self, witness: impl Fn(&RunState) + Send + Sync + 'static) {
+        *self.witness.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(witness));
     }
 
     /// Saves one state unless a fault says otherwise.
@@ -101,9 +112,18 @@ impl RunStore for MemoryStore {
         if !states.is_empty() {
             self.batches.fetch_add(1, Ordering::Relaxed);
         }
-        let mut inner = self.lock();
-        let results: Vec<_> = states.iter().map(|state| Self::save(&mut inner, state)).collect();
+        // A network round trip: whatever the caller spawned before saving may run now.
+        tokio::task::yield_now().await;
+        let results: Vec<_> = {
+            let mut inner = self.lock();
+            states.iter().map(|state| Self::save(&mut inner, state)).collect()
+        };
         self.saves.fetch_add(results.iter().filter(|r| r.is_ok()).count() as u64, Ordering::Relaxed);
+        if let Some(witness) = &*self.witness.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            for (state, _) in states.iter().zip(&results).filter(|(_, r)| r.is_ok()) {
+                witness(state);
+            }
+        }
         results
     }
 
@@ -135,18 +155,21 @@ mod tests {
 
     use crate::store::tests::state;
 
-    #[test]
-    fn a_fault_refuses_only_its_rollout_until_cleared() {
+    #[tokio::test]
+    async fn a_fault_refuses_only_its_rollout_until_cleared() {
         let store = MemoryStore::default();
+        let witnessed = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let w = witnessed.clone();
+        store.on_save(move |s| w.lock().unwrap().push(s.rollout.id.name.clone()));
         let (a, b) = (state("a"), state("b"));
         store.fault(&a.rollout.id, Some(StoreFault::Fail));
-        let results = futures::executor::block_on(store.save_all(&[&a, &b]));
+        let results = store.save_all(&[&a, &b]).await;
         assert!(matches!(results[0], Err(StoreError::Unavailable { .. })), "{results:?}");
         assert_eq!(results[1].as_ref().unwrap(), &Version::new("1"));
         assert_eq!((store.get(&a.rollout.id), store.saves(), store.batches()), (None, 1, 1));
 
         store.fault(&a.rollout.id, Some(StoreFault::Conflict));
-        let results = futures::executor::block_on(store.save_all(&[&a]));
+        let results = store.save_all(&[&a]).await;
         assert!(
             matches!(&results[0], Err(StoreError::Conflict { expected, .. }) if *expected == Version::default()),
             "{results:?}"
@@ -154,11 +177,12 @@ mod tests {
         assert_eq!(store.get(&a.rollout.id), None, "a conflict stores nothing");
 
         store.fault(&a.rollout.id, None);
-        let results = futures::executor::block_on(store.save_all(&[&a]));
+        let results = store.save_all(&[&a]).await;
         assert_eq!(results[0].as_ref().unwrap(), &Version::new("1"));
         assert_eq!(store.get(&a.rollout.id).unwrap().version, Version::new("1"));
         // The saved version is compared: the unsaved copy is now stale.
-        let results = futures::executor::block_on(store.save_all(&[&a]));
+        let results = store.save_all(&[&a]).await;
         assert!(matches!(results[0], Err(StoreError::Conflict { .. })), "{results:?}");
+        assert_eq!(*witnessed.lock().unwrap(), ["b", "a"], "the witness sees the saves that landed");
     }
 }
