@@ -85,10 +85,10 @@ enum Command {
     /// Read the deployment records the daemon wrote.
     Records {
         /// Settings file (TOML) whose `daemon.records_dir` holds them.
-        #[arg(long, env = "CANARYD_CONFIG")]
+        #[arg(long, env = "CANARYD_CONFIG", global = true)]
         config: Option<PathBuf>,
         /// The records directory, overriding the settings.
-        #[arg(long)]
+        #[arg(long, global = true)]
         dir: Option<PathBuf>,
         #[command(subcommand)]
         action: RecordsAction,
