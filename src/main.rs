@@ -300,7 +300,11 @@ fn check(
 fn records(dir: &std::path::Path, action: RecordsAction) -> ExitCode {
     use canaryd::daemon::records;
     if !dir.is_dir() {
-        eprintln!("error: {}: no records directory (daemon.records_dir)", dir.display());
+        eprintln!(
+            "error: {}: no records directory; point at one with `--dir DIR` or with \
+             `daemon.records_dir` in the settings (`--config FILE`)",
+            dir.display()
+        );
         return ExitCode::from(EXIT_INVALID);
     }
     let files = records::list(dir);

@@ -90,3 +90,19 @@ fn the_directory_may_follow_the_subcommand() {
     let shown: DeploymentRecord = serde_json::from_str(&out).unwrap();
     assert_eq!(shown, record);
 }
+
+#[test]
+fn without_a_records_directory_the_error_says_how_to_name_one() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["records", "list"])
+        .current_dir(empty.path())
+        .env_remove("CANARYD_CONFIG")
+        .env_remove("CANARYD__DAEMON__RECORDS_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no records directory"), "{err}");
+    assert!(err.contains("--dir DIR") && err.contains("daemon.records_dir"), "{err}");
+}
