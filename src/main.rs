@@ -368,15 +368,19 @@ fn policy_plan(file: &std::path::Path, name: Option<&str>) -> Result<canaryd::en
         return Err(loaded.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
     }
     let mut matching = loaded.policies.iter().filter(|p| name.is_none_or(|n| p.reference.name == n));
+    // What --name may be, for the errors that ask for one.
+    let names = || loaded.policies.iter().map(|p| p.reference.name.as_str()).collect::<Vec<_>>().join(", ");
     match (matching.next(), matching.next()) {
         (Some(p), None) => Ok(p.plan.clone()),
+        (None, _) if loaded.policies.is_empty() => Err(format!("{}: no policy found", file.display())),
         (None, _) => Err(format!(
-            "{}: no policy{} found",
+            "{}: no policy named {}; it holds: {} (choose one with --name)",
             file.display(),
-            name.map(|n| format!(" named {n}")).unwrap_or_default()
+            name.unwrap_or_default(),
+            names()
         )),
         (Some(_), Some(_)) => {
-            Err(format!("{}: holds several policies; choose one with --name", file.display()))
+            Err(format!("{}: holds several policies; choose one with --name: {}", file.display(), names()))
         }
     }
 }

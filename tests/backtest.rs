@@ -178,6 +178,33 @@ fn bad_data_is_reported_with_its_line_or_field_and_exits_2() {
 }
 
 #[test]
+fn a_name_the_policy_file_does_not_hold_is_refused_listing_the_names_it_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string("tests/data/backtest/policy.yaml").unwrap();
+    let file = dir.path().join("two.yaml");
+    let second = shipped.replace("name: checkout, namespace", "name: payments, namespace");
+    std::fs::write(&file, format!("{shipped}---\n{second}")).unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+            .args(["backtest", "--policy", file.to_str().unwrap(), "--data", "tests/data/backtest/good.json"])
+            .args(extra)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = run(&["--name", "nope"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no policy named nope"), "{err}");
+    assert!(err.contains("checkout") && err.contains("payments"), "the names it holds: {err}");
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--name") && err.contains("checkout") && err.contains("payments"), "{err}");
+    let (code, err) = run(&["--name", "payments"]);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
 fn an_unreadable_prometheus_fails_the_backtest_instead_of_judging_a_gap() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
