@@ -134,3 +134,18 @@ fn every_bad_service_setting_is_reported_with_its_key() {
         assert!(text.contains(expected), "`{expected}` missing from:\n{text}");
     }
 }
+
+#[test]
+fn the_policy_paths_variable_is_a_colon_separated_list_over_the_file() {
+    let f = file("[policies]\npaths = [\"from-the-file\"]\n");
+    let s = Settings::load(
+        Some(f.path()),
+        env(&[("CANARYD__POLICIES__PATHS", "/etc/canaryd/policies:extra.yaml")]),
+    )
+    .unwrap();
+    assert_eq!(s.policy_paths, [PathBuf::from("/etc/canaryd/policies"), PathBuf::from("extra.yaml")]);
+    let s = Settings::load(None, env(&[("CANARYD__POLICIES__PATHS", "one")])).unwrap();
+    assert_eq!(s.policy_paths, [PathBuf::from("one")]);
+    let s = Settings::load(Some(f.path()), BTreeMap::new()).unwrap();
+    assert_eq!(s.policy_paths, [PathBuf::from("from-the-file")]);
+}
