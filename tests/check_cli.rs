@@ -121,6 +121,47 @@ async fn run_loads_settings_and_policies_and_serves_healthz() {
     assert!(!log.contains(MARKER), "a secret reached the log:\n{log}");
 }
 
+#[test]
+fn run_without_a_policy_path_says_so_and_how_to_set_one() {
+    use std::io::BufRead;
+    let empty = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .arg("run")
+        .current_dir(empty.path())
+        .env_clear()
+        .env("CANARYD__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Every policy line comes before the count of the policies loaded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut log = Vec::new();
+    while !log.iter().any(|l: &String| l.contains("policies loaded")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => log.push(line),
+            Err(_) => break,
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = log.join("\n");
+    assert!(log.contains("policies loaded"), "the policies were never loaded:\n{log}");
+    let line = log.lines().find(|l| l.contains("no policy path exists")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("[policies] paths") && line.contains("CANARYD__POLICIES__PATHS"), "{line}");
+    assert!(!log.contains("the other policies stay in force"), "there are no other policies:\n{log}");
+}
+
 /// A value planted in every secret-bearing setting; it must never be printed.
 const MARKER: &str = "S3CRET-MARKER-7f3a";
 
