@@ -353,6 +353,22 @@ fn readme_block(heading: &str, lang: &str) -> String {
 }
 
 #[test]
+fn the_readme_names_every_shipped_recording() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("\n## Backtests\n").nth(1).unwrap().split("\n## ").next().unwrap();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/backtest");
+    let mut recordings: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".json"))
+        .collect();
+    recordings.sort();
+    assert!(!recordings.is_empty(), "no recordings in {dir}");
+    let missing: Vec<&String> = recordings.iter().filter(|r| !section.contains(&format!("`{r}`"))).collect();
+    assert!(missing.is_empty(), "README.md's Backtests section does not name {missing:?}");
+}
+
+#[test]
 fn the_readme_examples_work_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.yaml");
