@@ -33,6 +33,26 @@ fn a_good_canary_is_promoted() {
 }
 
 #[test]
+fn a_shipped_promotion_rests_on_no_interval_recorded_at_another_split() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/backtest");
+    let mut promoted = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let Some(scenario) = name.strip_suffix(".json") else { continue };
+        let (_, v) = json(scenario);
+        if v["outcome"] != "promoted" {
+            continue;
+        }
+        // The replay stops at the promotion: every interval of the timeline led to it.
+        let split: Vec<&serde_json::Value> =
+            v["timeline"].as_array().unwrap().iter().filter(|i| i.get("mismatch").is_some()).collect();
+        assert!(split.is_empty(), "{name} is promoted on data the policy would not have seen: {split:?}");
+        promoted.push(scenario.to_string());
+    }
+    assert!(promoted.contains(&"good".to_string()), "good.json is promoted: {promoted:?}");
+}
+
+#[test]
 fn doubled_errors_are_rolled_back_with_metric_p_value_and_counts() {
     let (code, v) = json("error-2x");
     assert_eq!(code, Some(1));
