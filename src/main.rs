@@ -186,7 +186,8 @@ fn main() -> ExitCode {
             for t in canaryd::source::templates::TEMPLATES {
                 println!("{:<30} {:<10?} {}", t.name, t.kind(), t.description);
                 if verbose {
-                    println!("  {}\n", canaryd::source::batch::example_query(t));
+                    let query = canaryd::source::batch::example_query(t);
+                    println!("{}\n", canaryd::source::layout::layout(&query, 2).join("\n"));
                 }
             }
             ExitCode::SUCCESS

@@ -365,16 +365,28 @@ fn a_configmap_mount_is_read_once_and_oversized_files_are_refused() {
 }
 
 #[test]
-fn templates_verbose_shows_each_templates_promql() {
+fn templates_verbose_shows_each_templates_promql_over_short_lines() {
     let out = canaryd(&["templates", "--verbose"]);
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let queries: Vec<&str> = stdout.lines().filter(|l| l.starts_with("  ")).collect();
-    assert_eq!(queries.len(), canaryd::source::templates::TEMPLATES.len(), "{stdout}");
-    assert!(
-        queries.iter().all(|q| q.contains("web") && promql_parser::parser::parse(q.trim()).is_ok()),
-        "{stdout}"
-    );
+    let long: Vec<&str> = stdout.lines().filter(|l| l.chars().count() > 120).collect();
+    assert!(long.is_empty(), "lines over 120 characters: {long:#?}");
+    // A template's line, its query's indented lines, a blank line.
+    let blocks: Vec<Vec<&str>> =
+        stdout.split("\n\n").map(|b| b.lines().collect::<Vec<_>>()).filter(|b| !b.is_empty()).collect();
+    let templates = canaryd::source::templates::TEMPLATES;
+    assert_eq!(blocks.len(), templates.len(), "{stdout}");
+    for (t, block) in templates.iter().zip(&blocks) {
+        assert!(block[0].starts_with(t.name), "{block:?}");
+        assert!(block[1..].iter().all(|l| l.starts_with("  ")), "{block:#?}");
+        let shown = block[1..].iter().map(|l| l.trim()).collect::<Vec<_>>().join(" ");
+        let sent = canaryd::source::batch::example_query(t);
+        assert!(sent.chars().count() < 120 || block.len() > 2, "{}: one line of {}", t.name, sent.len());
+        let parse =
+            |q: &str| promql_parser::parser::parse(q).unwrap_or_else(|e| panic!("{}: {e}: {q}", t.name));
+        assert_eq!(parse(&shown), parse(&sent), "{}: the query shown is not the query sent", t.name);
+        assert!(shown.contains("web"), "{shown}");
+    }
     assert!(stdout.contains("last_over_time(http_requests_total{workload=~\"web|web-primary\""), "{stdout}");
 }
 
