@@ -297,6 +297,9 @@ impl Default for RawLog {
     }
 }
 
+/// The variable that sets `policies.paths`: a `:`-separated list of files and directories.
+pub const POLICY_PATHS_VARIABLE: &str = "CANARYD__POLICIES__PATHS";
+
 impl Settings {
     /// Reads `file` (TOML), then `CANARYD__…` variables from `env` on top, and validates.
     pub fn load(file: Option<&Path>, env: BTreeMap<String, String>) -> Result<Settings, ConfigError> {
@@ -314,6 +317,19 @@ impl Settings {
                 return Err(fail(vec![format!("{}: no such file", f.display())]));
             }
             builder = builder.add_source(config::File::from(f).format(config::FileFormat::Toml));
+        }
+        let mut env = env;
+        // A list cannot be one variable in the environment source's syntax; the policy
+        // paths, the one list a deployment sets from its environment, are `:`-separated
+        // as PATH is.
+        if let Some(paths) = env.remove(POLICY_PATHS_VARIABLE) {
+            let paths: Vec<String> = std::env::split_paths(&paths)
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(|p| p.display().to_string())
+                .collect();
+            builder = builder
+                .set_override("policies.paths", paths)
+                .map_err(|e| fail(vec![format!("{POLICY_PATHS_VARIABLE}: {e}")]))?;
         }
         let env_snapshot = env.clone();
         let environment = config::Environment::with_prefix("CANARYD")

@@ -85,10 +85,10 @@ enum Command {
     /// Read the deployment records the daemon wrote.
     Records {
         /// Settings file (TOML) whose `daemon.records_dir` holds them.
-        #[arg(long, env = "CANARYD_CONFIG")]
+        #[arg(long, env = "CANARYD_CONFIG", global = true)]
         config: Option<PathBuf>,
         /// The records directory, overriding the settings.
-        #[arg(long)]
+        #[arg(long, global = true)]
         dir: Option<PathBuf>,
         #[command(subcommand)]
         action: RecordsAction,
@@ -186,7 +186,8 @@ fn main() -> ExitCode {
             for t in canaryd::source::templates::TEMPLATES {
                 println!("{:<30} {:<10?} {}", t.name, t.kind(), t.description);
                 if verbose {
-                    println!("  {}\n", canaryd::source::batch::example_query(t));
+                    let query = canaryd::source::batch::example_query(t);
+                    println!("{}\n", canaryd::source::layout::layout(&query, 2).join("\n"));
                 }
             }
             ExitCode::SUCCESS
@@ -300,7 +301,11 @@ fn check(
 fn records(dir: &std::path::Path, action: RecordsAction) -> ExitCode {
     use canaryd::daemon::records;
     if !dir.is_dir() {
-        eprintln!("error: {}: no records directory (daemon.records_dir)", dir.display());
+        eprintln!(
+            "error: {}: no records directory; point at one with `--dir DIR` or with \
+             `daemon.records_dir` in the settings (`--config FILE`)",
+            dir.display()
+        );
         return ExitCode::from(EXIT_INVALID);
     }
     let files = records::list(dir);
@@ -364,15 +369,19 @@ fn policy_plan(file: &std::path::Path, name: Option<&str>) -> Result<canaryd::en
         return Err(loaded.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
     }
     let mut matching = loaded.policies.iter().filter(|p| name.is_none_or(|n| p.reference.name == n));
+    // What --name may be, for the errors that ask for one.
+    let names = || loaded.policies.iter().map(|p| p.reference.name.as_str()).collect::<Vec<_>>().join(", ");
     match (matching.next(), matching.next()) {
         (Some(p), None) => Ok(p.plan.clone()),
+        (None, _) if loaded.policies.is_empty() => Err(format!("{}: no policy found", file.display())),
         (None, _) => Err(format!(
-            "{}: no policy{} found",
+            "{}: no policy named {}; it holds: {} (choose one with --name)",
             file.display(),
-            name.map(|n| format!(" named {n}")).unwrap_or_default()
+            name.unwrap_or_default(),
+            names()
         )),
         (Some(_), Some(_)) => {
-            Err(format!("{}: holds several policies; choose one with --name", file.display()))
+            Err(format!("{}: holds several policies; choose one with --name: {}", file.display(), names()))
         }
     }
 }

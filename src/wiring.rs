@@ -190,8 +190,20 @@ async fn serve(state: &AppState, listener: tokio::net::TcpListener, mut stop: wa
 /// Loads the policies, refusing those whose router the platform cannot serve; the
 /// daemon is ready only with at least one valid policy.
 pub fn load_policies(settings: &Settings, state: &AppState) -> Vec<LoadedPolicy> {
-    let mut loaded =
-        crate::policy::load_paths_with(&settings.policy_paths, Some(&settings.prometheus.batching.scrape));
+    const HOW: &str = "set the policy paths with `[policies] paths` in the settings (--config FILE) \
+                       or CANARYD__POLICIES__PATHS (`:`-separated)";
+    // A path that is not there holds no policy to reject: it is the setting that is wrong.
+    let (present, missing): (Vec<_>, Vec<_>) =
+        settings.policy_paths.iter().cloned().partition(|p| p.exists());
+    if present.is_empty() {
+        let paths: Vec<String> = missing.iter().map(|p| p.display().to_string()).collect();
+        tracing::error!(?paths, "no policy path exists, so no policy is loaded; {HOW}");
+    } else {
+        for path in &missing {
+            tracing::error!(path = %path.display(), "policy path does not exist; {HOW}");
+        }
+    }
+    let mut loaded = crate::policy::load_paths_with(&present, Some(&settings.prometheus.batching.scrape));
     match PlatformChoice::of(settings) {
         PlatformChoice::Local(_) => {
             loaded.refuse_unserved_routers("local", &crate::platform::local::ROUTERS);
@@ -199,7 +211,11 @@ pub fn load_policies(settings: &Settings, state: &AppState) -> Vec<LoadedPolicy>
         PlatformChoice::None => {}
     }
     for problem in &loaded.problems {
-        tracing::error!(%problem, "policy rejected; the other policies stay in force");
+        if loaded.policies.is_empty() {
+            tracing::error!(%problem, "policy rejected");
+        } else {
+            tracing::error!(%problem, "policy rejected; the other policies stay in force");
+        }
     }
     let ready = !loaded.policies.is_empty();
     if !ready {

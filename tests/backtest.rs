@@ -33,6 +33,26 @@ fn a_good_canary_is_promoted() {
 }
 
 #[test]
+fn a_shipped_promotion_rests_on_no_interval_recorded_at_another_split() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/backtest");
+    let mut promoted = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let Some(scenario) = name.strip_suffix(".json") else { continue };
+        let (_, v) = json(scenario);
+        if v["outcome"] != "promoted" {
+            continue;
+        }
+        // The replay stops at the promotion: every interval of the timeline led to it.
+        let split: Vec<&serde_json::Value> =
+            v["timeline"].as_array().unwrap().iter().filter(|i| i.get("mismatch").is_some()).collect();
+        assert!(split.is_empty(), "{name} is promoted on data the policy would not have seen: {split:?}");
+        promoted.push(scenario.to_string());
+    }
+    assert!(promoted.contains(&"good".to_string()), "good.json is promoted: {promoted:?}");
+}
+
+#[test]
 fn doubled_errors_are_rolled_back_with_metric_p_value_and_counts() {
     let (code, v) = json("error-2x");
     assert_eq!(code, Some(1));
@@ -195,6 +215,33 @@ fn bad_data_is_reported_with_its_line_or_field_and_exits_2() {
 }
 
 #[test]
+fn a_name_the_policy_file_does_not_hold_is_refused_listing_the_names_it_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string("tests/data/backtest/policy.yaml").unwrap();
+    let file = dir.path().join("two.yaml");
+    let second = shipped.replace("name: checkout, namespace", "name: payments, namespace");
+    std::fs::write(&file, format!("{shipped}---\n{second}")).unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+            .args(["backtest", "--policy", file.to_str().unwrap(), "--data", "tests/data/backtest/good.json"])
+            .args(extra)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = run(&["--name", "nope"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no policy named nope"), "{err}");
+    assert!(err.contains("checkout") && err.contains("payments"), "the names it holds: {err}");
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--name") && err.contains("checkout") && err.contains("payments"), "{err}");
+    let (code, err) = run(&["--name", "payments"]);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
 fn an_unreadable_prometheus_fails_the_backtest_instead_of_judging_a_gap() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
@@ -340,6 +387,22 @@ fn readme_block(heading: &str, lang: &str) -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let section = readme.split(heading).nth(1).unwrap();
     section.split(&format!("```{lang}\n")).nth(1).unwrap().split("```").next().unwrap().to_string()
+}
+
+#[test]
+fn the_readme_names_every_shipped_recording() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("\n## Backtests\n").nth(1).unwrap().split("\n## ").next().unwrap();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/backtest");
+    let mut recordings: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".json"))
+        .collect();
+    recordings.sort();
+    assert!(!recordings.is_empty(), "no recordings in {dir}");
+    let missing: Vec<&String> = recordings.iter().filter(|r| !section.contains(&format!("`{r}`"))).collect();
+    assert!(missing.is_empty(), "README.md's Backtests section does not name {missing:?}");
 }
 
 #[test]

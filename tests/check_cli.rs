@@ -121,6 +121,47 @@ async fn run_loads_settings_and_policies_and_serves_healthz() {
     assert!(!log.contains(MARKER), "a secret reached the log:\n{log}");
 }
 
+#[test]
+fn run_without_a_policy_path_says_so_and_how_to_set_one() {
+    use std::io::BufRead;
+    let empty = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .arg("run")
+        .current_dir(empty.path())
+        .env_clear()
+        .env("CANARYD__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Every policy line comes before the count of the policies loaded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut log = Vec::new();
+    while !log.iter().any(|l: &String| l.contains("policies loaded")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => log.push(line),
+            Err(_) => break,
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = log.join("\n");
+    assert!(log.contains("policies loaded"), "the policies were never loaded:\n{log}");
+    let line = log.lines().find(|l| l.contains("no policy path exists")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("[policies] paths") && line.contains("CANARYD__POLICIES__PATHS"), "{line}");
+    assert!(!log.contains("the other policies stay in force"), "there are no other policies:\n{log}");
+}
+
 /// A value planted in every secret-bearing setting; it must never be printed.
 const MARKER: &str = "S3CRET-MARKER-7f3a";
 
@@ -324,16 +365,28 @@ fn a_configmap_mount_is_read_once_and_oversized_files_are_refused() {
 }
 
 #[test]
-fn templates_verbose_shows_each_templates_promql() {
+fn templates_verbose_shows_each_templates_promql_over_short_lines() {
     let out = canaryd(&["templates", "--verbose"]);
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let queries: Vec<&str> = stdout.lines().filter(|l| l.starts_with("  ")).collect();
-    assert_eq!(queries.len(), canaryd::source::templates::TEMPLATES.len(), "{stdout}");
-    assert!(
-        queries.iter().all(|q| q.contains("web") && promql_parser::parser::parse(q.trim()).is_ok()),
-        "{stdout}"
-    );
+    let long: Vec<&str> = stdout.lines().filter(|l| l.chars().count() > 120).collect();
+    assert!(long.is_empty(), "lines over 120 characters: {long:#?}");
+    // A template's line, its query's indented lines, a blank line.
+    let blocks: Vec<Vec<&str>> =
+        stdout.split("\n\n").map(|b| b.lines().collect::<Vec<_>>()).filter(|b| !b.is_empty()).collect();
+    let templates = canaryd::source::templates::TEMPLATES;
+    assert_eq!(blocks.len(), templates.len(), "{stdout}");
+    for (t, block) in templates.iter().zip(&blocks) {
+        assert!(block[0].starts_with(t.name), "{block:?}");
+        assert!(block[1..].iter().all(|l| l.starts_with("  ")), "{block:#?}");
+        let shown = block[1..].iter().map(|l| l.trim()).collect::<Vec<_>>().join(" ");
+        let sent = canaryd::source::batch::example_query(t);
+        assert!(sent.chars().count() < 120 || block.len() > 2, "{}: one line of {}", t.name, sent.len());
+        let parse =
+            |q: &str| promql_parser::parser::parse(q).unwrap_or_else(|e| panic!("{}: {e}: {q}", t.name));
+        assert_eq!(parse(&shown), parse(&sent), "{}: the query shown is not the query sent", t.name);
+        assert!(shown.contains("web"), "{shown}");
+    }
     assert!(stdout.contains("last_over_time(http_requests_total{workload=~\"web|web-primary\""), "{stdout}");
 }
 

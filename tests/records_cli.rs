@@ -72,3 +72,37 @@ fn records_past_the_count_or_the_age_are_pruned_oldest_first() {
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert!(kept[0].contains("v3") && kept[1].contains("v4"), "the newest two stay: {kept:?}");
 }
+
+#[test]
+fn the_directory_may_follow_the_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RecordStore::open(dir.path(), Retention::default()).unwrap();
+    let record = aborted_record();
+    store.write(&record, record.finished_at.unwrap()).unwrap();
+    let d = dir.path().to_str().unwrap();
+
+    let (code, out, err) = canaryd(&["records", "list", "--dir", d]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("shop/web@v7"), "{out}");
+
+    let (code, out, err) = canaryd(&["records", "show", "shop/web@v7", "--dir", d]);
+    assert_eq!(code, Some(0), "{err}");
+    let shown: DeploymentRecord = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown, record);
+}
+
+#[test]
+fn without_a_records_directory_the_error_says_how_to_name_one() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["records", "list"])
+        .current_dir(empty.path())
+        .env_remove("CANARYD_CONFIG")
+        .env_remove("CANARYD__DAEMON__RECORDS_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no records directory"), "{err}");
+    assert!(err.contains("--dir DIR") && err.contains("daemon.records_dir"), "{err}");
+}

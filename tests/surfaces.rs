@@ -3,6 +3,8 @@
 //! while Slack hangs) through a Slack stand-in on loopback, and Debian's real
 //! Alertmanager posting its webhook to canaryd's API: a firing alert a policy lists as a
 //! trigger rolls back exactly the rollout of the workload it names.
+//! And the command line over the API: a missing or refused token is explained as
+//! `--token` / `CANARYD_TOKEN`, not as an HTTP header.
 
 mod support;
 
@@ -444,4 +446,63 @@ async fn a_real_alertmanager_rolls_back_exactly_the_rollout_its_firing_alert_nam
     assert!(text.contains("`canary-5xx`: alert WebCanaryErrors is firing: WebCanaryErrors on web"), "{text}");
     let _ = stop.send(());
     looping.await.unwrap();
+}
+
+/// `canaryd rollout ARGS` against the API at `base`, with nothing from this process's
+/// environment (no settings, no token) but `env`.
+async fn rollout_cli(base: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .arg("rollout")
+        .args(args)
+        .args(["--server", base])
+        .env_clear()
+        .envs(env.iter().copied())
+        .current_dir(tempfile::tempdir().unwrap().path())
+        .output()
+        .await
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn a_refused_token_is_explained_in_the_command_lines_terms() {
+    const TOKEN: &str = "operator-token-0123456789";
+    let (_views_tx, views) = tokio::sync::watch::channel(Vec::new());
+    let (commands, _commands_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (alerts, _alerts_rx) = tokio::sync::mpsc::unbounded_channel();
+    let state = canaryd::server::AppState {
+        api: Some(canaryd::server::api::Api {
+            platform: None,
+            views,
+            tokens: Arc::new(BTreeMap::from([("ops".to_string(), Secret::new(TOKEN))])),
+            read_requires_token: false,
+            commands,
+            alerts,
+            wake: Arc::default(),
+            store: None,
+            records_dir: None,
+            metrics: Default::default(),
+        }),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, canaryd::server::app(state)).await.unwrap() });
+
+    // No token: the daemon answers 401; the user is told the flag and the variable.
+    let (code, err) = rollout_cli(&base, &["pause", "shop/web"], &[]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("401"), "{err}");
+    assert!(err.contains("--token") && err.contains("CANARYD_TOKEN"), "{err}");
+    assert!(!err.contains("Authorization"), "an HTTP header is not what a user of the CLI sets: {err}");
+
+    // A token the daemon does not hold: 403, said to be the token's fault.
+    let (code, err) = rollout_cli(&base, &["pause", "shop/web"], &[("CANARYD_TOKEN", "not-the-token")]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("403") && err.contains("not one the daemon accepts"), "{err}");
+
+    // The daemon's token gets past both: what is left is that no such rollout runs.
+    let (code, err) = rollout_cli(&base, &["pause", "shop/web", "--token", TOKEN], &[]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("404") && !err.contains("token"), "{err}");
 }

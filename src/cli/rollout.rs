@@ -68,8 +68,9 @@ pub enum RolloutAction {
 #[tokio::main(flavor = "current_thread")]
 pub async fn rollout(base: &str, token: Option<String>, action: RolloutAction) -> ExitCode {
     use canaryd::client::{Client, ClientError};
+    let token_given = token.is_some();
     let fail = |e: ClientError| {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", explained(&e, token_given));
         match e {
             ClientError::Refused { status, .. } if status.is_client_error() => ExitCode::from(EXIT_INVALID),
             _ => ExitCode::from(EXIT_FAILURE),
@@ -112,7 +113,7 @@ pub async fn rollout(base: &str, token: Option<String>, action: RolloutAction) -
             };
         }
         RolloutAction::Watch { rollout, plain, every } => {
-            return watch(&client, rollout.as_deref(), plain, every.into()).await;
+            return watch(&client, token_given, rollout.as_deref(), plain, every.into()).await;
         }
         RolloutAction::Start { service, revision } => {
             return match client.start(&service, &revision).await {
@@ -138,6 +139,26 @@ pub async fn rollout(base: &str, token: Option<String>, action: RolloutAction) -
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
+    }
+}
+
+/// An error as the command line's user can act on it: the daemon's own refusals of a
+/// token speak of HTTP headers, and the user gives a token with `--token`.
+fn explained(e: &canaryd::client::ClientError, token_given: bool) -> String {
+    use canaryd::client::ClientError;
+    use reqwest::StatusCode;
+    match e {
+        ClientError::Refused { status, .. } if *status == StatusCode::UNAUTHORIZED => format!(
+            "{status}: the daemon needs its API token for this; give it with --token TOKEN or the \
+             CANARYD_TOKEN variable (or server.api_token in the settings, --config FILE)"
+        ),
+        ClientError::Refused { status, message } if *status == StatusCode::FORBIDDEN && token_given => {
+            format!(
+                "{status}: the token given (--token, CANARYD_TOKEN or server.api_token) is not one the \
+             daemon accepts; the daemon says: {message}"
+            )
+        }
+        _ => e.to_string(),
     }
 }
 
@@ -171,6 +192,7 @@ fn print_detail(d: &canaryd::server::api::RolloutDetail) {
 /// (unless `plain`), each rollout's line is redrawn in place and decisions scroll above.
 async fn watch(
     client: &canaryd::client::Client,
+    token_given: bool,
     rollout: Option<&str>,
     plain: bool,
     every: std::time::Duration,
@@ -180,7 +202,7 @@ async fn watch(
         Some(r) => match client.resolve(r).await {
             Ok((namespace, name)) => Some(format!("{namespace}/{name}")),
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", explained(&e, token_given));
                 return ExitCode::from(EXIT_INVALID);
             }
         },
@@ -201,7 +223,7 @@ async fn watch(
             }
             Err(e) => {
                 failures += 1;
-                eprintln!("warning: {e} (retrying)");
+                eprintln!("warning: {} (retrying)", explained(&e, token_given));
                 if failures >= 30 {
                     eprintln!("error: the daemon did not answer 30 times in a row");
                     return ExitCode::from(EXIT_FAILURE);

@@ -184,3 +184,18 @@ fn metric_value_series_are_bounded_by_default_and_as_set() {
     let e = Settings::load(Some(f.path()), BTreeMap::new()).unwrap_err().to_string();
     assert!(e.contains("metric_value_rollouts"), "{e}");
 }
+
+#[test]
+fn the_policy_paths_variable_is_a_colon_separated_list_over_the_file() {
+    let f = file("[policies]\npaths = [\"from-the-file\"]\n");
+    let s = Settings::load(
+        Some(f.path()),
+        env(&[("CANARYD__POLICIES__PATHS", "/etc/canaryd/policies:extra.yaml")]),
+    )
+    .unwrap();
+    assert_eq!(s.policy_paths, [PathBuf::from("/etc/canaryd/policies"), PathBuf::from("extra.yaml")]);
+    let s = Settings::load(None, env(&[("CANARYD__POLICIES__PATHS", "one")])).unwrap();
+    assert_eq!(s.policy_paths, [PathBuf::from("one")]);
+    let s = Settings::load(Some(f.path()), BTreeMap::new()).unwrap();
+    assert_eq!(s.policy_paths, [PathBuf::from("from-the-file")]);
+}

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod increments;
+pub mod layout;
 pub mod prometheus;
 pub mod promql;
 pub mod scrape;

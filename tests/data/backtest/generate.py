@@ -2,8 +2,12 @@
 """Writes the recorded backtest scenarios in this folder (deterministic: fixed seed).
 
 Each scenario is 40 intervals of 30 s at 100 requests/s in all, split between canary and
-baseline by the traffic weight the policy would have set (10% for the first 10 intervals,
-50% after); `low-traffic` is 70 intervals in which the canary gets 2 requests each. Run again with `python3 tests/data/backtest/generate.py`.
+baseline by the traffic weight the policy would have set: 10% for the first 10 intervals
+(the step's 5 minutes), 50% after. Where the policy holds the first step longer (a failed
+check restarts its 5 minutes; an interval without data cannot end it), `first_step` says for
+how many intervals, so that the data is what the policy would have seen: a backtest marks an
+interval recorded at another weight than its own (SPLIT). `low-traffic` is 70 intervals in
+which the canary gets 2 requests each. Run again with `python3 tests/data/backtest/generate.py`.
 """
 import json
 import math
@@ -46,11 +50,11 @@ def arm(rng, requests, error_rate, shape, memory):
 
 
 def scenario(name, seed, canary_error=0.01, canary_shape=HEALTHY, canary_traffic=True, gap=(), length=40,
-             canary_fixed=None):
+             canary_fixed=None, first_step=10):
     rng = random.Random(seed)
     intervals = []
     for i in range(length):
-        weight = 0.10 if i < 10 else 0.50
+        weight = 0.10 if i < first_step else 0.50
         if canary_fixed is not None:
             canary_requests = canary_fixed
         else:
@@ -73,10 +77,13 @@ def scenario(name, seed, canary_error=0.01, canary_shape=HEALTHY, canary_traffic
     Path(__file__).with_name(f"{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 
-scenario("good", 1)
+# The p99 check fails once at 10:01:00 (a noisy p99 of 300 requests), so the step at 10%
+# lasts until 10:06:00: 12 intervals.
+scenario("good", 1, first_step=12)
 scenario("error-2x", 2, canary_error=0.02)
 scenario("p99-regression", 3, canary_shape=SLOW)
 scenario("no-traffic", 4, canary_traffic=False)
-scenario("prometheus-gap", 5, gap=range(8, 12))
+# The step at 10% ends at the first interval with data after the outage: 10:06:30.
+scenario("prometheus-gap", 5, gap=range(8, 12), first_step=13)
 # A healthy canary that gets 2 requests per interval, for 35 minutes.
 scenario("low-traffic", 6, length=70, canary_fixed=2)
