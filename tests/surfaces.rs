@@ -474,15 +474,17 @@ async fn a_refused_token_is_explained_in_the_command_lines_terms() {
         api: Some(canaryd::server::api::Api {
             platform: None,
             views,
-            tokens: Arc::new(BTreeMap::from([("ops".to_string(), Secret::new(TOKEN))])),
-            read_requires_token: false,
-            commands,
-            alerts,
+            commands: commands.into(),
+            alerts: alerts.into(),
             wake: Arc::default(),
             store: None,
             records_dir: None,
             metrics: Default::default(),
         }),
+        access: canaryd::server::api::Access {
+            tokens: Arc::new(BTreeMap::from([("ops".to_string(), Secret::new(TOKEN))])),
+            read_requires_token: false,
+        },
         ..Default::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
