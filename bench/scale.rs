@@ -75,6 +75,9 @@ impl RunStore for SerialisingStore {
             })
             .collect()
     }
+    async fn load(&self, _: &RolloutId) -> Result<Option<RunState>, StoreError> {
+        Ok(None)
+    }
     async fn remove(&self, _: &RolloutId) -> Result<(), StoreError> {
         Ok(())
     }

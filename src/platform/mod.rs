@@ -9,6 +9,7 @@ pub mod memory;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
 
 use crate::engine::plan::RouterKind;
 use crate::engine::{Arms, RolloutId, Scale};
@@ -31,6 +32,37 @@ pub struct RolloutEvent {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct PlatformError(pub String);
+
+/// Why a rollout could not be started on request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// No such service in the settings.
+    #[error("no service `{0}` in the settings ([[services]])")]
+    UnknownService(String),
+    /// The revision is not usable.
+    #[error("revision: {0}")]
+    BadRevision(String),
+    /// The pre-rollout hook failed: the rollout did not start.
+    #[error("{0}; the rollout did not start and no traffic moved")]
+    PreRollout(String),
+}
+
+/// A platform on which a rollout starts when asked (`POST /api/v1/rollouts`,
+/// `canaryd rollout start`): the local platform. On Kubernetes a rollout starts when a
+/// Deployment's template changes, and nothing implements this.
+///
+/// The API holds it as `dyn StartsRollouts`, so the future is boxed.
+pub trait StartsRollouts: Send + Sync + 'static {
+    /// The rollout a service's rollouts run as, if the service exists.
+    fn rollout_of(&self, service: &str) -> Option<RolloutId>;
+    /// Starts a rollout of `revision` of `service`: the platform's own checks and hooks
+    /// first; then the rollout reaches the daemon as a [`RolloutEvent`].
+    fn start<'a>(
+        &'a self,
+        service: &'a str,
+        revision: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<RolloutId, StartError>> + Send + 'a>>;
+}
 
 /// Where rollouts are found and actions are carried out. Every call is confirmed by
 /// returning `Ok` once the platform has done it, and must be harmless to repeat: after a

@@ -32,9 +32,9 @@ use crate::daemon::metrics::AlertLabels;
 use crate::daemon::view::RolloutView;
 use crate::daemon::{FiringAlert, LoopSender};
 use crate::engine::{Command, Decision, Phase, RolloutId};
-use crate::platform::local::{LocalPlatform, StartError};
+use crate::platform::{StartError, StartsRollouts};
 use crate::server::{ApiMetrics, AppState, CommandLabels};
-use crate::store::file::FileStore;
+use crate::store::RolloutReader;
 
 /// Who may call the API. It is checked before anything else, so it is known whether
 /// or not a loop runs.
@@ -49,8 +49,8 @@ pub struct Access {
 /// What the API needs from the running daemon.
 #[derive(Clone)]
 pub struct Api {
-    /// The local platform, where `POST rollouts` starts rollouts (none: not offered).
-    pub platform: Option<Arc<LocalPlatform>>,
+    /// Where `POST rollouts` starts rollouts: the local platform (none: not offered).
+    pub platform: Option<Arc<dyn StartsRollouts>>,
     /// Where each rollout stands (refreshed every tick).
     pub views: tokio::sync::watch::Receiver<Vec<RolloutView>>,
     /// Operator commands to the loop: rollout, command, caller.
@@ -60,7 +60,7 @@ pub struct Api {
     /// Wakes the loop, so that a command or an alert is taken at once.
     pub wake: Arc<tokio::sync::Notify>,
     /// The rollouts' stored states and timelines (for the detail view).
-    pub store: Option<Arc<FileStore>>,
+    pub store: Option<Arc<dyn RolloutReader>>,
     /// Where the deployment records are.
     pub records_dir: Option<PathBuf>,
     /// The API's own metrics.
@@ -240,7 +240,7 @@ pub async fn start(
         status: status.to_string(),
     };
     if running {
-        let id = platform.service(&request.service).map(|s| LocalPlatform::id_of(s).to_string());
+        let id = platform.rollout_of(&request.service).map(|id| id.to_string());
         return (StatusCode::OK, Json(answer(id.unwrap_or_default(), "running"))).into_response();
     }
     match platform.start(&request.service, &request.revision).await {
@@ -290,15 +290,14 @@ pub async fn one(
     let id = RolloutId { namespace, name };
     let (mut decisions, mut latest, mut latest_at) = (Vec::new(), Vec::new(), None);
     if let Some(store) = &api.store {
-        use crate::store::TimelineStore as _;
-        match store.load(&id) {
+        match store.state(&id).await {
             Ok(Some(state)) if state.rollout.revision == view.revision => decisions = state.rollout.decisions,
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(rollout = %id, error = %e, "cannot read the rollout's state for the API")
             }
         }
-        if let Some(point) = store.timeline(&id).points.back() {
+        if let Some(point) = store.latest(&id) {
             latest_at = Some(point.at);
             latest = view
                 .metrics
@@ -512,6 +511,7 @@ mod tests {
     use crate::config::{LocalSettings, NginxSettings, ServiceSettings};
     use crate::daemon::view::MetricView;
     use crate::platform::Platform as _;
+    use crate::platform::local::LocalPlatform;
 
     const ALICE: &str = "alice-token-0123456789";
     const AM: &str = "alertmanager-token-0123";
@@ -609,6 +609,47 @@ mod tests {
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
         (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_detail_view_reads_its_decisions_and_latest_values_through_the_store_seam() {
+        use crate::store::{RunStore as _, TimelineStore as _};
+        // The in-memory store, not the file store: the API holds any `RolloutReader`.
+        let store = Arc::new(crate::store::memory::MemoryStore::default());
+        let mut state = crate::store::tests::state("web");
+        let at: jiff::Timestamp = "2026-12-02T10:00:00Z".parse().unwrap();
+        state.rollout =
+            crate::engine::step(&state.rollout, &crate::engine::Input::Start, at).unwrap().rollout;
+        store.save_all(&[&state]).await.remove(0).unwrap();
+        let point = crate::record::TimelinePoint {
+            at,
+            step: 0,
+            weight: 10,
+            outcomes: "F".into(),
+            values: vec![(Some(0.031), Some(0.004))],
+            triggers: vec![],
+        };
+        store.append_timeline(&state.rollout.id, &point).unwrap();
+        let mut f = fixture(&[], false);
+        f.state.api.as_mut().unwrap().store = Some(store);
+        let shop_web = RolloutView { namespace: "shop".into(), ..view("progressing") };
+        f.views.send(vec![shop_web]).unwrap();
+
+        let (status, body) = call(&f.state, "GET", "/api/v1/rollouts/shop/web", None, "").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let detail: RolloutDetail = serde_json::from_str(&body).unwrap();
+        let made: Vec<&str> = detail.decisions.iter().map(|d| d.action.name()).collect();
+        assert_eq!(made, ["started"], "the stored decisions: {body}");
+        assert_eq!(detail.latest_at, Some(at));
+        assert_eq!(
+            detail.latest,
+            [LatestValue {
+                metric: "errors".into(),
+                verdict: "fail (conclusive)".into(),
+                canary: Some(0.031),
+                baseline: Some(0.004),
+            }]
+        );
     }
 
     #[tokio::test]

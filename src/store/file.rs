@@ -136,6 +136,10 @@ impl RunStore for FileStore {
         states.iter().map(|state| self.save(state)).collect()
     }
 
+    async fn load(&self, id: &RolloutId) -> Result<Option<RunState>, StoreError> {
+        FileStore::load(self, id)
+    }
+
     async fn remove(&self, id: &RolloutId) -> Result<(), StoreError> {
         Self::remove_file(&self.state_path(id))
     }

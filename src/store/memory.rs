@@ -127,6 +127,10 @@ impl RunStore for MemoryStore {
         results
     }
 
+    async fn load(&self, id: &RolloutId) -> Result<Option<RunState>, StoreError> {
+        Ok(self.lock().states.get(id).cloned())
+    }
+
     async fn remove(&self, id: &RolloutId) -> Result<(), StoreError> {
         self.lock().states.remove(id);
         Ok(())

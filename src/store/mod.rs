@@ -9,6 +9,8 @@
 pub mod file;
 pub mod memory;
 
+use std::pin::Pin;
+
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Arms, Rollout, RolloutId, Scale};
@@ -152,6 +154,8 @@ pub trait RunStore: Send + Sync + 'static {
     /// own rollout.
     fn save_all(&self, states: &[&RunState])
     -> impl Future<Output = Vec<Result<Version, StoreError>>> + Send;
+    /// One rollout's stored state, if there is one (for the API's detail view).
+    fn load(&self, id: &RolloutId) -> impl Future<Output = Result<Option<RunState>, StoreError>> + Send;
     /// Forgets a rollout's state (after its record is written).
     fn remove(&self, id: &RolloutId) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
@@ -166,6 +170,32 @@ pub trait TimelineStore: Send + Sync + 'static {
     fn timeline(&self, id: &RolloutId) -> Timeline;
     /// Forgets a rollout's timeline.
     fn forget_timeline(&self, id: &RolloutId) -> Result<(), StoreError>;
+}
+
+/// What the API reads of one rollout beyond its view: its stored decisions and its
+/// latest timeline point. Every [`RunStore`] that is also a [`TimelineStore`] is one; the
+/// API holds it as `dyn RolloutReader`, so the future is boxed.
+pub trait RolloutReader: Send + Sync + 'static {
+    /// The rollout's stored state, if there is one.
+    fn state<'a>(
+        &'a self,
+        id: &'a RolloutId,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<RunState>, StoreError>> + Send + 'a>>;
+    /// The rollout's latest timeline point, if it has one.
+    fn latest(&self, id: &RolloutId) -> Option<TimelinePoint>;
+}
+
+impl<T: RunStore + TimelineStore> RolloutReader for T {
+    fn state<'a>(
+        &'a self,
+        id: &'a RolloutId,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<RunState>, StoreError>> + Send + 'a>> {
+        Box::pin(self.load(id))
+    }
+
+    fn latest(&self, id: &RolloutId) -> Option<TimelinePoint> {
+        self.timeline(id).points.back().cloned()
+    }
 }
 
 #[cfg(test)]

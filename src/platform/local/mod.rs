@@ -30,7 +30,7 @@ use crate::config::{LocalSettings, ServiceSettings};
 use crate::engine::Arms;
 use crate::engine::plan::RouterKind;
 use crate::engine::{RolloutId, Scale};
-use crate::platform::{Platform, PlatformError, RolloutEvent, TrafficRouter};
+use crate::platform::{Platform, PlatformError, RolloutEvent, StartError, StartsRollouts, TrafficRouter};
 use hooks::HookContext;
 use nginx::{Router, Upstreams};
 use prometheus_client::metrics::counter::Counter;
@@ -59,18 +59,18 @@ pub fn register_router_failures(registry: &mut prometheus_client::registry::Regi
     failures
 }
 
-/// Why a rollout could not be started.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StartError {
-    /// No such service in the settings.
-    #[error("no service `{0}` in the settings ([[services]])")]
-    UnknownService(String),
-    /// The revision is not usable.
-    #[error("revision: {0}")]
-    BadRevision(String),
-    /// The pre-rollout hook failed: the rollout did not start.
-    #[error("{0}; the rollout did not start and no traffic moved")]
-    PreRollout(String),
+impl StartsRollouts for LocalPlatform {
+    fn rollout_of(&self, service: &str) -> Option<RolloutId> {
+        self.service(service).map(Self::id_of)
+    }
+
+    fn start<'a>(
+        &'a self,
+        service: &'a str,
+        revision: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<RolloutId, StartError>> + Send + 'a>> {
+        Box::pin(LocalPlatform::start(self, service, revision))
+    }
 }
 
 impl LocalPlatform {
