@@ -196,6 +196,89 @@ async fn a_policy_severity_filter_keeps_progress_out_of_slack_but_not_rollbacks(
     assert_eq!((counted(&metrics, "filtered"), counted(&metrics, "delivered")), (1, 1));
 }
 
+/// A JSON webhook stand-in on loopback that answers 200 at once: records each POST's
+/// `Idempotency-Key` with when it came.
+struct WebhookStandIn {
+    url: String,
+    got: Arc<Mutex<Vec<(tokio::time::Instant, String)>>>,
+}
+
+async fn webhook_stand_in() -> WebhookStandIn {
+    let got: Arc<Mutex<Vec<(tokio::time::Instant, String)>>> = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, _body: axum::Json<serde_json::Value>| {
+            let got = g.clone();
+            async move {
+                let key = headers.get("idempotency-key").map(|v| v.to_str().unwrap().to_string());
+                got.lock().unwrap().push((tokio::time::Instant::now(), key.unwrap_or_default()));
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    WebhookStandIn { url, got }
+}
+
+/// `n` as decision `decision` of the same rollout (a distinct key).
+fn as_decision(n: &Notification, decision: u64) -> Notification {
+    let mut n = n.clone();
+    n.key.decision = decision;
+    n
+}
+
+#[tokio::test]
+async fn slack_throttling_holds_up_only_slack_not_the_webhook() {
+    const RETRY_AFTER: u64 = 3;
+    let slack = slack_stand_in(vec![Answer::TooMany { retry_after: RETRY_AFTER }]).await;
+    let webhook = webhook_stand_in().await;
+    let metrics = DeliveryCounts::default();
+    let fanout = Fanout::new(
+        Some(canaryd::notify::webhook::WebhookNotifier::new(&webhook.url, Duration::from_secs(2)).unwrap()),
+        slack_to(&slack.url),
+        metrics.clone(),
+    );
+    let options = OutboxOptions { backoff: Duration::from_millis(100), attempts: 5, ..Default::default() };
+    let mut outbox = Outbox::start(Arc::new(fanout), options);
+    let (_, rollback) = rolled_back(&spec("info"));
+    let first = as_decision(&rollback, 1);
+    assert!(outbox.offer(first.clone()));
+    poll(Duration::from_secs(10), || async { !slack.got.lock().unwrap().is_empty() }).await.unwrap();
+
+    // Slack has answered 429 with Retry-After: the next two go to the webhook at once.
+    let later = [as_decision(&rollback, 2), as_decision(&rollback, 3)];
+    for n in &later {
+        assert!(outbox.offer(n.clone()));
+    }
+    let keys: Vec<String> = later.iter().map(|n| n.key.to_string()).collect();
+    let webhook_has = |keys: &[String]| {
+        let got = webhook.got.lock().unwrap();
+        keys.iter().all(|k| got.iter().any(|(_, g)| g == k))
+    };
+    poll(Duration::from_secs(30), || async { webhook_has(&keys) }).await.unwrap();
+    assert!(outbox.drain(Duration::from_secs(30)).await, "delivered in the end");
+
+    let slack_got = slack.got.lock().unwrap().clone();
+    assert_eq!(slack_got.len(), 4, "the 429, its retry, then the two later ones");
+    let retried_at = slack_got[1].0;
+    assert!(retried_at - slack_got[0].0 >= Duration::from_secs(RETRY_AFTER), "Retry-After honoured");
+    let webhook_got = webhook.got.lock().unwrap().clone();
+    for key in &keys {
+        let (came, _) = webhook_got.iter().find(|(_, k)| k == key).unwrap();
+        assert!(*came < retried_at, "{key} reached the webhook before Slack's retry, not after it");
+    }
+    assert_eq!(webhook_got.len(), 3, "each notification once: {webhook_got:?}");
+    // Each counts as delivered once Slack has it too.
+    let mut outcomes = outbox.outcomes();
+    outcomes.sort_by_key(|(k, _)| k.decision);
+    let expected: Vec<_> = [&first, &later[0], &later[1]].iter().map(|n| (n.key.clone(), true)).collect();
+    assert_eq!(outcomes, expected);
+    assert_eq!((counted(&metrics, "throttled"), counted(&metrics, "delivered")), (1, 3));
+}
+
 /// A daemon over a memory platform and store, with Prometheus unreachable (nothing is
 /// ever judged a pass: rollouts hold at their first step) and Slack at `slack_url`.
 async fn daemon(

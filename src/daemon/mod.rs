@@ -37,7 +37,7 @@ use jiff::Timestamp;
 use tokio::sync::mpsc;
 
 use crate::engine::{Command, Notification, RolloutId};
-use crate::notify::Notifier;
+use crate::notify::Destinations;
 use crate::notify::outbox::{Outbox, OutboxOptions};
 use crate::platform::Platform;
 use crate::policy::LoadedPolicy;
@@ -142,7 +142,7 @@ pub struct Daemon<S, P, St> {
     platform: Arc<P>,
     store: Arc<St>,
     outbox: Outbox,
-    outbox_worker: tokio::task::AbortHandle,
+    outbox_worker: crate::notify::outbox::Workers,
     records: Option<RecordStore>,
     policies: Vec<LoadedPolicy>,
     runs: BTreeMap<RolloutId, Run>,
@@ -171,7 +171,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
     /// Starts a daemon on `store`, resuming every rollout stored there. Entries that
     /// cannot be read are logged and skipped; the others resume.
     #[allow(clippy::too_many_arguments)]
-    pub async fn start<N: Notifier>(
+    pub async fn start<N: Destinations>(
         source: Arc<S>,
         platform: Arc<P>,
         store: Arc<St>,
