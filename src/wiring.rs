@@ -14,7 +14,7 @@ use crate::daemon::records::{RecordStore, Retention};
 use crate::daemon::{Daemon, Options};
 use crate::notify::fanout::Fanout;
 use crate::notify::slack::SlackNotifier;
-use crate::notify::webhook::WebhookNotifier;
+use crate::notify::webhook::{PolicyWebhookNotifier, WebhookNotifier};
 use crate::platform::local::LocalPlatform;
 use crate::policy::LoadedPolicy;
 use crate::server::{ApiMetrics, AppState};
@@ -163,7 +163,10 @@ async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate
     };
     let slack = SlackNotifier::new(timeout, Box::new(crate::notify::slack::from_env))
         .map_err(setting("notify.slack"))?;
-    let notifier = Arc::new(Fanout::new(webhook, slack, crate::notify::register_deliveries(registry)));
+    let policy_webhooks = PolicyWebhookNotifier::new(timeout, Box::new(crate::notify::webhook::url_from_env))
+        .map_err(setting("notify.webhook"))?;
+    let deliveries = crate::notify::register_deliveries(registry);
+    let notifier = Arc::new(Fanout::new(webhook, policy_webhooks, slack, deliveries));
     Ok(Daemon::start(
         Arc::new(source),
         platform,

@@ -24,6 +24,7 @@ use canaryd::notify::DeliveryCounts;
 use canaryd::notify::fanout::Fanout;
 use canaryd::notify::outbox::{Outbox, OutboxOptions};
 use canaryd::notify::slack::SlackNotifier;
+use canaryd::notify::webhook::PolicyWebhookNotifier;
 use canaryd::platform::{RolloutEvent, memory::MemoryPlatform};
 use canaryd::source::prometheus::PrometheusSource;
 use canaryd::source::prometheus::QueryMetrics;
@@ -106,6 +107,25 @@ fn slack_to(url: &str) -> SlackNotifier {
     .unwrap()
 }
 
+/// Policy webhooks whose URLs are in the environment variables of `urls`.
+fn policy_webhooks_to(urls: &[(&str, &str)]) -> PolicyWebhookNotifier {
+    let urls: BTreeMap<String, String> = urls.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    PolicyWebhookNotifier::new(
+        Duration::from_secs(2),
+        Box::new(move |source| match source {
+            canaryd::engine::plan::SecretSource::Env { name } if urls.contains_key(name) => {
+                Ok(urls[name].clone())
+            }
+            other => Err(format!("unexpected secret source {other:?}")),
+        }),
+    )
+    .unwrap()
+}
+
+fn no_policy_webhooks() -> PolicyWebhookNotifier {
+    policy_webhooks_to(&[])
+}
+
 /// The notifications a rollout of `spec` makes: started, then rolled back by the
 /// `hard-limit` trigger on a canary at 30% errors against 1% on the baseline.
 fn rolled_back(spec: &str) -> (Notification, Notification) {
@@ -148,7 +168,7 @@ fn counted(deliveries: &DeliveryCounts, result: &'static str) -> u64 {
 async fn a_rollback_message_names_the_trigger_values_and_workload_and_is_retried_after_500_and_429() {
     let slack = slack_stand_in(vec![Answer::Status(500), Answer::TooMany { retry_after: 2 }]).await;
     let metrics = DeliveryCounts::default();
-    let fanout = Fanout::new(None, slack_to(&slack.url), metrics.clone());
+    let fanout = Fanout::new(None, no_policy_webhooks(), slack_to(&slack.url), metrics.clone());
     let options = OutboxOptions { backoff: Duration::from_millis(100), attempts: 5, ..Default::default() };
     let outbox = Outbox::start(Arc::new(fanout), options);
     let (_, rollback) = rolled_back(&spec("info"));
@@ -185,7 +205,7 @@ async fn a_rollback_message_names_the_trigger_values_and_workload_and_is_retried
 async fn a_policy_severity_filter_keeps_progress_out_of_slack_but_not_rollbacks() {
     let slack = slack_stand_in(vec![]).await;
     let metrics = DeliveryCounts::default();
-    let fanout = Fanout::new(None, slack_to(&slack.url), metrics.clone());
+    let fanout = Fanout::new(None, no_policy_webhooks(), slack_to(&slack.url), metrics.clone());
     let outbox = Outbox::start(Arc::new(fanout), OutboxOptions::default());
     let (started, rollback) = rolled_back(&spec("critical"));
     assert!(outbox.offer(started) && outbox.offer(rollback));
@@ -196,23 +216,26 @@ async fn a_policy_severity_filter_keeps_progress_out_of_slack_but_not_rollbacks(
     assert_eq!((counted(&metrics, "filtered"), counted(&metrics, "delivered")), (1, 1));
 }
 
+/// What a webhook stand-in received: when, the `Idempotency-Key`, the body.
+type Received = Arc<Mutex<Vec<(tokio::time::Instant, String, serde_json::Value)>>>;
+
 /// A JSON webhook stand-in on loopback that answers 200 at once: records each POST's
-/// `Idempotency-Key` with when it came.
+/// `Idempotency-Key` and body with when it came.
 struct WebhookStandIn {
     url: String,
-    got: Arc<Mutex<Vec<(tokio::time::Instant, String)>>>,
+    got: Received,
 }
 
 async fn webhook_stand_in() -> WebhookStandIn {
-    let got: Arc<Mutex<Vec<(tokio::time::Instant, String)>>> = Arc::default();
+    let got: Received = Arc::default();
     let g = got.clone();
     let app = axum::Router::new().route(
         "/hook",
-        axum::routing::post(move |headers: HeaderMap, _body: axum::Json<serde_json::Value>| {
+        axum::routing::post(move |headers: HeaderMap, body: axum::Json<serde_json::Value>| {
             let got = g.clone();
             async move {
                 let key = headers.get("idempotency-key").map(|v| v.to_str().unwrap().to_string());
-                got.lock().unwrap().push((tokio::time::Instant::now(), key.unwrap_or_default()));
+                got.lock().unwrap().push((tokio::time::Instant::now(), key.unwrap_or_default(), body.0));
                 StatusCode::OK
             }
         }),
@@ -238,6 +261,7 @@ async fn slack_throttling_holds_up_only_slack_not_the_webhook() {
     let metrics = DeliveryCounts::default();
     let fanout = Fanout::new(
         Some(canaryd::notify::webhook::WebhookNotifier::new(&webhook.url, Duration::from_secs(2)).unwrap()),
+        no_policy_webhooks(),
         slack_to(&slack.url),
         metrics.clone(),
     );
@@ -256,7 +280,7 @@ async fn slack_throttling_holds_up_only_slack_not_the_webhook() {
     let keys: Vec<String> = later.iter().map(|n| n.key.to_string()).collect();
     let webhook_has = |keys: &[String]| {
         let got = webhook.got.lock().unwrap();
-        keys.iter().all(|k| got.iter().any(|(_, g)| g == k))
+        keys.iter().all(|k| got.iter().any(|(_, g, _)| g == k))
     };
     poll(Duration::from_secs(30), || async { webhook_has(&keys) }).await.unwrap();
     assert!(outbox.drain(Duration::from_secs(30)).await, "delivered in the end");
@@ -267,7 +291,7 @@ async fn slack_throttling_holds_up_only_slack_not_the_webhook() {
     assert!(retried_at - slack_got[0].0 >= Duration::from_secs(RETRY_AFTER), "Retry-After honoured");
     let webhook_got = webhook.got.lock().unwrap().clone();
     for key in &keys {
-        let (came, _) = webhook_got.iter().find(|(_, k)| k == key).unwrap();
+        let (came, _, _) = webhook_got.iter().find(|(_, k, _)| k == key).unwrap();
         assert!(*came < retried_at, "{key} reached the webhook before Slack's retry, not after it");
     }
     assert_eq!(webhook_got.len(), 3, "each notification once: {webhook_got:?}");
@@ -279,13 +303,22 @@ async fn slack_throttling_holds_up_only_slack_not_the_webhook() {
     assert_eq!((counted(&metrics, "throttled"), counted(&metrics, "delivered")), (1, 3));
 }
 
+type Parts =
+    (Daemon<PrometheusSource, MemoryPlatform, MemoryStore>, Arc<MemoryPlatform>, LoopMetrics, DeliveryCounts);
+
 /// A daemon over a memory platform and store, with Prometheus unreachable (nothing is
 /// ever judged a pass: rollouts hold at their first step) and Slack at `slack_url`.
-async fn daemon(
-    slack_url: &str,
+async fn daemon(slack_url: &str, spec: &str) -> Parts {
+    daemon_with(spec, no_policy_webhooks(), slack_url, Arc::new(MemoryStore::default())).await
+}
+
+/// The same, with policy webhooks and on `store`.
+async fn daemon_with(
     spec: &str,
-) -> (Daemon<PrometheusSource, MemoryPlatform, MemoryStore>, Arc<MemoryPlatform>, LoopMetrics, DeliveryCounts)
-{
+    policy_webhooks: PolicyWebhookNotifier,
+    slack_url: &str,
+    store: Arc<MemoryStore>,
+) -> Parts {
     let env = [("CANARYD__PROMETHEUS__URL".to_string(), "http://127.0.0.1:9".to_string())];
     let settings = Settings::load(None, env.into_iter().collect()).unwrap();
     let metrics = LoopMetrics::default();
@@ -294,7 +327,7 @@ async fn daemon(
             .unwrap();
     let platform = Arc::new(MemoryPlatform::new());
     let deliveries = DeliveryCounts::default();
-    let fanout = Fanout::new(None, slack_to(slack_url), deliveries.clone());
+    let fanout = Fanout::new(None, policy_webhooks, slack_to(slack_url), deliveries.clone());
     let options = Options {
         tick: Duration::from_millis(200),
         platform_timeout: Duration::from_secs(2),
@@ -304,7 +337,7 @@ async fn daemon(
     let d = Daemon::start(
         Arc::new(source),
         platform.clone(),
-        Arc::new(MemoryStore::default()),
+        store,
         Arc::new(fanout),
         None,
         vec![support::engine::policy("shop", "web", spec)],
@@ -351,6 +384,60 @@ async fn a_rollback_moves_traffic_at_once_while_slack_hangs() {
     poll(Duration::from_secs(10), || async { platform.world(&web).weight == 0 }).await.unwrap();
     assert_eq!(slack.got.lock().unwrap().len(), 1, "Slack still holds the first message");
     assert_eq!(counted(&deliveries, "delivered"), 0);
+}
+
+fn web_canary_errors() -> canaryd::daemon::FiringAlert {
+    canaryd::daemon::FiringAlert {
+        alert: "WebCanaryErrors".into(),
+        namespace: Some("shop".into()),
+        workloads: vec!["web".into()],
+        detail: "5xx above 5%".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_policy_webhook_gets_its_rollouts_decisions_as_json_with_their_keys() {
+    let slack = slack_stand_in(vec![]).await;
+    let hook = webhook_stand_in().await;
+    let spec = format!(
+        "{}\n  - {{name: canary-5xx, alert: WebCanaryErrors}}\nnotify:\n  webhook: {{urlEnv: SHOP_DEPLOYS_WEBHOOK}}",
+        support::engine::ERRORS_SPEC
+    );
+    let webhooks = policy_webhooks_to(&[("SHOP_DEPLOYS_WEBHOOK", &hook.url)]);
+    let (mut daemon, platform, _, deliveries) =
+        daemon_with(&spec, webhooks, &slack.url, Arc::new(MemoryStore::default())).await;
+    let web = deploy(&platform, "web");
+    let now = jiff::Timestamp::now();
+    daemon.tick(now).await;
+    poll(Duration::from_secs(10), || async { hook.got.lock().unwrap().len() == 1 }).await.unwrap();
+    daemon.alerts().send(web_canary_errors()).unwrap();
+    daemon.tick(now + Duration::from_secs(1)).await;
+    assert_eq!(daemon.state(&web).unwrap().rollout.phase.name(), "rolling-back");
+    poll(Duration::from_secs(10), || async { hook.got.lock().unwrap().len() == 2 }).await.unwrap();
+
+    let got = hook.got.lock().unwrap().clone();
+    let keys: Vec<&str> = got.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["shop/web@web-v2#0", "shop/web@web-v2#1"]);
+    let events: Vec<&serde_json::Value> = got.iter().map(|(_, _, body)| &body["event"]).collect();
+    assert_eq!(events, ["started", "rolled-back"]);
+    let rollback = &got[1].2;
+    assert_eq!(
+        rollback["key"],
+        serde_json::json!({"rollout": "shop/web", "revision": "web-v2", "decision": 1})
+    );
+    assert_eq!(rollback["triggers"][0]["trigger"], "canary-5xx");
+    assert!(rollback.get("webhook").is_none() && rollback.get("slack").is_none(), "no target in the body");
+    assert!(slack.got.lock().unwrap().is_empty(), "the policy has no Slack");
+    let webhook = canaryd::notify::DeliveryLabels { channel: "webhook", result: "delivered" };
+    assert_eq!(deliveries.get(&webhook).map(|c| c.get()), Some(2));
+    // The deliveries are reported back: every decision is told (the rollback's end has
+    // nothing to tell).
+    assert!(daemon.settle(Duration::from_secs(10)).await);
+    daemon.tick(now + Duration::from_secs(2)).await;
+    let state = daemon.state(&web).unwrap();
+    let made: Vec<&str> = state.rollout.decisions.iter().map(|d| d.action.name()).collect();
+    assert_eq!(made, ["started", "rolled-back", "rollback-finished"]);
+    assert_eq!(state.notified, 3);
 }
 
 /// Debian's Alertmanager on a loopback port, with a webhook receiver pointing at `url`.

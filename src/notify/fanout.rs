@@ -1,30 +1,32 @@
 //! Every target of the daemon, each its own destination: the daemon-wide webhook, the
-//! policy's Slack, or the log when nothing else is set. The outbox gives each
+//! policy's Slack and its own webhook, or the log when nothing else is set. The outbox gives each
 //! destination its own queue, so one target failing or throttling does not hold up the
 //! others, and a retry goes only to the targets still owed it.
 
 use crate::engine::Notification;
-use crate::notify::webhook::{LogNotifier, WebhookNotifier};
+use crate::notify::webhook::{LogNotifier, PolicyWebhookNotifier, WebhookNotifier};
 use crate::notify::{
     DeliveryCounts, DeliveryError, DeliveryLabels, Destination, Destinations, Notifier, slack,
 };
 
-/// Every target of the daemon: the generic webhook if set, Slack for policies that
-/// name it, and the log when nothing else is configured.
+/// Every target of the daemon: the generic webhook if set, Slack and their own webhook
+/// for policies that name them, and the log when nothing else is configured.
 pub struct Fanout {
     webhook: Option<WebhookNotifier>,
+    policy_webhooks: PolicyWebhookNotifier,
     slack: slack::SlackNotifier,
     counts: DeliveryCounts,
 }
 
 impl Fanout {
-    /// A fan-out to `webhook` (if any) and Slack.
+    /// A fan-out to `webhook` (if any), the policies' own webhooks and Slack.
     pub fn new(
         webhook: Option<WebhookNotifier>,
+        policy_webhooks: PolicyWebhookNotifier,
         slack: slack::SlackNotifier,
         counts: DeliveryCounts,
     ) -> Fanout {
-        Fanout { webhook, slack, counts }
+        Fanout { webhook, policy_webhooks, slack, counts }
     }
 
     fn count(&self, channel: &'static str, result: &'static str) {
@@ -33,12 +35,16 @@ impl Fanout {
 }
 
 impl Destinations for Fanout {
-    /// The webhook if set, the policy's Slack if the notification is at or above its
-    /// severity (else counted as filtered), and the log when neither is configured.
+    /// The webhook if set, the policy's own webhook, the policy's Slack if the
+    /// notification is at or above its severity (else counted as filtered), and the log
+    /// when none is configured.
     fn destinations(&self, n: &Notification) -> Vec<Destination> {
         let mut to = Vec::new();
         if self.webhook.is_some() {
             to.push(Destination::Webhook);
+        }
+        if let Some(route) = &n.webhook {
+            to.push(Destination::PolicyWebhook(route.url.clone()));
         }
         if let Some(route) = &n.slack {
             if slack::wants(route, n) {
@@ -47,7 +53,7 @@ impl Destinations for Fanout {
                 self.count("slack", "filtered");
             }
         }
-        if self.webhook.is_none() && n.slack.is_none() {
+        if self.webhook.is_none() && n.slack.is_none() && n.webhook.is_none() {
             to.push(Destination::Log);
         }
         to
@@ -56,6 +62,9 @@ impl Destinations for Fanout {
     async fn deliver_to(&self, to: &Destination, n: &Notification) -> Result<(), DeliveryError> {
         let (channel, result) = match (to, &self.webhook, &n.slack) {
             (Destination::Webhook, Some(webhook), _) => ("webhook", webhook.deliver(n).await),
+            (Destination::PolicyWebhook(url), _, _) => {
+                ("webhook", self.policy_webhooks.deliver(url, n).await)
+            }
             (Destination::Slack(_), _, Some(route)) => ("slack", self.slack.deliver(route, n).await),
             (Destination::Log | Destination::Only, _, _) => ("log", LogNotifier.deliver(n).await),
             (other, _, _) => return Err(format!("{other:?} is not a target of this notification").into()),

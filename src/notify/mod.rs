@@ -58,6 +58,8 @@ pub enum Destination {
     Only,
     /// The daemon-wide JSON webhook.
     Webhook,
+    /// A policy's own JSON webhook, by where its URL is read from.
+    PolicyWebhook(SecretSource),
     /// A Slack incoming webhook, by where its URL is read from (Slack rate-limits each
     /// webhook on its own).
     Slack(SecretSource),
