@@ -18,6 +18,7 @@ use crate::notify::webhook::{PolicyWebhookNotifier, WebhookNotifier};
 use crate::platform::local::LocalPlatform;
 use crate::policy::LoadedPolicy;
 use crate::server::{ApiMetrics, AppState};
+use crate::source::alertmanager::{AlertmanagerMetrics, AlertmanagerSource};
 use crate::source::prometheus::{PrometheusSource, QueryMetrics};
 use crate::store::file::FileStore;
 
@@ -167,7 +168,14 @@ async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate
         .map_err(setting("notify.webhook"))?;
     let deliveries = crate::notify::register_deliveries(registry);
     let notifier = Arc::new(Fanout::new(webhook, policy_webhooks, slack, deliveries));
-    Ok(Daemon::start(
+    let alertmanager = match &settings.alertmanager {
+        Some(am) => Some(Arc::new(
+            AlertmanagerSource::new(am, AlertmanagerMetrics::register(registry))
+                .map_err(setting("alertmanager"))?,
+        )),
+        None => None,
+    };
+    let mut daemon = Daemon::start(
         Arc::new(source),
         platform,
         store,
@@ -177,7 +185,11 @@ async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate
         options,
         LoopMetrics::register(registry),
     )
-    .await)
+    .await;
+    if let Some(alertmanager) = alertmanager {
+        daemon.read_alerts_from(alertmanager);
+    }
+    Ok(daemon)
 }
 
 /// Serves the HTTP surface until `stop` is set.

@@ -26,6 +26,9 @@ use canaryd::notify::outbox::{Outbox, OutboxOptions};
 use canaryd::notify::slack::SlackNotifier;
 use canaryd::notify::webhook::PolicyWebhookNotifier;
 use canaryd::platform::{RolloutEvent, memory::MemoryPlatform};
+use canaryd::source::alertmanager::{
+    AlertQueryLabels, AlertmanagerMetrics, AlertmanagerSettings, AlertmanagerSource,
+};
 use canaryd::source::prometheus::PrometheusSource;
 use canaryd::source::prometheus::QueryMetrics;
 use canaryd::store::memory::MemoryStore;
@@ -309,14 +312,16 @@ type Parts =
 /// A daemon over a memory platform and store, with Prometheus unreachable (nothing is
 /// ever judged a pass: rollouts hold at their first step) and Slack at `slack_url`.
 async fn daemon(slack_url: &str, spec: &str) -> Parts {
-    daemon_with(spec, no_policy_webhooks(), slack_url, Arc::new(MemoryStore::default())).await
+    let (platform, store) = (Arc::new(MemoryPlatform::new()), Arc::new(MemoryStore::default()));
+    daemon_with(spec, no_policy_webhooks(), slack_url, platform, store).await
 }
 
-/// The same, with policy webhooks and on `store`.
+/// The same, with policy webhooks, on `platform` and `store`.
 async fn daemon_with(
     spec: &str,
     policy_webhooks: PolicyWebhookNotifier,
     slack_url: &str,
+    platform: Arc<MemoryPlatform>,
     store: Arc<MemoryStore>,
 ) -> Parts {
     let env = [("CANARYD__PROMETHEUS__URL".to_string(), "http://127.0.0.1:9".to_string())];
@@ -325,7 +330,6 @@ async fn daemon_with(
     let source =
         PrometheusSource::new(&settings.prometheus, QueryMetrics::default(), Duration::from_millis(20))
             .unwrap();
-    let platform = Arc::new(MemoryPlatform::new());
     let deliveries = DeliveryCounts::default();
     let fanout = Fanout::new(None, policy_webhooks, slack_to(slack_url), deliveries.clone());
     let options = Options {
@@ -404,8 +408,14 @@ async fn a_policy_webhook_gets_its_rollouts_decisions_as_json_with_their_keys() 
         support::engine::ERRORS_SPEC
     );
     let webhooks = policy_webhooks_to(&[("SHOP_DEPLOYS_WEBHOOK", &hook.url)]);
-    let (mut daemon, platform, _, deliveries) =
-        daemon_with(&spec, webhooks, &slack.url, Arc::new(MemoryStore::default())).await;
+    let (mut daemon, platform, _, deliveries) = daemon_with(
+        &spec,
+        webhooks,
+        &slack.url,
+        Arc::new(MemoryPlatform::new()),
+        Arc::new(MemoryStore::default()),
+    )
+    .await;
     let web = deploy(&platform, "web");
     let now = jiff::Timestamp::now();
     daemon.tick(now).await;
@@ -677,4 +687,135 @@ async fn a_refused_token_is_explained_in_the_command_lines_terms() {
     let (code, err) = rollout_cli(&base, &["pause", "shop/web", "--token", TOKEN], &[]).await;
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("404") && !err.contains("token"), "{err}");
+}
+
+/// A reader of the Alertmanager at `url`.
+fn alertmanager_source(url: &str, metrics: &AlertmanagerMetrics) -> Arc<AlertmanagerSource> {
+    let settings = AlertmanagerSettings { url: url.parse().unwrap(), timeout: Duration::from_secs(5) };
+    Arc::new(AlertmanagerSource::new(&settings, metrics.clone()).unwrap())
+}
+
+fn reads(metrics: &AlertmanagerMetrics, outcome: &'static str) -> u64 {
+    metrics.queries.get(&AlertQueryLabels { outcome }).map_or(0, |c| c.get())
+}
+
+/// Debian's Alertmanager whose only receiver is a closed port, not canaryd: whatever
+/// canaryd learns of its alerts, it learns by asking.
+async fn alertmanager_not_posting_to_canaryd() -> Alertmanager {
+    alertmanager(&format!("http://127.0.0.1:{}/nowhere", free_port()), "alertmanager-token-0123456789").await
+}
+
+impl Alertmanager {
+    /// Waits until Alertmanager's API lists `name` for `deployment` as active.
+    async fn lists(&self, name: &str, deployment: &str) {
+        let url = format!("{}/api/v2/alerts?active=true", self.url);
+        poll(Duration::from_secs(10), || async {
+            let Ok(r) = reqwest::get(&url).await else { return false };
+            let alerts: Vec<serde_json::Value> = r.json().await.unwrap_or_default();
+            alerts.iter().any(|a| a["labels"]["alertname"] == name && a["labels"]["deployment"] == deployment)
+        })
+        .await
+        .expect("Alertmanager lists the alert");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_already_firing_when_a_rollout_starts_rolls_it_back_from_the_first_interval() {
+    let am = alertmanager_not_posting_to_canaryd().await;
+    am.post("WebCanaryErrors", "web", false).await;
+    am.lists("WebCanaryErrors", "web").await;
+    let slack = slack_stand_in(vec![]).await;
+    let (mut daemon, platform, metrics, _) = daemon(&slack.url, &spec("critical")).await;
+    let read_metrics = AlertmanagerMetrics::default();
+    daemon.read_alerts_from(alertmanager_source(&am.url, &read_metrics));
+    let (web, api, wake) = (deploy(&platform, "web"), deploy(&platform, "api"), daemon.waker());
+    let now = jiff::Timestamp::now();
+    daemon.tick(now).await;
+    let state = daemon.state(&web).unwrap();
+    assert_eq!(state.rollout.phase.name(), "progressing");
+    assert_eq!(state.rollout.next_evaluation(), Some(now + Duration::from_secs(30)), "the first interval");
+    // The read runs beside the loop and wakes it with what it found.
+    tokio::time::timeout(Duration::from_secs(10), wake.notified()).await.expect("woken by the read");
+    daemon.tick(now + Duration::from_secs(1)).await;
+    let state = daemon.state(&web).unwrap();
+    assert_eq!(state.rollout.phase.name(), "rolling-back");
+    let decision = state.rollout.decisions.last().unwrap();
+    assert_eq!(decision.triggers[0].trigger, "canary-5xx");
+    assert!(decision.triggers[0].detail.contains("WebCanaryErrors on web"), "{:?}", decision.triggers);
+    assert_eq!(daemon.state(&api).unwrap().rollout.phase.name(), "progressing", "the alert names web only");
+    // One read for both rollouts started in the same tick.
+    assert_eq!((reads(&read_metrics, "ok"), alerts_counted(&metrics, "rolled-back")), (1, 1));
+    poll(Duration::from_secs(10), || async { platform.world(&web).weight == 0 }).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_read_that_alertmanager_does_not_answer_is_given_up_at_its_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hang = axum::Router::new().route("/api/v2/alerts", axum::routing::get(std::future::pending::<()>));
+    tokio::spawn(async move { axum::serve(listener, hang).await.unwrap() });
+    let slack = slack_stand_in(vec![]).await;
+    let (mut daemon, platform, _, _) = daemon(&slack.url, &spec("critical")).await;
+    let read_metrics = AlertmanagerMetrics::default();
+    let settings = AlertmanagerSettings { url: url.parse().unwrap(), timeout: Duration::from_millis(500) };
+    daemon.read_alerts_from(Arc::new(AlertmanagerSource::new(&settings, read_metrics.clone()).unwrap()));
+    let web = deploy(&platform, "web");
+    let now = jiff::Timestamp::now();
+    daemon.tick(now).await;
+    poll(Duration::from_secs(10), || async { reads(&read_metrics, "timeout") == 1 }).await.unwrap();
+    daemon.tick(now + Duration::from_secs(1)).await;
+    assert_eq!(daemon.state(&web).unwrap().rollout.phase.name(), "progressing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_that_fired_while_the_daemon_was_down_is_read_when_it_resumes() {
+    let am = alertmanager_not_posting_to_canaryd().await;
+    let slack = slack_stand_in(vec![]).await;
+    let (platform, store) = (Arc::new(MemoryPlatform::new()), Arc::new(MemoryStore::default()));
+    let critical = spec("critical");
+    let start = || daemon_with(&critical, no_policy_webhooks(), &slack.url, platform.clone(), store.clone());
+    let read_metrics = AlertmanagerMetrics::default();
+    let (mut first, ..) = start().await;
+    first.read_alerts_from(alertmanager_source(&am.url, &read_metrics));
+    let web = deploy(&platform, "web");
+    let now = jiff::Timestamp::now();
+    first.tick(now).await;
+    // Nothing fires yet: the read at the start finds nothing.
+    poll(Duration::from_secs(10), || async { reads(&read_metrics, "ok") == 1 }).await.unwrap();
+    poll(Duration::from_secs(10), || async { platform.world(&web).weight == 10 }).await.unwrap();
+    first.tick(now + Duration::from_secs(1)).await;
+    assert_eq!(first.state(&web).unwrap().rollout.phase.name(), "progressing");
+    drop(first);
+
+    am.post("WebCanaryErrors", "web", false).await;
+    am.lists("WebCanaryErrors", "web").await;
+    let (mut second, _, metrics, _) = start().await;
+    second.read_alerts_from(alertmanager_source(&am.url, &read_metrics));
+    let wake = second.waker();
+    second.tick(now + Duration::from_secs(2)).await;
+    assert_eq!(second.state(&web).unwrap().rollout.phase.name(), "progressing", "resumed");
+    tokio::time::timeout(Duration::from_secs(10), wake.notified()).await.expect("woken by the read");
+    second.tick(now + Duration::from_secs(3)).await;
+    assert_eq!(second.state(&web).unwrap().rollout.phase.name(), "rolling-back");
+    assert_eq!((reads(&read_metrics, "ok"), alerts_counted(&metrics, "rolled-back")), (2, 1));
+}
+
+#[tokio::test]
+async fn an_unreachable_alertmanager_is_counted_and_the_rollout_goes_on() {
+    let slack = slack_stand_in(vec![]).await;
+    let (mut daemon, platform, _, _) = daemon(&slack.url, &spec("critical")).await;
+    let read_metrics = AlertmanagerMetrics::default();
+    daemon.read_alerts_from(alertmanager_source(&format!("http://127.0.0.1:{}", free_port()), &read_metrics));
+    let web = deploy(&platform, "web");
+    let now = jiff::Timestamp::now();
+    daemon.tick(now).await;
+    poll(Duration::from_secs(10), || async { reads(&read_metrics, "unreachable") == 1 }).await.unwrap();
+    daemon.tick(now + Duration::from_secs(1)).await;
+    assert_eq!(daemon.state(&web).unwrap().rollout.phase.name(), "progressing");
+    poll(Duration::from_secs(10), || async { platform.world(&web).weight == 10 }).await.unwrap();
+    // An alert from the webhook is still taken.
+    daemon.alerts().send(web_canary_errors()).unwrap();
+    daemon.tick(now + Duration::from_secs(2)).await;
+    assert_eq!(daemon.state(&web).unwrap().rollout.phase.name(), "rolling-back");
+    assert_eq!(reads(&read_metrics, "unreachable"), 1, "one read: nothing new started");
 }

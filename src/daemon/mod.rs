@@ -20,6 +20,7 @@
 //! A slow or failing Prometheus shard, platform call, store write or notifier holds up
 //! only its own rollouts. A restart is the next tick reading the store.
 
+mod alert_reads;
 mod executor;
 pub mod health;
 mod inbox;
@@ -157,6 +158,8 @@ pub struct Daemon<S, P, St> {
     /// Woken by a command or an alert, so the loop ticks at once instead of at the next
     /// period.
     wake: Arc<tokio::sync::Notify>,
+    /// Reads of the alerts already firing when rollouts start or resume.
+    alert_reads: alert_reads::AlertReads,
 }
 
 impl<S, P, St> Drop for Daemon<S, P, St> {
@@ -222,6 +225,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
             executors: tokio::task::JoinSet::new(),
             views: tokio::sync::watch::Sender::new(Vec::new()),
             wake: Arc::new(tokio::sync::Notify::new()),
+            alert_reads: alert_reads::AlertReads::default(),
         }
     }
 
