@@ -306,6 +306,32 @@ async fn slack_throttling_holds_up_only_slack_not_the_webhook() {
     assert_eq!((counted(&metrics, "throttled"), counted(&metrics, "delivered")), (1, 3));
 }
 
+#[tokio::test]
+async fn a_notification_offered_again_after_slack_gave_up_goes_only_to_slack() {
+    let slack = slack_stand_in(vec![Answer::Status(500), Answer::Status(500)]).await;
+    let webhook = webhook_stand_in().await;
+    let metrics = DeliveryCounts::default();
+    let fanout = Fanout::new(
+        Some(canaryd::notify::webhook::WebhookNotifier::new(&webhook.url, Duration::from_secs(2)).unwrap()),
+        no_policy_webhooks(),
+        slack_to(&slack.url),
+        metrics.clone(),
+    );
+    let options = OutboxOptions { backoff: Duration::from_millis(50), attempts: 2, ..Default::default() };
+    let mut outbox = Outbox::start(Arc::new(fanout), options);
+    let (_, rollback) = rolled_back(&spec("info"));
+    assert!(outbox.offer(rollback.clone()));
+    assert!(outbox.drain(Duration::from_secs(10)).await);
+    assert_eq!(outbox.outcomes(), vec![(rollback.key.clone(), false)], "Slack gave up: not delivered");
+    assert_eq!((webhook.got.lock().unwrap().len(), slack.got.lock().unwrap().len()), (1, 2));
+    // Offered again (the daemon does so at a later tick): Slack only.
+    assert!(outbox.offer(rollback.clone()));
+    assert!(outbox.drain(Duration::from_secs(10)).await);
+    assert_eq!(outbox.outcomes(), vec![(rollback.key.clone(), true)]);
+    assert_eq!((webhook.got.lock().unwrap().len(), slack.got.lock().unwrap().len()), (1, 3));
+    assert_eq!(outbox.stats.depth.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
 type Parts =
     (Daemon<PrometheusSource, MemoryPlatform, MemoryStore>, Arc<MemoryPlatform>, LoopMetrics, DeliveryCounts);
 
