@@ -18,6 +18,7 @@ use crate::source::templates;
 pub mod local;
 
 pub use crate::secret::{Secret, without_userinfo};
+pub use crate::source::alertmanager::AlertmanagerSettings;
 pub use crate::source::prometheus::PrometheusSettings;
 pub use crate::telemetry::{LogFormat, LogSettings};
 pub use local::{Hook, HookAction, Hooks, LocalSettings, NginxSettings, ServiceSettings};
@@ -47,6 +48,8 @@ pub struct Settings {
     pub daemon: DaemonSettings,
     /// The local platform (nginx and declared services), when services are declared.
     pub local: Option<LocalSettings>,
+    /// Alertmanager, read for the alerts already firing when a rollout starts or resumes.
+    pub alertmanager: Option<AlertmanagerSettings>,
 }
 
 /// The daemon loop's settings.
@@ -109,6 +112,41 @@ struct RawSettings {
     daemon: RawDaemon,
     nginx: local::RawNginx,
     services: Vec<local::RawService>,
+    alertmanager: RawAlertmanager,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAlertmanager {
+    url: Option<String>,
+    timeout: String,
+}
+
+impl Default for RawAlertmanager {
+    fn default() -> Self {
+        Self { url: None, timeout: "5s".into() }
+    }
+}
+
+impl RawAlertmanager {
+    fn validate(self, problems: &mut Vec<String>) -> Option<AlertmanagerSettings> {
+        let timeout = positive(problems, "alertmanager.timeout", &self.timeout);
+        let text = self.url?;
+        match url::Url::parse(&text) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {
+                Some(AlertmanagerSettings { url, timeout })
+            }
+            Ok(_) => {
+                problems
+                    .push(format!("alertmanager.url: `{}` is not an http(s) URL", without_userinfo(&text)));
+                None
+            }
+            Err(e) => {
+                problems.push(format!("alertmanager.url: `{}` is not a URL ({e})", without_userinfo(&text)));
+                None
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -494,6 +532,7 @@ impl RawSettings {
         let batching = self.prometheus.batching(&mut problems);
         let daemon = self.daemon.validate(&mut problems);
         let local = local::validate(self.nginx, self.services, daemon.platform_timeout, &mut problems);
+        let alertmanager = self.alertmanager.validate(&mut problems);
         let url = url::Url::parse(&self.prometheus.url)
             .map_err(|e| {
                 let shown = without_userinfo(&self.prometheus.url);
@@ -552,6 +591,7 @@ impl RawSettings {
                 log: LogSettings { format, level: self.log.level },
                 daemon,
                 local,
+                alertmanager,
             }),
             _ => Err(problems),
         }

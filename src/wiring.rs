@@ -14,10 +14,11 @@ use crate::daemon::records::{RecordStore, Retention};
 use crate::daemon::{Daemon, Options};
 use crate::notify::fanout::Fanout;
 use crate::notify::slack::SlackNotifier;
-use crate::notify::webhook::WebhookNotifier;
+use crate::notify::webhook::{PolicyWebhookNotifier, WebhookNotifier};
 use crate::platform::local::LocalPlatform;
 use crate::policy::LoadedPolicy;
 use crate::server::{ApiMetrics, AppState};
+use crate::source::alertmanager::{AlertmanagerMetrics, AlertmanagerSource};
 use crate::source::prometheus::{PrometheusSource, QueryMetrics};
 use crate::store::file::FileStore;
 
@@ -163,8 +164,18 @@ async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate
     };
     let slack = SlackNotifier::new(timeout, Box::new(crate::notify::slack::from_env))
         .map_err(setting("notify.slack"))?;
-    let notifier = Arc::new(Fanout::new(webhook, slack, crate::notify::register_deliveries(registry)));
-    Ok(Daemon::start(
+    let policy_webhooks = PolicyWebhookNotifier::new(timeout, Box::new(crate::notify::webhook::url_from_env))
+        .map_err(setting("notify.webhook"))?;
+    let deliveries = crate::notify::register_deliveries(registry);
+    let notifier = Arc::new(Fanout::new(webhook, policy_webhooks, slack, deliveries));
+    let alertmanager = match &settings.alertmanager {
+        Some(am) => Some(Arc::new(
+            AlertmanagerSource::new(am, AlertmanagerMetrics::register(registry))
+                .map_err(setting("alertmanager"))?,
+        )),
+        None => None,
+    };
+    let mut daemon = Daemon::start(
         Arc::new(source),
         platform,
         store,
@@ -174,7 +185,11 @@ async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate
         options,
         LoopMetrics::register(registry),
     )
-    .await)
+    .await;
+    if let Some(alertmanager) = alertmanager {
+        daemon.read_alerts_from(alertmanager);
+    }
+    Ok(daemon)
 }
 
 /// Serves the HTTP surface until `stop` is set.

@@ -27,6 +27,7 @@ fn note(decision: u64) -> Notification {
         evidence: vec![],
         triggers: vec![],
         slack: None,
+        webhook: None,
     }
 }
 

@@ -24,7 +24,11 @@ use canaryd::notify::DeliveryCounts;
 use canaryd::notify::fanout::Fanout;
 use canaryd::notify::outbox::{Outbox, OutboxOptions};
 use canaryd::notify::slack::SlackNotifier;
+use canaryd::notify::webhook::PolicyWebhookNotifier;
 use canaryd::platform::{RolloutEvent, memory::MemoryPlatform};
+use canaryd::source::alertmanager::{
+    AlertQueryLabels, AlertmanagerMetrics, AlertmanagerSettings, AlertmanagerSource,
+};
 use canaryd::source::prometheus::PrometheusSource;
 use canaryd::source::prometheus::QueryMetrics;
 use canaryd::store::memory::MemoryStore;
@@ -106,6 +110,25 @@ fn slack_to(url: &str) -> SlackNotifier {
     .unwrap()
 }
 
+/// Policy webhooks whose URLs are in the environment variables of `urls`.
+fn policy_webhooks_to(urls: &[(&str, &str)]) -> PolicyWebhookNotifier {
+    let urls: BTreeMap<String, String> = urls.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    PolicyWebhookNotifier::new(
+        Duration::from_secs(2),
+        Box::new(move |source| match source {
+            canaryd::engine::plan::SecretSource::Env { name } if urls.contains_key(name) => {
+                Ok(urls[name].clone())
+            }
+            other => Err(format!("unexpected secret source {other:?}")),
+        }),
+    )
+    .unwrap()
+}
+
+fn no_policy_webhooks() -> PolicyWebhookNotifier {
+    policy_webhooks_to(&[])
+}
+
 /// The notifications a rollout of `spec` makes: started, then rolled back by the
 /// `hard-limit` trigger on a canary at 30% errors against 1% on the baseline.
 fn rolled_back(spec: &str) -> (Notification, Notification) {
@@ -148,7 +171,7 @@ fn counted(deliveries: &DeliveryCounts, result: &'static str) -> u64 {
 async fn a_rollback_message_names_the_trigger_values_and_workload_and_is_retried_after_500_and_429() {
     let slack = slack_stand_in(vec![Answer::Status(500), Answer::TooMany { retry_after: 2 }]).await;
     let metrics = DeliveryCounts::default();
-    let fanout = Fanout::new(None, slack_to(&slack.url), metrics.clone());
+    let fanout = Fanout::new(None, no_policy_webhooks(), slack_to(&slack.url), metrics.clone());
     let options = OutboxOptions { backoff: Duration::from_millis(100), attempts: 5, ..Default::default() };
     let outbox = Outbox::start(Arc::new(fanout), options);
     let (_, rollback) = rolled_back(&spec("info"));
@@ -185,7 +208,7 @@ async fn a_rollback_message_names_the_trigger_values_and_workload_and_is_retried
 async fn a_policy_severity_filter_keeps_progress_out_of_slack_but_not_rollbacks() {
     let slack = slack_stand_in(vec![]).await;
     let metrics = DeliveryCounts::default();
-    let fanout = Fanout::new(None, slack_to(&slack.url), metrics.clone());
+    let fanout = Fanout::new(None, no_policy_webhooks(), slack_to(&slack.url), metrics.clone());
     let outbox = Outbox::start(Arc::new(fanout), OutboxOptions::default());
     let (started, rollback) = rolled_back(&spec("critical"));
     assert!(outbox.offer(started) && outbox.offer(rollback));
@@ -196,22 +219,145 @@ async fn a_policy_severity_filter_keeps_progress_out_of_slack_but_not_rollbacks(
     assert_eq!((counted(&metrics, "filtered"), counted(&metrics, "delivered")), (1, 1));
 }
 
+/// What a webhook stand-in received: when, the `Idempotency-Key`, the body.
+type Received = Arc<Mutex<Vec<(tokio::time::Instant, String, serde_json::Value)>>>;
+
+/// A JSON webhook stand-in on loopback that answers 200 at once: records each POST's
+/// `Idempotency-Key` and body with when it came.
+struct WebhookStandIn {
+    url: String,
+    got: Received,
+}
+
+async fn webhook_stand_in() -> WebhookStandIn {
+    let got: Received = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::Json<serde_json::Value>| {
+            let got = g.clone();
+            async move {
+                let key = headers.get("idempotency-key").map(|v| v.to_str().unwrap().to_string());
+                got.lock().unwrap().push((tokio::time::Instant::now(), key.unwrap_or_default(), body.0));
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    WebhookStandIn { url, got }
+}
+
+/// `n` as decision `decision` of the same rollout (a distinct key).
+fn as_decision(n: &Notification, decision: u64) -> Notification {
+    let mut n = n.clone();
+    n.key.decision = decision;
+    n
+}
+
+#[tokio::test]
+async fn slack_throttling_holds_up_only_slack_not_the_webhook() {
+    const RETRY_AFTER: u64 = 3;
+    let slack = slack_stand_in(vec![Answer::TooMany { retry_after: RETRY_AFTER }]).await;
+    let webhook = webhook_stand_in().await;
+    let metrics = DeliveryCounts::default();
+    let fanout = Fanout::new(
+        Some(canaryd::notify::webhook::WebhookNotifier::new(&webhook.url, Duration::from_secs(2)).unwrap()),
+        no_policy_webhooks(),
+        slack_to(&slack.url),
+        metrics.clone(),
+    );
+    let options = OutboxOptions { backoff: Duration::from_millis(100), attempts: 5, ..Default::default() };
+    let mut outbox = Outbox::start(Arc::new(fanout), options);
+    let (_, rollback) = rolled_back(&spec("info"));
+    let first = as_decision(&rollback, 1);
+    assert!(outbox.offer(first.clone()));
+    poll(Duration::from_secs(10), || async { !slack.got.lock().unwrap().is_empty() }).await.unwrap();
+
+    // Slack has answered 429 with Retry-After: the next two go to the webhook at once.
+    let later = [as_decision(&rollback, 2), as_decision(&rollback, 3)];
+    for n in &later {
+        assert!(outbox.offer(n.clone()));
+    }
+    let keys: Vec<String> = later.iter().map(|n| n.key.to_string()).collect();
+    let webhook_has = |keys: &[String]| {
+        let got = webhook.got.lock().unwrap();
+        keys.iter().all(|k| got.iter().any(|(_, g, _)| g == k))
+    };
+    poll(Duration::from_secs(30), || async { webhook_has(&keys) }).await.unwrap();
+    assert!(outbox.drain(Duration::from_secs(30)).await, "delivered in the end");
+
+    let slack_got = slack.got.lock().unwrap().clone();
+    assert_eq!(slack_got.len(), 4, "the 429, its retry, then the two later ones");
+    let retried_at = slack_got[1].0;
+    assert!(retried_at - slack_got[0].0 >= Duration::from_secs(RETRY_AFTER), "Retry-After honoured");
+    let webhook_got = webhook.got.lock().unwrap().clone();
+    for key in &keys {
+        let (came, _, _) = webhook_got.iter().find(|(_, k, _)| k == key).unwrap();
+        assert!(*came < retried_at, "{key} reached the webhook before Slack's retry, not after it");
+    }
+    assert_eq!(webhook_got.len(), 3, "each notification once: {webhook_got:?}");
+    // Each counts as delivered once Slack has it too.
+    let mut outcomes = outbox.outcomes();
+    outcomes.sort_by_key(|(k, _)| k.decision);
+    let expected: Vec<_> = [&first, &later[0], &later[1]].iter().map(|n| (n.key.clone(), true)).collect();
+    assert_eq!(outcomes, expected);
+    assert_eq!((counted(&metrics, "throttled"), counted(&metrics, "delivered")), (1, 3));
+}
+
+#[tokio::test]
+async fn a_notification_offered_again_after_slack_gave_up_goes_only_to_slack() {
+    let slack = slack_stand_in(vec![Answer::Status(500), Answer::Status(500)]).await;
+    let webhook = webhook_stand_in().await;
+    let metrics = DeliveryCounts::default();
+    let fanout = Fanout::new(
+        Some(canaryd::notify::webhook::WebhookNotifier::new(&webhook.url, Duration::from_secs(2)).unwrap()),
+        no_policy_webhooks(),
+        slack_to(&slack.url),
+        metrics.clone(),
+    );
+    let options = OutboxOptions { backoff: Duration::from_millis(50), attempts: 2, ..Default::default() };
+    let mut outbox = Outbox::start(Arc::new(fanout), options);
+    let (_, rollback) = rolled_back(&spec("info"));
+    assert!(outbox.offer(rollback.clone()));
+    assert!(outbox.drain(Duration::from_secs(10)).await);
+    assert_eq!(outbox.outcomes(), vec![(rollback.key.clone(), false)], "Slack gave up: not delivered");
+    assert_eq!((webhook.got.lock().unwrap().len(), slack.got.lock().unwrap().len()), (1, 2));
+    // Offered again (the daemon does so at a later tick): Slack only.
+    assert!(outbox.offer(rollback.clone()));
+    assert!(outbox.drain(Duration::from_secs(10)).await);
+    assert_eq!(outbox.outcomes(), vec![(rollback.key.clone(), true)]);
+    assert_eq!((webhook.got.lock().unwrap().len(), slack.got.lock().unwrap().len()), (1, 3));
+    assert_eq!(outbox.stats.depth.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+type Parts =
+    (Daemon<PrometheusSource, MemoryPlatform, MemoryStore>, Arc<MemoryPlatform>, LoopMetrics, DeliveryCounts);
+
 /// A daemon over a memory platform and store, with Prometheus unreachable (nothing is
 /// ever judged a pass: rollouts hold at their first step) and Slack at `slack_url`.
-async fn daemon(
-    slack_url: &str,
+async fn daemon(slack_url: &str, spec: &str) -> Parts {
+    let (platform, store) = (Arc::new(MemoryPlatform::new()), Arc::new(MemoryStore::default()));
+    daemon_with(spec, no_policy_webhooks(), slack_url, platform, store).await
+}
+
+/// The same, with policy webhooks, on `platform` and `store`.
+async fn daemon_with(
     spec: &str,
-) -> (Daemon<PrometheusSource, MemoryPlatform, MemoryStore>, Arc<MemoryPlatform>, LoopMetrics, DeliveryCounts)
-{
+    policy_webhooks: PolicyWebhookNotifier,
+    slack_url: &str,
+    platform: Arc<MemoryPlatform>,
+    store: Arc<MemoryStore>,
+) -> Parts {
     let env = [("CANARYD__PROMETHEUS__URL".to_string(), "http://127.0.0.1:9".to_string())];
     let settings = Settings::load(None, env.into_iter().collect()).unwrap();
     let metrics = LoopMetrics::default();
     let source =
         PrometheusSource::new(&settings.prometheus, QueryMetrics::default(), Duration::from_millis(20))
             .unwrap();
-    let platform = Arc::new(MemoryPlatform::new());
     let deliveries = DeliveryCounts::default();
-    let fanout = Fanout::new(None, slack_to(slack_url), deliveries.clone());
+    let fanout = Fanout::new(None, policy_webhooks, slack_to(slack_url), deliveries.clone());
     let options = Options {
         tick: Duration::from_millis(200),
         platform_timeout: Duration::from_secs(2),
@@ -221,7 +367,7 @@ async fn daemon(
     let d = Daemon::start(
         Arc::new(source),
         platform.clone(),
-        Arc::new(MemoryStore::default()),
+        store,
         Arc::new(fanout),
         None,
         vec![support::engine::policy("shop", "web", spec)],
@@ -268,6 +414,66 @@ async fn a_rollback_moves_traffic_at_once_while_slack_hangs() {
     poll(Duration::from_secs(10), || async { platform.world(&web).weight == 0 }).await.unwrap();
     assert_eq!(slack.got.lock().unwrap().len(), 1, "Slack still holds the first message");
     assert_eq!(counted(&deliveries, "delivered"), 0);
+}
+
+fn web_canary_errors() -> canaryd::daemon::FiringAlert {
+    canaryd::daemon::FiringAlert {
+        alert: "WebCanaryErrors".into(),
+        namespace: Some("shop".into()),
+        workloads: vec!["web".into()],
+        detail: "5xx above 5%".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_policy_webhook_gets_its_rollouts_decisions_as_json_with_their_keys() {
+    let slack = slack_stand_in(vec![]).await;
+    let hook = webhook_stand_in().await;
+    let spec = format!(
+        "{}\n  - {{name: canary-5xx, alert: WebCanaryErrors}}\nnotify:\n  webhook: {{urlEnv: SHOP_DEPLOYS_WEBHOOK}}",
+        support::engine::ERRORS_SPEC
+    );
+    let webhooks = policy_webhooks_to(&[("SHOP_DEPLOYS_WEBHOOK", &hook.url)]);
+    let (mut daemon, platform, _, deliveries) = daemon_with(
+        &spec,
+        webhooks,
+        &slack.url,
+        Arc::new(MemoryPlatform::new()),
+        Arc::new(MemoryStore::default()),
+    )
+    .await;
+    let web = deploy(&platform, "web");
+    let now = jiff::Timestamp::now();
+    daemon.tick(now).await;
+    poll(Duration::from_secs(10), || async { hook.got.lock().unwrap().len() == 1 }).await.unwrap();
+    daemon.alerts().send(web_canary_errors()).unwrap();
+    daemon.tick(now + Duration::from_secs(1)).await;
+    assert_eq!(daemon.state(&web).unwrap().rollout.phase.name(), "rolling-back");
+    poll(Duration::from_secs(10), || async { hook.got.lock().unwrap().len() == 2 }).await.unwrap();
+
+    let got = hook.got.lock().unwrap().clone();
+    let keys: Vec<&str> = got.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["shop/web@web-v2#0", "shop/web@web-v2#1"]);
+    let events: Vec<&serde_json::Value> = got.iter().map(|(_, _, body)| &body["event"]).collect();
+    assert_eq!(events, ["started", "rolled-back"]);
+    let rollback = &got[1].2;
+    assert_eq!(
+        rollback["key"],
+        serde_json::json!({"rollout": "shop/web", "revision": "web-v2", "decision": 1})
+    );
+    assert_eq!(rollback["triggers"][0]["trigger"], "canary-5xx");
+    assert!(rollback.get("webhook").is_none() && rollback.get("slack").is_none(), "no target in the body");
+    assert!(slack.got.lock().unwrap().is_empty(), "the policy has no Slack");
+    let webhook = canaryd::notify::DeliveryLabels { channel: "webhook", result: "delivered" };
+    assert_eq!(deliveries.get(&webhook).map(|c| c.get()), Some(2));
+    // The deliveries are reported back: every decision is told (the rollback's end has
+    // nothing to tell).
+    assert!(daemon.settle(Duration::from_secs(10)).await);
+    daemon.tick(now + Duration::from_secs(2)).await;
+    let state = daemon.state(&web).unwrap();
+    let made: Vec<&str> = state.rollout.decisions.iter().map(|d| d.action.name()).collect();
+    assert_eq!(made, ["started", "rolled-back", "rollback-finished"]);
+    assert_eq!(state.notified, 3);
 }
 
 /// Debian's Alertmanager on a loopback port, with a webhook receiver pointing at `url`.
@@ -507,4 +713,135 @@ async fn a_refused_token_is_explained_in_the_command_lines_terms() {
     let (code, err) = rollout_cli(&base, &["pause", "shop/web", "--token", TOKEN], &[]).await;
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("404") && !err.contains("token"), "{err}");
+}
+
+/// A reader of the Alertmanager at `url`.
+fn alertmanager_source(url: &str, metrics: &AlertmanagerMetrics) -> Arc<AlertmanagerSource> {
+    let settings = AlertmanagerSettings { url: url.parse().unwrap(), timeout: Duration::from_secs(5) };
+    Arc::new(AlertmanagerSource::new(&settings, metrics.clone()).unwrap())
+}
+
+fn reads(metrics: &AlertmanagerMetrics, outcome: &'static str) -> u64 {
+    metrics.queries.get(&AlertQueryLabels { outcome }).map_or(0, |c| c.get())
+}
+
+/// Debian's Alertmanager whose only receiver is a closed port, not canaryd: whatever
+/// canaryd learns of its alerts, it learns by asking.
+async fn alertmanager_not_posting_to_canaryd() -> Alertmanager {
+    alertmanager(&format!("http://127.0.0.1:{}/nowhere", free_port()), "alertmanager-token-0123456789").await
+}
+
+impl Alertmanager {
+    /// Waits until Alertmanager's API lists `name` for `deployment` as active.
+    async fn lists(&self, name: &str, deployment: &str) {
+        let url = format!("{}/api/v2/alerts?active=true", self.url);
+        poll(Duration::from_secs(10), || async {
+            let Ok(r) = reqwest::get(&url).await else { return false };
+            let alerts: Vec<serde_json::Value> = r.json().await.unwrap_or_default();
+            alerts.iter().any(|a| a["labels"]["alertname"] == name && a["labels"]["deployment"] == deployment)
+        })
+        .await
+        .expect("Alertmanager lists the alert");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_already_firing_when_a_rollout_starts_rolls_it_back_from_the_first_interval() {
+    let am = alertmanager_not_posting_to_canaryd().await;
+    am.post("WebCanaryErrors", "web", false).await;
+    am.lists("WebCanaryErrors", "web").await;
+    let slack = slack_stand_in(vec![]).await;
+    let (mut daemon, platform, metrics, _) = daemon(&slack.url, &spec("critical")).await;
+    let read_metrics = AlertmanagerMetrics::default();
+    daemon.read_alerts_from(alertmanager_source(&am.url, &read_metrics));
+    let (web, api, wake) = (deploy(&platform, "web"), deploy(&platform, "api"), daemon.waker());
+    let now = jiff::Timestamp::now();
+    daemon.tick(now).await;
+    let state = daemon.state(&web).unwrap();
+    assert_eq!(state.rollout.phase.name(), "progressing");
+    assert_eq!(state.rollout.next_evaluation(), Some(now + Duration::from_secs(30)), "the first interval");
+    // The read runs beside the loop and wakes it with what it found.
+    tokio::time::timeout(Duration::from_secs(10), wake.notified()).await.expect("woken by the read");
+    daemon.tick(now + Duration::from_secs(1)).await;
+    let state = daemon.state(&web).unwrap();
+    assert_eq!(state.rollout.phase.name(), "rolling-back");
+    let decision = state.rollout.decisions.last().unwrap();
+    assert_eq!(decision.triggers[0].trigger, "canary-5xx");
+    assert!(decision.triggers[0].detail.contains("WebCanaryErrors on web"), "{:?}", decision.triggers);
+    assert_eq!(daemon.state(&api).unwrap().rollout.phase.name(), "progressing", "the alert names web only");
+    // One read for both rollouts started in the same tick.
+    assert_eq!((reads(&read_metrics, "ok"), alerts_counted(&metrics, "rolled-back")), (1, 1));
+    poll(Duration::from_secs(10), || async { platform.world(&web).weight == 0 }).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_read_that_alertmanager_does_not_answer_is_given_up_at_its_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hang = axum::Router::new().route("/api/v2/alerts", axum::routing::get(std::future::pending::<()>));
+    tokio::spawn(async move { axum::serve(listener, hang).await.unwrap() });
+    let slack = slack_stand_in(vec![]).await;
+    let (mut daemon, platform, _, _) = daemon(&slack.url, &spec("critical")).await;
+    let read_metrics = AlertmanagerMetrics::default();
+    let settings = AlertmanagerSettings { url: url.parse().unwrap(), timeout: Duration::from_millis(500) };
+    daemon.read_alerts_from(Arc::new(AlertmanagerSource::new(&settings, read_metrics.clone()).unwrap()));
+    let web = deploy(&platform, "web");
+    let now = jiff::Timestamp::now();
+    daemon.tick(now).await;
+    poll(Duration::from_secs(10), || async { reads(&read_metrics, "timeout") == 1 }).await.unwrap();
+    daemon.tick(now + Duration::from_secs(1)).await;
+    assert_eq!(daemon.state(&web).unwrap().rollout.phase.name(), "progressing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_that_fired_while_the_daemon_was_down_is_read_when_it_resumes() {
+    let am = alertmanager_not_posting_to_canaryd().await;
+    let slack = slack_stand_in(vec![]).await;
+    let (platform, store) = (Arc::new(MemoryPlatform::new()), Arc::new(MemoryStore::default()));
+    let critical = spec("critical");
+    let start = || daemon_with(&critical, no_policy_webhooks(), &slack.url, platform.clone(), store.clone());
+    let read_metrics = AlertmanagerMetrics::default();
+    let (mut first, ..) = start().await;
+    first.read_alerts_from(alertmanager_source(&am.url, &read_metrics));
+    let web = deploy(&platform, "web");
+    let now = jiff::Timestamp::now();
+    first.tick(now).await;
+    // Nothing fires yet: the read at the start finds nothing.
+    poll(Duration::from_secs(10), || async { reads(&read_metrics, "ok") == 1 }).await.unwrap();
+    poll(Duration::from_secs(10), || async { platform.world(&web).weight == 10 }).await.unwrap();
+    first.tick(now + Duration::from_secs(1)).await;
+    assert_eq!(first.state(&web).unwrap().rollout.phase.name(), "progressing");
+    drop(first);
+
+    am.post("WebCanaryErrors", "web", false).await;
+    am.lists("WebCanaryErrors", "web").await;
+    let (mut second, _, metrics, _) = start().await;
+    second.read_alerts_from(alertmanager_source(&am.url, &read_metrics));
+    let wake = second.waker();
+    second.tick(now + Duration::from_secs(2)).await;
+    assert_eq!(second.state(&web).unwrap().rollout.phase.name(), "progressing", "resumed");
+    tokio::time::timeout(Duration::from_secs(10), wake.notified()).await.expect("woken by the read");
+    second.tick(now + Duration::from_secs(3)).await;
+    assert_eq!(second.state(&web).unwrap().rollout.phase.name(), "rolling-back");
+    assert_eq!((reads(&read_metrics, "ok"), alerts_counted(&metrics, "rolled-back")), (2, 1));
+}
+
+#[tokio::test]
+async fn an_unreachable_alertmanager_is_counted_and_the_rollout_goes_on() {
+    let slack = slack_stand_in(vec![]).await;
+    let (mut daemon, platform, _, _) = daemon(&slack.url, &spec("critical")).await;
+    let read_metrics = AlertmanagerMetrics::default();
+    daemon.read_alerts_from(alertmanager_source(&format!("http://127.0.0.1:{}", free_port()), &read_metrics));
+    let web = deploy(&platform, "web");
+    let now = jiff::Timestamp::now();
+    daemon.tick(now).await;
+    poll(Duration::from_secs(10), || async { reads(&read_metrics, "unreachable") == 1 }).await.unwrap();
+    daemon.tick(now + Duration::from_secs(1)).await;
+    assert_eq!(daemon.state(&web).unwrap().rollout.phase.name(), "progressing");
+    poll(Duration::from_secs(10), || async { platform.world(&web).weight == 10 }).await.unwrap();
+    // An alert from the webhook is still taken.
+    daemon.alerts().send(web_canary_errors()).unwrap();
+    daemon.tick(now + Duration::from_secs(2)).await;
+    assert_eq!(daemon.state(&web).unwrap().rollout.phase.name(), "rolling-back");
+    assert_eq!(reads(&read_metrics, "unreachable"), 1, "one read: nothing new started");
 }

@@ -199,3 +199,16 @@ fn the_policy_paths_variable_is_a_colon_separated_list_over_the_file() {
     let s = Settings::load(Some(f.path()), BTreeMap::new()).unwrap();
     assert_eq!(s.policy_paths, [PathBuf::from("from-the-file")]);
 }
+
+#[test]
+fn alertmanager_is_optional_and_its_url_is_checked() {
+    let none = Settings::load(None, BTreeMap::new()).unwrap();
+    assert!(none.alertmanager.is_none());
+    let f = file("[alertmanager]\nurl = \"http://127.0.0.1:9093\"\ntimeout = \"2s\"\n");
+    let am = Settings::load(Some(f.path()), BTreeMap::new()).unwrap().alertmanager.unwrap();
+    assert_eq!((am.url.as_str(), am.timeout), ("http://127.0.0.1:9093/", Duration::from_secs(2)));
+    let e = Settings::load(None, env(&[("CANARYD__ALERTMANAGER__URL", "am:9093")])).unwrap_err();
+    assert!(e.to_string().contains("alertmanager.url: `am:9093` is not an http(s) URL"), "{e}");
+    let e = Settings::load(None, env(&[("CANARYD__ALERTMANAGER__URL", "not a url")])).unwrap_err();
+    assert!(e.to_string().contains("alertmanager.url: `not a url` is not a URL"), "{e}");
+}

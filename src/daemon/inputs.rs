@@ -127,6 +127,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
                 self.apply(&id, t, None);
             }
         }
+        self.read_firing_alerts();
     }
 
     /// A firing alert, given to every rollout of the workload it names: a rollout whose
@@ -195,6 +196,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
                 tracing::error!(rollout = %id, error = %e, "cannot forget the finished rollout");
             }
         }
+        self.alert_reads.want(&id, &event.arms);
         let state = RunState {
             rollout,
             arms: event.arms,

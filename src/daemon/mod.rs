@@ -20,6 +20,7 @@
 //! A slow or failing Prometheus shard, platform call, store write or notifier holds up
 //! only its own rollouts. A restart is the next tick reading the store.
 
+mod alert_reads;
 mod executor;
 pub mod health;
 mod inbox;
@@ -37,7 +38,7 @@ use jiff::Timestamp;
 use tokio::sync::mpsc;
 
 use crate::engine::{Command, Notification, RolloutId};
-use crate::notify::Notifier;
+use crate::notify::Destinations;
 use crate::notify::outbox::{Outbox, OutboxOptions};
 use crate::platform::Platform;
 use crate::policy::LoadedPolicy;
@@ -142,7 +143,7 @@ pub struct Daemon<S, P, St> {
     platform: Arc<P>,
     store: Arc<St>,
     outbox: Outbox,
-    outbox_worker: tokio::task::AbortHandle,
+    outbox_worker: crate::notify::outbox::Workers,
     records: Option<RecordStore>,
     policies: Vec<LoadedPolicy>,
     runs: BTreeMap<RolloutId, Run>,
@@ -157,6 +158,8 @@ pub struct Daemon<S, P, St> {
     /// Woken by a command or an alert, so the loop ticks at once instead of at the next
     /// period.
     wake: Arc<tokio::sync::Notify>,
+    /// Reads of the alerts already firing when rollouts start or resume.
+    alert_reads: alert_reads::AlertReads,
 }
 
 impl<S, P, St> Drop for Daemon<S, P, St> {
@@ -171,7 +174,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
     /// Starts a daemon on `store`, resuming every rollout stored there. Entries that
     /// cannot be read are logged and skipped; the others resume.
     #[allow(clippy::too_many_arguments)]
-    pub async fn start<N: Notifier>(
+    pub async fn start<N: Destinations>(
         source: Arc<S>,
         platform: Arc<P>,
         store: Arc<St>,
@@ -222,6 +225,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
             executors: tokio::task::JoinSet::new(),
             views: tokio::sync::watch::Sender::new(Vec::new()),
             wake: Arc::new(tokio::sync::Notify::new()),
+            alert_reads: alert_reads::AlertReads::default(),
         }
     }
 

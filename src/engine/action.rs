@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::plan::{Severity, SlackRoute};
+use crate::engine::plan::{Severity, SlackRoute, WebhookRoute};
 use crate::engine::rollout::{Decision, DecisionKind, Rollout, TriggerHit};
 use crate::judge::Verdict;
 
@@ -115,6 +115,9 @@ pub struct Notification {
     /// The policy's Slack target, if it has one (not sent to webhooks).
     #[serde(default, skip_serializing)]
     pub slack: Option<SlackRoute>,
+    /// The policy's own JSON webhook, if it has one (not sent: its URL is a secret).
+    #[serde(default, skip_serializing)]
+    pub webhook: Option<WebhookRoute>,
 }
 
 impl Notification {
@@ -142,6 +145,7 @@ impl Notification {
             evidence: decision.evidence.clone(),
             triggers: decision.triggers.clone(),
             slack: rollout.plan.notify.slack.clone(),
+            webhook: rollout.plan.notify.webhook.clone(),
         })
     }
 }

@@ -118,12 +118,25 @@ pub struct NotifyPlan {
     /// The Slack incoming webhook, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack: Option<SlackRoute>,
+    /// The policy's own JSON webhook, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookRoute>,
 }
 
 impl NotifyPlan {
     fn is_empty(&self) -> bool {
-        self.slack.is_none()
+        self.slack.is_none() && self.webhook.is_none()
     }
+}
+
+/// Where a policy posts its notifications as JSON, besides the daemon-wide webhook. The
+/// URL is a secret (it often carries a token) and is read only when a notification is
+/// sent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookRoute {
+    /// Where the URL is kept.
+    pub url: SecretSource,
 }
 
 /// Where and what a policy posts to Slack. The webhook URL itself is a secret and is

@@ -1,113 +1,82 @@
-//! One notification to every target that wants it: the daemon-wide webhook, the
-//! policy's Slack, or the log when nothing else is set. When one target fails, a retry
-//! goes only to the targets still owed it.
+//! Every target of the daemon, each its own destination: the daemon-wide webhook, the
+//! policy's Slack and its own webhook, or the log when nothing else is set. The outbox gives each
+//! destination its own queue, so one target failing or throttling does not hold up the
+//! others, and a retry goes only to the targets still owed it.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
+use crate::engine::Notification;
+use crate::notify::webhook::{LogNotifier, PolicyWebhookNotifier, WebhookNotifier};
+use crate::notify::{
+    DeliveryCounts, DeliveryError, DeliveryLabels, Destination, Destinations, Notifier, slack,
+};
 
-use crate::engine::{Notification, NotificationKey};
-use crate::notify::webhook::{LogNotifier, WebhookNotifier};
-use crate::notify::{DeliveryCounts, DeliveryError, DeliveryLabels, Notifier, slack};
-
-/// Every target of the daemon: the generic webhook if set, Slack for policies that
-/// name it, and the log when nothing else is configured.
+/// Every target of the daemon: the generic webhook if set, Slack and their own webhook
+/// for policies that name them, and the log when nothing else is configured.
 pub struct Fanout {
     webhook: Option<WebhookNotifier>,
+    policy_webhooks: PolicyWebhookNotifier,
     slack: slack::SlackNotifier,
     counts: DeliveryCounts,
-    /// Targets already served per notification still being retried.
-    done: Mutex<HashMap<NotificationKey, HashSet<&'static str>>>,
 }
 
-/// Entries kept for notifications whose delivery was given up (a bound, not a cache).
-const DONE_LIMIT: usize = 4096;
-
 impl Fanout {
-    /// A fan-out to `webhook` (if any) and Slack.
+    /// A fan-out to `webhook` (if any), the policies' own webhooks and Slack.
     pub fn new(
         webhook: Option<WebhookNotifier>,
+        policy_webhooks: PolicyWebhookNotifier,
         slack: slack::SlackNotifier,
         counts: DeliveryCounts,
     ) -> Fanout {
-        Fanout { webhook, slack, counts, done: Mutex::new(HashMap::new()) }
+        Fanout { webhook, policy_webhooks, slack, counts }
     }
 
     fn count(&self, channel: &'static str, result: &'static str) {
         self.counts.get_or_create(&DeliveryLabels { channel, result }).inc();
     }
-
-    fn served(&self, key: &NotificationKey) -> HashSet<&'static str> {
-        self.done.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned().unwrap_or_default()
-    }
-
-    fn remember(&self, key: &NotificationKey, served: Option<HashSet<&'static str>>) {
-        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
-        match served {
-            Some(s) => {
-                if done.len() >= DONE_LIMIT && !done.contains_key(key) {
-                    done.clear();
-                }
-                done.insert(key.clone(), s);
-            }
-            None => {
-                done.remove(key);
-            }
-        }
-    }
 }
 
-impl Notifier for Fanout {
-    async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
-        let mut served = self.served(&n.key);
-        let mut failure: Option<DeliveryError> = None;
-        let mut note = |channel: &'static str, result: Result<(), DeliveryError>, served: &mut HashSet<_>| {
-            match result {
-                Ok(()) => {
-                    self.count(channel, "delivered");
-                    served.insert(channel);
-                }
-                Err(e) => {
-                    self.count(channel, if e.retry_after.is_some() { "throttled" } else { "failed" });
-                    let e = DeliveryError { reason: format!("{channel}: {}", e.reason), ..e };
-                    failure = Some(match failure.take() {
-                        Some(f) => DeliveryError {
-                            reason: format!("{}; {}", f.reason, e.reason),
-                            retry_after: f.retry_after.max(e.retry_after),
-                        },
-                        None => e,
-                    });
-                }
-            }
-        };
-        if let Some(webhook) = &self.webhook
-            && !served.contains("webhook")
-        {
-            let result = webhook.deliver(n).await;
-            note("webhook", result, &mut served);
+impl Destinations for Fanout {
+    /// The webhook if set, the policy's own webhook, the policy's Slack if the
+    /// notification is at or above its severity (else counted as filtered), and the log
+    /// when none is configured.
+    fn destinations(&self, n: &Notification) -> Vec<Destination> {
+        let mut to = Vec::new();
+        if self.webhook.is_some() {
+            to.push(Destination::Webhook);
         }
-        if let Some(route) = &n.slack
-            && !served.contains("slack")
-        {
+        if let Some(route) = &n.webhook {
+            to.push(Destination::PolicyWebhook(route.url.clone()));
+        }
+        if let Some(route) = &n.slack {
             if slack::wants(route, n) {
-                let result = self.slack.deliver(route, n).await;
-                note("slack", result, &mut served);
+                to.push(Destination::Slack(route.webhook.clone()));
             } else {
                 self.count("slack", "filtered");
-                served.insert("slack");
             }
         }
-        if self.webhook.is_none() && n.slack.is_none() {
-            let result = LogNotifier.deliver(n).await;
-            note("log", result, &mut served);
+        if self.webhook.is_none() && n.slack.is_none() && n.webhook.is_none() {
+            to.push(Destination::Log);
         }
-        match failure {
-            Some(e) => {
-                self.remember(&n.key, Some(served));
-                Err(e)
+        to
+    }
+
+    async fn deliver_to(&self, to: &Destination, n: &Notification) -> Result<(), DeliveryError> {
+        let (channel, result) = match (to, &self.webhook, &n.slack) {
+            (Destination::Webhook, Some(webhook), _) => ("webhook", webhook.deliver(n).await),
+            (Destination::PolicyWebhook(url), _, _) => {
+                ("webhook", self.policy_webhooks.deliver(url, n).await)
             }
-            None => {
-                self.remember(&n.key, None);
+            (Destination::Slack(_), _, Some(route)) => ("slack", self.slack.deliver(route, n).await),
+            (Destination::Log | Destination::Only, _, _) => ("log", LogNotifier.deliver(n).await),
+            (other, _, _) => return Err(format!("{other:?} is not a target of this notification").into()),
+        };
+        match result {
+            Ok(()) => {
+                self.count(channel, "delivered");
                 Ok(())
+            }
+            Err(e) => {
+                self.count(channel, if e.retry_after.is_some() { "throttled" } else { "failed" });
+                Err(DeliveryError { reason: format!("{channel}: {}", e.reason), ..e })
             }
         }
     }

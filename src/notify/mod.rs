@@ -1,8 +1,8 @@
 //! Where notifications go: the daemon-wide JSON webhook, each policy's Slack incoming
-//! webhook, or the log. [`fanout::Fanout`] sends one notification to every target that
-//! wants it and, when one target fails, retries only the targets still owed it.
-//! Delivery itself, with retries, backoff and `Retry-After`, is the outbox's
-//! ([`outbox`]).
+//! webhook, or the log. [`fanout::Fanout`] names the destinations that want each
+//! notification and delivers to one of them. Delivery itself, with retries, backoff and
+//! `Retry-After`, is the outbox's ([`outbox`]): one queue and worker per destination, so
+//! a slow or throttling receiver holds up only its own notifications.
 
 pub mod fanout;
 pub mod memory;
@@ -18,6 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use crate::engine::Notification;
+use crate::engine::plan::SecretSource;
 
 /// Why a delivery failed, and when the receiver asked to be tried again.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +49,51 @@ impl std::fmt::Display for DeliveryError {
 pub trait Notifier: Send + Sync + 'static {
     /// Delivers `n`; `Err` says why it was not delivered (it will be retried).
     fn deliver(&self, n: &Notification) -> impl Future<Output = Result<(), DeliveryError>> + Send;
+}
+
+/// One place notifications go: each has its own queue and worker in the outbox.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// The one place of a plain [`Notifier`].
+    Only,
+    /// The daemon-wide JSON webhook.
+    Webhook,
+    /// A policy's own JSON webhook, by where its URL is read from.
+    PolicyWebhook(SecretSource),
+    /// A Slack incoming webhook, by where its URL is read from (Slack rate-limits each
+    /// webhook on its own).
+    Slack(SecretSource),
+    /// The log, when nothing else is configured.
+    Log,
+}
+
+/// Notifiers with several destinations, each delivered to on its own.
+pub trait Destinations: Send + Sync + 'static {
+    /// The destinations that want `n` (none: nothing to deliver).
+    fn destinations(&self, n: &Notification) -> Vec<Destination>;
+
+    /// Delivers `n` to `to`, one of its destinations; `Err` says why not (it will be
+    /// retried).
+    fn deliver_to(
+        &self,
+        to: &Destination,
+        n: &Notification,
+    ) -> impl Future<Output = Result<(), DeliveryError>> + Send;
+}
+
+/// A plain notifier is one destination.
+impl<N: Notifier> Destinations for N {
+    fn destinations(&self, _: &Notification) -> Vec<Destination> {
+        vec![Destination::Only]
+    }
+
+    fn deliver_to(
+        &self,
+        _: &Destination,
+        n: &Notification,
+    ) -> impl Future<Output = Result<(), DeliveryError>> + Send {
+        self.deliver(n)
+    }
 }
 
 /// Labels of `canaryd_notifications_total`.

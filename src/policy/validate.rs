@@ -9,10 +9,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use crate::duration;
 use crate::engine::plan::{
     DEFAULT_PROGRESS_DEADLINE, MetricPlan, MetricQuery, NotifyPlan, Plan, RouterKind, SecretSource, Severity,
-    Signal, SlackRoute, Trigger, TriggerCondition,
+    Signal, SlackRoute, Trigger, TriggerCondition, WebhookRoute,
 };
 use crate::judge::{DEFAULT_WINDOW, Direction, KAYENTA_TOLERANCE, SampleKind, TEST_NAMES, TestConfig};
-use crate::policy::model::{AnalysisSpec, MetricSpec, PolicySpec, SlackSpec, TriggerSpec};
+use crate::policy::model::{AnalysisSpec, MetricSpec, PolicySpec, SlackSpec, TriggerSpec, WebhookSpec};
 use crate::source::promql;
 use crate::source::scrape::ScrapeIntervals;
 use crate::source::templates;
@@ -109,8 +109,10 @@ pub fn compile(
     }
 
     let triggers = compile_triggers(&mut p, &spec.triggers, &names);
-    let notify =
-        NotifyPlan { slack: spec.notify.slack.as_ref().and_then(|s| compile_slack(&mut p, policy, s)) };
+    let notify = NotifyPlan {
+        slack: spec.notify.slack.as_ref().and_then(|s| compile_slack(&mut p, policy, s)),
+        webhook: spec.notify.webhook.as_ref().and_then(|w| compile_webhook(&mut p, w)),
+    };
 
     // An unknown router is among the problems.
     let (Some(router), true) = (router, p.0.is_empty()) else {
@@ -205,6 +207,18 @@ fn compile_triggers(p: &mut Problems, specs: &[TriggerSpec], metrics: &BTreeSet<
         .collect();
     name_health_checks(&mut triggers, specs);
     triggers
+}
+
+/// A policy's own JSON webhook: its URL is read from the variable it names, at send time.
+fn compile_webhook(p: &mut Problems, webhook: &WebhookSpec) -> Option<WebhookRoute> {
+    if is_env_name(&webhook.url_env) {
+        return Some(WebhookRoute { url: SecretSource::Env { name: webhook.url_env.clone() } });
+    }
+    p.add(
+        "spec.notify.webhook.urlEnv",
+        format!("`{}` is not an environment variable name (letters, digits, `_`)", webhook.url_env),
+    );
+    None
 }
 
 /// The policy's Slack route; `None` (and a problem) when its webhook is not set right.
@@ -866,6 +880,24 @@ mod tests {
         );
         // A cluster policy has no namespace of its own, and its route names none.
         assert_eq!(route("ClusterCanaryPolicy", "{name: p}").webhook, secret(""));
+    }
+
+    #[test]
+    fn a_policy_webhook_names_the_variable_its_url_is_read_from() {
+        let metrics = "  analysis: {metrics: [{name: e, template: http-error-rate, test: sequential}]}\n";
+        let text = format!(
+            "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {{name: p}}\nspec:\n  selector: {{matchLabels: {{a: b}}}}\n{metrics}  notify: {{webhook: {{urlEnv: SHOP_DEPLOYS_WEBHOOK}}}}\n"
+        );
+        let plan = &load_str("p.yaml", &text).policies[0].plan;
+        let url = crate::engine::plan::SecretSource::Env { name: "SHOP_DEPLOYS_WEBHOOK".into() };
+        assert_eq!(plan.notify.webhook, Some(crate::engine::plan::WebhookRoute { url }));
+        let found = problems(&format!("{metrics}  notify: {{webhook: {{urlEnv: 'https://hooks/x'}}}}\n"));
+        assert_eq!(
+            found,
+            [
+                "spec.notify.webhook.urlEnv: `https://hooks/x` is not an environment variable name (letters, digits, `_`)"
+            ]
+        );
     }
 
     #[test]

@@ -434,8 +434,7 @@ pub struct AlertmanagerAlert {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// Labels that can name the workload of an alert.
-pub const WORKLOAD_LABELS: [&str; 4] = ["rollout", "workload", "deployment", "service"];
+pub use crate::source::alertmanager::WORKLOAD_LABELS;
 
 /// `POST /api/v1/alertmanager`.
 pub async fn alertmanager(

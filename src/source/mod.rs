@@ -1,5 +1,6 @@
 //! Metric sources: where the judge's raw samples come from.
 
+pub mod alertmanager;
 pub mod batch;
 pub mod increments;
 pub mod layout;
