@@ -27,7 +27,7 @@ use canaryd::daemon::metrics::LoopMetrics;
 use canaryd::daemon::{Daemon, Options};
 use canaryd::engine::{Notification, RolloutId};
 use canaryd::notify::Notifier;
-use canaryd::platform::{RolloutEvent, memory::MemoryPlatform};
+use canaryd::platform::{NewRevision, memory::MemoryPlatform};
 use canaryd::record::{Timeline, TimelinePoint};
 use canaryd::source::prometheus::PrometheusSource;
 use canaryd::source::prometheus::QueryMetrics;
@@ -172,7 +172,7 @@ async fn child(n: usize, url: String) {
     .await;
     for i in 0..n {
         let id = RolloutId { namespace: scale::NAMESPACE.into(), name: scale::name(i) };
-        platform.push(RolloutEvent {
+        platform.push(NewRevision {
             arms: canaryd::platform::kubernetes::arms(&id),
             id,
             revision: "v2".into(),

@@ -17,7 +17,7 @@ use canaryd::daemon::{Daemon, Options, run_until};
 use canaryd::engine::{DecisionKind, Phase, RolloutId};
 use canaryd::notify::{memory::MemoryNotifier, outbox::OutboxOptions};
 use canaryd::platform::{
-    RolloutEvent,
+    NewRevision,
     memory::{Fault, MemoryPlatform},
 };
 use canaryd::policy::LoadedPolicy;
@@ -181,7 +181,7 @@ impl World {
 
     fn deploy(&self, name: &str, tier: &str) -> RolloutId {
         let id = RolloutId { namespace: "shop".into(), name: name.into() };
-        self.platform.push(RolloutEvent {
+        self.platform.push(NewRevision {
             id: id.clone(),
             revision: format!("{name}-v2"),
             labels: [("tier".to_string(), tier.to_string())].into(),
@@ -251,7 +251,7 @@ async fn a_finished_rollout_replaced_by_the_next_revision_before_its_record_was_
     assert!(daemon.rollouts().all(|s| !s.recorded), "the case under test: ended, not yet recorded");
     assert!(records::list(world.records_dir.path()).is_empty());
     // The next revision of the workload arrives at once.
-    world.platform.push(RolloutEvent {
+    world.platform.push(NewRevision {
         id: id.clone(),
         revision: "web-v3".into(),
         labels: [("tier".to_string(), "web".to_string())].into(),
@@ -265,6 +265,38 @@ async fn a_finished_rollout_replaced_by_the_next_revision_before_its_record_was_
     assert_eq!((record.revision.as_str(), record.outcome), ("web-v2", Phase::Aborted));
     let actions: Vec<&str> = record.decisions.iter().map(|d| d.action.name()).collect();
     assert_eq!(actions, ["started", "aborted", "rollback-finished"]);
+}
+
+#[tokio::test]
+async fn a_workload_gone_mid_rollout_is_rolled_back_and_recorded_and_a_gone_unknown_one_changes_nothing() {
+    let world = World::new(&["web", "api"]).await;
+    let mut daemon = world.daemon().await;
+    let (web, api) = (world.deploy("web", "web"), world.deploy("api", "web"));
+    let mut t = FIRST_TICK;
+    daemon.tick(at(t)).await;
+    assert!(daemon.settle(settled()).await);
+    assert_eq!(world.platform.world(&web).weight, 10, "the rollout runs");
+
+    world.platform.gone(&web, "Deployment shop/web deleted");
+    world.platform.gone(&RolloutId { namespace: "shop".into(), name: "never-managed".into() }, "deleted");
+    while !daemon.rollouts().any(|s| s.rollout.id == web && s.recorded) {
+        assert!(t < SPAN as i64 - 60, "the rollout of the gone workload ends and is recorded");
+        t += TICK;
+        daemon.tick(at(t)).await;
+        assert!(daemon.settle(settled()).await);
+    }
+    // Traffic back to the stable version first, then the canary taken out.
+    let calls = calls_of(&world.platform, &web);
+    assert_eq!(&calls[calls.len() - 2..], ["set-weight 0", "scale down"], "{calls:?}");
+    let record = world.record(&web);
+    assert_eq!(record.outcome, Phase::RolledBack);
+    let decision = record.decisions.iter().find(|d| d.action == DecisionKind::RolledBack).unwrap();
+    assert!(decision.reason.contains("Deployment shop/web deleted"), "{}", decision.reason);
+    // The other rollout goes on; the workload that was never managed got no call.
+    let other = daemon.rollouts().find(|s| s.rollout.id == api).unwrap();
+    assert!(!other.rollout.phase.is_terminal(), "{:?}", other.rollout.phase);
+    assert!(world.platform.calls().iter().all(|c| c.id.name != "never-managed"));
+    assert_eq!(daemon.rollouts().count(), 2);
 }
 
 #[tokio::test]

@@ -302,6 +302,35 @@ fn a_paused_rollout_still_rolls_back_on_a_trigger() {
 }
 
 #[test]
+fn a_workload_gone_rolls_back_a_rollout_still_carrying_traffic_and_leaves_one_leaving_or_done() {
+    let gone = || Input::WorkloadGone { detail: "Deployment t/web deleted".into() };
+    let cmd = |command| Input::Command { command, by: "bob".into() };
+    let started = step(&new_rollout(), &Input::Start, at(0)).unwrap().rollout;
+    let paused = step(&started, &cmd(Command::Pause), at(1)).unwrap().rollout;
+    let promoting = step(&started, &cmd(Command::Promote), at(1)).unwrap().rollout;
+    assert_eq!(promoting.phase, Phase::Promoting);
+    for r in [&new_rollout(), &started, &paused, &promoting] {
+        let t = step(r, &gone(), at(30)).unwrap();
+        assert_eq!(t.rollout.phase, Phase::RollingBack, "from {:?}", r.phase);
+        assert_eq!(t.rollout.desired(), DOWN, "from {:?}", r.phase);
+        let reason = RollbackReason::WorkloadGone { detail: "Deployment t/web deleted".into() };
+        assert_eq!(t.rollout.rollback, Some(reason));
+        let decision = t.rollout.decisions.last().unwrap();
+        assert_eq!(decision.action, DecisionKind::RolledBack);
+        assert!(decision.reason.contains("Deployment t/web deleted"), "{}", decision.reason);
+        let told: Vec<EventKind> = effect(r, &t).told.iter().map(|n| n.event).collect();
+        assert_eq!(told, [EventKind::RolledBack], "from {:?}", r.phase);
+    }
+    // Already leaving, or finished: nothing to undo, nothing decided.
+    let rolling_back = step(&started, &cmd(Command::Abort), at(1)).unwrap().rollout;
+    let rolled_back = step(&rolling_back, &Input::RollbackDone, at(2)).unwrap().rollout;
+    let promoted = step(&promoting, &Input::PromotionDone, at(2)).unwrap().rollout;
+    for r in [&rolling_back, &rolled_back, &promoted] {
+        assert_eq!(&step(r, &gone(), at(30)).unwrap().rollout, r, "from {:?}", r.phase);
+    }
+}
+
+#[test]
 fn a_rollback_holds_weight_zero_with_the_canary_down_until_the_platform_confirms() {
     let mut obs = errors((100.0, 1.0), (900.0, 9.0));
     obs.firing_alerts.insert("ErrorBudgetBurn".into());
@@ -401,6 +430,7 @@ fn arb_input() -> impl Strategy<Value = Input> {
             .prop_map(|command| Input::Command { command, by: "prop".into() }),
         1 => Just(Input::PromotionDone),
         1 => Just(Input::RollbackDone),
+        1 => Just(Input::WorkloadGone { detail: "deleted".into() }),
     ]
 }
 
@@ -442,7 +472,13 @@ fn every_step(inputs: &[Input]) -> Vec<(Rollout, Input, Result<canaryd::engine::
 
 /// Every kind of input, for probing a rollout that has ended.
 fn every_kind_of_input() -> Vec<Input> {
-    let mut all = vec![Input::Start, Input::PromotionDone, Input::RollbackDone, healthy()];
+    let mut all = vec![
+        Input::Start,
+        Input::PromotionDone,
+        Input::RollbackDone,
+        healthy(),
+        Input::WorkloadGone { detail: "deleted".into() },
+    ];
     let mut alert = errors((100.0, 1.0), (900.0, 9.0));
     alert.firing_alerts.insert("ErrorBudgetBurn".into());
     all.push(Input::Interval(alert));

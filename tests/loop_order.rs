@@ -18,7 +18,7 @@ use canaryd::daemon::{Daemon, FiringAlert, Options};
 use canaryd::engine::{Command, Notification, Phase, RolloutId, Scale};
 use canaryd::notify::memory::MemoryNotifier;
 use canaryd::notify::{DeliveryError, Notifier};
-use canaryd::platform::{RolloutEvent, memory::MemoryPlatform};
+use canaryd::platform::{NewRevision, memory::MemoryPlatform};
 use canaryd::source::prometheus::{PrometheusSource, QueryMetrics};
 use canaryd::store::memory::{MemoryStore, StoreFault};
 use support::engine::{ERRORS_SPEC, at};
@@ -54,7 +54,7 @@ async fn daemon<N: Notifier>(
 
 fn deploy(platform: &MemoryPlatform, name: &str) -> RolloutId {
     let id = RolloutId { namespace: "shop".into(), name: name.into() };
-    platform.push(RolloutEvent {
+    platform.push(NewRevision {
         id: id.clone(),
         revision: format!("{name}-v2"),
         labels: [("app".to_string(), "web".to_string())].into(),

@@ -25,7 +25,7 @@ use canaryd::notify::fanout::Fanout;
 use canaryd::notify::outbox::{Outbox, OutboxOptions};
 use canaryd::notify::slack::SlackNotifier;
 use canaryd::notify::webhook::PolicyWebhookNotifier;
-use canaryd::platform::{RolloutEvent, memory::MemoryPlatform};
+use canaryd::platform::{NewRevision, memory::MemoryPlatform};
 use canaryd::source::alertmanager::{
     AlertQueryLabels, AlertmanagerMetrics, AlertmanagerSettings, AlertmanagerSource,
 };
@@ -380,7 +380,7 @@ async fn daemon_with(
 
 fn deploy(platform: &MemoryPlatform, name: &str) -> RolloutId {
     let id = RolloutId { namespace: "shop".into(), name: name.into() };
-    platform.push(RolloutEvent {
+    platform.push(NewRevision {
         id: id.clone(),
         revision: format!("{name}-v2"),
         labels: [("app".to_string(), "web".to_string())].into(),

@@ -13,7 +13,7 @@ use super::{Daemon, Run};
 use crate::engine::{
     DecisionKind, Input, Phase, RollbackReason, Rollout, RolloutId, Scale, Transition, step,
 };
-use crate::platform::{Platform, RolloutEvent};
+use crate::platform::{NewRevision, Platform, RolloutEvent};
 use crate::policy::selector;
 use crate::record::TimelinePoint;
 use crate::source::MetricSource;
@@ -160,6 +160,31 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
     }
 
     pub(super) async fn take_event(&mut self, event: RolloutEvent, now: Timestamp) {
+        match event {
+            RolloutEvent::Revision(revision) => self.take_revision(revision, now).await,
+            RolloutEvent::Gone { id, detail } => self.take_gone(&id, detail, now),
+        }
+    }
+
+    /// The workload went away: its running rollout rolls back (its record is written
+    /// once it has); nothing happens for a workload without one.
+    fn take_gone(&mut self, id: &RolloutId, detail: String, now: Timestamp) {
+        let Some(run) = self.runs.get(id) else {
+            tracing::debug!(rollout = %id, %detail, "workload gone; no rollout of it");
+            return;
+        };
+        let before = run.state.rollout.decisions_made;
+        match step(&run.state.rollout, &Input::WorkloadGone { detail: detail.clone() }, now) {
+            Ok(t) if t.rollout.decisions_made > before => {
+                tracing::warn!(rollout = %id, %detail, "workload gone mid-rollout: rolling back");
+                self.apply(id, t, None);
+            }
+            Ok(_) => tracing::info!(rollout = %id, %detail, "workload gone; its rollout had already ended"),
+            Err(e) => tracing::warn!(rollout = %id, error = %e, "workload gone; not taken"),
+        }
+    }
+
+    async fn take_revision(&mut self, event: NewRevision, now: Timestamp) {
         let id = event.id.clone();
         if let Some(run) = self.runs.get(&id) {
             let r = &run.state.rollout;

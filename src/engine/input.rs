@@ -101,6 +101,13 @@ pub enum Input {
         /// What the alert said (its summary or description), for the record.
         detail: String,
     },
+    /// The workload is gone (deleted, or no longer managed): a rollout still running
+    /// rolls back, so that routing returns to the stable version; one already leaving or
+    /// finished is left as it is.
+    WorkloadGone {
+        /// What the platform saw, e.g. `Deployment shop/web deleted`.
+        detail: String,
+    },
     /// The platform failed a call again and again (the daemon gives up retrying in
     /// place): a failed promotion rolls back, a weight that cannot be set pauses.
     PlatformFailed {

@@ -34,6 +34,11 @@ pub enum RollbackReason {
     },
     /// An operator aborted the rollout.
     Aborted,
+    /// The workload is gone (deleted, or no longer managed).
+    WorkloadGone {
+        /// What the platform saw.
+        detail: String,
+    },
     /// The platform could not carry out a call (e.g. the promote hook failed).
     PlatformFailed {
         /// The call, e.g. `promote v2`.
@@ -53,6 +58,7 @@ impl RollbackReason {
             RollbackReason::InconclusiveLimit { .. } => "inconclusive-limit",
             RollbackReason::NotEnoughTraffic { .. } => "not-enough-traffic",
             RollbackReason::Aborted => "aborted",
+            RollbackReason::WorkloadGone { .. } => "workload-gone",
             RollbackReason::PlatformFailed { .. } => "platform-failed",
         }
     }

@@ -99,6 +99,12 @@ pub fn step(rollout: &Rollout, input: &Input, now: Timestamp) -> Result<Transiti
             t.command(*command, by, now);
         }
         Input::Alert { alert, detail } => t.alert(alert, detail, now),
+        Input::WorkloadGone { detail } if !phase.is_terminal() && phase != Phase::RollingBack => {
+            let why = format!("the workload is gone ({detail}): traffic back to the stable version");
+            t.roll_back(now, RollbackReason::WorkloadGone { detail: detail.clone() }, why, vec![], vec![]);
+        }
+        // Already leaving the canary, or finished: nothing left to undo.
+        Input::WorkloadGone { .. } => {}
     }
     Ok(t)
 }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use crate::engine::plan::RouterKind;
 use crate::engine::{RolloutId, Scale};
-use crate::platform::{Platform, PlatformError, RolloutEvent};
+use crate::platform::{NewRevision, Platform, PlatformError, RolloutEvent};
 
 /// What [`MemoryPlatform`] is to do with a call for a rollout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,10 +80,15 @@ impl MemoryPlatform {
     }
 
     /// A new canary (or revision) appears.
-    pub fn push(&self, event: RolloutEvent) {
+    pub fn push(&self, event: NewRevision) {
         let mut inner = self.lock();
         inner.world.entry(event.id.clone()).or_default().canary_up = true;
-        inner.events.push(event);
+        inner.events.push(event.into());
+    }
+
+    /// The workload `id` is gone (deleted, or no longer managed).
+    pub fn gone(&self, id: &RolloutId, detail: &str) {
+        self.lock().events.push(RolloutEvent::Gone { id: id.clone(), detail: detail.to_string() });
     }
 
     /// Makes calls for `id` fail or hang (`None`: work again).

@@ -14,10 +14,25 @@ use std::pin::Pin;
 use crate::engine::plan::RouterKind;
 use crate::engine::{Arms, RolloutId, Scale};
 
-/// A workload revision the platform has seen: a new canary to analyse, or a new revision
-/// of one already running.
+/// What the platform reports about the workloads it manages.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RolloutEvent {
+pub enum RolloutEvent {
+    /// A new canary to analyse, or a new revision of one already running.
+    Revision(NewRevision),
+    /// The workload is gone: deleted, or no longer managed (a Kubernetes Deployment
+    /// that stopped matching, or was deleted). A running rollout of it rolls back, so
+    /// that routing returns to the stable version.
+    Gone {
+        /// The workload.
+        id: RolloutId,
+        /// What happened, for the decision's reason (`Deployment shop/web deleted`).
+        detail: String,
+    },
+}
+
+/// A workload revision the platform has seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRevision {
     /// The workload.
     pub id: RolloutId,
     /// The canary's revision.
@@ -26,6 +41,12 @@ pub struct RolloutEvent {
     pub labels: BTreeMap<String, String>,
     /// The workloads whose series are the canary and the baseline.
     pub arms: Arms,
+}
+
+impl From<NewRevision> for RolloutEvent {
+    fn from(revision: NewRevision) -> RolloutEvent {
+        RolloutEvent::Revision(revision)
+    }
 }
 
 /// Why a platform call failed.

@@ -867,9 +867,11 @@ mod tests {
         let (status, text) = call(&f.state, "POST", "/api/v1/rollouts", Some(ALICE), body).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{text}");
         let events = f.platform.events();
-        assert_eq!(events.len(), 1);
-        assert_eq!((events[0].id.to_string(), events[0].revision.as_str()), ("local/web".into(), "v2"));
-        assert_eq!((events[0].arms.canary.as_str(), events[0].arms.baseline.as_str()), ("web-canary", "web"));
+        let [crate::platform::RolloutEvent::Revision(event)] = &events[..] else {
+            panic!("one new revision: {events:?}")
+        };
+        assert_eq!((event.id.to_string(), event.revision.as_str()), ("local/web".into(), "v2"));
+        assert_eq!((event.arms.canary.as_str(), event.arms.baseline.as_str()), ("web-canary", "web"));
     }
 
     /// Alertmanager's webhook body, as its documentation gives it (version 4).

@@ -30,7 +30,9 @@ use crate::config::{LocalSettings, ServiceSettings};
 use crate::engine::Arms;
 use crate::engine::plan::RouterKind;
 use crate::engine::{RolloutId, Scale};
-use crate::platform::{Platform, PlatformError, RolloutEvent, StartError, StartsRollouts, TrafficRouter};
+use crate::platform::{
+    NewRevision, Platform, PlatformError, RolloutEvent, StartError, StartsRollouts, TrafficRouter,
+};
 use hooks::HookContext;
 use nginx::{Router, Upstreams};
 use prometheus_client::metrics::counter::Counter;
@@ -116,7 +118,7 @@ impl LocalPlatform {
             hooks::run(hook, &ctx, &self.client).await.map_err(StartError::PreRollout)?;
         }
         let id = Self::id_of(s);
-        let event = RolloutEvent {
+        let event = NewRevision {
             id: id.clone(),
             revision: revision.to_string(),
             labels: s.labels.clone(),
@@ -126,7 +128,7 @@ impl LocalPlatform {
                 baseline: s.stable_workload.clone(),
             },
         };
-        self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(event);
+        self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(event.into());
         Ok(id)
     }
 
