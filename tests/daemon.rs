@@ -300,6 +300,29 @@ async fn a_workload_gone_mid_rollout_is_rolled_back_and_recorded_and_a_gone_unkn
 }
 
 #[tokio::test]
+async fn a_weight_the_router_does_not_serve_is_never_counted_as_applied_and_the_rollout_pauses() {
+    let world = World::new(&["web"]).await;
+    let mut daemon = world.daemon().await;
+    let web = world.deploy("web", "web");
+    // The router takes every change and goes on serving 0%.
+    world.platform.router().hold(&web.to_string(), Some(0));
+    let mut t = FIRST_TICK;
+    for _ in 0..4 {
+        daemon.tick(at(t)).await;
+        assert!(daemon.settle(settled()).await);
+        t += TICK;
+    }
+    let state = daemon.rollouts().find(|s| s.rollout.id == web).unwrap();
+    assert_eq!(state.applied.weight, None, "10% was asked, 0% is served: not applied");
+    assert_eq!(state.rollout.phase, Phase::Paused, "the platform could not set the weight");
+    let paused = state.rollout.decisions.last().unwrap();
+    assert!(paused.reason.contains("serves 0%") && paused.reason.contains("not 10%"), "{}", paused.reason);
+    let asked = calls_of(&world.platform, &web).iter().filter(|c| *c == "set-weight 10").count();
+    assert!(asked >= 3, "tried platform_attempts (3) times before pausing: {asked}");
+    assert_eq!(world.platform.world(&web).router, Some(canaryd::engine::plan::RouterKind::GatewayApi));
+}
+
+#[tokio::test]
 async fn the_loop_rolls_a_bad_canary_back_and_promotes_a_good_one_through_every_step() {
     let world = World::new(&["good", "bad"]).await;
     let mut daemon = world.daemon().await;

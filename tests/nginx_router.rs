@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use canaryd::config::{LocalSettings, NginxSettings, ServiceSettings};
 use canaryd::engine::RolloutId;
+use canaryd::engine::plan::RouterKind;
 use canaryd::platform::Platform as _;
 use canaryd::platform::local::LocalPlatform;
 use canaryd::platform::local::nginx::{Routes, parse};
@@ -198,7 +199,10 @@ async fn serving_ten_percent() -> Serving {
     let nginx = site.start();
     let url = format!("http://{status}/canaryd/web");
     wait_for(&url, "web 0 0").await;
-    platform.set_weight(&web(), 10).await.expect("the weight lands on a well-configured nginx");
+    platform
+        .set_weight(&web(), RouterKind::Nginx, 10)
+        .await
+        .expect("the weight lands on a well-configured nginx");
     wait_for(&url, "web 10 1").await;
     nginx.settled().await;
     Serving { site, nginx, platform, status, url }
@@ -216,14 +220,27 @@ async fn a_reload_of_a_file_nginx_does_not_read_is_not_counted_as_applied() {
     // on serving what it read before.
     let settings = site.settings(&site.path("elsewhere.conf"), *status);
     let elsewhere = LocalPlatform::open(&settings, Default::default()).unwrap();
-    let err =
-        elsewhere.set_weight(&web(), 50).await.expect_err("a weight nginx does not serve is not applied");
+    let err = elsewhere
+        .set_weight(&web(), RouterKind::Nginx, 50)
+        .await
+        .expect_err("a weight nginx does not serve is not applied");
     assert!(
         err.0.contains("nginx took the reload but does not serve it")
             && err.0.contains("answers `web 10 1`, expected `web 50 1`"),
         "the error names what nginx serves and what was expected: {err}"
     );
     assert_eq!(elsewhere.router().routes().await, Routes::default(), "not counted as served");
+    assert_eq!(answer(url).await.as_deref(), Some("web 10 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_platform_moves_no_traffic_for_a_router_it_does_not_serve() {
+    let Serving { platform, url, .. } = &serving_ten_percent().await;
+    for router in [RouterKind::Istio, RouterKind::GatewayApi, RouterKind::Replica] {
+        let err = platform.set_weight(&web(), router, 50).await.expect_err("only nginx is served");
+        assert!(err.0.contains(router.name()) && err.0.contains("nginx"), "{err}");
+    }
+    assert_eq!(platform.router().routes().await, ten_percent(), "nothing written");
     assert_eq!(answer(url).await.as_deref(), Some("web 10 1"));
 }
 
@@ -240,8 +257,10 @@ async fn a_reload_signalled_to_another_nginx_is_not_counted_as_applied() {
     let ours = std::fs::read_to_string(site.path("nginx.pid")).unwrap();
     std::fs::write(site.path("nginx.pid"), format!("{}\n", other_nginx.child.id())).unwrap();
 
-    let err =
-        platform.set_weight(&web(), 50).await.expect_err("a weight nginx does not serve is not applied");
+    let err = platform
+        .set_weight(&web(), RouterKind::Nginx, 50)
+        .await
+        .expect_err("a weight nginx does not serve is not applied");
     assert!(
         err.0.contains("nginx took the reload but does not serve it")
             && err.0.contains("answers `web 10 1`, expected `web 50 2`"),
@@ -252,7 +271,7 @@ async fn a_reload_signalled_to_another_nginx_is_not_counted_as_applied() {
 
     // With the pid file right again, the same weight lands.
     std::fs::write(site.path("nginx.pid"), ours).unwrap();
-    platform.set_weight(&web(), 50).await.unwrap();
+    platform.set_weight(&web(), RouterKind::Nginx, 50).await.unwrap();
     assert_eq!(platform.router().routes().await.generation, 2);
     nginx.settled().await;
     assert_eq!(answer(url).await.as_deref(), Some("web 50 2"));
@@ -268,7 +287,8 @@ async fn nginx_t_stops_a_config_that_a_reload_would_hand_to_the_master_without_a
     let log = "/nonexistent/canaryd-test/access.log";
     site.write_conf(&format!("access_log {log};"));
 
-    let err = platform.set_weight(&web(), 50).await.expect_err("nginx -t refuses the config");
+    let err =
+        platform.set_weight(&web(), RouterKind::Nginx, 50).await.expect_err("nginx -t refuses the config");
     assert!(err.0.starts_with("nginx -t refused the new upstreams: "), "{err}");
     assert!(err.0.contains(&format!("open() \"{log}\" failed")), "the error says why: {err}");
     assert!(err.0.contains("the last good file is back in place"), "{err}");

@@ -11,6 +11,7 @@ use tracing::Instrument as _;
 use super::inbox::{Inbox, Report};
 use super::metrics::{RolloutLabels, ValueLabels};
 use super::{Daemon, name_queries};
+use crate::engine::plan::RouterKind;
 use crate::engine::{Rollout, RolloutId, Scale};
 use crate::platform::{Platform, PlatformError};
 use crate::record::DeploymentRecord;
@@ -107,7 +108,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
 /// One platform call an executor makes.
 #[derive(Clone, Debug, PartialEq)]
 enum Call {
-    Weight(u8),
+    Weight(RouterKind, u8),
     Scale(Scale, String),
     Promote(String),
 }
@@ -115,7 +116,7 @@ enum Call {
 impl Call {
     async fn run<P: Platform>(&self, platform: &P, id: &RolloutId) -> Result<(), PlatformError> {
         match self {
-            Call::Weight(w) => platform.set_weight(id, *w).await,
+            Call::Weight(router, w) => platform.set_weight(id, *router, *w).await,
             Call::Scale(s, revision) => platform.scale(id, revision, *s).await,
             Call::Promote(revision) => platform.promote(id, revision).await,
         }
@@ -123,7 +124,7 @@ impl Call {
 
     fn confirmed(&self) -> Report {
         match self {
-            Call::Weight(w) => Report::Weight(*w),
+            Call::Weight(_, w) => Report::Weight(*w),
             Call::Scale(s, _) => Report::Scale(*s),
             Call::Promote(revision) => Report::Promoted(revision.clone()),
         }
@@ -131,7 +132,7 @@ impl Call {
 
     fn describe(&self) -> String {
         match self {
-            Call::Weight(w) => format!("set weight {w}%"),
+            Call::Weight(_, w) => format!("set weight {w}%"),
             Call::Scale(Scale::Up, _) => "scale the canary up".into(),
             Call::Scale(Scale::Down, _) => "scale the canary down".into(),
             Call::Promote(revision) => format!("promote {revision}"),
@@ -150,7 +151,7 @@ fn work(r: &Rollout, applied: &Applied) -> Vec<Call> {
         calls.push(Call::Scale(Scale::Up, r.revision.clone()));
     }
     if applied.weight != Some(desired.weight) {
-        calls.push(Call::Weight(desired.weight));
+        calls.push(Call::Weight(r.plan.router, desired.weight));
     }
     if desired.promote && applied.promoted.as_ref() != Some(&r.revision) {
         calls.push(Call::Promote(r.revision.clone()));

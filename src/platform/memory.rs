@@ -1,13 +1,15 @@
 //! An in-memory platform for tests and benchmarks: events are pushed in, calls are
-//! recorded, and calls for chosen rollouts can be made to fail or hang. It implements
-//! [`Platform`] exactly as a real platform does, so the loop cannot tell it apart.
+//! recorded, and calls for chosen rollouts can be made to fail or hang. It is built as
+//! a real platform is: it implements [`Platform`], and moves traffic through a
+//! [`TrafficRouter`] of its own ([`MemoryRouter`]), a weight counting as set once the
+//! router reads it back. The loop cannot tell it apart from a real one.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use crate::engine::plan::RouterKind;
 use crate::engine::{RolloutId, Scale};
-use crate::platform::{NewRevision, Platform, PlatformError, RolloutEvent};
+use crate::platform::{NewRevision, Platform, PlatformError, RolloutEvent, TrafficRouter};
 
 /// What [`MemoryPlatform`] is to do with a call for a rollout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,11 +31,55 @@ pub struct Call {
     pub at: std::time::Duration,
 }
 
+/// Routes held in memory: each route's canary weight. What it serves is what it was
+/// last told, unless told to hold a route at a weight (a router that takes a change but
+/// does not apply it, as an nginx reading a stale include would).
+#[derive(Default)]
+pub struct MemoryRouter {
+    routes: Mutex<HashMap<String, u8>>,
+    stuck: Mutex<HashMap<String, u8>>,
+}
+
+impl MemoryRouter {
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes `route` serve `weight` whatever it is told (`None`: follow again).
+    pub fn hold(&self, route: &str, weight: Option<u8>) {
+        match weight {
+            Some(w) => Self::lock(&self.stuck).insert(route.to_string(), w),
+            None => Self::lock(&self.stuck).remove(route),
+        };
+    }
+}
+
+impl TrafficRouter for MemoryRouter {
+    async fn set_weight(&self, route: &str, weight: u8) -> Result<(), PlatformError> {
+        Self::lock(&self.routes).insert(route.to_string(), weight);
+        Ok(())
+    }
+
+    async fn weight(&self, route: &str) -> Result<u8, PlatformError> {
+        if let Some(w) = Self::lock(&self.stuck).get(route) {
+            return Ok(*w);
+        }
+        Ok(Self::lock(&self.routes).get(route).copied().unwrap_or(0))
+    }
+
+    async fn finalize(&self, route: &str) -> Result<(), PlatformError> {
+        Self::lock(&self.routes).remove(route);
+        Ok(())
+    }
+}
+
 /// The world as the in-memory platform holds it for a rollout.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct World {
-    /// Canary weight.
+    /// Canary weight, as the router serves it.
     pub weight: u8,
+    /// The router the last weight was set through.
+    pub router: Option<RouterKind>,
     /// Whether the canary's pods run.
     pub canary_up: bool,
     /// The promoted revision, if any.
@@ -45,6 +91,7 @@ pub struct World {
 pub struct MemoryPlatform {
     created: tokio::time::Instant,
     inner: Mutex<Inner>,
+    router: MemoryRouter,
 }
 
 #[derive(Default)]
@@ -67,12 +114,20 @@ impl MemoryPlatform {
     /// An empty platform that records every call.
     pub fn new() -> MemoryPlatform {
         let inner = Inner { record_calls: true, ..Default::default() };
-        MemoryPlatform { created: tokio::time::Instant::now(), inner: Mutex::new(inner) }
+        MemoryPlatform {
+            created: tokio::time::Instant::now(),
+            inner: Mutex::new(inner),
+            router: MemoryRouter::default(),
+        }
     }
 
     /// A platform that keeps only the world, not the call log (for benchmarks).
     pub fn without_call_log() -> MemoryPlatform {
-        MemoryPlatform { created: tokio::time::Instant::now(), inner: Mutex::new(Inner::default()) }
+        MemoryPlatform {
+            created: tokio::time::Instant::now(),
+            inner: Mutex::new(Inner::default()),
+            router: MemoryRouter::default(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -113,6 +168,12 @@ impl MemoryPlatform {
     /// Tokio's clock now, relative to the platform's creation (as `Call::at`).
     pub fn elapsed(&self) -> std::time::Duration {
         self.created.elapsed()
+    }
+
+    /// The router the platform moves traffic with (to hold a route, see
+    /// [`MemoryRouter::hold`]). A rollout's route is its id, `namespace/name`.
+    pub fn router(&self) -> &MemoryRouter {
+        &self.router
     }
 
     /// Calls that are hanging now.
@@ -171,8 +232,19 @@ impl Platform for MemoryPlatform {
         std::mem::take(&mut self.lock().events)
     }
 
-    async fn set_weight(&self, id: &RolloutId, weight: u8) -> Result<(), PlatformError> {
-        self.call(id, format!("set-weight {weight}"), |w| w.weight = weight).await
+    async fn set_weight(&self, id: &RolloutId, router: RouterKind, weight: u8) -> Result<(), PlatformError> {
+        self.call(id, format!("set-weight {weight}"), |w| w.router = Some(router)).await?;
+        let route = id.to_string();
+        self.router.set_weight(&route, weight).await?;
+        // What the router serves is checked, not assumed.
+        let served = self.router.weight(&route).await?;
+        self.lock().world.entry(id.clone()).or_default().weight = served;
+        if served != weight {
+            return Err(PlatformError(format!(
+                "the router serves {served}% to {id}'s canary, not {weight}%"
+            )));
+        }
+        Ok(())
     }
 
     async fn promote(&self, id: &RolloutId, revision: &str) -> Result<(), PlatformError> {

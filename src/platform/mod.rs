@@ -95,10 +95,12 @@ pub trait Platform: Send + Sync + 'static {
     fn routers(&self) -> &'static [RouterKind];
     /// Rollout events since the last call (new canaries, new revisions). Never blocks.
     fn events(&self) -> Vec<RolloutEvent>;
-    /// Routes `weight` percent of the traffic to the canary.
+    /// Routes `weight` percent of the traffic to the canary, through `router` (the
+    /// policy's, one of [`Platform::routers`]).
     fn set_weight(
         &self,
         id: &RolloutId,
+        router: RouterKind,
         weight: u8,
     ) -> impl Future<Output = Result<(), PlatformError>> + Send;
     /// Makes `revision` the stable version.

@@ -201,7 +201,14 @@ impl Platform for LocalPlatform {
         std::mem::take(&mut *self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
-    async fn set_weight(&self, id: &RolloutId, weight: u8) -> Result<(), PlatformError> {
+    async fn set_weight(&self, id: &RolloutId, router: RouterKind, weight: u8) -> Result<(), PlatformError> {
+        // A policy naming another router is refused at load (`Loaded::refuse_unserved_routers`).
+        if !ROUTERS.contains(&router) {
+            return Err(PlatformError(format!(
+                "the local platform routes with nginx, not {}",
+                router.name()
+            )));
+        }
         let s = self.settings(id)?;
         self.route(s, weight).await
     }
