@@ -213,6 +213,71 @@ impl RawHook {
     }
 }
 
+impl RawService {
+    /// The settings of `services[i]`; `names`, the names declared before it, gains its own.
+    fn validate(
+        self,
+        i: usize,
+        names: &mut BTreeSet<String>,
+        platform_timeout: Duration,
+        problems: &mut Vec<String>,
+    ) -> ServiceSettings {
+        let key =
+            if valid_name(&self.name) { format!("services.{}", self.name) } else { format!("services[{i}]") };
+        if !valid_name(&self.name) {
+            problems.push(format!(
+                "{key}.name: `{}` must be 1-63 lowercase letters, digits or dashes (it names an nginx upstream)",
+                self.name
+            ));
+        } else if !names.insert(self.name.clone()) {
+            problems.push(format!("{key}.name: declared twice"));
+        }
+        for (arm, servers) in [("stable", &self.stable), ("canary", &self.canary)] {
+            if servers.is_empty() {
+                problems.push(format!("{key}.{arm}: needs at least one server (`host:port`)"));
+            }
+            for server in servers.iter().filter(|s| !valid_server(s)) {
+                problems.push(format!("{key}.{arm}: `{server}` is not host:port"));
+            }
+        }
+        let overlap: Vec<&String> = self.stable.iter().filter(|s| self.canary.contains(s)).collect();
+        if !overlap.is_empty() {
+            problems.push(format!("{key}: {overlap:?} are both stable and canary servers"));
+        }
+        let health_path = self.health_path.unwrap_or_else(|| "/healthz".into());
+        if !health_path.starts_with('/') {
+            problems.push(format!("{key}.health_path: `{health_path}` must start with /"));
+        }
+        let hook = |h: Option<RawHook>, name: &str, problems: &mut Vec<String>| {
+            h.and_then(|h| h.validate(&format!("{key}.hooks.{name}"), platform_timeout, problems))
+        };
+        let hooks = Hooks {
+            pre_rollout: hook(self.hooks.pre_rollout, "pre_rollout", problems),
+            promote: hook(self.hooks.promote, "promote", problems),
+            rollback: hook(self.hooks.rollback, "rollback", problems),
+            post_rollout: hook(self.hooks.post_rollout, "post_rollout", problems),
+        };
+        let stable_workload = self.stable_workload.unwrap_or_else(|| self.name.clone());
+        let canary_workload = self.canary_workload.unwrap_or_else(|| format!("{}-canary", self.name));
+        if stable_workload == canary_workload {
+            problems.push(format!(
+                "{key}.canary_workload: equals stable_workload (`{stable_workload}`): the arms' series could not be told apart"
+            ));
+        }
+        ServiceSettings {
+            namespace: self.namespace.unwrap_or_else(|| "local".into()),
+            name: self.name,
+            labels: self.labels,
+            stable: self.stable,
+            canary: self.canary,
+            stable_workload,
+            canary_workload,
+            health_path,
+            hooks,
+        }
+    }
+}
+
 /// Validates `[nginx]` and `[[services]]`; `None` when no service is declared.
 pub(super) fn validate(
     nginx: RawNginx,
@@ -248,62 +313,11 @@ pub(super) fn validate(
         ));
     }
     let mut names = BTreeSet::new();
-    let mut out = Vec::new();
-    for (i, raw) in services.into_iter().enumerate() {
-        let key =
-            if valid_name(&raw.name) { format!("services.{}", raw.name) } else { format!("services[{i}]") };
-        if !valid_name(&raw.name) {
-            problems.push(format!(
-                "{key}.name: `{}` must be 1-63 lowercase letters, digits or dashes (it names an nginx upstream)",
-                raw.name
-            ));
-        } else if !names.insert(raw.name.clone()) {
-            problems.push(format!("{key}.name: declared twice"));
-        }
-        for (arm, servers) in [("stable", &raw.stable), ("canary", &raw.canary)] {
-            if servers.is_empty() {
-                problems.push(format!("{key}.{arm}: needs at least one server (`host:port`)"));
-            }
-            for server in servers.iter().filter(|s| !valid_server(s)) {
-                problems.push(format!("{key}.{arm}: `{server}` is not host:port"));
-            }
-        }
-        let overlap: Vec<&String> = raw.stable.iter().filter(|s| raw.canary.contains(s)).collect();
-        if !overlap.is_empty() {
-            problems.push(format!("{key}: {overlap:?} are both stable and canary servers"));
-        }
-        let health_path = raw.health_path.unwrap_or_else(|| "/healthz".into());
-        if !health_path.starts_with('/') {
-            problems.push(format!("{key}.health_path: `{health_path}` must start with /"));
-        }
-        let hook = |h: Option<RawHook>, name: &str, problems: &mut Vec<String>| {
-            h.and_then(|h| h.validate(&format!("{key}.hooks.{name}"), platform_timeout, problems))
-        };
-        let hooks = Hooks {
-            pre_rollout: hook(raw.hooks.pre_rollout, "pre_rollout", problems),
-            promote: hook(raw.hooks.promote, "promote", problems),
-            rollback: hook(raw.hooks.rollback, "rollback", problems),
-            post_rollout: hook(raw.hooks.post_rollout, "post_rollout", problems),
-        };
-        let stable_workload = raw.stable_workload.unwrap_or_else(|| raw.name.clone());
-        let canary_workload = raw.canary_workload.unwrap_or_else(|| format!("{}-canary", raw.name));
-        if stable_workload == canary_workload {
-            problems.push(format!(
-                "{key}.canary_workload: equals stable_workload (`{stable_workload}`): the arms' series could not be told apart"
-            ));
-        }
-        out.push(ServiceSettings {
-            namespace: raw.namespace.unwrap_or_else(|| "local".into()),
-            name: raw.name,
-            labels: raw.labels,
-            stable: raw.stable,
-            canary: raw.canary,
-            stable_workload,
-            canary_workload,
-            health_path,
-            hooks,
-        });
-    }
+    let out = services
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| raw.validate(i, &mut names, platform_timeout, problems))
+        .collect();
     Some(LocalSettings {
         nginx: NginxSettings { binary: nginx.binary, args: nginx.args, include, status_listen, timeout },
         services: out,

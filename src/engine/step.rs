@@ -118,6 +118,23 @@ fn later(t: Timestamp, d: Duration) -> Timestamp {
     t.checked_add(d).unwrap_or(Timestamp::MAX)
 }
 
+/// The rollback that needs no count: a trigger hit, or a conclusive regression.
+fn immediate_rollback(verdicts: &[Verdict], triggers: &[TriggerHit]) -> Option<(RollbackReason, String)> {
+    if !triggers.is_empty() {
+        let names = triggers.iter().map(|h| h.trigger.clone()).collect();
+        let why =
+            triggers.iter().map(|h| format!("{}: {}", h.trigger, h.detail)).collect::<Vec<_>>().join("; ");
+        return Some((RollbackReason::Trigger { triggers: names }, why));
+    }
+    let regressed: Vec<&Verdict> =
+        verdicts.iter().filter(|v| v.outcome == Outcome::Fail && v.conclusive).collect();
+    if regressed.is_empty() {
+        return None;
+    }
+    let metrics = regressed.iter().map(|v| v.metric.clone()).collect();
+    Some((RollbackReason::Regression { metrics }, reasons(&regressed)))
+}
+
 impl Transition {
     /// Records a decision; what people are told of it is derived from it.
     fn decide(
@@ -181,6 +198,34 @@ impl Transition {
     fn interval(&mut self, obs: &IntervalObservations, now: Timestamp) {
         let verdicts = self.judge_all(obs);
         let triggers = self.check_triggers(obs, &verdicts);
+        self.record(now, &verdicts, &triggers);
+        // Triggers and conclusive regressions roll back even a paused rollout.
+        if let Some((reason, why)) = immediate_rollback(&verdicts, &triggers) {
+            return self.roll_back(now, reason, why, verdicts, triggers);
+        }
+        if self.rollout.phase == Phase::Paused {
+            return self.schedule(now);
+        }
+        if let Some((reason, why)) = self.tally(now, &verdicts) {
+            return self.roll_back(now, reason, why, verdicts, vec![]);
+        }
+        self.report_stall(now, &verdicts);
+        if let Some((reason, why)) = self.past_progress_deadline(now, &verdicts) {
+            return self.roll_back(now, reason, why, verdicts, vec![]);
+        }
+        let r = &self.rollout;
+        let all_passed = verdicts.iter().all(|v| v.outcome == Outcome::Pass);
+        let step_done = r.step_started_at.is_some_and(|s| now >= later(s, r.plan.step_duration));
+        if all_passed && step_done {
+            self.advance(now, verdicts);
+        } else {
+            self.schedule(now);
+        }
+    }
+
+    /// Keeps the interval's summary among the recent ones, and its full analysis for the
+    /// transition.
+    fn record(&mut self, now: Timestamp, verdicts: &[Verdict], triggers: &[TriggerHit]) {
         let r = &mut self.rollout;
         r.intervals_analysed += 1;
         r.recent.push(IntervalSummary {
@@ -197,30 +242,14 @@ impl Transition {
             at: now,
             step: r.step,
             weight: r.weight,
-            verdicts: verdicts.clone(),
-            triggers: triggers.clone(),
+            verdicts: verdicts.to_vec(),
+            triggers: triggers.to_vec(),
         });
+    }
 
-        if !triggers.is_empty() {
-            let names = triggers.iter().map(|h| h.trigger.clone()).collect();
-            let why = triggers
-                .iter()
-                .map(|h| format!("{}: {}", h.trigger, h.detail))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return self.roll_back(now, RollbackReason::Trigger { triggers: names }, why, verdicts, triggers);
-        }
-        let regressed: Vec<&Verdict> =
-            verdicts.iter().filter(|v| v.outcome == Outcome::Fail && v.conclusive).collect();
-        if !regressed.is_empty() {
-            let metrics = regressed.iter().map(|v| v.metric.clone()).collect();
-            let why = reasons(&regressed);
-            return self.roll_back(now, RollbackReason::Regression { metrics }, why, verdicts, vec![]);
-        }
-        if self.rollout.phase == Phase::Paused {
-            return self.schedule(now);
-        }
-
+    /// Counts the interval's failed checks and the inconclusive streak; the rollback,
+    /// when either reaches its limit.
+    fn tally(&mut self, now: Timestamp, verdicts: &[Verdict]) -> Option<(RollbackReason, String)> {
         let failed: Vec<&Verdict> = verdicts.iter().filter(|v| v.outcome == Outcome::Fail).collect();
         let inconclusive: Vec<&Verdict> =
             verdicts.iter().filter(|v| v.outcome == Outcome::Inconclusive).collect();
@@ -238,13 +267,7 @@ impl Transition {
                     r.plan.failure_limit,
                     reasons(&failed)
                 );
-                return self.roll_back(
-                    now,
-                    RollbackReason::FailureLimit { failed_checks },
-                    why,
-                    verdicts,
-                    vec![],
-                );
+                return Some((RollbackReason::FailureLimit { failed_checks }, why));
             }
         }
         if r.inconclusive_streak >= r.plan.inconclusive_limit {
@@ -253,50 +276,50 @@ impl Transition {
                 "{intervals} inconclusive intervals in a row reached the limit; last: {}",
                 reasons(&inconclusive)
             );
-            return self.roll_back(
-                now,
-                RollbackReason::InconclusiveLimit { intervals },
-                why,
-                verdicts,
-                vec![],
-            );
+            return Some((RollbackReason::InconclusiveLimit { intervals }, why));
         }
+        None
+    }
+
+    /// Tells of a stall once per streak, when it reaches [`STALLED_AFTER`].
+    fn report_stall(&mut self, now: Timestamp, verdicts: &[Verdict]) {
+        let r = &self.rollout;
         if r.inconclusive_streak == STALLED_AFTER {
+            let inconclusive: Vec<&Verdict> =
+                verdicts.iter().filter(|v| v.outcome == Outcome::Inconclusive).collect();
             let why = format!(
                 "stalled on lack of data: {STALLED_AFTER} inconclusive intervals in a row at {}% (rolls back at {}); last: {}",
                 r.weight,
                 r.plan.inconclusive_limit,
                 reasons(&inconclusive)
             );
-            self.decide(now, DecisionKind::Stalled, why, verdicts.clone(), vec![]);
+            self.decide(now, DecisionKind::Stalled, why, verdicts.to_vec(), vec![]);
         }
-        let r = &mut self.rollout;
+    }
+
+    /// The rollback when metrics still lack the samples to be judged after the progress
+    /// deadline at this step.
+    fn past_progress_deadline(
+        &self,
+        now: Timestamp,
+        verdicts: &[Verdict],
+    ) -> Option<(RollbackReason, String)> {
+        let r = &self.rollout;
         let waiting: Vec<&Verdict> = verdicts.iter().filter(|v| v.outcome == Outcome::Insufficient).collect();
         let entered = r.step_entered_at.or(r.step_started_at);
-        if !waiting.is_empty() && entered.is_some_and(|e| now >= later(e, r.plan.progress_deadline)) {
-            let waited = entered.map_or(0, |e| now.duration_since(e).as_secs().max(0) as u64);
-            let why = format!(
-                "not enough traffic to judge: {} at {}% without the evidence to advance (progress deadline {}); last: {}",
-                humantime::format_duration(Duration::from_secs(waited)),
-                r.weight,
-                humantime::format_duration(r.plan.progress_deadline),
-                reasons(&waiting)
-            );
-            return self.roll_back(
-                now,
-                RollbackReason::NotEnoughTraffic { waited_seconds: waited },
-                why,
-                verdicts,
-                vec![],
-            );
+        let deadline_passed = entered.is_some_and(|e| now >= later(e, r.plan.progress_deadline));
+        if waiting.is_empty() || !deadline_passed {
+            return None;
         }
-        let all_passed = verdicts.iter().all(|v| v.outcome == Outcome::Pass);
-        let step_done = r.step_started_at.is_some_and(|s| now >= later(s, r.plan.step_duration));
-        if all_passed && step_done {
-            self.advance(now, verdicts);
-        } else {
-            self.schedule(now);
-        }
+        let waited = entered.map_or(0, |e| now.duration_since(e).as_secs().max(0) as u64);
+        let why = format!(
+            "not enough traffic to judge: {} at {}% without the evidence to advance (progress deadline {}); last: {}",
+            humantime::format_duration(Duration::from_secs(waited)),
+            r.weight,
+            humantime::format_duration(r.plan.progress_deadline),
+            reasons(&waiting)
+        );
+        Some((RollbackReason::NotEnoughTraffic { waited_seconds: waited }, why))
     }
 
     fn judge_all(&mut self, obs: &IntervalObservations) -> Vec<Verdict> {
