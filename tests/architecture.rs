@@ -60,12 +60,9 @@ fn module_of(file: &str) -> Vec<String> {
 /// Every path a file names: `use` trees expanded (`a::{b, c::{d}}`), and `crate::…`
 /// paths written inline. `super::` is resolved against the file's module.
 fn paths_in(file: &str, code: &str) -> Vec<Vec<String>> {
-    let module = module_of(file);
-    let here = if file.ends_with("mod.rs") || file == "lib.rs" {
-        module.clone()
-    } else {
-        module[..module.len().saturating_sub(1)].to_vec()
-    };
+    // `a/b.rs` is module `a::b`: its `self` is `a::b`, its `super` is `a`, and its
+    // `mod x;` is `a::b::x` (as for `a/b/mod.rs`).
+    let here = module_of(file);
     let mut out = Vec::new();
     let mut rest = code;
     while let Some(at) = rest.find("use ") {
@@ -291,6 +288,8 @@ fn the_reader_finds_a_known_import_and_a_planted_cycle() {
         ("a/mod.rs", "pub mod b;\npub use b::Thing;\n"),
         ("a/b.rs", "use crate::c::{self, Other as O};\nfn f() { crate::a::Thing::new(); }\n"),
         ("c.rs", "use crate::a::Thing;\nuse tokio::sync::mpsc;\n"),
+        ("a/d.rs", "use super::b::Thing;\nuse self::e::Inner;\nmod e;\n"),
+        ("a/d/e.rs", "pub struct Inner;\n"),
     ]
     .into_iter()
     .map(|(f, c)| (f.to_string(), c.to_string()))
@@ -301,6 +300,8 @@ fn the_reader_finds_a_known_import_and_a_planted_cycle() {
     assert!(resolved("a/b.rs").contains("c.rs"));
     assert!(resolved("c.rs").contains("a/b.rs"), "a re-exported name resolves to the file defining it");
     assert!(paths_in("c.rs", &files["c.rs"]).iter().any(|p| p == &["::extern", "tokio", "sync", "mpsc"]));
+    // In a file that is not `mod.rs`, `super` is the folder's module and `self` the file's.
+    assert_eq!(resolved("a/d.rs"), BTreeSet::from(["a/b.rs".to_string(), "a/d/e.rs".to_string()]));
     // a/b.rs -> c.rs -> a/b.rs (through a's re-export) is found as a cycle.
     let graph: BTreeMap<String, BTreeSet<String>> =
         files.keys().map(|f| (f.clone(), resolved(f).into_iter().filter(|t| t != f).collect())).collect();
