@@ -112,3 +112,25 @@ async fn a_real_prometheus_scrapes_its_series_with_the_arm_label_the_templates_r
     assert_eq!(total("sum(http_requests_total{workload=\"web\",code=\"500\"})").await, Some(10.0));
     assert_eq!(total("sum(http_request_duration_seconds_count{workload=\"web\"})").await, Some(100.0));
 }
+
+#[test]
+fn the_demo_answers_help_with_its_usage_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Run from an empty directory: a demo that started would write target/demo-records here.
+    let out = Command::new(env!("CARGO_BIN_EXE_canaryd-demo"))
+        .arg("--help")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Usage: canaryd-demo"), "{stdout}");
+    assert!(!stdout.contains("Starting Prometheus"), "nothing is started: {stdout}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
+    let unknown = Command::new(env!("CARGO_BIN_EXE_canaryd-demo"))
+        .arg("--bogus")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2), "an unknown flag is refused before anything starts");
+}

@@ -99,8 +99,19 @@ async fn demo(stack: &Stack) -> anyhow::Result<bool> {
     Ok(bad.phase == "rolled-back" && good.phase == "succeeded")
 }
 
+/// The live demo on real local parts: Prometheus, nginx, wrk, two stable servers and
+/// canaryd on loopback ports. A canary with 5% errors is rolled back, then a good one is
+/// promoted 10% -> 50% -> 100%, each decision printed with its reason and evidence.
+/// Ctrl-C stops everything it started; the deployment records are kept in
+/// target/demo-records.
+#[derive(clap::Parser)]
+#[command(name = "canaryd-demo", version)]
+struct Args {}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `--help` and `--version` answer without starting anything.
+    let Args {} = clap::Parser::parse();
     println!("Starting Prometheus, nginx, 2 stable servers, wrk and canaryd on loopback ports...");
     let stack = match Stack::start(binaries(), Options::default()).await {
         Ok(s) => s,
