@@ -414,10 +414,18 @@ async fn the_daemon_is_ready_only_with_policies_reloads_on_sighup_and_stops_on_s
     std::fs::create_dir(&policies).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let file = dir.path().join("canaryd.toml");
+    // The local platform with one service: its loop runs without nginx or Prometheus
+    // being reached, as long as no rollout starts.
+    let d = dir.path().display();
     std::fs::write(
         &file,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[policies]\npaths = [\"{}\"]\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[policies]\npaths = [\"{}\"]\n\
+             [daemon]\nstate_dir = \"{d}/state\"\nrecords_dir = \"{d}/records\"\n\
+             [nginx]\ninclude = \"{d}/canaryd-upstreams.conf\"\n\
+             [[services]]\nname = \"web\"\nnamespace = \"local\"\nlabels = {{ app = \"web\" }}\n\
+             stable = [\"127.0.0.1:1\"]\ncanary = [\"127.0.0.1:2\"]\n\
+             stable_workload = \"web\"\ncanary_workload = \"web-canary\"\n",
             policies.display()
         ),
     )
@@ -431,7 +439,11 @@ async fn the_daemon_is_ready_only_with_policies_reloads_on_sighup_and_stops_on_s
     wait_for_status(&format!("{base}/healthz"), 200).await;
     // Alive, but with no policy there is nothing it can do: not ready.
     wait_for_status(&format!("{base}/readyz"), 503).await;
-    std::fs::copy("policies/web-default.yaml", policies.join("web.yaml")).unwrap();
+    // The local platform routes with nginx: the shipped policy, on its router.
+    let policy = std::fs::read_to_string("policies/web-default.yaml").unwrap();
+    assert!(policy.contains("router: gateway-api"), "the shipped policy names its router");
+    std::fs::write(policies.join("web.yaml"), policy.replace("router: gateway-api", "router: nginx"))
+        .unwrap();
     signal(&child, "HUP");
     wait_for_status(&format!("{base}/readyz"), 200).await;
     signal(&child, "TERM");
@@ -449,4 +461,36 @@ async fn the_daemon_is_ready_only_with_policies_reloads_on_sighup_and_stops_on_s
     assert!(log.contains("no valid policy loaded: not ready"), "{log}");
     assert!(log.contains("reloading policies") && log.contains("policies=1"), "{log}");
     assert!(log.contains("shutting down") && log.contains("SIGTERM") && log.contains("stopped"), "{log}");
+}
+
+#[tokio::test]
+async fn without_a_platform_the_daemon_is_never_ready_and_its_api_names_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let file = dir.path().join("canaryd.toml");
+    // A valid policy, but no [[services]]: nothing can run a rollout.
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[policies]\npaths = [\"policies/web-default.yaml\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["run", "--config", file.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for_status(&format!("{base}/healthz"), 200).await;
+    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let text = ready.text().await.unwrap();
+    assert!(text.contains("no platform") && text.contains("[[services]]"), "{text}");
+    let api = reqwest::get(format!("{base}/api/v1/rollouts")).await.unwrap();
+    assert_eq!(api.status().as_u16(), 503);
+    let text = api.text().await.unwrap();
+    assert!(text.contains("[[services]]"), "{text}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -496,7 +496,7 @@ pub async fn not_found() -> Response {
 }
 
 fn no_loop() -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, "the daemon's loop is not running here")
+    error(StatusCode::SERVICE_UNAVAILABLE, crate::server::NO_PLATFORM)
 }
 
 #[cfg(test)]

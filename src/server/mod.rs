@@ -96,13 +96,22 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
 }
 
-async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    let looping = state.loop_ready.as_ref().is_none_or(|r| r.load(Ordering::Relaxed));
-    if state.ready.load(Ordering::Relaxed) && looping {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+/// What a daemon without a platform is missing, in `/readyz` and every `/api/v1` answer.
+pub const NO_PLATFORM: &str =
+    "no platform is configured: declare [[services]] in the settings (the local platform)";
+
+/// Ready means the loop has ticked with at least one valid policy; otherwise 503 with
+/// the reason.
+async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
+    let not_ready = |why: &str| (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"));
+    let Some(ticked) = &state.loop_ready else { return not_ready(NO_PLATFORM) };
+    if !state.ready.load(Ordering::Relaxed) {
+        return not_ready("no valid policy is loaded");
     }
+    if !ticked.load(Ordering::Relaxed) {
+        return not_ready("the loop has not ticked yet");
+    }
+    (StatusCode::OK, "ready\n".to_string())
 }
 
 async fn metrics(State(state): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
@@ -124,11 +133,30 @@ mod tests {
 
     #[tokio::test]
     async fn healthz_is_ok_and_readyz_follows_readiness() {
-        let state = AppState::default();
+        let ticked = Arc::new(AtomicBool::new(false));
+        let state = AppState { loop_ready: Some(ticked.clone()), ..AppState::default() };
         assert_eq!(status(app(state.clone()), "/healthz").await, StatusCode::OK);
         assert_eq!(status(app(state.clone()), "/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
         state.ready.store(true, Ordering::Relaxed);
+        assert_eq!(
+            status(app(state.clone()), "/readyz").await,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ticked"
+        );
+        ticked.store(true, Ordering::Relaxed);
         assert_eq!(status(app(state), "/readyz").await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn without_a_platform_readyz_is_503_and_names_what_is_missing_even_with_policies() {
+        let state = AppState::default();
+        state.ready.store(true, Ordering::Relaxed);
+        let response =
+            app(state).oneshot(Request::get("/readyz").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("[[services]]") && text.contains("no platform"), "{text}");
     }
 
     #[tokio::test]
