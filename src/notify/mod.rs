@@ -119,3 +119,15 @@ pub fn register_deliveries(registry: &mut prometheus_client::registry::Registry)
     );
     counts
 }
+
+/// What went wrong with a request, in words that never quote its URL (a webhook's URL
+/// is its secret, and reqwest's own messages include it).
+pub(crate) fn failure(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    }
+}

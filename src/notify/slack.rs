@@ -77,14 +77,7 @@ impl SlackNotifier {
 }
 
 fn describe(e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    format!("Slack webhook: {what}")
+    format!("Slack webhook: {}", crate::notify::failure(e))
 }
 
 /// Whether `route` posts `n`: at or above its severity, and step advances only when asked.

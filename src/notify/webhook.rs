@@ -87,17 +87,8 @@ impl PolicyWebhookNotifier {
             }
         };
         // reqwest's errors quote the URL; the URL is the secret.
-        post(&self.client, &address, n, |e| {
-            let what = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "cannot connect"
-            } else {
-                "request failed"
-            };
-            format!("the webhook of {kept}: {what}")
-        })
-        .await
+        post(&self.client, &address, n, |e| format!("the webhook of {kept}: {}", crate::notify::failure(&e)))
+            .await
     }
 }
 
