@@ -650,6 +650,10 @@ fn stored_decisions_load_and_are_written_back_with_the_same_names() {
         "resumed",
         "superseded",
         "stalled",
+        "waiting",
+        "approved",
+        "baking",
+        "reverted",
     ];
     for name in stored {
         let text = format!(

@@ -220,6 +220,7 @@ impl Recording {
             metrics,
             firing_alerts: row.alerts.iter().cloned().collect(),
             health: row.health.clone(),
+            gate: None,
         }
     }
 }

@@ -31,6 +31,14 @@ pub enum EventKind {
     Superseded,
     /// Intervals in a row had no usable data; the rollout rolls back if it goes on.
     Stalled,
+    /// Holding at a gate: waiting for approval, or for the gate webhook.
+    Waiting,
+    /// The gate opened.
+    Approved,
+    /// The bake at 100% began, the previous revision kept.
+    Baking,
+    /// Reverted during the bake: the previous revision serves all traffic again.
+    Reverted,
 }
 
 impl EventKind {
@@ -48,6 +56,10 @@ impl EventKind {
             DecisionKind::Resumed => EventKind::Resumed,
             DecisionKind::Superseded => EventKind::Superseded,
             DecisionKind::Stalled => EventKind::Stalled,
+            DecisionKind::Waiting => EventKind::Waiting,
+            DecisionKind::Approved => EventKind::Approved,
+            DecisionKind::Baking => EventKind::Baking,
+            DecisionKind::Reverted => EventKind::Reverted,
             DecisionKind::RollbackFinished => return None,
         })
     }
@@ -55,8 +67,8 @@ impl EventKind {
     /// How bad it is.
     pub fn severity(self) -> Severity {
         match self {
-            EventKind::RolledBack | EventKind::Aborted => Severity::Critical,
-            EventKind::Paused | EventKind::Stalled => Severity::Warning,
+            EventKind::RolledBack | EventKind::Aborted | EventKind::Reverted => Severity::Critical,
+            EventKind::Paused | EventKind::Stalled | EventKind::Waiting => Severity::Warning,
             _ => Severity::Info,
         }
     }

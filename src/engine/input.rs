@@ -19,6 +19,10 @@ pub enum Command {
     Pause,
     /// Continue after a pause.
     Resume,
+    /// Open the gate the rollout waits at.
+    Approve,
+    /// Restore the previous revision, during the bake.
+    Revert,
 }
 
 impl Command {
@@ -29,20 +33,61 @@ impl Command {
             Command::Abort => "abort",
             Command::Pause => "pause",
             Command::Resume => "resume",
+            Command::Approve => "approve",
+            Command::Revert => "revert",
         }
     }
+
+    /// Every command.
+    pub const ALL: [Command; 6] = [
+        Command::Promote,
+        Command::Abort,
+        Command::Pause,
+        Command::Resume,
+        Command::Approve,
+        Command::Revert,
+    ];
 
     /// Why the command cannot be taken in `phase`; `None` if it can.
     pub fn refusal(self, phase: crate::engine::Phase) -> Option<String> {
         use crate::engine::Phase;
         let allowed: &[Phase] = match self {
-            Command::Promote => &[Phase::Progressing, Phase::Paused],
-            Command::Abort => &[Phase::Pending, Phase::Progressing, Phase::Paused],
+            Command::Promote => &[Phase::Progressing, Phase::Paused, Phase::Waiting, Phase::Baking],
+            Command::Abort => &[Phase::Pending, Phase::Progressing, Phase::Paused, Phase::Waiting],
             Command::Pause => &[Phase::Progressing],
             Command::Resume => &[Phase::Paused],
+            Command::Approve => &[Phase::Waiting],
+            Command::Revert => &[Phase::Baking],
         };
         if allowed.contains(&phase) {
             return None;
+        }
+        match (self, phase) {
+            (Command::Revert, Phase::Promoting | Phase::Succeeded) => {
+                return Some(format!(
+                    "cannot revert a rollout that is {}: its bake window is over and the previous revision was released; roll forward with a new revision",
+                    phase.name()
+                ));
+            }
+            (Command::Revert, Phase::Pending | Phase::Progressing | Phase::Paused | Phase::Waiting) => {
+                return Some(format!(
+                    "cannot revert a rollout that is {}: only when baking, after promotion; before it, abort rolls back",
+                    phase.name()
+                ));
+            }
+            (Command::Abort, Phase::Baking) => {
+                return Some(
+                    "cannot abort a rollout that is baking: every step passed; revert restores the previous revision"
+                        .to_string(),
+                );
+            }
+            (Command::Approve, Phase::Pending | Phase::Progressing | Phase::Paused) => {
+                return Some(format!(
+                    "cannot approve a rollout that is {}: it waits at no gate yet; a gate can be approved once its step passed its analysis",
+                    phase.name()
+                ));
+            }
+            _ => {}
         }
         let names: Vec<&str> = allowed.iter().map(|p| p.name()).collect();
         Some(format!(
@@ -67,6 +112,19 @@ pub struct IntervalObservations {
     /// Health-check results this interval, per trigger name: healthy or not.
     #[serde(default)]
     pub health: BTreeMap<String, bool>,
+    /// The gate webhook's answer, when the rollout waits at a webhook gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateAnswer>,
+}
+
+/// What a gate webhook answered.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GateAnswer {
+    /// Whether it answered 2xx: the gate opens.
+    pub open: bool,
+    /// What it answered (`answered 200 OK`, `answered 403 Forbidden`, `no answer within 5s`).
+    pub detail: String,
 }
 
 /// One input to the engine.

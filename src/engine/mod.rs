@@ -14,7 +14,7 @@ pub mod step;
 
 pub use action::{EventKind, Notification, NotificationKey};
 pub use arms::Arms;
-pub use input::{Command, Input, IntervalObservations};
+pub use input::{Command, GateAnswer, Input, IntervalObservations};
 pub use plan::Plan;
 pub use rollback::RollbackReason;
 pub use rollout::{

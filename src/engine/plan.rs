@@ -85,7 +85,60 @@ pub struct Plan {
     /// Where this policy's notifications go besides the daemon-wide webhook.
     #[serde(default, skip_serializing_if = "NotifyPlan::is_empty")]
     pub notify: NotifyPlan,
+    /// Gates, by the index of the step they hold: once that step passed its analysis the
+    /// rollout waits there (analysing on) until the gate opens.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gates: BTreeMap<usize, Gate>,
+    /// How long a gate may stay closed before the rollout rolls back.
+    #[serde(with = "crate::duration::serde_text", default = "default_gate_timeout")]
+    pub gate_timeout: Duration,
+    /// How long the canary is analysed at 100% after its last step, with the previous
+    /// revision kept to be restored, before the platform promotes it; `None`: no bake.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::duration::serde_option")]
+    pub bake: Option<Duration>,
 }
+
+/// What opens a gate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum Gate {
+    /// A person: `canaryd rollout approve`, or `POST …/approve`.
+    Approval,
+    /// A URL that answers 2xx to a POST once the rollout may go on (Flagger's
+    /// confirm-promotion), asked once per interval while the rollout waits.
+    Webhook {
+        /// Where to POST.
+        url: String,
+        /// Longest wait for one answer.
+        #[serde(with = "crate::duration::serde_text")]
+        timeout: Duration,
+    },
+}
+
+impl Gate {
+    /// The gate's kind, as policies spell it and `canaryd_rollouts_at_gate{gate}` labels it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Gate::Approval => "approval",
+            Gate::Webhook { .. } => "webhook",
+        }
+    }
+
+    /// What opens it, for messages: `approval` or `the webhook's 2xx`.
+    pub fn waits_for(&self) -> &'static str {
+        match self {
+            Gate::Approval => "approval",
+            Gate::Webhook { .. } => "the gate webhook's 2xx",
+        }
+    }
+}
+
+fn default_gate_timeout() -> Duration {
+    DEFAULT_GATE_TIMEOUT
+}
+
+/// A gate closed this long rolls back, unless the policy says otherwise.
+pub const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// How bad an event is: what a notification target filters on.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -34,6 +34,15 @@ pub enum RollbackReason {
     },
     /// An operator aborted the rollout.
     Aborted,
+    /// A gate stayed closed for the whole gate timeout.
+    GateTimeout {
+        /// The gate's kind (`approval`, `webhook`).
+        gate: String,
+        /// Seconds the rollout waited at it.
+        waited_seconds: u64,
+    },
+    /// An operator reverted the rollout during its bake.
+    Reverted,
     /// The workload is gone (deleted, or no longer managed).
     WorkloadGone {
         /// What the platform saw.
@@ -58,6 +67,8 @@ impl RollbackReason {
             RollbackReason::InconclusiveLimit { .. } => "inconclusive-limit",
             RollbackReason::NotEnoughTraffic { .. } => "not-enough-traffic",
             RollbackReason::Aborted => "aborted",
+            RollbackReason::GateTimeout { .. } => "gate-timeout",
+            RollbackReason::Reverted => "reverted",
             RollbackReason::WorkloadGone { .. } => "workload-gone",
             RollbackReason::PlatformFailed { .. } => "platform-failed",
         }

@@ -37,6 +37,14 @@ pub enum Phase {
     Progressing,
     /// Held by an operator: no advancing, but triggers still roll back.
     Paused,
+    /// Held at a gate after its step passed: the analysis goes on (a regression still
+    /// rolls back), and the rollout moves on once the gate opens, or rolls back at the
+    /// gate timeout.
+    Waiting,
+    /// Every step passed: the canary serves all traffic while the previous revision
+    /// stays deployed, taking none, to be restored at once. The canary alone is analysed
+    /// for the bake window; a trigger or a regression reverts.
+    Baking,
     /// All steps passed (or promoted by hand); the platform is promoting.
     Promoting,
     /// Promoted.
@@ -62,6 +70,8 @@ impl Phase {
             Phase::Pending => "pending",
             Phase::Progressing => "progressing",
             Phase::Paused => "paused",
+            Phase::Waiting => "waiting",
+            Phase::Baking => "baking",
             Phase::Promoting => "promoting",
             Phase::Succeeded => "succeeded",
             Phase::RollingBack => "rolling-back",
@@ -71,10 +81,12 @@ impl Phase {
     }
 
     /// Every phase.
-    pub const ALL: [Phase; 8] = [
+    pub const ALL: [Phase; 10] = [
         Phase::Pending,
         Phase::Progressing,
         Phase::Paused,
+        Phase::Waiting,
+        Phase::Baking,
         Phase::Promoting,
         Phase::Succeeded,
         Phase::RollingBack,
@@ -137,6 +149,15 @@ pub enum DecisionKind {
     Superseded,
     /// Intervals in a row had no usable data.
     Stalled,
+    /// A step with a gate passed its analysis: the rollout waits for the gate.
+    Waiting,
+    /// The gate opened: approved by a person, or its webhook answered 2xx.
+    Approved,
+    /// Every step passed: the bake at 100% began, the previous revision kept.
+    Baking,
+    /// A trigger, a regression or an operator during the bake: the previous revision
+    /// serves all traffic again.
+    Reverted,
 }
 
 impl DecisionKind {
@@ -154,11 +175,15 @@ impl DecisionKind {
             DecisionKind::Resumed => "resumed",
             DecisionKind::Superseded => "superseded",
             DecisionKind::Stalled => "stalled",
+            DecisionKind::Waiting => "waiting",
+            DecisionKind::Approved => "approved",
+            DecisionKind::Baking => "baking",
+            DecisionKind::Reverted => "reverted",
         }
     }
 
     /// Every kind of decision.
-    pub const ALL: [DecisionKind; 11] = [
+    pub const ALL: [DecisionKind; 15] = [
         DecisionKind::Started,
         DecisionKind::Advanced,
         DecisionKind::Promoting,
@@ -170,6 +195,10 @@ impl DecisionKind {
         DecisionKind::Resumed,
         DecisionKind::Superseded,
         DecisionKind::Stalled,
+        DecisionKind::Waiting,
+        DecisionKind::Approved,
+        DecisionKind::Baking,
+        DecisionKind::Reverted,
     ];
 }
 
@@ -297,6 +326,15 @@ pub struct Rollout {
     /// The decisions, with their evidence (at most `DECISION_LIMIT`).
     #[serde(default)]
     pub decisions: Vec<Decision>,
+    /// Since when it waits at the gate of its step, while `Waiting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Timestamp>,
+    /// The gate webhook's last answer, while `Waiting` at a webhook gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_answer: Option<String>,
+    /// When the bake ends, once it began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake_until: Option<Timestamp>,
 }
 
 impl Rollout {
@@ -324,6 +362,9 @@ impl Rollout {
             recent: Vec::new(),
             decisions_made: 0,
             decisions: Vec::new(),
+            waiting_since: None,
+            gate_answer: None,
+            bake_until: None,
         }
     }
 
@@ -332,10 +373,20 @@ impl Rollout {
         self.rollback.as_ref().is_some_and(|r| *r != RollbackReason::Aborted)
     }
 
+    /// Whether it was reverted: rolled back during its bake, after every step passed.
+    pub fn reverted(&self) -> bool {
+        self.decisions.iter().any(|d| d.action == DecisionKind::Reverted && d.revision == self.revision)
+    }
+
+    /// The gate it waits at, while `Waiting`.
+    pub fn gate(&self) -> Option<&crate::engine::plan::Gate> {
+        (self.phase == Phase::Waiting).then(|| self.plan.gates.get(&self.step)).flatten()
+    }
+
     /// When the next interval is to be analysed, from the persisted state alone.
     pub fn next_evaluation(&self) -> Option<Timestamp> {
         match self.phase {
-            Phase::Progressing | Phase::Paused => self.next_evaluation,
+            Phase::Progressing | Phase::Paused | Phase::Waiting | Phase::Baking => self.next_evaluation,
             _ => None,
         }
     }
@@ -344,7 +395,7 @@ impl Rollout {
     pub fn desired(&self) -> Desired {
         match self.phase {
             Phase::Pending => Desired { weight: 0, canary: Scale::Up, promote: false },
-            Phase::Progressing | Phase::Paused => {
+            Phase::Progressing | Phase::Paused | Phase::Waiting | Phase::Baking => {
                 Desired { weight: self.weight, canary: Scale::Up, promote: false }
             }
             Phase::Promoting | Phase::Succeeded => Desired { weight: 100, canary: Scale::Up, promote: true },

@@ -68,7 +68,11 @@ pub fn step(rollout: &Rollout, input: &Input, now: Timestamp) -> Result<Transiti
     match input {
         Input::Start if phase == Phase::Pending => t.start(now),
         Input::Start => return Err(invalid("start")),
-        Input::Interval(obs) if matches!(phase, Phase::Progressing | Phase::Paused) => t.interval(obs, now),
+        Input::Interval(obs)
+            if matches!(phase, Phase::Progressing | Phase::Paused | Phase::Waiting | Phase::Baking) =>
+        {
+            t.interval(obs, now)
+        }
         // Late observations of a rollout already leaving are of no use.
         Input::Interval(_) if matches!(phase, Phase::Promoting | Phase::RollingBack) => {}
         Input::Interval(_) => return Err(invalid("analyse")),
@@ -84,7 +88,12 @@ pub fn step(rollout: &Rollout, input: &Input, now: Timestamp) -> Result<Transiti
             let reason = RollbackReason::PlatformFailed { call: call.clone(), error: error.clone() };
             t.roll_back(now, reason, why, vec![], vec![]);
         }
-        Input::PlatformFailed { call, error } if phase == Phase::Progressing => {
+        Input::PlatformFailed { call, error } if phase == Phase::Baking => {
+            let why = format!("the platform could not {call}: {error}; the canary cannot be baked at 100%");
+            let reason = RollbackReason::PlatformFailed { call: call.clone(), error: error.clone() };
+            t.roll_back(now, reason, why, vec![], vec![]);
+        }
+        Input::PlatformFailed { call, error } if matches!(phase, Phase::Progressing | Phase::Waiting) => {
             t.rollout.phase = Phase::Paused;
             let why = format!(
                 "the platform could not {call}: {error}; traffic stays on what the platform last applied; the analysis holds until an operator resumes"
@@ -199,12 +208,16 @@ impl Transition {
         let verdicts = self.judge_all(obs);
         let triggers = self.check_triggers(obs, &verdicts);
         self.record(now, &verdicts, &triggers);
-        // Triggers and conclusive regressions roll back even a paused rollout.
+        // Triggers and conclusive regressions roll back even a paused, waiting or baking
+        // rollout: neither a hold nor a gate shields a bad canary.
         if let Some((reason, why)) = immediate_rollback(&verdicts, &triggers) {
             return self.roll_back(now, reason, why, verdicts, triggers);
         }
-        if self.rollout.phase == Phase::Paused {
-            return self.schedule(now);
+        match self.rollout.phase {
+            Phase::Paused => return self.schedule(now),
+            Phase::Waiting => return self.wait(obs, now, verdicts),
+            Phase::Baking => return self.bake(now, verdicts),
+            _ => {}
         }
         if let Some((reason, why)) = self.tally(now, &verdicts) {
             return self.roll_back(now, reason, why, verdicts, vec![]);
@@ -324,11 +337,15 @@ impl Transition {
 
     fn judge_all(&mut self, obs: &IntervalObservations) -> Vec<Verdict> {
         let r = &mut self.rollout;
+        let baking = r.phase == Phase::Baking;
         let missing = Observation::default();
         r.plan
             .metrics
             .iter()
             .map(|m| {
+                if baking && m.test.needs_baseline() {
+                    return not_judged_in_bake(m);
+                }
                 let rule = MetricRule {
                     name: &m.name,
                     test: &m.test,
@@ -344,6 +361,8 @@ impl Transition {
     fn check_triggers(&mut self, obs: &IntervalObservations, verdicts: &[Verdict]) -> Vec<TriggerHit> {
         let r = &mut self.rollout;
         let min = r.plan.min_sample_size as f64;
+        // During the bake the previous revision takes no traffic: no ratio to compare.
+        let compare = r.phase != Phase::Baking;
         let mut hits = Vec::new();
         for trigger in &r.plan.triggers {
             let hit = |detail: String| TriggerHit { trigger: trigger.name.clone(), detail };
@@ -360,7 +379,7 @@ impl Transition {
                         hits.push(hit(format!("{metric} canary value {value:.4} > {a}")));
                     } else if let Some(bl) = below.filter(|bl| value < *bl) {
                         hits.push(hit(format!("{metric} canary value {value:.4} < {bl}")));
-                    } else if let (Some(limit), Some(base)) = (ratio_above, b.value) {
+                    } else if let (true, Some(limit), Some(base)) = (compare, ratio_above, b.value) {
                         let enough = b.requests.is_none_or(|n| n >= min);
                         if enough && base > 0.0 && value / base > *limit {
                             hits.push(hit(format!(
@@ -388,8 +407,32 @@ impl Transition {
         hits
     }
 
+    /// The step passed its analysis: on to the next, unless a gate holds it.
     fn advance(&mut self, now: Timestamp, evidence: Vec<Verdict>) {
         let r = &mut self.rollout;
+        if let Some(gate) = r.plan.gates.get(&r.step) {
+            let waits_for = gate.waits_for();
+            let until = later(now, r.plan.gate_timeout);
+            let why = format!(
+                "step at {}% passed its analysis; waiting for {waits_for} at {}% (the analysis goes on; rolls back if not opened by {until})",
+                r.weight, r.weight
+            );
+            r.phase = Phase::Waiting;
+            r.waiting_since = Some(now);
+            r.gate_answer = None;
+            self.decide(now, DecisionKind::Waiting, why, evidence, vec![]);
+            return self.schedule(now);
+        }
+        let why = format!("step at {}% passed its analysis", r.weight);
+        self.move_on(now, why, evidence);
+    }
+
+    /// Leaves the current step for the next, or for the promotion after the last.
+    fn move_on(&mut self, now: Timestamp, why: String, evidence: Vec<Verdict>) {
+        let r = &mut self.rollout;
+        r.phase = Phase::Progressing;
+        r.waiting_since = None;
+        r.gate_answer = None;
         let from = r.weight;
         let next = r.step + 1;
         let is_last = next + 1 >= r.plan.steps.len();
@@ -403,17 +446,94 @@ impl Transition {
         r.step_started_at = Some(now);
         r.step_entered_at = Some(now);
         r.metrics.values_mut().for_each(crate::judge::MetricState::start_step);
-        self.decide(
-            now,
-            DecisionKind::Advanced,
-            format!("step at {from}% passed its analysis"),
-            evidence,
-            vec![],
-        );
+        self.decide(now, DecisionKind::Advanced, why, evidence, vec![]);
         self.schedule(now);
     }
 
+    /// An interval while waiting at a gate: failed checks still count, the webhook's
+    /// 2xx opens the gate (when the interval had no failure), and the gate timeout
+    /// rolls back.
+    fn wait(&mut self, obs: &IntervalObservations, now: Timestamp, verdicts: Vec<Verdict>) {
+        if let Some((reason, why)) = self.tally(now, &verdicts) {
+            return self.roll_back(now, reason, why, verdicts, vec![]);
+        }
+        self.report_stall(now, &verdicts);
+        let r = &mut self.rollout;
+        let failed = verdicts.iter().any(|v| v.outcome == Outcome::Fail);
+        if let Some(answer) = &obs.gate {
+            r.gate_answer = Some(answer.detail.clone());
+            if answer.open && !failed {
+                let why = format!("the gate at {}% opened: its webhook {}", r.weight, answer.detail);
+                self.decide(now, DecisionKind::Approved, why.clone(), vec![], vec![]);
+                return self.move_on(
+                    now,
+                    format!("step at {}% passed its analysis and its gate", self.rollout.weight),
+                    verdicts,
+                );
+            }
+        }
+        let r = &self.rollout;
+        let since = r.waiting_since.unwrap_or(now);
+        if now >= later(since, r.plan.gate_timeout) {
+            let gate = r.plan.gates.get(&r.step).map_or("gate", |g| g.kind()).to_string();
+            let waited = now.duration_since(since).as_secs().max(0) as u64;
+            let last = r.gate_answer.as_ref().map(|a| format!("; its webhook last {a}")).unwrap_or_default();
+            let why = format!(
+                "the {gate} gate at {}% was not opened within the gate timeout of {}{last}",
+                r.weight,
+                humantime::format_duration(r.plan.gate_timeout)
+            );
+            let reason = RollbackReason::GateTimeout { gate, waited_seconds: waited };
+            return self.roll_back(now, reason, why, verdicts, vec![]);
+        }
+        self.schedule(now);
+    }
+
+    /// An interval of the bake: failed checks and no data count as in the analysis; the
+    /// bake ends, and the platform promotes, at the first interval past its window that
+    /// had data.
+    fn bake(&mut self, now: Timestamp, verdicts: Vec<Verdict>) {
+        if let Some((reason, why)) = self.tally(now, &verdicts) {
+            return self.roll_back(now, reason, why, verdicts, vec![]);
+        }
+        self.report_stall(now, &verdicts);
+        let r = &self.rollout;
+        let over = r.bake_until.is_none_or(|until| now >= until);
+        let had_data = !verdicts.iter().any(|v| v.outcome == Outcome::Inconclusive);
+        if over && had_data {
+            let bake = r.plan.bake.map(humantime::format_duration).map(|d| d.to_string()).unwrap_or_default();
+            let why = format!("the bake of {bake} at 100% ended with no trigger or regression");
+            return self.promote_now(now, why, verdicts);
+        }
+        self.schedule(now);
+    }
+
+    /// Every step passed (or an operator promoted): into the bake when the plan has one,
+    /// else straight to the platform's promotion.
     fn begin_promotion(&mut self, now: Timestamp, reason: String, evidence: Vec<Verdict>) {
+        let Some(bake) = self.rollout.plan.bake else {
+            return self.promote_now(now, reason, evidence);
+        };
+        let r = &mut self.rollout;
+        r.phase = Phase::Baking;
+        r.step = r.plan.steps.len().saturating_sub(1);
+        r.weight = 100;
+        r.waiting_since = None;
+        r.gate_answer = None;
+        r.bake_until = Some(later(now, bake));
+        r.step_started_at = Some(now);
+        r.step_entered_at = Some(now);
+        r.metrics.values_mut().for_each(crate::judge::MetricState::start_step);
+        let why = format!(
+            "{reason}; baking at 100% for {}: the previous revision stays deployed, taking no traffic, and is restored on a trigger or a regression",
+            humantime::format_duration(bake)
+        );
+        self.decide(now, DecisionKind::Baking, why, evidence, vec![]);
+        self.schedule(now);
+    }
+
+    /// The platform is to make the canary the stable version.
+    fn promote_now(&mut self, now: Timestamp, reason: String, evidence: Vec<Verdict>) {
         let r = &mut self.rollout;
         r.phase = Phase::Promoting;
         r.step = r.plan.steps.len().saturating_sub(1);
@@ -457,6 +577,9 @@ impl Transition {
         r.metrics.clear();
         r.rollback = None;
         r.recent.clear();
+        r.waiting_since = None;
+        r.gate_answer = None;
+        r.bake_until = None;
         let reason = format!(
             "revision {revision} replaced {old} while {} at {at}%; the analysis restarts at step 1",
             was.name()
@@ -475,18 +598,29 @@ impl Transition {
     ) {
         let aborted = reason == RollbackReason::Aborted;
         let r = &mut self.rollout;
+        let baking = r.phase == Phase::Baking;
         r.phase = Phase::RollingBack;
         r.rollback = Some(reason);
         r.weight = 0;
         r.next_evaluation = None;
-        let action = if aborted { DecisionKind::Aborted } else { DecisionKind::RolledBack };
+        r.waiting_since = None;
+        let (action, why) = match (aborted, baking) {
+            (true, _) => (DecisionKind::Aborted, why),
+            (false, true) => {
+                (DecisionKind::Reverted, format!("{why}; the previous revision serves all traffic again"))
+            }
+            (false, false) => (DecisionKind::RolledBack, why),
+        };
         self.decide(now, action, why, evidence, triggers);
     }
 
     /// An alert fired: a trigger naming it rolls back a rollout that still carries
     /// traffic to the canary; anything else is left as it is.
     fn alert(&mut self, alert: &str, detail: &str, now: Timestamp) {
-        if !matches!(self.rollout.phase, Phase::Pending | Phase::Progressing | Phase::Paused) {
+        if !matches!(
+            self.rollout.phase,
+            Phase::Pending | Phase::Progressing | Phase::Paused | Phase::Waiting | Phase::Baking
+        ) {
             return;
         }
         let named = self
@@ -507,8 +641,21 @@ impl Transition {
     /// Takes a command [`Command::refusal`] allows in the current phase.
     fn command(&mut self, command: Command, by: &str, now: Timestamp) {
         match command {
+            Command::Promote if self.rollout.phase == Phase::Baking => {
+                self.promote_now(now, format!("promoted by hand by {by}, ending the bake early"), vec![]);
+            }
             Command::Promote => {
                 self.begin_promotion(now, format!("promoted by hand by {by}"), vec![]);
+            }
+            Command::Approve => {
+                let why = format!("the gate at {}% was approved by {by}", self.rollout.weight);
+                self.decide(now, DecisionKind::Approved, why, vec![], vec![]);
+                let why = format!("step at {}% passed its analysis and was approved", self.rollout.weight);
+                self.move_on(now, why, vec![]);
+            }
+            Command::Revert => {
+                let why = format!("reverted by {by} during the bake");
+                self.roll_back(now, RollbackReason::Reverted, why, vec![], vec![]);
             }
             Command::Abort => {
                 self.roll_back(now, RollbackReason::Aborted, format!("aborted by {by}"), vec![], vec![]);
@@ -527,5 +674,21 @@ impl Transition {
                 self.schedule(now);
             }
         }
+    }
+}
+
+/// The verdict of a metric the bake cannot judge: its test compares the canary with a
+/// concurrent baseline, and during the bake the previous revision takes no traffic.
+fn not_judged_in_bake(m: &crate::engine::plan::MetricPlan) -> Verdict {
+    Verdict {
+        metric: m.name.clone(),
+        test: m.test.name().to_string(),
+        outcome: Outcome::Insufficient,
+        conclusive: false,
+        reason: format!(
+            "not judged during the bake: the {} test compares with the baseline, which takes no traffic",
+            m.test.name()
+        ),
+        evidence: Default::default(),
     }
 }

@@ -53,6 +53,18 @@ pub enum TestConfig {
 }
 
 impl TestConfig {
+    /// Whether the test compares the canary with the baseline (ratio, Mann-Whitney, a
+    /// sequential margin), rather than bounding the canary alone (threshold, a
+    /// sequential `max`). Only the latter can run when no baseline takes traffic, as
+    /// during a bake.
+    pub fn needs_baseline(&self) -> bool {
+        match self {
+            TestConfig::Threshold { .. } => false,
+            TestConfig::Sequential { max, .. } => max.is_none(),
+            TestConfig::Ratio { .. } | TestConfig::MannWhitney { .. } => true,
+        }
+    }
+
     /// The name used in policies.
     pub fn name(&self) -> &'static str {
         match self {

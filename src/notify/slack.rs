@@ -87,15 +87,16 @@ pub fn wants(route: &SlackRoute, n: &Notification) -> bool {
 
 fn emoji(event: EventKind) -> &'static str {
     match event {
-        EventKind::RolledBack | EventKind::Aborted => ":rotating_light:",
+        EventKind::RolledBack | EventKind::Aborted | EventKind::Reverted => ":rotating_light:",
         EventKind::Promoted => ":white_check_mark:",
         EventKind::Paused | EventKind::Stalled => ":warning:",
+        EventKind::Waiting => ":raised_hand:",
         _ => ":arrow_forward:",
     }
 }
 
-fn title(event: EventKind) -> &'static str {
-    match event {
+fn title(n: &Notification) -> String {
+    let title = match n.event {
         EventKind::Started => "Canary started",
         EventKind::Advanced => "Canary advanced",
         EventKind::Promoting => "Canary promoting",
@@ -106,7 +107,12 @@ fn title(event: EventKind) -> &'static str {
         EventKind::Resumed => "Canary resumed",
         EventKind::Superseded => "Canary superseded",
         EventKind::Stalled => "Canary stalled: no data",
-    }
+        EventKind::Waiting => return format!("Canary waiting at a gate at {}%", n.weight),
+        EventKind::Approved => "Canary gate opened",
+        EventKind::Baking => "Canary baking at 100%",
+        EventKind::Reverted => "Canary reverted after promotion",
+    };
+    title.to_string()
 }
 
 /// Cuts `s` to at most `max` characters, marking the cut.
@@ -158,7 +164,7 @@ pub fn verdict_text(v: &Verdict) -> String {
 /// The Block Kit message of `n` for `route`.
 pub fn message(route: &SlackRoute, n: &Notification) -> Value {
     let (rollout, revision) = (&n.key.rollout, &n.key.revision);
-    let header = cut(&format!("{} {}: {rollout} {revision}", emoji(n.event), title(n.event)), 150);
+    let header = cut(&format!("{} {}: {rollout} {revision}", emoji(n.event), title(n)), 150);
     let fields = [
         ("Workload", rollout.clone()),
         ("Revision", revision.clone()),

@@ -77,12 +77,43 @@ pub struct TrafficSpec {
     /// Minimum time at each step, e.g. `5m`.
     #[serde(default = "default_step_duration")]
     pub step_duration: String,
+    /// Gates: a step whose weight a gate names holds there, once its analysis passed,
+    /// until the gate opens. The analysis goes on while it waits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateSpec>,
+    /// How long a gate may stay closed before the rollout rolls back (default `24h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_timeout: Option<String>,
 }
 
 impl Default for TrafficSpec {
     fn default() -> Self {
-        Self { router: default_router(), steps: default_steps(), step_duration: default_step_duration() }
+        Self {
+            router: default_router(),
+            steps: default_steps(),
+            step_duration: default_step_duration(),
+            gates: Vec::new(),
+            gate_timeout: None,
+        }
     }
+}
+
+/// A gate on a step, e.g. `{at: 50, type: approval}`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GateSpec {
+    /// The weight of the step it holds (one of `steps`, not the last: 100 is promotion).
+    pub at: i64,
+    /// `approval` (a person: `canaryd rollout approve`) or `webhook` (a URL that answers
+    /// 2xx to open).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Webhook gates: the URL POSTed once per interval while the rollout waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Webhook gates: the longest wait for one answer (default `5s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
 }
 
 fn default_router() -> String {
@@ -116,6 +147,12 @@ pub struct AnalysisSpec {
     /// duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_deadline: Option<String>,
+    /// How long to keep analysing after the last step, at 100%, before the platform
+    /// promotes, with the previous revision kept deployed and restored on a trigger or a
+    /// regression (e.g. `1h`; default: no bake). Only the tests that bound the canary
+    /// alone (threshold, sequential `max`) and the triggers run during it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake: Option<String>,
     /// The metrics judged at every interval. At least one.
     pub metrics: Vec<MetricSpec>,
 }

@@ -1,6 +1,7 @@
 //! Policy validation: checks a spec and compiles it into the engine's [`Plan`],
 //! reporting every problem with its field path rather than stopping at the first.
 
+mod gates;
 mod metric;
 mod notify;
 mod problems;
@@ -66,6 +67,8 @@ pub fn compile(
     }
 
     let triggers = compile_triggers(&mut p, &spec.triggers, &names);
+    let (gates, gate_timeout) = gates::compile_gates(&mut p, traffic, &steps, interval);
+    let bake = gates::compile_bake(&mut p, analysis, router, interval, &metrics, &triggers);
     let notify = NotifyPlan {
         slack: spec.notify.slack.as_ref().and_then(|s| compile_slack(&mut p, policy, s)),
         webhook: spec.notify.webhook.as_ref().and_then(|w| compile_webhook(&mut p, w)),
@@ -88,6 +91,9 @@ pub fn compile(
         metrics,
         triggers,
         notify,
+        gates,
+        gate_timeout,
+        bake,
     })
 }
 
