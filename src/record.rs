@@ -92,6 +92,9 @@ pub struct DeploymentRecord {
     pub finished_at: Option<Timestamp>,
     /// Final (or current) phase.
     pub outcome: Phase,
+    /// Whether it was reverted: rolled back during its bake, after every step passed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reverted: bool,
     /// Highest step reached, counting from 1 (0: traffic never moved).
     pub step_reached: usize,
     /// Highest canary weight reached before the end.
@@ -136,6 +139,7 @@ impl DeploymentRecord {
             started_at: rollout.started_at,
             finished_at: rollout.finished_at,
             outcome: rollout.phase,
+            reverted: rollout.reverted(),
             step_reached,
             max_weight,
             decisions: rollout.decisions.clone(),

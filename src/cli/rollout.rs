@@ -62,6 +62,16 @@ pub enum RolloutAction {
         /// The rollout.
         rollout: String,
     },
+    /// Open the gate the rollout waits at (recorded with your token's name).
+    Approve {
+        /// The rollout.
+        rollout: String,
+    },
+    /// Restore the previous revision, during the bake after promotion.
+    Revert {
+        /// The rollout.
+        rollout: String,
+    },
 }
 
 /// `canaryd rollout …`: API calls, their answers printed.
@@ -128,6 +138,8 @@ pub async fn rollout(base: &str, token: Option<String>, action: RolloutAction) -
         RolloutAction::Abort { rollout } => (rollout, "abort"),
         RolloutAction::Pause { rollout } => (rollout, "pause"),
         RolloutAction::Resume { rollout } => (rollout, "resume"),
+        RolloutAction::Approve { rollout } => (rollout, "approve"),
+        RolloutAction::Revert { rollout } => (rollout, "revert"),
     };
     let answer = match client.resolve(&rollout).await {
         Ok((namespace, name)) => client.command(&namespace, &name, verb).await,

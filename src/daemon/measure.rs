@@ -1,13 +1,13 @@
 //! Steps 2 and 3 of a tick, measure and decide: the due rollouts grouped by their
-//! window, one batched observation per window and the health probes, all at once; then
-//! `engine::step` for each.
+//! window, one batched observation per window, the health probes and the gate webhooks,
+//! all at once; then `engine::step` for each.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::{Daemon, health};
+use super::{Daemon, gates, health};
 use crate::engine::{Input, IntervalObservations, Phase, RolloutId, step};
 use crate::platform::Platform;
 use crate::source::MetricSource;
@@ -31,7 +31,8 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
         for (id, run) in &self.runs {
             let r = &run.state.rollout;
             // A step is judged on the traffic it was given: not before its weight landed.
-            let landed = r.phase != Phase::Progressing || run.state.applied.weight == Some(r.weight);
+            let moved = matches!(r.phase, Phase::Progressing | Phase::Baking);
+            let landed = !moved || run.state.applied.weight == Some(r.weight);
             if landed && r.next_evaluation().is_some_and(|at| at <= now) {
                 let since = r.last_evaluation.map_or(r.plan.interval, |last| {
                     Duration::from_secs(now.duration_since(last).as_secs().max(1) as u64)
@@ -58,7 +59,16 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
             .filter_map(|id| runs.get(id).map(|run| (id, run)))
             .flat_map(|(id, run)| health::probes(id, &run.state.rollout.plan, &run.state.arms))
             .collect();
-        let (measured, mut health) = futures::join!(measured, health::run(&self.probe_client, probes));
+        let asks: Vec<gates::Ask> = groups
+            .values()
+            .flatten()
+            .filter_map(|id| runs.get(id).and_then(|run| gates::ask(id, &run.state.rollout)))
+            .collect();
+        let (measured, mut health, mut gate_answers) = futures::join!(
+            measured,
+            health::run(&self.probe_client, probes),
+            gates::run(&self.probe_client, asks)
+        );
         let mut evaluated = 0;
         for (window, mut observed) in measured {
             for id in &groups[&window] {
@@ -73,6 +83,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
                     }
                 }
                 obs.health = health.remove(id).unwrap_or_default();
+                obs.gate = gate_answers.remove(id);
                 match step(r, &Input::Interval(obs), now) {
                     Ok(t) => {
                         evaluated += 1;

@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use crate::engine::Phase;
+use crate::engine::{Phase, Rollout};
 use crate::telemetry::FloatGauge;
 
 /// Labels of the rollouts gauge.
@@ -71,6 +71,13 @@ pub struct AlertLabels {
     pub result: &'static str,
 }
 
+/// Labels of `canaryd_rollouts_at_gate`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateLabels {
+    /// The gate's kind, as `Gate::kind` spells it.
+    pub gate: &'static str,
+}
+
 /// The loop's metrics, registered by [`LoopMetrics::register`].
 #[derive(Clone)]
 pub struct LoopMetrics {
@@ -78,6 +85,8 @@ pub struct LoopMetrics {
     pub tick_seconds: Histogram,
     /// `canaryd_rollouts{phase}`: rollouts held, by phase.
     pub rollouts: Family<PhaseLabels, Gauge>,
+    /// `canaryd_rollouts_at_gate{gate}`: rollouts waiting at a gate, by its kind.
+    pub at_gate: Family<GateLabels, Gauge>,
     /// `canaryd_decisions_total{kind}`: decisions made, by kind.
     pub decisions: Family<DecisionLabels, Counter>,
     /// `canaryd_outbox_depth`: notifications waiting for delivery.
@@ -110,6 +119,7 @@ impl LoopMetrics {
         let m = LoopMetrics {
             tick_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             rollouts: Family::default(),
+            at_gate: Family::default(),
             decisions: Family::default(),
             outbox_depth: Gauge::default(),
             outbox_dropped: Counter::default(),
@@ -124,6 +134,11 @@ impl LoopMetrics {
         };
         registry.register("tick_duration_seconds", "Wall time of a daemon tick", m.tick_seconds.clone());
         registry.register("rollouts", "Rollouts held, by phase", m.rollouts.clone());
+        registry.register(
+            "rollouts_at_gate",
+            "Rollouts waiting at a gate (for approval, or for its webhook), by the gate's kind",
+            m.at_gate.clone(),
+        );
         registry.register("decisions", "Decisions made, by kind", m.decisions.clone());
         registry.register("outbox_depth", "Notifications waiting for delivery", m.outbox_depth.clone());
         registry.register(
@@ -251,12 +266,21 @@ impl MetricValues {
 
 impl LoopMetrics {
     /// Sets the gauges of the whole loop, after each tick: rollouts by phase (every
-    /// phase, none as 0) and the outbox's depth.
-    pub fn export(&self, phases: impl Iterator<Item = Phase>, outbox_depth: u64) {
+    /// phase, none as 0), rollouts by the kind of gate they wait at, and the outbox's
+    /// depth.
+    pub fn export<'a>(&self, rollouts: impl Iterator<Item = &'a Rollout>, outbox_depth: u64) {
         let mut by_phase: std::collections::HashMap<&'static str, i64> =
             Phase::ALL.iter().map(|p| (p.name(), 0)).collect();
-        for phase in phases {
-            *by_phase.entry(phase.name()).or_default() += 1;
+        let mut by_gate: std::collections::HashMap<&'static str, i64> =
+            crate::engine::plan::Gate::KINDS.iter().map(|g| (*g, 0)).collect();
+        for r in rollouts {
+            *by_phase.entry(r.phase.name()).or_default() += 1;
+            if let Some(gate) = r.gate() {
+                *by_gate.entry(gate.kind()).or_default() += 1;
+            }
+        }
+        for (gate, n) in by_gate {
+            self.at_gate.get_or_create(&GateLabels { gate }).set(n);
         }
         for (phase, n) in by_phase {
             self.rollouts.get_or_create(&PhaseLabels { phase }).set(n);

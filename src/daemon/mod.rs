@@ -5,8 +5,8 @@
 //!    outbox's delivered notifications, new rollouts and revisions, and the
 //!    confirmations the persisted state implies (`PromotionDone`, `RollbackDone`).
 //! 2. **Measure** (`measure.rs`) every due rollout together: one batched observation
-//!    per window (and, inside the source, per template shard), and the health probes,
-//!    concurrently.
+//!    per window (and, inside the source, per template shard), the health probes and
+//!    the gate webhooks (`gates.rs`) of rollouts waiting at one, concurrently.
 //! 3. **Decide**: `engine::step` for each.
 //! 4. **Save** every changed state, in one call to the store, before any I/O.
 //! 5. **Reconcile** (`executor.rs`): executors bring the platform to each rollout's
@@ -22,6 +22,7 @@
 
 mod alert_reads;
 mod executor;
+pub mod gates;
 pub mod health;
 mod inbox;
 mod inputs;
@@ -308,7 +309,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
         report.offered = self.tell();
         report.saved += self.save().await;
         let depth = self.outbox.stats.depth.load(std::sync::atomic::Ordering::Relaxed);
-        self.metrics.export(self.runs.values().map(|r| r.state.rollout.phase), depth);
+        self.metrics.export(self.runs.values().map(|r| &r.state.rollout), depth);
         if !self.views.is_closed() {
             self.views.send_replace(self.runs.values().map(|r| view::RolloutView::of(&r.state)).collect());
         }

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::DecisionKind;
+use crate::engine::{DecisionKind, Phase};
 use crate::judge::Outcome;
 use crate::store::RunState;
 
@@ -42,6 +42,27 @@ pub struct RolloutView {
     pub started_at: Option<Timestamp>,
     /// When it ended.
     pub finished_at: Option<Timestamp>,
+    /// The gate it waits at, while waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateView>,
+    /// When its bake ends, while baking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake_until: Option<Timestamp>,
+}
+
+/// The gate a rollout waits at.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GateView {
+    /// `approval` or `webhook`.
+    pub kind: String,
+    /// Since when it waits.
+    pub since: Option<Timestamp>,
+    /// When it rolls back if the gate is still closed.
+    pub times_out_at: Option<Timestamp>,
+    /// The webhook's last answer, for a webhook gate asked at least once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_answer: Option<String>,
 }
 
 /// A metric's last verdict.
@@ -116,6 +137,13 @@ impl RolloutView {
             }),
             started_at: r.started_at,
             finished_at: r.finished_at,
+            gate: r.gate().map(|g| GateView {
+                kind: g.kind().to_string(),
+                since: r.waiting_since,
+                times_out_at: r.waiting_since.and_then(|s| s.checked_add(r.plan.gate_timeout).ok()),
+                last_answer: r.gate_answer.clone(),
+            }),
+            bake_until: (r.phase == Phase::Baking).then_some(r.bake_until).flatten(),
         }
     }
 
@@ -124,18 +152,34 @@ impl RolloutView {
         format!("{}/{}", self.namespace, self.name)
     }
 
-    /// One line: phase, step, the weight wanted and applied, each metric's last verdict.
+    /// One line: phase, step, the weight wanted and applied, each metric's last verdict;
+    /// what it waits for at a gate, or when its bake ends.
     pub fn progress(&self) -> String {
         let metrics =
             self.metrics.iter().map(|m| format!("{}={}", m.name, m.verdict)).collect::<Vec<_>>().join(" ");
         let applied = self.applied_weight.map_or_else(|| "-".to_string(), |w| format!("{w}%"));
-        format!(
+        let mut line = format!(
             "{:<12} step {}/{}  weight {:>3}% (applied {applied:>4})  {metrics}",
             self.phase,
             self.step,
             self.steps.len(),
             self.weight
-        )
+        );
+        if let Some(g) = &self.gate {
+            let what = if g.kind == "approval" { "approval" } else { "its webhook" };
+            line.push_str(&format!("  [waiting for {what} at {}%", self.weight));
+            if let Some(t) = g.times_out_at {
+                line.push_str(&format!(", rolls back at {t}"));
+            }
+            if let Some(a) = &g.last_answer {
+                line.push_str(&format!("; webhook {a}"));
+            }
+            line.push(']');
+        }
+        if let Some(until) = self.bake_until {
+            line.push_str(&format!("  [baking until {until}]"));
+        }
+        line
     }
 }
 

@@ -116,6 +116,9 @@ pub enum Gate {
 }
 
 impl Gate {
+    /// Every kind of gate, as [`Gate::kind`] spells them.
+    pub const KINDS: [&'static str; 2] = ["approval", "webhook"];
+
     /// The gate's kind, as policies spell it and `canaryd_rollouts_at_gate{gate}` labels it.
     pub fn kind(&self) -> &'static str {
         match self {

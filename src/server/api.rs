@@ -4,7 +4,7 @@
 //!   detail adds each metric's latest verdict with its canary and baseline values, and
 //!   the decisions with their evidence.
 //! - `POST rollouts` starts a rollout of a declared service (local platform).
-//! - `POST rollouts/{namespace}/{name}/{promote|abort|pause|resume}`: operator commands,
+//! - `POST rollouts/{namespace}/{name}/{promote|abort|pause|resume|approve|revert}`: operator commands,
 //!   recorded with the caller the token names.
 //! - `GET records` and `GET records/{id}`: the deployment records.
 //! - `POST alertmanager`: Alertmanager's webhook; a firing alert that a policy lists as a
@@ -327,9 +327,9 @@ pub async fn command(
         Err(refusal) => return *refusal,
     };
     let Some(api) = api else { return no_loop() };
-    let commands = [Command::Promote, Command::Abort, Command::Pause, Command::Resume];
-    let Some(command) = commands.into_iter().find(|c| c.verb() == verb) else {
-        return error(StatusCode::NOT_FOUND, format!("no command `{verb}`: promote, abort, pause or resume"));
+    let Some(command) = Command::ALL.into_iter().find(|c| c.verb() == verb) else {
+        let verbs: Vec<&str> = Command::ALL.iter().map(|c| c.verb()).collect();
+        return error(StatusCode::NOT_FOUND, format!("no command `{verb}`: {}", verbs.join(", ")));
     };
     let view = match find(&api, &namespace, &name) {
         Ok(v) => v,

@@ -40,6 +40,8 @@ fn view(phase: &str) -> RolloutView {
         last_decision: None,
         started_at: None,
         finished_at: None,
+        gate: None,
+        bake_until: None,
     }
 }
 
