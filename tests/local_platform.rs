@@ -11,61 +11,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use canaryd::daemon::records;
 use canaryd::daemon::view::RolloutView;
-use canaryd::demo::{Binaries, Options, Stack, wait_until};
+use canaryd::demo::{Options, Stack, wait_until};
 use canaryd::engine::DecisionKind;
-use canaryd::record::DeploymentRecord;
 
-static ONE_STACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn binaries() -> Binaries {
-    Binaries {
-        canaryd: env!("CARGO_BIN_EXE_canaryd").into(),
-        demo_app: env!("CARGO_BIN_EXE_canaryd-demo-app").into(),
-    }
-}
-
-/// Time any one rollout may take here; the demo's take 10–40 s.
-const ROLLOUT: Duration = Duration::from_secs(150);
-
-async fn start(options: Options) -> (Stack, tokio::sync::MutexGuard<'static, ()>) {
-    let turn = ONE_STACK_AT_A_TIME.lock().await;
-    let stack = Stack::start(binaries(), options).await.expect("the stack starts");
-    (stack, turn)
-}
-
-/// The record canaryd wrote for `revision` (once every notification of the ended
-/// rollout was delivered: a tick or so after it ended).
-async fn record(stack: &Stack, revision: &str) -> DeploymentRecord {
-    let find = || {
-        records::list(&stack.path("records"))
-            .iter()
-            .filter_map(|f| records::read(f).ok())
-            .find(|r| r.revision == revision)
-    };
-    let waited =
-        wait_until(Duration::from_secs(20), "the record is written", || async { find().is_some() }).await;
-    waited.unwrap_or_else(|e| panic!("{e}: a record of {revision}; canaryd log:\n{}", stack.canaryd_log()));
-    find().expect("found")
-}
-
-/// Waits until the rollout of `revision` is in `phase` with `applied` weight confirmed.
-async fn wait_view(stack: &Stack, what: &str, check: impl Fn(&RolloutView) -> bool) -> RolloutView {
-    let found = std::sync::Mutex::new(None);
-    let waited = wait_until(ROLLOUT, what, || async {
-        let v = stack.view().await;
-        let hit = v.as_ref().is_some_and(&check);
-        *found.lock().unwrap() = v;
-        hit
-    })
-    .await;
-    let last = found.into_inner().unwrap();
-    if let Err(e) = waited {
-        panic!("{e}; last view: {last:#?}\ncanaryd log:\n{}", stack.canaryd_log());
-    }
-    last.expect("a view")
-}
+mod support;
+use support::stack::{ROLLOUT, binaries, cli, out, record, start, wait_view};
 
 /// How long after nginx first answers a new config generation its old worker may still
 /// serve requests. On reload nginx's master starts the new workers, sleeps 100 ms, and only
@@ -398,22 +349,6 @@ async fn a_demo_run_keeps_a_record_of_each_finished_rollout_for_the_records_cli(
         message.contains(&blocked.display().to_string()) && message.contains("Not a directory"),
         "{message}"
     );
-}
-
-/// `canaryd rollout ARGS…` against the stack's daemon, with its token in the environment.
-fn cli(stack: &Stack, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(binaries().canaryd)
-        .arg("rollout")
-        .args(args)
-        .args(["--server", &stack.api()])
-        .env("CANARYD_TOKEN", &stack.token)
-        .env_remove("CANARYD_CONFIG")
-        .output()
-        .expect("canaryd runs")
-}
-
-fn out(o: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 /// Every `canaryd_*` name the dashboards' expressions use.

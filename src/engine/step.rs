@@ -343,17 +343,22 @@ impl Transition {
             .metrics
             .iter()
             .map(|m| {
-                if baking && m.test.needs_baseline() {
-                    return not_judged_in_bake(m);
-                }
                 let rule = MetricRule {
                     name: &m.name,
                     test: &m.test,
                     quantile: m.quantile,
                     min_sample_size: r.plan.min_sample_size,
                 };
+                let observed = obs.metrics.get(&m.name).unwrap_or(&missing);
+                if baking && m.test.needs_baseline() {
+                    let why = format!(
+                        "not judged during the bake: the {} test compares with the baseline, which takes no traffic",
+                        m.test.name()
+                    );
+                    return judge::not_judged(rule, observed, why);
+                }
                 let state = r.metrics.entry(m.name.clone()).or_default();
-                judge::judge(rule, obs.metrics.get(&m.name).unwrap_or(&missing), state)
+                judge::judge(rule, observed, state)
             })
             .collect()
     }
@@ -674,21 +679,5 @@ impl Transition {
                 self.schedule(now);
             }
         }
-    }
-}
-
-/// The verdict of a metric the bake cannot judge: its test compares the canary with a
-/// concurrent baseline, and during the bake the previous revision takes no traffic.
-fn not_judged_in_bake(m: &crate::engine::plan::MetricPlan) -> Verdict {
-    Verdict {
-        metric: m.name.clone(),
-        test: m.test.name().to_string(),
-        outcome: Outcome::Insufficient,
-        conclusive: false,
-        reason: format!(
-            "not judged during the bake: the {} test compares with the baseline, which takes no traffic",
-            m.test.name()
-        ),
-        evidence: Default::default(),
     }
 }

@@ -6,4 +6,5 @@ pub mod openmetrics;
 pub mod prometheus;
 pub mod scale;
 pub mod scrape;
+pub mod stack;
 pub mod victoria;
