@@ -239,7 +239,10 @@ async fn a_finished_rollout_replaced_by_the_next_revision_before_its_record_was_
     let mut t = FIRST_TICK;
     daemon.tick(at(t)).await;
     assert!(daemon.settle(settled()).await);
-    daemon.commands().send((id.clone(), canaryd::engine::Command::Abort, "alice".into())).unwrap();
+    daemon
+        .commands()
+        .send(canaryd::daemon::OperatorCommand::new(id.clone(), canaryd::engine::Command::Abort, "alice"))
+        .unwrap();
     let ended = |d: &Daemon<_, _, _>| d.rollouts().any(|s| s.rollout.phase.is_terminal());
     while !ended(&daemon) {
         assert!(t < SPAN as i64 - 60, "the abort ends the rollout");
@@ -692,4 +695,53 @@ async fn value_series_go_to_as_many_rollouts_as_the_bound_and_a_finished_ones_pl
     let one = |rollout: &str| BTreeMap::from([(rollout.to_string(), 4)]);
     let taken: Vec<&BTreeMap<String, usize>> = holders.iter().filter(|h| !h.is_empty()).collect();
     assert_eq!(taken, [&one("shop/bad"), &one("shop/good")], "{holders:?}");
+}
+
+#[tokio::test]
+async fn a_command_is_confirmed_only_once_its_decision_is_saved_and_a_refused_one_says_why() {
+    use canaryd::daemon::{CommandOutcome, OperatorCommand};
+    use canaryd::engine::Command;
+    use canaryd::store::memory::StoreFault;
+    let world = World::new(&["web"]).await;
+    let mut daemon = world.daemon().await;
+    let id = world.deploy("web", "web");
+    let mut t = FIRST_TICK;
+    daemon.tick(at(t)).await;
+    assert!(daemon.settle(settled()).await);
+    assert_eq!(daemon.state(&id).unwrap().rollout.phase, Phase::Progressing);
+
+    // The store is down: the pause is taken, but not confirmed while it cannot be saved.
+    world.store.fault(&id, Some(StoreFault::Fail));
+    let (pause, mut done) = OperatorCommand::confirmed(id.clone(), Command::Pause, "alice");
+    daemon.commands().send(pause).unwrap();
+    t += TICK;
+    daemon.tick(at(t)).await;
+    assert!(done.try_recv().is_err(), "not confirmed before it is saved");
+    assert!(world.store.get(&id).is_none_or(|s| s.rollout.phase != Phase::Paused));
+
+    // Once the store takes it, the caller learns which decision it made.
+    world.store.fault(&id, None);
+    t += TICK;
+    daemon.tick(at(t)).await;
+    let saved = world.store.get(&id).unwrap();
+    let paused = saved.rollout.decisions.iter().find(|d| d.action == DecisionKind::Paused).unwrap();
+    assert_eq!(done.try_recv(), Ok(CommandOutcome::Applied { decision: paused.seq }));
+    assert!(paused.reason.contains("alice"), "{}", paused.reason);
+
+    // A command the phase does not allow is refused with the engine's reason.
+    let (approve, mut done) = OperatorCommand::confirmed(id.clone(), Command::Approve, "bob");
+    daemon.commands().send(approve).unwrap();
+    t += TICK;
+    daemon.tick(at(t)).await;
+    match done.try_recv() {
+        Ok(CommandOutcome::Refused(why)) => {
+            assert!(why.contains("cannot approve a rollout that is paused"), "{why}")
+        }
+        other => panic!("refused, not {other:?}"),
+    }
+    let unknown = RolloutId { namespace: "nowhere".into(), name: "none".into() };
+    let (abort, mut done) = OperatorCommand::confirmed(unknown, Command::Abort, "bob");
+    daemon.commands().send(abort).unwrap();
+    daemon.tick(at(t + TICK)).await;
+    assert_eq!(done.try_recv(), Ok(CommandOutcome::Unknown));
 }

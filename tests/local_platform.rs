@@ -422,7 +422,7 @@ async fn operators_watch_pause_resume_promote_and_abort_with_the_cli_and_the_das
 
     let paused = cli(&stack, &["pause", "web"]);
     assert!(paused.status.success(), "{}", out(&paused));
-    assert!(out(&paused).contains("demo/web pause: accepted (as operator)"), "{}", out(&paused));
+    assert!(out(&paused).contains("demo/web pause: applied (as operator)"), "{}", out(&paused));
     wait_view(&stack, "paused", |v| v.phase == "paused").await;
     let again = cli(&stack, &["pause", "demo/web"]);
     assert_eq!(again.status.code(), Some(2), "{}", out(&again));

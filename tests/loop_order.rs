@@ -171,7 +171,10 @@ async fn every_platform_call_and_notification_comes_after_the_save_of_a_state_th
         assert_eq!(calls_of(&platform, id), ["set-weight 10"], "{id}: on the first tick");
     }
     daemon.alerts().send(budget_burn(&[&ids[0]])).unwrap();
-    daemon.commands().send((ids[1].clone(), Command::Abort, "alice".into())).unwrap();
+    daemon
+        .commands()
+        .send(canaryd::daemon::OperatorCommand::new(ids[1].clone(), Command::Abort, "alice"))
+        .unwrap();
     for t in 1..4 {
         tick(&mut daemon, t).await;
     }

@@ -3,7 +3,7 @@
 //! and is taken in at the start of the next tick. Senders hold a typed
 //! [`LoopSender`], so each can send only its own kind.
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{Arms, Command, RolloutId, Scale};
 use crate::policy::LoadedPolicy;
@@ -17,9 +17,53 @@ pub(super) enum Report {
     Finished,
 }
 
+/// An operator command for the loop, with where to say what became of it.
+#[derive(Debug)]
+pub struct OperatorCommand {
+    /// The rollout.
+    pub id: RolloutId,
+    /// The command.
+    pub command: Command,
+    /// Who gave it (recorded in the decision).
+    pub by: String,
+    /// Told once the command's decision is saved, or why it was not taken.
+    pub done: Option<oneshot::Sender<CommandOutcome>>,
+}
+
+impl OperatorCommand {
+    /// A command whose outcome nobody waits for.
+    pub fn new(id: RolloutId, command: Command, by: impl Into<String>) -> OperatorCommand {
+        OperatorCommand { id, command, by: by.into(), done: None }
+    }
+
+    /// A command, and where its outcome will be told.
+    pub fn confirmed(
+        id: RolloutId,
+        command: Command,
+        by: impl Into<String>,
+    ) -> (OperatorCommand, oneshot::Receiver<CommandOutcome>) {
+        let (tx, rx) = oneshot::channel();
+        (OperatorCommand { id, command, by: by.into(), done: Some(tx) }, rx)
+    }
+}
+
+/// What became of an operator command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandOutcome {
+    /// Taken, and its decision saved: a restart keeps it, and it is never taken twice.
+    Applied {
+        /// The decision's `seq`.
+        decision: u64,
+    },
+    /// Not taken in the rollout's phase, and why.
+    Refused(String),
+    /// No such rollout.
+    Unknown,
+}
+
 /// One message to the loop.
 pub(super) enum Inbox {
-    Command { id: RolloutId, command: Command, by: String },
+    Command(OperatorCommand),
     Report { id: RolloutId, report: Report },
     Policies(Vec<LoadedPolicy>),
     Alert(FiringAlert),
@@ -107,7 +151,7 @@ pub(super) struct Drained {
     /// The last reload (each replaces all policies).
     pub(super) policies: Option<Vec<LoadedPolicy>>,
     pub(super) alerts: Vec<FiringAlert>,
-    pub(super) commands: Vec<(RolloutId, Command, String)>,
+    pub(super) commands: Vec<OperatorCommand>,
 }
 
 impl Drained {
@@ -116,7 +160,7 @@ impl Drained {
         let mut drained = Drained::default();
         while let Ok(message) = inbox.try_recv() {
             match message {
-                Inbox::Command { id, command, by } => drained.commands.push((id, command, by)),
+                Inbox::Command(command) => drained.commands.push(command),
                 Inbox::Report { id, report } => drained.reports.push((id, report)),
                 Inbox::Policies(policies) => drained.policies = Some(policies),
                 Inbox::Alert(alert) => drained.alerts.push(alert),

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::inbox::{Drained, FiringAlert, Report};
+use super::inbox::{CommandOutcome, Drained, FiringAlert, OperatorCommand, Report};
 use super::metrics::{AlertLabels, DecisionLabels, ReasonLabels, RolloutLabels, ValueLabels, VerdictLabels};
 use super::{Daemon, Run};
 use crate::engine::{
-    DecisionKind, Input, Phase, RollbackReason, Rollout, RolloutId, Scale, Transition, step,
+    DecisionKind, EngineError, Input, Phase, RollbackReason, Rollout, RolloutId, Scale, Transition, step,
 };
 use crate::platform::{NewRevision, Platform, RolloutEvent};
 use crate::policy::selector;
@@ -94,12 +94,32 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
         for alert in drained.alerts {
             self.take_alert(&alert, now);
         }
-        for (id, command, by) in drained.commands {
+        for OperatorCommand { id, command, by, done } in drained.commands {
             let input = Input::Command { command, by: by.clone() };
-            match self.runs.get(&id).map(|r| step(&r.state.rollout, &input, now)) {
-                Some(Ok(t)) => self.apply(&id, t, None),
-                Some(Err(e)) => tracing::warn!(rollout = %id, by, error = %e, "command refused"),
-                None => tracing::warn!(rollout = %id, by, "command for an unknown rollout"),
+            let outcome = match self.runs.get(&id).map(|r| step(&r.state.rollout, &input, now)) {
+                Some(Ok(t)) => {
+                    // The command's first decision; it is told once saved.
+                    let decision = self.runs.get(&id).map_or(0, |r| r.state.rollout.decisions_made);
+                    self.apply(&id, t, None);
+                    if let Some(done) = done {
+                        self.unconfirmed.push((id, decision, done));
+                    }
+                    continue;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(rollout = %id, by, error = %e, "command refused");
+                    CommandOutcome::Refused(match e {
+                        EngineError::Refused { why, .. } => why,
+                        other => other.to_string(),
+                    })
+                }
+                None => {
+                    tracing::warn!(rollout = %id, by, "command for an unknown rollout");
+                    CommandOutcome::Unknown
+                }
+            };
+            if let Some(done) = done {
+                let _ = done.send(outcome);
             }
         }
         // Confirmations the persisted state implies: the platform did what was asked.

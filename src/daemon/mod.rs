@@ -38,7 +38,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 
-use crate::engine::{Command, Notification, RolloutId};
+use crate::engine::{Notification, RolloutId};
 use crate::notify::Destinations;
 use crate::notify::outbox::{Outbox, OutboxOptions};
 use crate::platform::Platform;
@@ -47,6 +47,7 @@ use crate::record::Timeline;
 use crate::source::MetricSource;
 use crate::source::batch::{self, BatchOptions};
 use crate::store::{RunState, RunStore, TimelineStore};
+pub use inbox::{CommandOutcome, OperatorCommand};
 use inbox::{Drained, Inbox};
 use metrics::{LoopMetrics, RolloutLabels, ValueSeries};
 use records::RecordStore;
@@ -161,6 +162,8 @@ pub struct Daemon<S, P, St> {
     wake: Arc<tokio::sync::Notify>,
     /// Reads of the alerts already firing when rollouts start or resume.
     alert_reads: alert_reads::AlertReads,
+    /// Operator commands taken, told once their rollout's state is saved.
+    unconfirmed: Vec<(RolloutId, u64, tokio::sync::oneshot::Sender<CommandOutcome>)>,
 }
 
 impl<S, P, St> Drop for Daemon<S, P, St> {
@@ -227,6 +230,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
             views: tokio::sync::watch::Sender::new(Vec::new()),
             wake: Arc::new(tokio::sync::Notify::new()),
             alert_reads: alert_reads::AlertReads::default(),
+            unconfirmed: Vec::new(),
         }
     }
 
@@ -257,9 +261,9 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
         self.views.subscribe()
     }
 
-    /// A handle to send operator commands with: rollout, command, caller.
-    pub fn commands(&self) -> LoopSender<(RolloutId, Command, String)> {
-        LoopSender::to_inbox(self.inbox_tx.clone(), |(id, command, by)| Inbox::Command { id, command, by })
+    /// A handle to send operator commands with.
+    pub fn commands(&self) -> LoopSender<OperatorCommand> {
+        LoopSender::to_inbox(self.inbox_tx.clone(), Inbox::Command)
     }
 
     /// Replaces the policies (on reload). Running rollouts keep the plan they started with.
@@ -348,6 +352,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
     async fn save(&mut self) -> usize {
         let changed: Vec<&RunState> = self.runs.values().filter(|r| r.dirty).map(|r| &r.state).collect();
         if changed.is_empty() {
+            self.confirm_commands();
             return 0;
         }
         let results = self.store.save_all(&changed).await;
@@ -372,7 +377,20 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
                 }
             }
         }
+        self.confirm_commands();
         saved
+    }
+
+    /// Tells the callers of the commands whose decisions are now saved.
+    fn confirm_commands(&mut self) {
+        let runs = &self.runs;
+        let (saved, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unconfirmed)
+            .into_iter()
+            .partition(|(id, _, _)| runs.get(id).is_none_or(|r| !r.dirty));
+        self.unconfirmed = waiting;
+        for (_, decision, done) in saved {
+            let _ = done.send(CommandOutcome::Applied { decision });
+        }
     }
 
     // ---- 6. tell ----------------------------------------------------------------------

@@ -30,6 +30,7 @@ use subtle::ConstantTimeEq;
 use crate::config::Secret;
 use crate::daemon::metrics::AlertLabels;
 use crate::daemon::view::RolloutView;
+use crate::daemon::{CommandOutcome, OperatorCommand};
 use crate::daemon::{FiringAlert, LoopSender};
 use crate::engine::{Command, Decision, Phase, RolloutId};
 use crate::platform::{StartError, StartsRollouts};
@@ -53,8 +54,8 @@ pub struct Api {
     pub platform: Option<Arc<dyn StartsRollouts>>,
     /// Where each rollout stands (refreshed every tick).
     pub views: tokio::sync::watch::Receiver<Vec<RolloutView>>,
-    /// Operator commands to the loop: rollout, command, caller.
-    pub commands: LoopSender<(RolloutId, Command, String)>,
+    /// Operator commands to the loop, each told back once its decision is saved.
+    pub commands: LoopSender<OperatorCommand>,
     /// Firing alerts to the loop.
     pub alerts: LoopSender<FiringAlert>,
     /// Wakes the loop, so that a command or an alert is taken at once.
@@ -92,13 +93,21 @@ pub struct StartAnswer {
 pub struct CommandAnswer {
     /// `namespace/name`.
     pub rollout: String,
-    /// `promote`, `abort`, `pause` or `resume`.
+    /// `promote`, `abort`, `pause`, `resume`, `approve` or `revert`.
     pub command: String,
     /// The caller, as its token names it (recorded in the decision).
     pub by: String,
-    /// `accepted`: the loop takes it at once (its decision then shows in the rollout).
+    /// `applied`: taken and saved (a restart keeps it); `accepted`: handed to the loop,
+    /// which had not confirmed it within the wait (its decision then shows in the
+    /// rollout).
     pub status: String,
+    /// The `seq` of the decision it made, once applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<u64>,
 }
+
+/// How long a command's answer waits for the loop to take and save it: a few ticks.
+const COMMAND_CONFIRM_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One metric's latest verdict with the values behind it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -343,19 +352,38 @@ pub async fn command(
         );
     }
     let id = RolloutId { namespace, name };
-    if api.commands.send((id.clone(), command, by.clone())).is_err() {
+    let (message, done) = OperatorCommand::confirmed(id.clone(), command, by.clone());
+    if api.commands.send(message).is_err() {
         return no_loop();
     }
     api.wake.notify_one();
-    api.metrics.commands.get_or_create(&CommandLabels { command: command.verb() }).inc();
-    tracing::info!(rollout = %id, command = command.verb(), by, "operator command accepted");
-    let answer = CommandAnswer {
+    tracing::info!(rollout = %id, command = command.verb(), by, "operator command sent to the loop");
+    let mut answer = CommandAnswer {
         rollout: id.to_string(),
         command: command.verb().into(),
         by,
         status: "accepted".into(),
+        decision: None,
     };
-    (StatusCode::ACCEPTED, Json(answer)).into_response()
+    // The answer says what became of it: saved, refused, or (a loop too busy to say)
+    // handed over.
+    let status = match tokio::time::timeout(COMMAND_CONFIRM_WITHIN, done).await {
+        Ok(Ok(CommandOutcome::Applied { decision })) => {
+            answer.status = "applied".into();
+            answer.decision = Some(decision);
+            StatusCode::OK
+        }
+        Ok(Ok(CommandOutcome::Refused(why))) => {
+            return error(StatusCode::CONFLICT, format!("rollout {id} revision {}: {why}", view.revision));
+        }
+        Ok(Ok(CommandOutcome::Unknown)) => {
+            return error(StatusCode::NOT_FOUND, format!("no rollout {id}"));
+        }
+        Ok(Err(_)) => return no_loop(),
+        Err(_) => StatusCode::ACCEPTED,
+    };
+    api.metrics.commands.get_or_create(&CommandLabels { command: command.verb() }).inc();
+    (status, Json(answer)).into_response()
 }
 
 /// `GET /api/v1/records`.

@@ -18,7 +18,7 @@ struct Fixture {
     state: crate::server::AppState,
     platform: Arc<LocalPlatform>,
     views: tokio::sync::watch::Sender<Vec<RolloutView>>,
-    commands: UnboundedReceiver<(RolloutId, Command, String)>,
+    commands: UnboundedReceiver<OperatorCommand>,
     alerts: UnboundedReceiver<FiringAlert>,
     _dir: tempfile::TempDir,
 }
@@ -160,12 +160,36 @@ async fn a_command_needs_a_token_401_without_one_403_with_a_wrong_one_and_names_
     let (status, text) = call(&f.state, "POST", path, Some("not-alices-token-000"), "").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
     assert!(f.commands.try_recv().is_err(), "nothing reaches the loop without the right token");
+    // A stand-in for the loop: takes the command and says it was saved as decision 7.
+    let mut commands = f.commands;
+    let looped = tokio::spawn(async move {
+        let c = commands.recv().await.expect("the command reaches the loop");
+        let seen = (c.id.to_string(), c.command, c.by.clone());
+        c.done.expect("the API waits for its outcome").send(CommandOutcome::Applied { decision: 7 }).unwrap();
+        seen
+    });
     let (status, text) = call(&f.state, "POST", path, Some(ALICE), "").await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    assert_eq!(status, StatusCode::OK, "{text}");
     let answer: CommandAnswer = serde_json::from_str(&text).unwrap();
-    assert_eq!(answer.by, "alice");
-    let (id, command, by) = f.commands.try_recv().expect("the command reaches the loop");
-    assert_eq!((id.to_string(), command, by.as_str()), ("local/web".into(), Command::Pause, "alice"));
+    assert_eq!((answer.by.as_str(), answer.status.as_str(), answer.decision), ("alice", "applied", Some(7)));
+    let seen = looped.await.unwrap();
+    assert_eq!(seen, ("local/web".into(), Command::Pause, "alice".to_string()));
+}
+
+#[tokio::test]
+async fn a_command_the_loop_refuses_is_a_409_with_the_engines_reason() {
+    let f = fixture(&[("alice", ALICE)], false);
+    f.views.send_replace(vec![view("waiting")]);
+    let mut commands = f.commands;
+    tokio::spawn(async move {
+        let c = commands.recv().await.expect("the command reaches the loop");
+        // The rollout moved on between the API's look and the loop's.
+        let why = "cannot approve a rollout that is progressing: it waits at no gate yet".to_string();
+        c.done.unwrap().send(CommandOutcome::Refused(why)).unwrap();
+    });
+    let (status, text) = call(&f.state, "POST", "/api/v1/rollouts/local/web/approve", Some(ALICE), "").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{text}");
+    assert!(text.contains("rollout local/web") && text.contains("waits at no gate yet"), "{text}");
 }
 
 #[tokio::test]
@@ -196,7 +220,7 @@ async fn an_unknown_rollout_or_command_or_path_is_a_404_in_json() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
     let (status, text) = call(&f.state, "POST", "/api/v1/rollouts/local/web/explode", Some(ALICE), "").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
-    assert!(text.contains("promote, abort, pause or resume"), "{text}");
+    assert!(text.contains("promote, abort, pause, resume, approve, revert"), "{text}");
     let (status, text) = call(&f.state, "GET", "/api/v2/anything", None, "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(serde_json::from_str::<serde_json::Value>(&text).unwrap()["error"].is_string(), "{text}");
