@@ -845,3 +845,53 @@ async fn an_unreachable_alertmanager_is_counted_and_the_rollout_goes_on() {
     assert_eq!(daemon.state(&web).unwrap().rollout.phase.name(), "rolling-back");
     assert_eq!(reads(&read_metrics, "unreachable"), 1, "one read: nothing new started");
 }
+
+/// The notifications of a gated, baking rollout: waiting at its 50% gate, and reverted
+/// by the error trigger during its bake.
+fn waited_and_reverted() -> (Notification, Notification) {
+    let spec = spec("info")
+        .replace("stepDuration: 1m}", "stepDuration: 1m, gates: [{at: 50, type: approval}]}")
+        .replace("  interval: 30s", "  interval: 30s\n  bake: 2m");
+    let id = RolloutId { namespace: "shop".into(), name: "web".into() };
+    let mut r = step(&Rollout::new(id, "v2", plan(&spec)), &Input::Start, at(0)).unwrap().rollout;
+    let good = errors((400.0, 2.0), (4000.0, 20.0));
+    let mut t = 0;
+    let mut waiting = None;
+    while r.phase != canaryd::engine::Phase::Baking {
+        t += 31;
+        assert!(t < 3600, "reaches the bake: {:?}", r.decisions);
+        r = step(&r, &Input::Interval(good.clone()), at(t)).unwrap().rollout;
+        if r.phase == canaryd::engine::Phase::Waiting && waiting.is_none() {
+            let d = r.decisions.last().unwrap();
+            waiting = Some(Notification::of(&r, d).unwrap());
+            let approve = Input::Command { command: canaryd::engine::Command::Approve, by: "alice".into() };
+            r = step(&r, &approve, at(t + 5)).unwrap().rollout;
+        }
+    }
+    let bad = step(&r, &Input::Interval(errors((400.0, 120.0), (0.0, 0.0))), at(t + 31)).unwrap().rollout;
+    let reverted = Notification::of(&bad, bad.decisions.last().unwrap()).unwrap();
+    (waiting.expect("it waited at the gate"), reverted)
+}
+
+#[tokio::test]
+async fn slack_says_a_rollout_waits_for_approval_at_its_gate_and_why_a_bake_reverted() {
+    let slack = slack_stand_in(vec![]).await;
+    let fanout = Fanout::new(None, no_policy_webhooks(), slack_to(&slack.url), DeliveryCounts::default());
+    let outbox = Outbox::start(Arc::new(fanout), OutboxOptions::default());
+    let (waiting, reverted) = waited_and_reverted();
+    assert!(outbox.offer(waiting) && outbox.offer(reverted));
+    assert!(outbox.drain(Duration::from_secs(10)).await);
+    let got = slack.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 2);
+    let waited = text_of(&got[0].1);
+    assert!(waited.contains("Canary waiting at a gate at 50%: shop/web v2"), "{waited}");
+    assert!(waited.contains("waiting for approval at 50%"), "{waited}");
+    let reverted = text_of(&got[1].1);
+    assert!(reverted.contains("Canary reverted after promotion: shop/web v2"), "{reverted}");
+    // Why: the trigger that fired, with the canary's value and the limit (120/400 > 0.2).
+    assert!(
+        reverted.contains("*Trigger fired:* `hard-limit`: error-ratio canary value 0.3000 > 0.2"),
+        "{reverted}"
+    );
+    assert!(reverted.contains("the previous revision serves all traffic again"), "{reverted}");
+}
