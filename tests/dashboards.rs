@@ -364,7 +364,7 @@ struct DaemonMetrics {
 
 impl DaemonMetrics {
     fn new() -> DaemonMetrics {
-        use canaryd::daemon::metrics::{LoopMetrics, PhaseLabels, RolloutLabels, ValueLabels};
+        use canaryd::daemon::metrics::{GateLabels, LoopMetrics, PhaseLabels, RolloutLabels, ValueLabels};
         let policy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/web-default.yaml");
         let loaded = canaryd::policy::load_paths(&[policy]);
         assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
@@ -377,6 +377,7 @@ impl DaemonMetrics {
         let api = canaryd::server::ApiMetrics::register(&mut registry, looped.alerts.clone());
         looped.rollouts.get_or_create(&PhaseLabels { phase: "progressing" }).set(1);
         looped.rollouts.get_or_create(&PhaseLabels { phase: "succeeded" }).set(2);
+        looped.at_gate.get_or_create(&GateLabels { gate: "approval" }).set(1);
         looped.canary_weight.get_or_create(&RolloutLabels { rollout: ROLLOUT.into() }).set(10);
         for metric in &judged {
             for (arm, value) in [("canary", 0.011), ("baseline", 0.01)] {

@@ -85,6 +85,11 @@ async fn an_approval_gate_holds_at_50_percent_rolls_back_a_canary_gone_bad_and_o
     assert_eq!(waiting.gate.as_ref().map(|g| g.kind.as_str()), Some("approval"), "{waiting:#?}");
     assert!(waiting.progress().contains("waiting for approval at 50%"), "{}", waiting.progress());
     holds(&stack, "v2", "waiting", 3).await;
+    let metrics = reqwest::get(format!("{}/metrics", stack.api())).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("canaryd_rollouts_at_gate{gate=\"approval\"} 1")),
+        "the wait is counted: {metrics}"
+    );
     stack.deploy_canary("v2", 0.3, 5).await.unwrap();
     let end = stack.follow("v2", ROLLOUT, |_| {}).await.unwrap();
     assert_eq!(end.phase, "rolled-back", "{end:#?}");
