@@ -98,6 +98,7 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
             state.api = Some(crate::server::api::Api {
                 platform: Some(platform),
                 views: daemon.views(),
+                policies: daemon.policies(),
                 commands: daemon.commands(),
                 alerts: daemon.alerts(),
                 wake: daemon.waker(),

@@ -569,6 +569,7 @@ async fn a_real_alertmanager_rolls_back_exactly_the_rollout_its_firing_alert_nam
         api: Some(canaryd::server::api::Api {
             platform: None,
             views: daemon.views(),
+            policies: daemon.policies(),
             commands: daemon.commands(),
             alerts: daemon.alerts(),
             wake: daemon.waker(),
@@ -680,6 +681,7 @@ async fn a_refused_token_is_explained_in_the_command_lines_terms() {
         api: Some(canaryd::server::api::Api {
             platform: None,
             views,
+            policies: tokio::sync::watch::channel(Arc::new(Vec::new())).1,
             commands: commands.into(),
             alerts: alerts.into(),
             wake: Arc::default(),

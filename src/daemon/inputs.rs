@@ -79,7 +79,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
         let drained = Drained::take(&mut self.inbox);
         let failed = self.take_reports(drained.reports);
         if let Some(policies) = drained.policies {
-            self.policies = policies;
+            self.set_policies(policies);
         }
         for (id, input) in failed {
             match self.runs.get(&id).map(|r| step(&r.state.rollout, &input, now)) {
@@ -221,7 +221,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
             }
         }
         let Some(selection) = selector::select(&self.policies, &id.namespace, &event.labels) else {
-            tracing::debug!(rollout = %id, "no policy selects this workload");
+            tracing::warn!(rollout = %id, revision = %event.revision, why = %selector::unselected(&self.policies, &id, &event.labels), "no policy selects this workload: no rollout");
             return;
         };
         tracing::info!(rollout = %id, revision = %event.revision, policy = %selection.chosen.reference, choice = %selection.explain(), "new rollout");

@@ -157,6 +157,8 @@ pub struct Daemon<S, P, St> {
     inbox_tx: mpsc::UnboundedSender<Inbox>,
     executors: tokio::task::JoinSet<()>,
     views: tokio::sync::watch::Sender<Vec<view::RolloutView>>,
+    /// The policies in force, for the API to check a rollout it is asked to start.
+    policy_view: tokio::sync::watch::Sender<Arc<Vec<LoadedPolicy>>>,
     /// Woken by a command or an alert, so the loop ticks at once instead of at the next
     /// period.
     wake: Arc<tokio::sync::Notify>,
@@ -192,6 +194,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
         let outbox_worker = outbox.worker.clone();
         metrics.metric_value.bound(options.metric_values.clone());
         let (inbox_tx, inbox) = mpsc::unbounded_channel();
+        let policy_view = tokio::sync::watch::Sender::new(Arc::new(policies.clone()));
         let (states, problems) = store.load_all().await;
         for problem in problems {
             tracing::error!(%problem, "stored rollout state cannot be read; skipped");
@@ -228,6 +231,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
             inbox_tx,
             executors: tokio::task::JoinSet::new(),
             views: tokio::sync::watch::Sender::new(Vec::new()),
+            policy_view,
             wake: Arc::new(tokio::sync::Notify::new()),
             alert_reads: alert_reads::AlertReads::default(),
             unconfirmed: Vec::new(),
@@ -268,7 +272,13 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
 
     /// Replaces the policies (on reload). Running rollouts keep the plan they started with.
     pub fn set_policies(&mut self, policies: Vec<LoadedPolicy>) {
+        self.policy_view.send_replace(Arc::new(policies.clone()));
         self.policies = policies;
+    }
+
+    /// The policies in force, as they change on reload.
+    pub fn policies(&self) -> tokio::sync::watch::Receiver<Arc<Vec<LoadedPolicy>>> {
+        self.policy_view.subscribe()
     }
 
     /// A rollout's persisted state as the loop holds it.

@@ -76,6 +76,8 @@ pub enum StartError {
 pub trait StartsRollouts: Send + Sync + 'static {
     /// The rollout a service's rollouts run as, if the service exists.
     fn rollout_of(&self, service: &str) -> Option<RolloutId>;
+    /// The service's labels, which policy selectors match, if the service exists.
+    fn labels_of(&self, service: &str) -> Option<BTreeMap<String, String>>;
     /// Starts a rollout of `revision` of `service`: the platform's own checks and hooks
     /// first; then the rollout reaches the daemon as a [`RolloutEvent`].
     fn start<'a>(

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use crate::engine::RolloutId;
 use crate::policy::load::{LoadedPolicy, PolicyKind};
 
 /// Whether `selector` selects an object with `labels`. `matchLabels` and every
@@ -70,6 +71,61 @@ pub fn select<'a>(
     matching.sort_by_key(|p| (Reverse(p.spec.priority), p.reference.kind, p.reference.name.clone()));
     let mut it = matching.into_iter();
     it.next().map(|chosen| Selection { chosen, passed_over: it.collect() })
+}
+
+/// Why no policy selects the workload `id` with `labels`, naming the policies that came
+/// closest: those whose selector matches the labels but that see another namespace, and
+/// those of its namespace whose selector does not match.
+pub fn unselected(policies: &[LoadedPolicy], id: &RolloutId, labels: &BTreeMap<String, String>) -> String {
+    let shown: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut why = format!(
+        "no policy selects {id} (namespace {}, labels {})",
+        id.namespace,
+        if shown.is_empty() { "none".to_string() } else { shown.join(",") }
+    );
+    let elsewhere: Vec<String> = policies
+        .iter()
+        .filter(|p| p.reference.kind == PolicyKind::Namespaced)
+        .filter(|p| p.reference.namespace.as_deref() != Some(id.namespace.as_str()))
+        .filter(|p| matches(&p.spec.selector, labels))
+        .map(|p| p.reference.to_string())
+        .collect();
+    let here: Vec<String> = policies
+        .iter()
+        .filter(|p| {
+            p.reference.kind == PolicyKind::Cluster
+                || p.reference.namespace.as_deref() == Some(id.namespace.as_str())
+        })
+        .map(|p| format!("{} selects {}", p.reference, describe(&p.spec.selector)))
+        .collect();
+    if !elsewhere.is_empty() {
+        why.push_str(&format!(
+            "; {} would select its labels, but a CanaryPolicy selects only in its own namespace (a ClusterCanaryPolicy selects in every namespace)",
+            elsewhere.join(", ")
+        ));
+    }
+    if !here.is_empty() {
+        why.push_str(&format!("; in its namespace, {}", here.join("; ")));
+    }
+    if policies.is_empty() {
+        why.push_str("; no policy is loaded (policies.paths)");
+    }
+    why
+}
+
+/// A selector in a line: `app=web, tier in (a,b)`.
+fn describe(selector: &LabelSelector) -> String {
+    let mut parts: Vec<String> =
+        selector.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+    for r in selector.match_expressions.iter().flatten() {
+        let values = r.values.as_deref().unwrap_or_default().join(",");
+        parts.push(match r.operator.as_str() {
+            "Exists" => r.key.clone(),
+            "DoesNotExist" => format!("!{}", r.key),
+            op => format!("{} {} ({values})", r.key, op.to_lowercase()),
+        });
+    }
+    parts.join(", ")
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use crate::daemon::{CommandOutcome, OperatorCommand};
 use crate::daemon::{FiringAlert, LoopSender};
 use crate::engine::{Command, Decision, Phase, RolloutId};
 use crate::platform::{StartError, StartsRollouts};
+use crate::policy::LoadedPolicy;
 use crate::server::{ApiMetrics, AppState, CommandLabels};
 use crate::store::RolloutReader;
 
@@ -54,6 +55,8 @@ pub struct Api {
     pub platform: Option<Arc<dyn StartsRollouts>>,
     /// Where each rollout stands (refreshed every tick).
     pub views: tokio::sync::watch::Receiver<Vec<RolloutView>>,
+    /// The policies in force: a rollout none selects is refused at once.
+    pub policies: tokio::sync::watch::Receiver<Arc<Vec<LoadedPolicy>>>,
     /// Operator commands to the loop, each told back once its decision is saved.
     pub commands: LoopSender<OperatorCommand>,
     /// Firing alerts to the loop.
@@ -251,6 +254,16 @@ pub async fn start(
     if running {
         let id = platform.rollout_of(&request.service).map(|id| id.to_string());
         return (StatusCode::OK, Json(answer(id.unwrap_or_default(), "running"))).into_response();
+    }
+    // A rollout no policy selects would never start: say so now, and why.
+    if let (Some(id), Some(labels)) =
+        (platform.rollout_of(&request.service), platform.labels_of(&request.service))
+    {
+        let policies = api.policies.borrow().clone();
+        if crate::policy::selector::select(&policies, &id.namespace, &labels).is_none() {
+            let why = crate::policy::selector::unselected(&policies, &id, &labels);
+            return error(StatusCode::UNPROCESSABLE_ENTITY, format!("{why}; the rollout did not start"));
+        }
     }
     match platform.start(&request.service, &request.revision).await {
         Ok(id) => {

@@ -66,6 +66,10 @@ impl StartsRollouts for LocalPlatform {
         self.service(service).map(Self::id_of)
     }
 
+    fn labels_of(&self, service: &str) -> Option<BTreeMap<String, String>> {
+        self.service(service).map(|s| s.labels.clone())
+    }
+
     fn start<'a>(
         &'a self,
         service: &'a str,

@@ -19,6 +19,7 @@ struct Fixture {
     platform: Arc<LocalPlatform>,
     views: tokio::sync::watch::Sender<Vec<RolloutView>>,
     commands: UnboundedReceiver<OperatorCommand>,
+    policies: tokio::sync::watch::Sender<Arc<Vec<LoadedPolicy>>>,
     alerts: UnboundedReceiver<FiringAlert>,
     _dir: tempfile::TempDir,
 }
@@ -69,6 +70,7 @@ fn fixture(tokens: &[(&str, &str)], read_requires_token: bool) -> Fixture {
     };
     let platform = Arc::new(LocalPlatform::open(&settings, Default::default()).unwrap());
     let (views, views_rx) = tokio::sync::watch::channel(Vec::new());
+    let (policies, policies_rx) = tokio::sync::watch::channel(Arc::new(web_policy("local")));
     let (commands_tx, commands) = tokio::sync::mpsc::unbounded_channel();
     let (alerts_tx, alerts) = tokio::sync::mpsc::unbounded_channel();
     let tokens = tokens.iter().map(|(n, t)| (n.to_string(), Secret::new(*t))).collect();
@@ -76,6 +78,7 @@ fn fixture(tokens: &[(&str, &str)], read_requires_token: bool) -> Fixture {
         api: Some(Api {
             platform: Some(platform.clone()),
             views: views_rx,
+            policies: policies_rx,
             commands: commands_tx.into(),
             alerts: alerts_tx.into(),
             wake: Arc::default(),
@@ -87,7 +90,7 @@ fn fixture(tokens: &[(&str, &str)], read_requires_token: bool) -> Fixture {
         max_body_bytes: 4096,
         ..Default::default()
     };
-    Fixture { state, platform, views, commands, alerts, _dir: dir }
+    Fixture { state, platform, views, policies, commands, alerts, _dir: dir }
 }
 
 async fn call(
@@ -461,4 +464,42 @@ async fn records_are_listed_and_shown_by_id() {
     assert_eq!(shown.revision, "v7");
     let (status, _) = call(&f.state, "GET", "/api/v1/records/local/web@v8", None, "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// A policy in `namespace` selecting `app: web`, loaded.
+fn web_policy(namespace: &str) -> Vec<LoadedPolicy> {
+    let text = format!(
+        "apiVersion: canaryd.io/v1alpha1
+kind: CanaryPolicy
+metadata: {{name: web-default, namespace: {namespace}}}
+spec:
+  selector: {{matchLabels: {{app: web}}}}
+  traffic: {{router: nginx}}
+  analysis:
+    metrics:
+      - {{name: errors, template: http-error-rate, test: sequential, margin: 1.5}}
+"
+    );
+    let loaded = crate::policy::load_str("web.yaml", &text);
+    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+    loaded.policies
+}
+
+#[tokio::test]
+async fn a_rollout_no_policy_selects_is_refused_at_once_naming_the_namespace_labels_and_the_closest_policy() {
+    let f = fixture(&[("alice", ALICE)], false);
+    // The policy selects `app: web`, but in namespace shop; the service is in local.
+    f.policies.send_replace(Arc::new(web_policy("shop")));
+    let body = r#"{"service": "web", "revision": "v5"}"#;
+    let (status, text) = call(&f.state, "POST", "/api/v1/rollouts", Some(ALICE), body).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    assert!(text.contains("no policy selects local/web (namespace local, labels app=web)"), "{text}");
+    assert!(text.contains("shop/web-default would select its labels"), "{text}");
+    assert!(text.contains("only in its own namespace"), "{text}");
+    assert!(f.platform.events().is_empty(), "nothing reaches the loop");
+    // With the policy in the service's namespace, the same request starts a rollout.
+    f.policies.send_replace(Arc::new(web_policy("local")));
+    let (status, text) = call(&f.state, "POST", "/api/v1/rollouts", Some(ALICE), body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    assert_eq!(f.platform.events().len(), 1);
 }
