@@ -40,8 +40,8 @@ fn broken_policies_exit_2_with_every_problem_named() {
         "duplicate.yaml:12:18: CanaryPolicy shop/twin: metadata.name: defined twice; the first definition is tests/data/invalid/duplicate.yaml#1",
         // syntax error with line and column
         "syntax.yaml:9:17: document 1: spec.traffic.steps: illegal placement of ':' indicator",
-        // unknown field, in the second document, with its own line
-        "typo.yaml:16:5: CanaryPolicy shop/typo: spec.analysis.failureLimt: unknown field `failureLimt`",
+        // unknown field, in the second document, with its own line, and the key meant
+        "typo.yaml:16:18: CanaryPolicy shop/typo: spec.analysis.failureLimt: unknown field `failureLimt` (did you mean `failureLimit`?)",
     ];
     for message in expected {
         assert!(stderr.contains(message), "missing: {message}\n--- stderr:\n{stderr}");
@@ -260,6 +260,55 @@ fn extra_labels_may_not_override_what_a_template_matches() {
 }
 
 #[test]
+fn check_names_every_problem_of_a_document_at_once_with_the_key_or_value_meant_and_no_consequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typos.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: canaryd.io/v1alpha1
+kind: CanaryPolicy
+metadata: {name: Typos_Here, namespace: shop}
+spec:
+  selector: {matchLabel: {app: web}}
+  traffic: {router: ngnix, stepDuraton: 5m}
+  analysis:
+    interval: 30
+    metrics:
+      - {name: errors, template: http-eror-rate, test: sequentail, alpha: 2}
+",
+    )
+    .unwrap();
+    let out = canaryd(&["check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let policy = "CanaryPolicy shop/Typos_Here";
+    let expected = [
+        format!("{policy}: metadata.name: `Typos_Here` is not a name Kubernetes accepts"),
+        format!(
+            "{policy}: spec.selector.matchLabel: unknown field `matchLabel` (did you mean `matchLabels`?)"
+        ),
+        format!(
+            "{policy}: spec.traffic.stepDuraton: unknown field `stepDuraton` (did you mean `stepDuration`?)"
+        ),
+        format!("{policy}: spec.traffic.router: unknown router `ngnix` (did you mean `nginx`?)"),
+        format!("{policy}: spec.analysis.interval: `30` is not a duration"),
+        format!(
+            "{policy}: spec.analysis.metrics[0].template: unknown template `http-eror-rate` (did you mean `http-error-rate`?)"
+        ),
+        format!(
+            "{policy}: spec.analysis.metrics[0].test: unknown test `sequentail` (did you mean `sequential`?)"
+        ),
+        format!("{policy}: spec.analysis.metrics[0].alpha: 2 is outside (0, 1)"),
+    ];
+    for message in &expected {
+        assert!(stderr.contains(message.as_str()), "missing: {message}\n--- stderr:\n{stderr}");
+    }
+    // Nothing else: no consequence of these (an empty selector, a 0s interval shorter than
+    // a scrape, "only the sequential test takes alpha") is reported as a problem of its own.
+    assert!(stderr.contains(&format!("{} problems; 0 policies valid", expected.len())), "{stderr}");
+}
+
+#[test]
 fn silently_accepted_nonsense_is_refused_with_field_and_reason() {
     let out = canaryd(&["check", "tests/data/nonsense/"]);
     assert_eq!(out.status.code(), Some(2));
@@ -271,11 +320,11 @@ fn silently_accepted_nonsense_is_refused_with_field_and_reason() {
         "CanaryPolicy shop/durations: spec.analysis.interval: `1ns` is shorter than 1s",
         "CanaryPolicy shop/short-steps: spec.traffic.stepDuration: 10s is shorter than the analysis interval (30s)",
         "CanaryPolicy shop/short-steps: spec.analysis.metrics[0].name: `err\\u{1b}[31mors` contains the control character '\\u{1b}'",
-        "object Not_A_Name: metadata.name: `Not_A_Name` is not a name Kubernetes accepts",
+        "CanaryPolicy shop/Not_A_Name: metadata.name: `Not_A_Name` is not a name Kubernetes accepts",
         // A policy on the document-start line is read, not skipped.
-        "object inline: metadata.namespace: `Bad.Namespace` is not a name Kubernetes accepts",
+        "CanaryPolicy Bad.Namespace/inline: metadata.namespace: `Bad.Namespace` is not a name Kubernetes accepts",
         "kind: kind List (the output of `kubectl get -o yaml`) is not read",
-        "CanaryPolicy shop/lenient: spec.selector.matchExpression: unknown field `matchExpression`; expected matchLabels or matchExpressions",
+        "CanaryPolicy shop/lenient: spec.selector.matchExpression: unknown field `matchExpression` (did you mean `matchExpressions`?); expected one of matchExpressions, matchLabels",
         "CanaryPolicy shop/lenient: spec.traffic.steps[0]: \"10\" is a string; write the number itself",
         "spec.analysis.metrics[0].alpha: `.nan` is not a number a policy may hold (NaN and infinities are refused)",
         "`metadata` appears twice in the same mapping",

@@ -235,9 +235,13 @@ pub fn load_str_with(file: &str, text: &str, scrape: Option<&ScrapeIntervals>) -
         let in_file = |(line, col): (u64, u64)| (line + first_line - 1, col);
         match parse_document(doc) {
             Ok(None) => {}
-            Ok(Some((reference, spec))) => {
-                match strict(doc).and_then(|()| validate::compile(&reference.key(), &spec, scrape)) {
-                    Ok(plan) => {
+            Ok(Some((reference, spec, mut found))) => {
+                // Every problem of the document at once: its keys, its values, its plan.
+                if let Err(more) = strict(doc) {
+                    found.extend(more);
+                }
+                match validate::compile(&reference.key(), &spec, scrape) {
+                    Ok(plan) if found.is_empty() => {
                         let at = locate::find(&locate::locations(doc), "metadata.name");
                         loaded.policies.push(LoadedPolicy {
                             origin: format!("{file}#{}", index + 1),
@@ -245,29 +249,30 @@ pub fn load_str_with(file: &str, text: &str, scrape: Option<&ScrapeIntervals>) -
                             reference,
                             spec,
                             plan,
-                        })
+                        });
+                        continue;
                     }
-                    Err(problems) => {
-                        let at = locate::locations(doc);
-                        loaded.problems.extend(problems.into_iter().map(|FieldProblem { path, message }| {
-                            Problem {
-                                file: file.into(),
-                                object: reference.to_string(),
-                                location: locate::find(&at, &path).map(in_file),
-                                path: Some(path),
-                                message,
-                            }
-                        }))
-                    }
+                    Ok(_) => {}
+                    Err(more) => found.extend(more),
                 }
+                let at = locate::locations(doc);
+                loaded.problems.extend(found.into_iter().map(|FieldProblem { path, message }| Problem {
+                    file: file.into(),
+                    object: reference.to_string(),
+                    location: locate::find(&at, &path).map(in_file),
+                    path: Some(path),
+                    message,
+                }))
             }
-            Err(mut e) => {
-                e.file = file.into();
-                e.location = e.location.map(in_file);
-                if e.object.is_empty() {
-                    e.object = label;
+            Err(problems) => {
+                for mut e in problems {
+                    e.file = file.into();
+                    e.location = e.location.map(in_file);
+                    if e.object.is_empty() {
+                        e.object = label.clone();
+                    }
+                    loaded.problems.push(e);
                 }
-                loaded.problems.push(e);
             }
         }
     }
@@ -327,8 +332,12 @@ struct HeaderMeta {
     namespace: Option<String>,
 }
 
+/// A policy document read: what it is, its spec, and the problems found on the way that
+/// did not stop the reading (a bad name, unknown keys).
+type Parsed = (PolicyRef, PolicySpec, Vec<FieldProblem>);
+
 /// Parses one document. `Ok(None)` for an empty document. Errors leave `file` empty.
-fn parse_document(doc: &str) -> Result<Option<(PolicyRef, PolicySpec)>, Problem> {
+fn parse_document(doc: &str) -> Result<Option<Parsed>, Vec<Problem>> {
     if doc.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
         return Ok(None);
     }
@@ -339,61 +348,94 @@ fn parse_document(doc: &str) -> Result<Option<(PolicyRef, PolicySpec)>, Problem>
         location: None,
         message,
     };
-    let header: Header = parse_typed(doc)
-        .map_err(|(path, loc, message)| Problem { location: loc, ..problem(String::new(), path, message) })?;
+    let header: Header = parse_typed(doc).map_err(|(path, loc, message)| {
+        vec![Problem { location: loc, ..problem(String::new(), path, message) }]
+    })?;
     if header.kind.as_deref() == Some("List") {
-        return Err(problem(
+        return Err(vec![problem(
             String::new(),
             Some("kind".into()),
             "kind List (the output of `kubectl get -o yaml`) is not read: write each policy as its own document, separated by ---".into(),
-        ));
+        )]);
     }
     let meta = header.metadata.unwrap_or(HeaderMeta { name: None, namespace: None });
     let Some(name) = meta.name.filter(|n| !n.is_empty()) else {
-        return Err(problem(String::new(), Some("metadata.name".into()), "a policy needs a name".into()));
+        return Err(vec![problem(
+            String::new(),
+            Some("metadata.name".into()),
+            "a policy needs a name".into(),
+        )]);
     };
     let kind = match header.kind.as_deref() {
         Some("CanaryPolicy") => PolicyKind::Namespaced,
         Some("ClusterCanaryPolicy") => PolicyKind::Cluster,
         other => {
-            return Err(problem(
+            return Err(vec![problem(
                 format!("object {name}"),
                 Some("kind".into()),
                 format!("expected CanaryPolicy or ClusterCanaryPolicy, found {}", other.unwrap_or("nothing")),
-            ));
+            )]);
         }
     };
     let namespace = match kind {
         PolicyKind::Namespaced => Some(meta.namespace.unwrap_or_else(|| "default".into())),
         PolicyKind::Cluster => None,
     };
+    // A bad name or namespace refuses the policy, but its spec is still checked.
+    let mut found = Vec::new();
     if let Err(why) = kubernetes_name(&name, 253, true) {
-        return Err(problem(format!("object {}", name.escape_debug()), Some("metadata.name".into()), why));
+        found.push(FieldProblem { path: "metadata.name".into(), message: why });
     }
     if let Some(Err(why)) = namespace.as_deref().map(|ns| kubernetes_name(ns, 63, false)) {
-        return Err(problem(
-            format!("object {}", name.escape_debug()),
-            Some("metadata.namespace".into()),
-            why,
-        ));
+        found.push(FieldProblem { path: "metadata.namespace".into(), message: why });
     }
-    let reference = PolicyRef { kind, namespace, name };
+    let reference = PolicyRef { kind, namespace, name: name.escape_debug().to_string() };
     if header.api_version.as_deref() != Some(API_VERSION) {
-        return Err(problem(
+        return Err(vec![problem(
             reference.to_string(),
             Some("apiVersion".into()),
             format!("expected {API_VERSION}, found {}", header.api_version.as_deref().unwrap_or("nothing")),
-        ));
+        )]);
     }
+    // Unknown keys first, all of them, so the typed parse does not stop at the first.
+    let mut cleaned = serde_saphyr::from_str::<serde_json::Value>(doc).ok();
+    let unknown = cleaned.as_mut().map(crate::policy::unknown::strip).unwrap_or_default();
+    let typed = match (unknown.is_empty(), cleaned) {
+        (false, Some(value)) => from_value(kind, value),
+        _ => match kind {
+            PolicyKind::Namespaced => parse_typed::<CanaryPolicy>(doc).map(|p| p.spec),
+            PolicyKind::Cluster => parse_typed::<ClusterCanaryPolicy>(doc).map(|p| p.spec.0),
+        },
+    };
+    found.extend(unknown);
+    match typed {
+        Ok(spec) => Ok(Some((reference, spec, found))),
+        Err((path, location, message)) => {
+            let at = locate::locations(doc);
+            let mut problems: Vec<Problem> = found
+                .into_iter()
+                .map(|FieldProblem { path, message }| Problem {
+                    location: locate::find(&at, &path),
+                    ..problem(reference.to_string(), Some(path), message)
+                })
+                .collect();
+            let location = location.or_else(|| path.as_deref().and_then(|p| locate::find(&at, p)));
+            problems.push(Problem { location, ..problem(reference.to_string(), path, message) });
+            Err(problems)
+        }
+    }
+}
+
+/// The spec of a document already read and cleaned of unknown keys: written back as YAML
+/// and read as the document would be, so its scalars mean what they meant there. The
+/// text is not the user's, so no location is kept (the caller finds it by path).
+fn from_value(kind: PolicyKind, value: serde_json::Value) -> Result<PolicySpec, ParseError> {
+    let text = serde_saphyr::to_string(&value).map_err(|e| (None, None, e.to_string()))?;
     let spec = match kind {
-        PolicyKind::Namespaced => parse_typed::<CanaryPolicy>(doc).map(|p| p.spec),
-        PolicyKind::Cluster => parse_typed::<ClusterCanaryPolicy>(doc).map(|p| p.spec.0),
-    }
-    .map_err(|(path, location, message)| Problem {
-        location,
-        ..problem(reference.to_string(), path, message)
-    })?;
-    Ok(Some((reference, spec)))
+        PolicyKind::Namespaced => parse_typed::<CanaryPolicy>(&text).map(|p| p.spec),
+        PolicyKind::Cluster => parse_typed::<ClusterCanaryPolicy>(&text).map(|p| p.spec.0),
+    };
+    spec.map_err(|(path, _, message)| (path, None, message))
 }
 
 type ParseError = (Option<String>, Option<(u64, u64)>, String);
@@ -434,32 +476,13 @@ fn short_message(full: &str) -> String {
     message
 }
 
-/// Checks the parts of a document that its types read leniently: the label selector
-/// (Kubernetes' own type ignores unknown keys, so `matchExpression` would silently widen a
-/// policy's reach) and numbers written as strings (which the CRD would refuse).
+/// Checks what the types read leniently: numbers written as strings (which the CRD
+/// would refuse). Unknown keys, the label selector's included (Kubernetes' own type ignores
+/// them, so `matchExpression` would silently widen a policy's reach), are found by
+/// [`crate::policy::unknown`].
 fn strict(doc: &str) -> Result<(), Vec<FieldProblem>> {
     let Ok(value) = serde_saphyr::from_str::<serde_json::Value>(doc) else { return Ok(()) };
     let mut problems = Vec::new();
-    let selector = &value["spec"]["selector"];
-    for key in selector.as_object().into_iter().flat_map(|m| m.keys()) {
-        if !matches!(key.as_str(), "matchLabels" | "matchExpressions") {
-            problems.push(FieldProblem {
-                path: format!("spec.selector.{key}"),
-                message: format!("unknown field `{key}`; expected matchLabels or matchExpressions"),
-            });
-        }
-    }
-    let expressions = selector["matchExpressions"].as_array().into_iter().flatten().enumerate();
-    for (i, requirement) in expressions {
-        for key in requirement.as_object().into_iter().flat_map(|m| m.keys()) {
-            if !matches!(key.as_str(), "key" | "operator" | "values") {
-                problems.push(FieldProblem {
-                    path: format!("spec.selector.matchExpressions[{i}].{key}"),
-                    message: format!("unknown field `{key}`; expected key, operator or values"),
-                });
-            }
-        }
-    }
     for (i, step) in value["spec"]["traffic"]["steps"].as_array().into_iter().flatten().enumerate() {
         if let Some(text) = step.as_str() {
             problems.push(FieldProblem {

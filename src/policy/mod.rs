@@ -4,6 +4,8 @@ pub mod load;
 pub mod locate;
 pub mod model;
 pub mod selector;
+pub mod suggest;
+pub mod unknown;
 pub mod validate;
 
 pub use load::{

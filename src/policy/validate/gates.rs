@@ -108,7 +108,11 @@ fn compile_gate(p: &mut Problems, path: &str, g: &crate::policy::model::GateSpec
             }
         }
         other => {
-            p.add(format!("{path}.type"), format!("unknown gate `{other}`; expected approval or webhook"));
+            let why = format!(
+                "unknown gate `{other}`{}; expected approval or webhook",
+                crate::policy::suggest::did_you_mean(other, Gate::KINDS)
+            );
+            p.add(format!("{path}.type"), why);
             None
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::engine::plan::{MetricPlan, MetricQuery, Signal};
 use crate::judge::{DEFAULT_WINDOW, Direction, KAYENTA_TOLERANCE, SampleKind, TEST_NAMES, TestConfig};
 use crate::policy::model::MetricSpec;
+use crate::policy::suggest::did_you_mean;
 use crate::policy::validate::problems::Problems;
 use crate::source::promql;
 use crate::source::scrape::ScrapeIntervals;
@@ -74,10 +75,18 @@ fn compile_metric(p: &mut Problems, path: &str, m: &MetricSpec, sequential: usiz
                 t.quantile,
             ),
             None => {
+                let names = templates::names();
                 p.add(
                     format!("{path}.template"),
-                    format!("unknown template `{name}`; expected one of {}", templates::names().join(", ")),
+                    format!(
+                        "unknown template `{name}`{}; expected one of {}",
+                        did_you_mean(name, names.iter().copied()),
+                        names.join(", ")
+                    ),
                 );
+                // What does not depend on the template is still checked.
+                check_test_name(p, path, m);
+                check_alpha(p, path, m);
                 return None;
             }
         },
@@ -120,10 +129,12 @@ fn compile_metric(p: &mut Problems, path: &str, m: &MetricSpec, sequential: usiz
         }
         (q, _) => q.or(default_quantile),
     };
-    if m.alpha.is_some() && m.test != "sequential" {
+    // A test name that is a typo says nothing of which fields it takes.
+    let known = TEST_NAMES.contains(&m.test.as_str());
+    if known && m.alpha.is_some() && m.test != "sequential" {
         p.add(format!("{path}.alpha"), "only the sequential test takes alpha");
     }
-    if m.margin.is_some() && m.test != "sequential" {
+    if known && m.margin.is_some() && m.test != "sequential" {
         p.add(format!("{path}.margin"), "only the sequential test takes a margin; ratio takes max");
     }
     let test = compile_test(p, path, m, kind, sequential);
@@ -142,7 +153,9 @@ fn compile_test(
     kind: SampleKind,
     sequential: usize,
 ) -> Option<TestConfig> {
-    check_test_fields(p, path, m, kind);
+    if TEST_NAMES.contains(&m.test.as_str()) {
+        check_test_fields(p, path, m, kind);
+    }
     match m.test.as_str() {
         "threshold" => {
             need_bound(p, path, m);
@@ -161,13 +174,35 @@ fn compile_test(
         }
         "mann-whitney" => Some(compile_mann_whitney(p, path, m)),
         "sequential" => Some(compile_sequential(p, path, m, kind, sequential)),
-        other => {
-            p.add(
-                format!("{path}.test"),
-                format!("unknown test `{other}`; expected one of {}", TEST_NAMES.join(", ")),
-            );
+        _ => {
+            check_test_name(p, path, m);
+            check_alpha(p, path, m);
             None
         }
+    }
+}
+
+/// An unknown test, with the nearest known one.
+fn check_test_name(p: &mut Problems, path: &str, m: &MetricSpec) {
+    if !TEST_NAMES.contains(&m.test.as_str()) {
+        p.add(
+            format!("{path}.test"),
+            format!(
+                "unknown test `{}`{}; expected one of {}",
+                m.test,
+                did_you_mean(&m.test, TEST_NAMES),
+                TEST_NAMES.join(", ")
+            ),
+        );
+    }
+}
+
+/// An `alpha` outside (0, 1), whatever the test.
+fn check_alpha(p: &mut Problems, path: &str, m: &MetricSpec) {
+    if let Some(alpha) = m.alpha
+        && !(alpha > 0.0 && alpha < 1.0)
+    {
+        p.add(format!("{path}.alpha"), format!("{alpha} is outside (0, 1)"));
     }
 }
 

@@ -103,7 +103,8 @@ fn check_router(p: &mut Problems, router: &str) -> Option<RouterKind> {
         p.add(
             "spec.traffic.router",
             format!(
-                "unknown router `{router}`; expected one of {}",
+                "unknown router `{router}`{}; expected one of {}",
+                crate::policy::suggest::did_you_mean(router, RouterKind::ALL.map(RouterKind::name)),
                 RouterKind::ALL.map(RouterKind::name).join(", ")
             ),
         );
