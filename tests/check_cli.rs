@@ -474,7 +474,8 @@ async fn the_daemon_is_ready_only_with_policies_reloads_on_sighup_and_stops_on_s
              [nginx]\ninclude = \"{d}/canaryd-upstreams.conf\"\n\
              [[services]]\nname = \"web\"\nnamespace = \"local\"\nlabels = {{ app = \"web\" }}\n\
              stable = [\"127.0.0.1:1\"]\ncanary = [\"127.0.0.1:2\"]\n\
-             stable_workload = \"web\"\ncanary_workload = \"web-canary\"\n",
+             stable_workload = \"web\"\ncanary_workload = \"web-canary\"\n\
+             [services.hooks]\npromote = {{ command = [\"true\"], timeout = \"5s\" }}\n",
             policies.display()
         ),
     )

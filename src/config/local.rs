@@ -60,7 +60,7 @@ pub struct ServiceSettings {
     pub hooks: Hooks,
 }
 
-/// The hooks of a service; each is optional.
+/// The hooks of a service; `promote` is required, the others optional.
 #[derive(Clone, Debug, Default)]
 pub struct Hooks {
     /// Before any traffic moves; a failure stops the rollout.
@@ -251,6 +251,11 @@ impl RawService {
         let hook = |h: Option<RawHook>, name: &str, problems: &mut Vec<String>| {
             h.and_then(|h| h.validate(&format!("{key}.hooks.{name}"), platform_timeout, problems))
         };
+        if self.hooks.promote.is_none() {
+            problems.push(format!(
+                "{key}.hooks.promote: required: only the promote hook brings the stable servers to the promoted revision; without it a promotion would leave the canary servers serving everything, and the next rollout would send most traffic back to the old version"
+            ));
+        }
         let hooks = Hooks {
             pre_rollout: hook(self.hooks.pre_rollout, "pre_rollout", problems),
             promote: hook(self.hooks.promote, "promote", problems),

@@ -130,6 +130,8 @@ fn every_bad_service_setting_is_reported_with_its_key() {
         "services.api.canary_workload: equals stable_workload",
         "services.api.hooks.promote.timeout: 30s must be shorter than daemon.platform_timeout (10s)",
         "services.api.hooks.rollback: set command or url, not both",
+        // Without a promote hook, nothing would bring the stable servers to the new revision.
+        "services[0].hooks.promote: required: only the promote hook brings the stable servers to the promoted revision",
     ] {
         assert!(text.contains(expected), "`{expected}` missing from:\n{text}");
     }

@@ -559,7 +559,7 @@ impl Transition {
         let aborted = r.rollback == Some(RollbackReason::Aborted);
         r.phase = if aborted { Phase::Aborted } else { Phase::RolledBack };
         r.finished_at = Some(now);
-        let reason = "the platform took the canary out: no traffic, scaled down".to_string();
+        let reason = "the canary takes no traffic, and the platform confirmed the rollback".to_string();
         self.decide(now, DecisionKind::RollbackFinished, reason, vec![], vec![]);
     }
 

@@ -7,12 +7,12 @@
 //! - **set weight**: the nginx router writes, tests, reloads and reads back the split.
 //! - **promote**: runs the service's `promote` hook, which brings the stable servers to
 //!   the new revision; then probes `health_path` on every stable server, and routes 100%
-//!   to stable and 0% to the canary. Without a `promote` hook nothing on the stable
-//!   servers changes, so the traffic stays where the analysis left it: 100% on the
-//!   canary servers, which now serve the promoted revision; a warning says so.
+//!   to stable and 0% to the canary. The hook is required (the settings refuse a service
+//!   without one): nothing else could bring the stable servers to the new revision.
 //!   Then the `post-rollout` hook runs.
 //! - **scale down** (rollback, after traffic is at 0%): runs the `rollback` hook (e.g.
-//!   stops the canary servers), then the `post-rollout` hook.
+//!   stops the canary servers), then the `post-rollout` hook. Without a `rollback` hook
+//!   the canary servers keep running, taking no traffic.
 //! - **scale up**: nothing; the canary servers are the user's (or a hook's) to run.
 //!
 //! A `pre-rollout` hook runs when a rollout is asked for; if it fails, the request is
@@ -226,11 +226,13 @@ impl Platform for LocalPlatform {
                 self.stable_healthy(s, STABLE_HEALTH_WITHIN).await.map_err(PlatformError)?;
                 self.route(s, 0).await?;
             }
-            None => tracing::warn!(
-                service = %s.name,
-                %revision,
-                "no promote hook: the stable servers are unchanged and the canary servers keep 100% of the traffic"
-            ),
+            // Refused when the settings are read; never promote without one.
+            None => {
+                return Err(PlatformError(format!(
+                    "service {}: no promote hook, so nothing can bring the stable servers to {revision}",
+                    s.name
+                )));
+            }
         }
         self.post_rollout(s, revision, "promoted").await;
         Ok(())
@@ -241,9 +243,16 @@ impl Platform for LocalPlatform {
         if scale == Scale::Up {
             return Ok(());
         }
-        if let Some(hook) = &s.hooks.rollback {
-            let ctx = context(s, revision, "rollback", None);
-            hooks::run(hook, &ctx, &self.client).await.map_err(PlatformError)?;
+        match &s.hooks.rollback {
+            Some(hook) => {
+                let ctx = context(s, revision, "rollback", None);
+                hooks::run(hook, &ctx, &self.client).await.map_err(PlatformError)?;
+            }
+            None => tracing::info!(
+                service = %s.name,
+                %revision,
+                "no rollback hook: the canary servers keep running, taking no traffic"
+            ),
         }
         self.post_rollout(s, revision, "rolled-back").await;
         Ok(())
