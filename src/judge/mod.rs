@@ -95,7 +95,8 @@ pub fn arm_value(sample: &Sample, quantile: Option<f64>) -> Option<f64> {
     }
 }
 
-fn arm_evidence(sample: Option<&Sample>, quantile: Option<f64>) -> ArmEvidence {
+/// What one arm's sample shows: its value, requests and events.
+pub fn arm_evidence(sample: Option<&Sample>, quantile: Option<f64>) -> ArmEvidence {
     let Some(sample) = sample else { return ArmEvidence::default() };
     let value = arm_value(sample, quantile);
     match sample {
