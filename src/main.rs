@@ -128,7 +128,30 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// What opens the policy's gates (approval and webhook alike), which a recording
+        /// cannot hold: `approve` approves each as soon as the rollout waits at it;
+        /// `never` leaves it shut, to roll back at the gate timeout if the data lasts.
+        #[arg(long, value_enum, default_value_t = GateMode::Approve)]
+        gates: GateMode,
     },
+}
+
+/// How `canaryd backtest` opens gates.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GateMode {
+    /// Approved (by `backtest`) as soon as the rollout waits at them.
+    Approve,
+    /// Never opened.
+    Never,
+}
+
+impl From<GateMode> for canaryd::backtest::Gates {
+    fn from(mode: GateMode) -> Self {
+        match mode {
+            GateMode::Approve => canaryd::backtest::Gates::Approve,
+            GateMode::Never => canaryd::backtest::Gates::Never,
+        }
+    }
 }
 
 /// What `canaryd records` does.
@@ -203,6 +226,7 @@ fn main() -> ExitCode {
             canary,
             baseline,
             format,
+            gates,
         } => {
             let input = match (data, prometheus, from, to, workload) {
                 (Some(file), ..) => BacktestInput::File(file),
@@ -212,7 +236,7 @@ fn main() -> ExitCode {
                 // clap enforces one complete input.
                 _ => return ExitCode::from(EXIT_INVALID),
             };
-            backtest(&policy, name.as_deref(), input, format)
+            backtest(&policy, name.as_deref(), input, format, gates.into())
         }
         Command::Records { config, dir, action } => {
             let dir = match dir {
@@ -425,6 +449,7 @@ fn backtest(
     name: Option<&str>,
     input: BacktestInput,
     format: Format,
+    gates: canaryd::backtest::Gates,
 ) -> ExitCode {
     let invalid = |message: String| {
         eprintln!("error: {message}");
@@ -442,7 +467,7 @@ fn backtest(
                 Err(e) => return invalid(format!("{source}: {e}")),
             };
             match canaryd::backtest::Recording::parse(&source, &text) {
-                Ok(recording) => (canaryd::backtest::run(&plan, &recording, &source), source),
+                Ok(recording) => (canaryd::backtest::run_gated(&plan, &recording, &source, gates), source),
                 Err(problems) => {
                     return invalid(
                         problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\nerror: "),
@@ -471,7 +496,7 @@ fn backtest(
                 Ok(s) => s,
                 Err(e) => return invalid(e.to_string()),
             };
-            match backtest_prometheus(&settings, &plan, &id, &arms, from, to) {
+            match backtest_prometheus(&settings, &plan, &id, &arms, from, to, gates) {
                 Ok(result) => (result, url),
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -510,13 +535,14 @@ async fn backtest_prometheus(
     arms: &canaryd::engine::Arms,
     from: jiff::Timestamp,
     to: jiff::Timestamp,
+    gates: canaryd::backtest::Gates,
 ) -> anyhow::Result<canaryd::backtest::BacktestResult> {
     let source = canaryd::source::prometheus::PrometheusSource::new(
         &settings.prometheus,
         canaryd::source::prometheus::QueryMetrics::default(),
         std::time::Duration::from_millis(500),
     )?;
-    Ok(canaryd::backtest::from_prometheus(&source, plan, id, arms, from, to).await?)
+    Ok(canaryd::backtest::from_prometheus(&source, plan, id, arms, from, to, gates).await?)
 }
 
 /// `canaryd run`, on a multi-threaded runtime.

@@ -444,3 +444,128 @@ fn the_readme_examples_work_as_written() {
     assert_eq!(code, Some(1));
     assert!(reason.contains("health: 4 consecutive failed health checks"), "{reason}");
 }
+
+/// The shipped policy with `traffic` lines added (gates, gateTimeout), in `dir`.
+fn gated_policy(dir: &std::path::Path, traffic: &str) -> String {
+    let shipped = std::fs::read_to_string("tests/data/backtest/policy.yaml").unwrap();
+    let steps = "  traffic: {router: gateway-api, steps: [10, 50, 100], stepDuration: 5m}\n";
+    assert!(shipped.contains(steps), "the shipped policy's traffic line");
+    let gated = shipped.replace(
+        steps,
+        &format!(
+            "  traffic:\n    router: gateway-api\n    steps: [10, 50, 100]\n    stepDuration: 5m\n{traffic}"
+        ),
+    );
+    let file = dir.join("gated.yaml");
+    std::fs::write(&file, gated).unwrap();
+    file.display().to_string()
+}
+
+/// `canaryd backtest` of `policy` over good.json with `extra` flags: exit code, JSON, text.
+fn gated_run(policy: &str, extra: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let run = |format: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_canaryd"))
+            .args(["backtest", "--policy", policy, "--data", "tests/data/backtest/good.json"])
+            .args(extra)
+            .args(format)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+    };
+    let json = run(&["--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&json.stderr)));
+    let text = run(&[]);
+    assert_eq!(text.status.code(), json.status.code());
+    (json.status.code(), v, String::from_utf8_lossy(&text.stdout).into_owned())
+}
+
+fn actions(v: &serde_json::Value) -> Vec<&str> {
+    v["record"]["decisions"].as_array().unwrap().iter().map(|d| d["action"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn a_gated_policy_is_backtested_with_its_gates_approved_or_never_opened() {
+    // good.json, 30 s intervals from 10:00: the p99 ratio check fails once, at 10:01, which
+    // restarts the 10% step's 5 minutes, so it passes at 10:06 (as the recording moves to
+    // 50%) and the 50% step at 10:11, where the gate holds it.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = gated_policy(dir.path(), "    gates: [{at: 50, type: approval}]\n    gateTimeout: 5m\n");
+    for extra in [&[][..], &["--gates", "approve"][..]] {
+        let (code, v, text) = gated_run(&policy, extra);
+        assert_eq!((code, v["outcome"].as_str()), (Some(0), Some("promoted")), "{extra:?}");
+        assert_eq!(actions(&v), ["started", "advanced", "waiting", "approved", "promoting", "promoted"]);
+        let approved = &v["record"]["decisions"][3];
+        assert_eq!(approved["at"], "2026-11-01T10:11:00Z", "approved on the interval it began waiting");
+        assert_eq!(approved["reason"], "the gate at 50% was approved by backtest");
+        assert_eq!(v["gates"], "approve");
+        assert!(text.contains("approved by backtest") && text.contains("outcome: PROMOTED"), "{text}");
+    }
+    // Never opened: it waits at 50%, analysing on, and rolls back five minutes later,
+    // at 10:16, with eight intervals of the recording left.
+    let (code, v, text) = gated_run(&policy, &["--gates", "never"]);
+    assert_eq!((code, v["outcome"].as_str()), (Some(1), Some("rolled-back")));
+    assert_eq!(actions(&v), ["started", "advanced", "waiting", "rolled-back", "rollback-finished"]);
+    let rollback = last_decision(&v);
+    assert_eq!(rollback["at"], "2026-11-01T10:16:00Z");
+    assert_eq!(rollback["reason"], "the approval gate at 50% was not opened within the gate timeout of 5m");
+    let waited: Vec<&serde_json::Value> = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| ("2026-11-01T10:11:30Z".."2026-11-01T10:16:01Z").contains(&i["at"].as_str().unwrap()))
+        .collect();
+    assert_eq!(waited.len(), 10, "every interval while it waited was analysed");
+    assert!(waited.iter().all(|i| i["weight"] == 50 && i["mismatch"].is_null()));
+    assert_eq!(v["gates"], "never");
+    assert!(text.contains("outcome: ROLLED BACK"), "{text}");
+
+    // With the default timeout of a day the recording ends first: the report says the
+    // rollout was still waiting.
+    let policy = gated_policy(dir.path(), "    gates: [{at: 50, type: approval}]\n");
+    let (code, v, text) = gated_run(&policy, &["--gates", "never"]);
+    assert_eq!((code, v["outcome"].as_str()), (Some(3), Some("unfinished")));
+    assert_eq!(v["record"]["outcome"], "waiting");
+    assert_eq!(actions(&v), ["started", "advanced", "waiting"]);
+    assert!(
+        text.contains(
+            "outcome: UNFINISHED (the data ended while it waited at the gate at 50%, which --gates never leaves shut)"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_webhook_gate_is_backtested_as_an_approval_gate() {
+    // The gate holds the 10% step, passed at 10:06; the recording moves to 50% then.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = gated_policy(
+        dir.path(),
+        "    gates: [{at: 10, type: webhook, url: 'http://127.0.0.1:9/gate'}]\n    gateTimeout: 5m\n",
+    );
+    let (code, v, _) = gated_run(&policy, &["--gates", "approve"]);
+    assert_eq!((code, v["outcome"].as_str()), (Some(0), Some("promoted")));
+    assert_eq!(actions(&v), ["started", "waiting", "approved", "advanced", "promoting", "promoted"]);
+    assert_eq!(v["record"]["decisions"][2]["reason"], "the gate at 10% was approved by backtest");
+    assert_eq!(v["record"]["decisions"][2]["at"], "2026-11-01T10:06:00Z");
+    assert!(v["timeline"].as_array().unwrap().iter().all(|i| i["mismatch"].is_null()));
+    let (code, v, _) = gated_run(&policy, &["--gates", "never"]);
+    assert_eq!((code, v["outcome"].as_str()), (Some(1), Some("rolled-back")));
+    let rollback = last_decision(&v);
+    assert_eq!(rollback["at"], "2026-11-01T10:11:00Z");
+    assert!(
+        rollback["reason"].as_str().unwrap().starts_with("the webhook gate at 10% was not opened"),
+        "{rollback}"
+    );
+}
+
+#[test]
+fn an_unknown_gates_setting_is_a_usage_error() {
+    let out = backtest("tests/data/backtest/good.json", &["--gates", "sometimes"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid value 'sometimes' for '--gates") && stderr.contains("approve, never"),
+        "{stderr}"
+    );
+}

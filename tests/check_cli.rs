@@ -337,6 +337,57 @@ fn silently_accepted_nonsense_is_refused_with_field_and_reason() {
 }
 
 #[test]
+fn gate_and_bake_problems_name_the_file_the_policy_the_field_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gated.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: canaryd.io/v1alpha1
+kind: CanaryPolicy
+metadata: {name: gated, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  traffic:
+    steps: [10, 50, 100]
+    gates:
+      - {at: 100, type: approval}
+      - {at: 10, type: webhook, url: 'ftp://ci.example.com/gate'}
+    gateTimeout: 10s
+  analysis:
+    interval: 30s
+    bake: 10s
+    metrics:
+      - {name: errors, template: http-error-rate, test: sequential}
+",
+    )
+    .unwrap();
+    let out = canaryd(&["check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let at = |line_col: &str| format!("{}:{line_col}: CanaryPolicy shop/gated: ", file.display());
+    // Each at the line and column of the value in the file above.
+    for message in [
+        format!("{}spec.traffic.gates[0].at: 100 is the last step, the promotion itself", at("9:14")),
+        format!(
+            "{}spec.traffic.gates[1].url: `ftp://ci.example.com/gate` is not an http(s) URL (scheme ftp)",
+            at("10:38")
+        ),
+        format!(
+            "{}spec.traffic.gateTimeout: `10s` is shorter than the analysis interval: a gate is asked once per interval",
+            at("11:18")
+        ),
+        format!(
+            "{}spec.analysis.bake: `10s` is shorter than the analysis interval: the bake would analyse nothing",
+            at("14:11")
+        ),
+        format!("{}spec.analysis.bake: nothing would watch the bake", at("14:11")),
+    ] {
+        assert!(stderr.contains(&message), "missing: {message}\n--- stderr:\n{stderr}");
+    }
+    assert!(stderr.contains("5 problems; 0 policies valid"), "{stderr}");
+}
+
+#[test]
 fn a_directory_without_policies_is_an_error_not_a_pass() {
     let empty = tempfile::tempdir().unwrap();
     std::fs::write(empty.path().join("README.md"), "not a policy").unwrap();

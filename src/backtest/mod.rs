@@ -11,7 +11,9 @@ pub use recording::{RecordedArm, RecordedInterval, RecordedWorkload, Recording, 
 use jiff::Timestamp;
 
 use crate::engine::Arms;
-use crate::engine::{Input, IntervalObservations, IntervalRecord, Phase, Plan, Rollout, RolloutId, step};
+use crate::engine::{
+    Command, Input, IntervalObservations, IntervalRecord, Phase, Plan, Rollout, RolloutId, step,
+};
 use crate::record::{DeploymentRecord, Timeline, TimelinePoint};
 use crate::source::batch::Target;
 use crate::source::prometheus::{PrometheusSource, RangeError};
@@ -38,6 +40,9 @@ pub struct BacktestResult {
     pub record: DeploymentRecord,
     /// Every analysed interval, in order, however many there are.
     pub timeline: Vec<TimelineEntry>,
+    /// How its gates were opened.
+    #[serde(default)]
+    pub gates: Gates,
 }
 
 /// One analysed interval of a backtest, with the traffic split the data was recorded at.
@@ -59,12 +64,38 @@ pub struct TimelineEntry {
     pub mismatch: Option<String>,
 }
 
+/// What the backtest's operator does at a gate: a recording holds no approvals and no
+/// gate webhook's answers, so the replay is told how its gates open.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Gates {
+    /// Every gate, approval or webhook, is approved (by `backtest`) as soon as the
+    /// rollout waits at it: the replay shows what the analysis alone would decide.
+    #[default]
+    Approve,
+    /// No gate ever opens: the rollout waits, analysing on, and rolls back at the gate
+    /// timeout if the data lasts that long.
+    Never,
+}
+
+impl Gates {
+    /// Who approves the gates a backtest opens, as its decisions name them.
+    pub const APPROVER: &'static str = "backtest";
+}
+
 /// One interval fed to a backtest: its end, the observations, and the canary weight the
 /// data was recorded at (if known).
 pub type ReplayedInterval = (Timestamp, IntervalObservations, Option<u8>);
 
-/// Runs `plan` over `recording` (read from `source`, named in the evidence).
+/// Runs `plan` over `recording` (read from `source`, named in the evidence), approving
+/// its gates as soon as it waits at one.
 pub fn run(plan: &Plan, recording: &Recording, source: &str) -> BacktestResult {
+    run_gated(plan, recording, source, Gates::Approve)
+}
+
+/// Runs `plan` over `recording` (read from `source`, named in the evidence), its gates
+/// opened as `gates` says.
+pub fn run_gated(plan: &Plan, recording: &Recording, source: &str, gates: Gates) -> BacktestResult {
     let id = recording.workload.as_ref().map_or_else(
         || RolloutId { namespace: "backtest".into(), name: "workload".into() },
         |w| RolloutId { namespace: w.namespace.clone(), name: w.name.clone() },
@@ -74,18 +105,19 @@ pub fn run(plan: &Plan, recording: &Recording, source: &str) -> BacktestResult {
         let weight = recording.intervals[i].weight;
         (recording.interval_end(i, plan.interval), recording.observations(i, plan, source), weight)
     });
-    replay(plan, id, &revision, recording.start, intervals)
+    replay(plan, id, &revision, recording.start, intervals, gates)
 }
 
-/// Drives the engine from `start` over observed intervals, confirming promotions at once,
-/// until the rollout ends or the data does. The timeline keeps every interval (the
-/// rollout's own state keeps only a bounded summary).
+/// Drives the engine from `start` over observed intervals, confirming promotions at once
+/// and opening gates as `gates` says, until the rollout ends or the data does. The
+/// timeline keeps every interval (the rollout's own state keeps only a bounded summary).
 pub fn replay(
     plan: &Plan,
     id: RolloutId,
     revision: &str,
     start: Timestamp,
     intervals: impl IntoIterator<Item = ReplayedInterval>,
+    gates: Gates,
 ) -> BacktestResult {
     let mut timeline = Vec::new();
     let mut points = Timeline::default();
@@ -116,6 +148,12 @@ pub fn replay(
                 interval: record,
             });
         }
+        // The backtest's operator opens a gate at once, when told to: the interval that
+        // brought the rollout to it is the one it is approved on.
+        if rollout.phase == Phase::Waiting && gates == Gates::Approve {
+            let approve = Input::Command { command: Command::Approve, by: Gates::APPROVER.into() };
+            feed(&mut rollout, approve, at);
+        }
         // The backtest's platform carries out promotions and rollbacks at once.
         match rollout.phase {
             Phase::Promoting => feed(&mut rollout, Input::PromotionDone, at),
@@ -128,7 +166,7 @@ pub fn replay(
         Phase::RolledBack | Phase::Aborted | Phase::RollingBack => BacktestOutcome::RolledBack,
         _ => BacktestOutcome::Unfinished,
     };
-    BacktestResult { outcome, record: DeploymentRecord::of(&rollout, points), timeline }
+    BacktestResult { outcome, record: DeploymentRecord::of(&rollout, points), timeline, gates }
 }
 
 /// The canary's share of the interval's requests and the requests it rests on, from the
@@ -162,7 +200,8 @@ fn mismatch(engine: u8, recorded: Option<u8>, measured: Option<(f64, f64)>) -> O
 }
 
 /// Runs `plan` over what Prometheus recorded for `id` between `from` and `to`, with the
-/// same batched queries the daemon uses, as range queries.
+/// same batched queries the daemon uses, as range queries; its gates opened as `gates`
+/// says.
 pub async fn from_prometheus(
     source: &PrometheusSource,
     plan: &Plan,
@@ -170,6 +209,7 @@ pub async fn from_prometheus(
     arms: &Arms,
     from: Timestamp,
     to: Timestamp,
+    gates: Gates,
 ) -> Result<BacktestResult, RangeError> {
     let targets = Target::for_plan(plan, id, arms);
     let first = from.checked_add(plan.interval).unwrap_or(Timestamp::MAX);
@@ -183,5 +223,5 @@ pub async fn from_prometheus(
             .collect();
         Some((at, IntervalObservations { metrics, ..IntervalObservations::default() }, None))
     });
-    Ok(replay(plan, id.clone(), "recorded", from, intervals))
+    Ok(replay(plan, id.clone(), "recorded", from, intervals, gates))
 }

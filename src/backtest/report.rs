@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use crate::backtest::{BacktestOutcome, BacktestResult};
+use crate::engine::Phase;
 use crate::judge::Outcome;
 
 fn clock(t: jiff::Timestamp) -> String {
@@ -53,10 +54,17 @@ pub fn render_text(result: &BacktestResult, source: &str) -> String {
     for d in &r.decisions {
         let _ = writeln!(out, "  {} {:<17} weight {:>3}%  {}", clock(d.at), d.action, d.weight, d.reason);
     }
-    let verdict = match result.outcome {
-        BacktestOutcome::Promoted => "PROMOTED",
-        BacktestOutcome::RolledBack => "ROLLED BACK",
-        BacktestOutcome::Unfinished => "UNFINISHED (the data ended before a decision)",
+    let verdict = match (result.outcome, r.outcome) {
+        (BacktestOutcome::Promoted, _) => "PROMOTED".to_string(),
+        (BacktestOutcome::RolledBack, _) => "ROLLED BACK".to_string(),
+        (BacktestOutcome::Unfinished, Phase::Waiting) => format!(
+            "UNFINISHED (the data ended while it waited at the gate at {}%, which --gates never leaves shut)",
+            r.decisions.last().map_or(0, |d| d.weight)
+        ),
+        (BacktestOutcome::Unfinished, Phase::Baking) => {
+            "UNFINISHED (the data ended during the bake at 100%)".to_string()
+        }
+        (BacktestOutcome::Unfinished, _) => "UNFINISHED (the data ended before a decision)".to_string(),
     };
     let _ =
         writeln!(out, "outcome: {verdict} (reached step {}, max weight {}%)", r.step_reached, r.max_weight);

@@ -343,20 +343,16 @@ impl Transition {
             .metrics
             .iter()
             .map(|m| {
+                let observed = obs.metrics.get(&m.name).unwrap_or(&missing);
+                if baking && m.test.needs_baseline() {
+                    return not_judged_in_bake(m, observed);
+                }
                 let rule = MetricRule {
                     name: &m.name,
                     test: &m.test,
                     quantile: m.quantile,
                     min_sample_size: r.plan.min_sample_size,
                 };
-                let observed = obs.metrics.get(&m.name).unwrap_or(&missing);
-                if baking && m.test.needs_baseline() {
-                    let why = format!(
-                        "not judged during the bake: the {} test compares with the baseline, which takes no traffic",
-                        m.test.name()
-                    );
-                    return judge::not_judged(rule, observed, why);
-                }
                 let state = r.metrics.entry(m.name.clone()).or_default();
                 judge::judge(rule, observed, state)
             })
@@ -679,5 +675,37 @@ impl Transition {
                 self.schedule(now);
             }
         }
+    }
+}
+
+/// The verdict of a metric the bake cannot judge: its test compares the canary with a
+/// concurrent baseline, and during the bake the previous revision takes no traffic. The
+/// values measured are kept: a trigger bounding the canary's own value (`above`,
+/// `below`) still watches the bake through them. Without them nothing watched the
+/// interval: no data, which counts towards the inconclusive limit as anywhere else.
+fn not_judged_in_bake(m: &crate::engine::plan::MetricPlan, obs: &Observation) -> Verdict {
+    let test = m.test.name();
+    let (outcome, reason) = match (&obs.error, &obs.canary) {
+        (Some(error), _) => (Outcome::Inconclusive, format!("no data: {error}")),
+        (None, None) => (Outcome::Inconclusive, "no data for the canary".to_string()),
+        (None, Some(_)) => (
+            Outcome::Insufficient,
+            format!(
+                "not judged during the bake: the {test} test compares with the baseline, which takes no traffic"
+            ),
+        ),
+    };
+    Verdict {
+        metric: m.name.clone(),
+        test: test.to_string(),
+        outcome,
+        conclusive: false,
+        reason,
+        evidence: judge::Evidence {
+            canary: judge::arm_evidence(obs.canary.as_ref(), m.quantile),
+            baseline: judge::arm_evidence(obs.baseline.as_ref(), m.quantile),
+            query: obs.query.clone(),
+            ..Default::default()
+        },
     }
 }

@@ -95,7 +95,8 @@ pub fn arm_value(sample: &Sample, quantile: Option<f64>) -> Option<f64> {
     }
 }
 
-fn arm_evidence(sample: Option<&Sample>, quantile: Option<f64>) -> ArmEvidence {
+/// What one arm's sample shows: its value, requests and events.
+pub fn arm_evidence(sample: Option<&Sample>, quantile: Option<f64>) -> ArmEvidence {
     let Some(sample) = sample else { return ArmEvidence::default() };
     let value = arm_value(sample, quantile);
     match sample {
@@ -122,25 +123,6 @@ fn shortfall(arm: &str, sample: Option<&Sample>, value: Option<f64>, min: u64) -
         )));
     }
     value.is_none().then(|| Short::NoData(format!("no usable {arm} value")))
-}
-
-/// The verdict of a metric whose test cannot run this interval (`why`), with what was
-/// observed as its evidence, so that triggers on it still see the canary's value. Never
-/// a pass: [`Outcome::Insufficient`], which holds a step and counts towards no limit.
-pub fn not_judged(rule: MetricRule<'_>, obs: &Observation, why: String) -> Verdict {
-    Verdict {
-        metric: rule.name.to_string(),
-        test: rule.test.name().to_string(),
-        outcome: Outcome::Insufficient,
-        conclusive: false,
-        reason: why,
-        evidence: Evidence {
-            canary: arm_evidence(obs.canary.as_ref(), rule.quantile),
-            baseline: arm_evidence(obs.baseline.as_ref(), rule.quantile),
-            query: obs.query.clone(),
-            ..Evidence::default()
-        },
-    }
 }
 
 /// Judges one metric for one interval, updating its running state.
