@@ -3,7 +3,7 @@
 //! Layout: `policy` (what users write), `engine` and `judge` (the pure decision core),
 //! `source` (where samples come from), `daemon` (the loop that drives every rollout:
 //! platforms, store, outbox), `server` (HTTP surface), `config` and
-//! `telemetry` (daemon plumbing). See README.md for the whole picture.
+//! `telemetry` (daemon plumbing). See README.md and docs/ for the whole picture.
 #![forbid(unsafe_code)]
 
 pub mod backtest;

@@ -104,7 +104,7 @@ enum Command {
         /// Which policy of the file, by name (needed when it holds several).
         #[arg(long)]
         name: Option<String>,
-        /// Recorded data (JSON; format in README.md).
+        /// Recorded data (JSON; format in docs/backtests.md).
         #[arg(long)]
         data: Option<PathBuf>,
         /// Prometheus base URL to read the past window from (auth from CANARYD__PROMETHEUS__*).

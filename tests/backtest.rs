@@ -382,17 +382,17 @@ fn a_recording_larger_than_the_limit_is_refused_before_it_is_read() {
     assert!(stderr.contains("314572800 bytes is more than a recording may hold (268435456)"), "{stderr}");
 }
 
-/// The first fenced block of `lang` after `heading` in README.md.
-fn readme_block(heading: &str, lang: &str) -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme.split(heading).nth(1).unwrap();
-    section.split(&format!("```{lang}\n")).nth(1).unwrap().split("```").next().unwrap().to_string()
+/// The first fenced block of `lang` in `doc` (a path from the crate's root).
+fn doc_block(doc: &str, lang: &str) -> String {
+    let path = format!("{}/{doc}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let Some(block) = text.split(&format!("```{lang}\n")).nth(1) else { panic!("{doc} has no {lang} block") };
+    block.split("```").next().unwrap().to_string()
 }
 
 #[test]
-fn the_readme_names_every_shipped_recording() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme.split("\n## Backtests\n").nth(1).unwrap().split("\n## ").next().unwrap();
+fn the_backtest_docs_name_every_shipped_recording() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/backtests.md")).unwrap();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/backtest");
     let mut recordings: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -401,16 +401,17 @@ fn the_readme_names_every_shipped_recording() {
         .collect();
     recordings.sort();
     assert!(!recordings.is_empty(), "no recordings in {dir}");
-    let missing: Vec<&String> = recordings.iter().filter(|r| !section.contains(&format!("`{r}`"))).collect();
-    assert!(missing.is_empty(), "README.md's Backtests section does not name {missing:?}");
+    let missing: Vec<&String> = recordings.iter().filter(|r| !doc.contains(&format!("`{r}`"))).collect();
+    assert!(missing.is_empty(), "docs/backtests.md does not name {missing:?}");
 }
 
+/// The example policy of docs/policies.md over the example recording of docs/backtests.md.
 #[test]
-fn the_readme_examples_work_as_written() {
+fn the_documented_examples_work_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, readme_block("## Policies", "yaml")).unwrap();
-    let recording: serde_json::Value = serde_json::from_str(&readme_block("## Backtests", "json")).unwrap();
+    std::fs::write(&policy, doc_block("docs/policies.md", "yaml")).unwrap();
+    let recording: serde_json::Value = serde_json::from_str(&doc_block("docs/backtests.md", "json")).unwrap();
     let run = |data: &serde_json::Value| {
         let file = dir.path().join("data.json");
         std::fs::write(&file, data.to_string()).unwrap();

@@ -371,13 +371,13 @@ async fn the_judges_quantile_equals_prometheus_histogram_quantile() {
     }
 }
 
-/// The README's relabel rule, as written there, applied by a real Prometheus to targets
-/// that carry the Kubernetes pod discovery labels: Deployment pods get their
+/// The relabel rule of docs/prometheus.md, as written there, applied by a real Prometheus
+/// to targets that carry the Kubernetes pod discovery labels: Deployment pods get their
 /// Deployment's name (truncated pod names do not matter), other pods get none.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_readme_relabel_rule_names_exactly_the_deployment() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let snippet = readme.split("```yaml\nrelabel_configs:\n").nth(1).unwrap().split("```").next().unwrap();
+async fn the_documented_relabel_rule_names_exactly_the_deployment() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/prometheus.md")).unwrap();
+    let snippet = doc.split("```yaml\nrelabel_configs:\n").nth(1).unwrap().split("```").next().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let exporter = axum::Router::new().route(

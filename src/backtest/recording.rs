@@ -1,4 +1,4 @@
-//! The recorded-data format `canaryd backtest` reads (documented in README.md), and its
+//! The recorded-data format `canaryd backtest` reads (documented in docs/backtests.md), and its
 //! translation into the observations the engine takes.
 //!
 //! ```json

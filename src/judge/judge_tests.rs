@@ -343,8 +343,8 @@ fn mann_whitney_keeps_the_configured_window() {
 }
 
 #[test]
-fn each_outcome_has_one_word_the_readme_uses_and_it_is_the_stored_one() {
-    // The README's words: "pass, fail, inconclusive or insufficient".
+fn each_outcome_has_one_word_the_docs_use_and_it_is_the_stored_one() {
+    // The words of docs/policies.md: "pass, fail, inconclusive or insufficient".
     let words = [
         (Outcome::Pass, "pass"),
         (Outcome::Fail, "fail"),

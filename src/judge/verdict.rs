@@ -19,7 +19,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome's word, as the README, the metrics' `outcome` label, the reports, the
+    /// The outcome's word, as the docs, the metrics' `outcome` label, the reports, the
     /// API and Slack spell it (and as it is serialized).
     pub fn name(self) -> &'static str {
         match self {
