@@ -299,6 +299,9 @@ fn check(
     }
     for p in &loaded.policies {
         println!("ok: {} ({})", p.reference, p.origin);
+        if let Some(line) = alphas(p) {
+            println!("    {line}");
+        }
     }
     for problem in &loaded.problems {
         eprintln!("error: {problem}");
@@ -318,6 +321,47 @@ fn check(
         );
         ExitCode::from(EXIT_INVALID)
     }
+}
+
+/// How the policy's sequential metrics are tested: each metric's stated `alpha` split
+/// evenly over them, so the rollout's false-rollback rate stays within the sum shown.
+/// Nothing a user wrote is changed without being shown here.
+fn alphas(p: &canaryd::policy::LoadedPolicy) -> Option<String> {
+    use canaryd::judge::TestConfig;
+    let tested: Vec<(&str, f64)> = p
+        .plan
+        .metrics
+        .iter()
+        .filter_map(|m| match m.test {
+            TestConfig::Sequential { alpha, .. } => Some((m.name.as_str(), alpha)),
+            _ => None,
+        })
+        .collect();
+    if tested.is_empty() {
+        return None;
+    }
+    let stated: Vec<String> = p
+        .spec
+        .analysis
+        .metrics
+        .iter()
+        .filter(|m| m.test == "sequential")
+        .map(|m| {
+            m.alpha.map_or_else(
+                || format!("{} (default)", canaryd::policy::validate::DEFAULT_ALPHA),
+                |a| a.to_string(),
+            )
+        })
+        .collect();
+    let each: Vec<String> = tested.iter().map(|(name, a)| format!("{name} at {a:.3e}")).collect();
+    let sum: f64 = tested.iter().map(|(_, a)| a).sum();
+    Some(format!(
+        "alpha: {} stated, split over {} sequential {}: tested {}; together they roll back at most {sum:.3} of healthy rollouts",
+        stated.join(", "),
+        tested.len(),
+        if tested.len() == 1 { "metric" } else { "metrics" },
+        each.join(", ")
+    ))
 }
 
 /// `1 policy`, `2 policies`.

@@ -595,3 +595,17 @@ async fn without_a_platform_the_daemon_is_never_ready_and_its_api_names_what_is_
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn check_shows_how_each_sequential_metrics_alpha_is_split_never_changing_it_unseen() {
+    let out = canaryd(&["check", "policies/web-default.yaml"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // web-default states alpha 0.01 on each of its five sequential metrics: 0.01 / 5 each.
+    assert!(
+        stdout.contains("0.01, 0.01, 0.01, 0.01, 0.01 stated, split over 5 sequential metrics"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("errors-vs-baseline at 2.000e-3"), "{stdout}");
+    assert!(stdout.contains("together they roll back at most 0.010 of healthy rollouts"), "{stdout}");
+}

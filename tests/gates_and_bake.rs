@@ -774,3 +774,13 @@ fn tests_that_compare_with_the_baseline_are_not_judged_during_the_bake() {
     assert_eq!((run.k, run.phase()), (27, (Phase::Promoting, 100)));
     assert_eq!(run.rollout.failed_checks, 0);
 }
+
+#[test]
+fn an_approval_gate_ignores_a_webhook_answer_and_waits_for_a_person() {
+    let mut run = waiting_at_50(&approval_at(50, "1h"));
+    let mut obs = traffic(7, 50, 0.01);
+    obs.gate = Some(GateAnswer { open: true, detail: "answered 200 OK".into() });
+    run.interval(obs);
+    assert_eq!(run.phase(), (Phase::Waiting, 50), "{:?}", run.actions());
+    assert_eq!(run.rollout.gate_answer, None, "no webhook answer is kept for an approval gate");
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::engine::input::{Command, Input, IntervalObservations};
-use crate::engine::plan::TriggerCondition;
+use crate::engine::plan::{Gate, TriggerCondition};
 use crate::engine::rollback::RollbackReason;
 use crate::engine::rollout::{
     DECISION_LIMIT, Decision, DecisionKind, IntervalRecord, IntervalSummary, Phase, RECENT_INTERVALS,
@@ -461,7 +461,9 @@ impl Transition {
         self.report_stall(now, &verdicts);
         let r = &mut self.rollout;
         let failed = verdicts.iter().any(|v| v.outcome == Outcome::Fail);
-        if let Some(answer) = &obs.gate {
+        // Only a webhook gate opens on a webhook's answer; an approval gate waits for a person.
+        let webhook = matches!(r.plan.gates.get(&r.step), Some(Gate::Webhook { .. }));
+        if let Some(answer) = obs.gate.as_ref().filter(|_| webhook) {
             r.gate_answer = Some(answer.detail.clone());
             if answer.open && !failed {
                 let why = format!("the gate at {}% opened: its webhook {}", r.weight, answer.detail);

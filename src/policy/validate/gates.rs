@@ -52,6 +52,19 @@ pub(super) fn compile_gates(
             Some(s) => Some(s),
         };
         let gate = compile_gate(p, &path, g);
+        if let Some(Gate::Webhook { timeout, .. }) = &gate
+            && !interval.is_zero()
+            && *timeout >= interval
+        {
+            p.add(
+                format!("{path}.timeout"),
+                format!(
+                    "{} is not shorter than the analysis interval ({}): the webhook is asked once per interval",
+                    humantime::format_duration(*timeout),
+                    humantime::format_duration(interval)
+                ),
+            );
+        }
         if let (Some(s), Some(gate)) = (step, gate) {
             gates.insert(s, gate);
         }
@@ -222,6 +235,16 @@ mod tests {
         // Without gateTimeout, a gate waits a day.
         let loaded = load_str("p.yaml", &text("    gates: [{at: 50, type: approval}]\n", "", SEQUENTIAL));
         assert_eq!(loaded.policies[0].plan.gate_timeout, Duration::from_secs(24 * 3600));
+    }
+
+    #[test]
+    fn a_webhook_timeout_must_be_shorter_than_the_interval_it_is_asked_in() {
+        assert_eq!(
+            gates("[{at: 50, type: webhook, url: 'http://gate.ops/confirm', timeout: 30s}]"),
+            [
+                "spec.traffic.gates[0].timeout: 30s is not shorter than the analysis interval (30s): the webhook is asked once per interval"
+            ]
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::source::scrape::ScrapeIntervals;
 use crate::source::templates;
 
 /// Default false rollback budget of a sequential metric.
-const DEFAULT_ALPHA: f64 = 0.05;
+pub const DEFAULT_ALPHA: f64 = 0.05;
 /// Kayenta's confidence for the Mann-Whitney shift interval.
 const MANN_WHITNEY_CONFIDENCE: f64 = 0.98;
 /// Most points per arm a Mann-Whitney window may keep: bounds each judgement's cost.

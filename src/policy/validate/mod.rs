@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use crate::engine::plan::{DEFAULT_PROGRESS_DEADLINE, NotifyPlan, Plan, RouterKind};
 use crate::policy::model::{AnalysisSpec, PolicySpec};
 use crate::source::scrape::ScrapeIntervals;
+pub use metric::DEFAULT_ALPHA;
 use metric::{check_interval, compile_metrics};
 use notify::{compile_slack, compile_webhook};
 pub use problems::FieldProblem;
