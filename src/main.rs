@@ -35,8 +35,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Talk to the running daemon's API: list, show, watch, start, promote, abort, pause
-    /// or resume rollouts.
+    /// Talk to the running daemon's API: list, status, watch, start, promote, abort,
+    /// pause, resume, approve or revert rollouts.
     Rollout {
         /// Settings file (TOML): `server.listen` says where the daemon is.
         #[arg(long, env = "CANARYD_CONFIG", global = true)]

@@ -6,8 +6,9 @@
 //! that turns bad after promotion, promotes a healthy one after its window, and is
 //! reverted by hand within it.
 //!
-//! The policies run the demo's steps faster (3 s intervals, 6 s steps) and a bake of
-//! 20 s: the time scale of the runbooks' 10 minutes, shrunk so the suite stays short.
+//! The policies run the demo's steps faster (3 s intervals, 6 s steps), a gate timeout of
+//! 10 s and a bake of 20 s: the runbooks' hours and minutes, shrunk so the suite stays
+//! short.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -84,7 +85,7 @@ async fn an_approval_gate_holds_at_50_percent_rolls_back_a_canary_gone_bad_and_o
     .await;
     assert_eq!(waiting.gate.as_ref().map(|g| g.kind.as_str()), Some("approval"), "{waiting:#?}");
     assert!(waiting.progress().contains("waiting for approval at 50%"), "{}", waiting.progress());
-    holds(&stack, "v2", "waiting", 3).await;
+    holds(&stack, "v2", "waiting", 2).await;
     let metrics = reqwest::get(format!("{}/metrics", stack.api())).await.unwrap().text().await.unwrap();
     assert!(
         metrics.lines().any(|l| l.starts_with("canaryd_rollouts_at_gate{gate=\"approval\"} 1")),
@@ -176,7 +177,7 @@ async fn a_webhook_gate_opens_on_a_2xx_and_one_that_never_opens_rolls_back_at_th
         Arc::new(StandIn { open: AtomicBool::new(false), revision: "v2", asks: AtomicUsize::new(0) });
     let port = serve_stand_in(stand_in.clone()).await;
     let gate = format!(
-        "    gates: [{{at: 10, type: webhook, url: 'http://127.0.0.1:{port}/gate', timeout: 2s}}]\n    gateTimeout: 15s"
+        "    gates: [{{at: 10, type: webhook, url: 'http://127.0.0.1:{port}/gate', timeout: 2s}}]\n    gateTimeout: 10s"
     );
     let (stack, _turn) = start(Options { policy: policy(&gate, ""), ..Options::default() }).await;
 
@@ -197,18 +198,18 @@ async fn a_webhook_gate_opens_on_a_2xx_and_one_that_never_opens_rolls_back_at_th
     assert!(opened.reason.contains("webhook answered 200 OK"), "{}", opened.reason);
     assert!(stand_in.asks.load(Ordering::SeqCst) >= 2, "asked until it opened");
 
-    // v3's gate never opens: at 15 s it rolls back with that reason.
+    // v3's gate never opens: at 10 s it rolls back with that reason.
     stack.deploy_canary("v3", 0.005, 5).await.unwrap();
     stack.start_rollout("v3").await.unwrap();
     let end = stack.follow("v3", ROLLOUT, |_| {}).await.unwrap();
     assert_eq!(end.phase, "rolled-back", "{end:#?}");
     let r = record(&stack, "v3").await;
     let rolled = r.decisions.iter().find(|d| d.action == DecisionKind::RolledBack).unwrap();
-    assert!(rolled.reason.contains("was not opened within the gate timeout of 15s"), "{}", rolled.reason);
+    assert!(rolled.reason.contains("was not opened within the gate timeout of 10s"), "{}", rolled.reason);
     assert!(rolled.reason.contains("503"), "names the webhook's last answer: {}", rolled.reason);
     let waited = r.decisions.iter().find(|d| d.action == DecisionKind::Waiting).unwrap();
     assert!(
-        rolled.at.duration_since(waited.at).as_secs() >= 15,
+        rolled.at.duration_since(waited.at).as_secs() >= 10,
         "not before the timeout: waited {} to {}",
         waited.at,
         rolled.at
@@ -231,7 +232,7 @@ async fn a_bake_reverts_a_canary_that_turns_bad_after_promotion_promotes_a_healt
     .await;
     assert!(baking.bake_until.is_some(), "{baking:#?}");
     front_is(&stack, "v2").await;
-    holds(&stack, "v2", "baking", 2).await;
+    holds(&stack, "v2", "baking", 1).await;
     stack.deploy_canary("v2", 0.3, 5).await.unwrap();
     let end = stack.follow("v2", ROLLOUT, |_| {}).await.unwrap();
     assert_eq!(end.phase, "rolled-back", "{end:#?}");

@@ -174,6 +174,12 @@ fn explained(e: &canaryd::client::ClientError, token_given: bool) -> String {
     }
 }
 
+/// A measured value as `rollout status` prints it; a zero never shows a sign.
+fn shown(x: Option<f64>) -> String {
+    // `-0.0 + 0.0` is `0.0`: a zero rate computed from negated counts prints as 0.
+    x.map_or_else(|| "no data".to_string(), |x| format!("{:.4}", x + 0.0))
+}
+
 fn print_detail(d: &canaryd::server::api::RolloutDetail) {
     let v = &d.view;
     println!("{} {} (policy {})", v.id(), v.revision, v.policy);
@@ -181,7 +187,7 @@ fn print_detail(d: &canaryd::server::api::RolloutDetail) {
     if let Some(at) = d.latest_at {
         println!("  latest interval, ended {at}:");
     }
-    let value = |x: Option<f64>| x.map_or_else(|| "no data".to_string(), |x| format!("{x:.4}"));
+    let value = shown;
     for m in &d.latest {
         println!(
             "    {:<16} {:<18} canary {:<10} baseline {}",
@@ -283,5 +289,15 @@ async fn watch(
             }
             return if v.phase == "succeeded" { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_zero_value_is_printed_without_a_sign_and_a_missing_one_as_no_data() {
+        assert_eq!(super::shown(Some(-0.0)), "0.0000");
+        assert_eq!(super::shown(Some(0.01234)), "0.0123");
+        assert_eq!(super::shown(None), "no data");
     }
 }

@@ -536,6 +536,14 @@ pub async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/rollouts")
 }
 
+/// A route called with a method it does not take.
+pub async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this route does not take that method: reads are GET, commands and starts POST",
+    )
+}
+
 fn no_loop() -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, crate::server::NO_PLATFORM)
 }

@@ -91,6 +91,7 @@ pub fn app(state: AppState) -> Router {
                 .route("/api/v1/records/{*id}", get(api::record))
                 .route("/api/v1/alertmanager", post(api::alertmanager))
                 .fallback(api::not_found)
+                .method_not_allowed_fallback(api::method_not_allowed)
                 .with_state(state.clone()),
         )
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))

@@ -503,3 +503,13 @@ async fn a_rollout_no_policy_selects_is_refused_at_once_naming_the_namespace_lab
     assert_eq!(status, StatusCode::ACCEPTED, "{text}");
     assert_eq!(f.platform.events().len(), 1);
 }
+
+#[tokio::test]
+async fn a_route_called_with_the_wrong_method_is_a_405_in_json_naming_the_methods() {
+    let f = fixture(&[("alice", ALICE)], false);
+    let (status, text) = call(&f.state, "GET", "/api/v1/alertmanager", None, "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{text}");
+    let error =
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("does not take that method"), "{error}");
+}
