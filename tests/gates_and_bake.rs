@@ -784,3 +784,16 @@ fn an_approval_gate_ignores_a_webhook_answer_and_waits_for_a_person() {
     assert_eq!(run.phase(), (Phase::Waiting, 50), "{:?}", run.actions());
     assert_eq!(run.rollout.gate_answer, None, "no webhook answer is kept for an approval gate");
 }
+
+#[test]
+fn a_paused_rollout_is_not_approved_and_is_told_to_resume_first() {
+    let mut run = Run::start(&approval_at(50, "1h"));
+    let pause = Input::Command { command: Command::Pause, by: "alice".into() };
+    run.rollout = step(&run.rollout, &pause, at(10)).unwrap().rollout;
+    let approve = Input::Command { command: Command::Approve, by: "bob".into() };
+    let why = match step(&run.rollout, &approve, at(11)) {
+        Err(EngineError::Refused { why, .. }) => why,
+        other => panic!("refused, not {other:?}"),
+    };
+    assert!(why.starts_with("cannot approve a rollout that is paused: resume it first"), "{why}");
+}

@@ -81,7 +81,13 @@ impl Command {
                         .to_string(),
                 );
             }
-            (Command::Approve, Phase::Pending | Phase::Progressing | Phase::Paused) => {
+            (Command::Approve, Phase::Paused) => {
+                return Some(
+                    "cannot approve a rollout that is paused: resume it first; its gate can be approved once its step passed its analysis"
+                        .to_string(),
+                );
+            }
+            (Command::Approve, Phase::Pending | Phase::Progressing) => {
                 return Some(format!(
                     "cannot approve a rollout that is {}: it waits at no gate yet; a gate can be approved once its step passed its analysis",
                     phase.name()
