@@ -387,7 +387,7 @@ fn records(dir: &std::path::Path, action: RecordsAction) -> ExitCode {
                         println!(
                             "{ended}  {:<40} {:<12} step {}  max {}%  {why}",
                             r.id,
-                            r.outcome.name(),
+                            r.outcome_word(),
                             r.step_reached,
                             r.max_weight
                         );

@@ -117,6 +117,12 @@ impl Timeline {
 }
 
 impl DeploymentRecord {
+    /// The outcome in one word: the final phase, or `reverted` for a rollback during the
+    /// bake, after every step passed.
+    pub fn outcome_word(&self) -> &'static str {
+        if self.reverted { "reverted" } else { self.outcome.name() }
+    }
+
     /// The reason of the last decision that rested on evidence or triggers: why it ended
     /// as it did ("" when none did).
     pub fn deciding_reason(&self) -> &str {

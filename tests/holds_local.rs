@@ -240,6 +240,16 @@ async fn a_bake_reverts_a_canary_that_turns_bad_after_promotion_promotes_a_healt
     front_is(&stack, "v1").await;
     let r = record(&stack, "v2").await;
     assert!(r.reverted, "{r:#?}");
+    let listed = std::process::Command::new(support::stack::binaries().canaryd)
+        .arg("records")
+        .arg("--dir")
+        .arg(stack.path("records"))
+        .arg("list")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    let line = text.lines().find(|l| l.contains("demo/web@v2")).unwrap_or_default();
+    assert!(line.contains(" reverted "), "the records list says reverted: {text}");
     let reverted = r.decisions.iter().find(|d| d.action == DecisionKind::Reverted).unwrap();
     assert!(
         !reverted.triggers.is_empty() || !reverted.evidence.is_empty(),

@@ -412,7 +412,7 @@ pub async fn records(State(AppState { access, api, .. }): State<AppState>, heade
             .filter_map(|f| crate::daemon::records::read(f).ok())
             .map(|r| RecordSummary {
                 id: r.id.clone(),
-                outcome: r.outcome.name().into(),
+                outcome: r.outcome_word().into(),
                 policy: r.policy.clone(),
                 started_at: r.started_at,
                 finished_at: r.finished_at,
