@@ -57,6 +57,28 @@ async fn it_fails_exactly_the_share_it_is_told_and_counts_every_request() {
 }
 
 #[tokio::test]
+async fn a_running_app_starts_failing_at_the_rate_it_is_given_without_losing_its_counts() {
+    let app = start(&["--version", "v2"]).await;
+    for _ in 0..40 {
+        assert_eq!(reqwest::get(&app.1).await.unwrap().status(), 200);
+    }
+    let client = reqwest::Client::new();
+    let set = client.put(format!("{}/error-rate", app.1)).body("0.25").send().await.unwrap();
+    assert_eq!(set.status(), 200);
+    let refused = client.put(format!("{}/error-rate", app.1)).body("1.5").send().await.unwrap();
+    assert_eq!(refused.status(), 400, "a share outside 0-1 is refused");
+    let mut failed = 0;
+    for _ in 0..40 {
+        failed += usize::from(reqwest::get(&app.1).await.unwrap().status() == 500);
+    }
+    // One in four of the 40 after the change (requests 41..80: floor(80/4) - floor(40/4)).
+    assert_eq!(failed, 10);
+    let metrics = reqwest::get(format!("{}/metrics", app.1)).await.unwrap().text().await.unwrap();
+    assert_eq!(sample(&metrics, "http_requests_total{code=\"200\"}"), 70.0, "{metrics}");
+    assert_eq!(sample(&metrics, "http_requests_total{code=\"500\"}"), 10.0);
+}
+
+#[tokio::test]
 async fn added_latency_shows_in_the_histogram() {
     let app = start(&["--latency-ms", "30"]).await;
     for _ in 0..5 {

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use canaryd::demo::{Options, Stack, wait_until};
 use canaryd::engine::{DecisionKind, EventKind};
@@ -53,11 +54,20 @@ fn caller(answer: &str) -> String {
     after.split(')').next().unwrap_or_default().to_string()
 }
 
-/// The requests nginx serves now all go to `version`.
+/// The requests nginx serves all go to `version`: ten in a row, within a few seconds
+/// (after a reload, nginx's old workers finish the connections they hold).
 async fn front_is(stack: &Stack, version: &str) {
-    for _ in 0..10 {
-        assert_eq!(stack.get_front().await.as_deref(), Some(version), "{}", stack.canaryd_log());
-    }
+    let ten_in_a_row = || async {
+        for _ in 0..10 {
+            if stack.get_front().await.as_deref() != Some(version) {
+                return false;
+            }
+        }
+        true
+    };
+    let waited = wait_until(Duration::from_secs(10), "nginx serves one version", ten_in_a_row).await;
+    let last = stack.get_front().await;
+    assert!(waited.is_ok(), "not all {version}: last {last:?}; canaryd log:\n{}", stack.canaryd_log());
 }
 
 /// Waits until the rollout of `revision` has analysed `more` intervals beyond `from`,
@@ -91,7 +101,7 @@ async fn an_approval_gate_holds_at_50_percent_rolls_back_a_canary_gone_bad_and_o
         metrics.lines().any(|l| l.starts_with("canaryd_rollouts_at_gate{gate=\"approval\"} 1")),
         "the wait is counted: {metrics}"
     );
-    stack.deploy_canary("v2", 0.3, 5).await.unwrap();
+    stack.set_canary_error_rate(0.3).await.unwrap();
     let end = stack.follow("v2", ROLLOUT, |_| {}).await.unwrap();
     assert_eq!(end.phase, "rolled-back", "{end:#?}");
     let r = record(&stack, "v2").await;
@@ -233,7 +243,7 @@ async fn a_bake_reverts_a_canary_that_turns_bad_after_promotion_promotes_a_healt
     assert!(baking.bake_until.is_some(), "{baking:#?}");
     front_is(&stack, "v2").await;
     holds(&stack, "v2", "baking", 1).await;
-    stack.deploy_canary("v2", 0.3, 5).await.unwrap();
+    stack.set_canary_error_rate(0.3).await.unwrap();
     let end = stack.follow("v2", ROLLOUT, |_| {}).await.unwrap();
     assert_eq!(end.phase, "rolled-back", "{end:#?}");
     assert!(stack.nginx_serves().await.unwrap().starts_with("web 0 "), "traffic back on stable");

@@ -7,7 +7,9 @@
 //! the body of every POST on one line of stdout and answers 200.
 //!
 //! Errors are spread evenly, not drawn at random: with `--error-rate 0.05` exactly one
-//! request in twenty fails, so what a test expects is known in advance.
+//! request in twenty fails, so what a test expects is known in advance. `PUT /error-rate`
+//! with a share as its body changes the rate from then on, without a restart: a version
+//! that starts failing while it runs, as a bad release does some minutes after its start.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,7 +78,8 @@ struct Info {
 
 struct App {
     version: String,
-    error_rate: f64,
+    /// The error rate's bits (`f64::to_bits`), changed by `PUT /error-rate`.
+    error_rate: AtomicU64,
     latency: Duration,
     served: AtomicU64,
     requests: Family<Code, Counter>,
@@ -99,7 +102,7 @@ impl App {
         registry.register("demo_app_info", "The version this instance serves", info);
         App {
             version: args.version.clone(),
-            error_rate: args.error_rate,
+            error_rate: AtomicU64::new(args.error_rate.to_bits()),
             latency: Duration::from_millis(args.latency_ms),
             served: AtomicU64::new(0),
             requests,
@@ -111,7 +114,8 @@ impl App {
     /// Whether the `n`-th request (from 0) fails: the count of failures up to it is
     /// `floor((n + 1) · rate)`, so failures are spread evenly at exactly that rate.
     fn fails(&self, n: u64) -> bool {
-        ((n + 1) as f64 * self.error_rate).floor() > (n as f64 * self.error_rate).floor()
+        let rate = f64::from_bits(self.error_rate.load(Ordering::Relaxed));
+        ((n + 1) as f64 * rate).floor() > (n as f64 * rate).floor()
     }
 }
 
@@ -125,6 +129,17 @@ async fn serve(State(app): State<Arc<App>>) -> (StatusCode, String) {
     app.requests.get_or_create(&Code { code: status.as_u16().to_string() }).inc();
     app.duration.observe(started.elapsed().as_secs_f64());
     (status, format!("{}\n", app.version))
+}
+
+/// `PUT /error-rate`: answers from now on fail at the share in the body.
+async fn set_error_rate(State(app): State<Arc<App>>, body: String) -> (StatusCode, String) {
+    match share(body.trim()) {
+        Ok(rate) => {
+            app.error_rate.store(rate.to_bits(), Ordering::Relaxed);
+            (StatusCode::OK, format!("error rate {rate}\n"))
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+    }
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
@@ -145,6 +160,7 @@ async fn main() -> std::process::ExitCode {
         Router::new()
             .route("/", get(serve))
             .route("/healthz", get(|| async { "ok\n" }))
+            .route("/error-rate", axum::routing::put(set_error_rate))
             .route("/metrics", get(metrics))
             .with_state(app)
     };

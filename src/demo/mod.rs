@@ -398,7 +398,13 @@ impl Stack {
         self.canaryd = Some(child);
         let ready = format!("{}/readyz", self.api());
         let waited = self.wait_ok(&ready, Duration::from_secs(30), "canaryd is ready").await;
-        waited.with_context(|| format!("see {}", self.path("canaryd.log").display()))
+        // The directory goes with the stack: the log's end is kept in the error itself.
+        waited.with_context(|| {
+            let log = self.canaryd_log();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("canaryd's log ends:\n{}", tail.join("\n"))
+        })
     }
 
     /// Kills canaryd with SIGKILL: nothing is saved on the way out.
@@ -449,6 +455,19 @@ impl Stack {
         }
         for port in self.ports.canary {
             self.wait_healthy(port).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the running canary servers answer errors at `error_rate` from now on (no
+    /// restart: their counters and series go on).
+    pub async fn set_canary_error_rate(&self, error_rate: f64) -> anyhow::Result<()> {
+        for port in self.ports.canary {
+            let url = format!("http://127.0.0.1:{port}/error-rate");
+            let r = self.client.put(url).body(error_rate.to_string()).send().await?;
+            if !r.status().is_success() {
+                bail!("canary server {port}: {}", r.text().await.unwrap_or_default());
+            }
         }
         Ok(())
     }
