@@ -14,8 +14,8 @@ use canaryd::engine::{
     Command, DecisionKind, Desired, EngineError, EventKind, GateAnswer, Input, IntervalObservations,
     IntervalRecord, Notification, Phase, RollbackReason, Rollout, RolloutId, Scale, step,
 };
-use canaryd::judge::{Observation, Outcome, Sample};
-use support::engine::{at, plan};
+use canaryd::judge::Outcome;
+use support::engine::{at, errors as counts, plan};
 
 /// How many seconds each interval ends off the 30 s grid, by `k % 6`.
 const JITTER: [i64; 6] = [3, 1, -2, 2, -1, 1];
@@ -39,20 +39,6 @@ fn traffic(k: u64, weight: u8, canary_rate: f64) -> IntervalObservations {
     let wobble = (k % 3) as f64 - 1.0;
     let errors = |n: f64, rate: f64| ((n * rate).round() + wobble).clamp(0.0, n);
     counts((canary, errors(canary, canary_rate)), (total - canary, errors(total - canary, 0.01)))
-}
-
-/// The same counts, `(requests, errors)` per arm, for both metrics the policies judge.
-fn counts(canary: (f64, f64), baseline: (f64, f64)) -> IntervalObservations {
-    let obs = Observation {
-        canary: Some(Sample::Counts { requests: canary.0, events: canary.1 }),
-        baseline: Some(Sample::Counts { requests: baseline.0, events: baseline.1 }),
-        query: Some("recorded".into()),
-        ..Observation::default()
-    };
-    IntervalObservations {
-        metrics: [("errors".to_string(), obs.clone()), ("error-ratio".to_string(), obs)].into(),
-        ..Default::default()
-    }
 }
 
 /// A policy spec: steps 10/50/100 of a minute each, analysed every 30 s, with `traffic`

@@ -6,6 +6,7 @@
 
 pub mod action;
 pub mod arms;
+pub mod evidence;
 pub mod input;
 pub mod plan;
 pub mod rollback;
