@@ -96,17 +96,20 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
         }
         for OperatorCommand { id, command, by, done } in drained.commands {
             let input = Input::Command { command, by: by.clone() };
-            let outcome = match self.runs.get(&id).map(|r| step(&r.state.rollout, &input, now)) {
-                Some(Ok(t)) => {
-                    // The command's first decision; it is told once saved.
-                    let decision = self.runs.get(&id).map_or(0, |r| r.state.rollout.decisions_made);
+            // The seq its first decision will take; the caller is told it once saved.
+            let taken = self
+                .runs
+                .get(&id)
+                .map(|r| (r.state.rollout.decisions_made, step(&r.state.rollout, &input, now)));
+            let outcome = match taken {
+                Some((decision, Ok(t))) => {
                     self.apply(&id, t, None);
                     if let Some(done) = done {
                         self.unconfirmed.push((id, decision, done));
                     }
                     continue;
                 }
-                Some(Err(e)) => {
+                Some((_, Err(e))) => {
                     tracing::warn!(rollout = %id, by, error = %e, "command refused");
                     CommandOutcome::Refused(match e {
                         EngineError::Refused { why, .. } => why,

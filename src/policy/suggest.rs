@@ -16,7 +16,12 @@ pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 
 /// ` (did you mean `x`?)` for the nearest candidate, or nothing.
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    nearest(word, candidates).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default()
+    mention(nearest(word, candidates))
+}
+
+/// ` (did you mean `x`?)` for a word already found, or nothing.
+pub fn mention(meant: Option<&str>) -> String {
+    meant.map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use kube::CustomResourceExt;
 use serde_json::Value;
 
 use crate::policy::model::CanaryPolicy;
-use crate::policy::suggest::did_you_mean;
+use crate::policy::suggest::{mention, nearest};
 use crate::policy::validate::FieldProblem;
 
 /// The schema of `spec`, as the CRD states it.
@@ -47,12 +47,12 @@ fn walk(value: &mut Value, schema: &Value, path: &str, problems: &mut Vec<FieldP
             let unknown: Vec<String> = map.keys().filter(|k| !properties.contains_key(*k)).cloned().collect();
             for key in unknown {
                 let Some(v) = map.remove(&key) else { continue };
-                let meant = crate::policy::suggest::nearest(&key, known.iter().copied());
+                let meant = nearest(&key, known.iter().copied());
+                let suggestion = mention(meant);
                 problems.push(FieldProblem {
                     path: format!("{path}.{key}"),
                     message: format!(
-                        "unknown field `{key}`{}; expected one of {}",
-                        did_you_mean(&key, known.iter().copied()),
+                        "unknown field `{key}`{suggestion}; expected one of {}",
                         known.join(", ")
                     ),
                 });
