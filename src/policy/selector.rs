@@ -53,6 +53,14 @@ impl Selection<'_> {
     }
 }
 
+/// Whether `policy` may select workloads in `namespace`: a namespaced policy only its own.
+fn sees(policy: &LoadedPolicy, namespace: &str) -> bool {
+    match policy.reference.kind {
+        PolicyKind::Namespaced => policy.reference.namespace.as_deref() == Some(namespace),
+        PolicyKind::Cluster => true,
+    }
+}
+
 /// Picks the policy for a workload in `namespace` with `labels`: highest `priority`,
 /// then namespaced over cluster, then name. Namespaced policies only see their namespace.
 pub fn select<'a>(
@@ -62,10 +70,7 @@ pub fn select<'a>(
 ) -> Option<Selection<'a>> {
     let mut matching: Vec<&LoadedPolicy> = policies
         .iter()
-        .filter(|p| match p.reference.kind {
-            PolicyKind::Namespaced => p.reference.namespace.as_deref() == Some(namespace),
-            PolicyKind::Cluster => true,
-        })
+        .filter(|p| sees(p, namespace))
         .filter(|p| matches(&p.spec.selector, labels))
         .collect();
     matching.sort_by_key(|p| (Reverse(p.spec.priority), p.reference.kind, p.reference.name.clone()));
@@ -83,21 +88,15 @@ pub fn unselected(policies: &[LoadedPolicy], id: &RolloutId, labels: &BTreeMap<S
         id.namespace,
         if shown.is_empty() { "none".to_string() } else { shown.join(",") }
     );
-    let elsewhere: Vec<String> = policies
-        .iter()
-        .filter(|p| p.reference.kind == PolicyKind::Namespaced)
-        .filter(|p| p.reference.namespace.as_deref() != Some(id.namespace.as_str()))
+    let (here, elsewhere): (Vec<&LoadedPolicy>, Vec<&LoadedPolicy>) =
+        policies.iter().partition(|p| sees(p, &id.namespace));
+    let elsewhere: Vec<String> = elsewhere
+        .into_iter()
         .filter(|p| matches(&p.spec.selector, labels))
         .map(|p| p.reference.to_string())
         .collect();
-    let here: Vec<String> = policies
-        .iter()
-        .filter(|p| {
-            p.reference.kind == PolicyKind::Cluster
-                || p.reference.namespace.as_deref() == Some(id.namespace.as_str())
-        })
-        .map(|p| format!("{} selects {}", p.reference, describe(&p.spec.selector)))
-        .collect();
+    let here: Vec<String> =
+        here.into_iter().map(|p| format!("{} selects {}", p.reference, describe(&p.spec.selector))).collect();
     if !elsewhere.is_empty() {
         why.push_str(&format!(
             "; {} would select its labels, but a CanaryPolicy selects only in its own namespace (a ClusterCanaryPolicy selects in every namespace)",
