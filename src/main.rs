@@ -74,7 +74,8 @@ enum Command {
         #[arg(long, value_enum)]
         platform: Option<PlatformName>,
     },
-    /// Print the CustomResourceDefinitions (YAML) generated from the policy types.
+    /// Print the CustomResourceDefinitions (YAML) generated from the Rust types: the
+    /// policies and the CanaryRun that holds a rollout's state.
     Crd,
     /// List the built-in metric templates.
     Templates {

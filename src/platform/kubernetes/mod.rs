@@ -1,7 +1,18 @@
 //! The Kubernetes platform. For a managed Deployment `web`, canaryd keeps `web-primary`
 //! serving the stable revision, and `web` itself is the canary while a rollout runs.
-//! This module holds that naming convention; the watch, workloads, CanaryRun store and
-//! routers are built on it.
+//! This module holds that naming convention; the pieces are built on it:
+//! - `revision.rs`: a Deployment's revision, a stable hash of its pod template;
+//! - `workloads.rs`: `web-primary` and the Services `web-primary` and `web-canary`,
+//!   and whether a Deployment has rolled out;
+//! - `canaryrun.rs`: the `CanaryRun` custom resource that holds a rollout's state;
+//! - `store.rs`: the rollout states in CanaryRun statuses, within a write budget;
+//! - `routers/`: the traffic routers (Gateway API `HTTPRoute`).
+
+pub mod canaryrun;
+pub mod revision;
+pub mod routers;
+pub mod store;
+pub mod workloads;
 
 use crate::engine::plan::RouterKind;
 use crate::engine::{Arms, RolloutId};
