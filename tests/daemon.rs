@@ -326,6 +326,39 @@ async fn a_weight_the_router_does_not_serve_is_never_counted_as_applied_and_the_
 }
 
 #[tokio::test]
+async fn a_call_the_platform_answers_not_yet_is_asked_again_without_counting_a_failure() {
+    use canaryd::platform::memory::Fault;
+    let world = World::new(&["web"]).await;
+    let mut daemon = world.daemon().await;
+    let web = world.deploy("web", "web");
+    // The platform is still bringing the canary up: every call is "not yet", for more
+    // ticks than the 3 failed attempts that pause a rollout.
+    world.platform.fault(&web, Some(Fault::NotYet));
+    let mut t = FIRST_TICK;
+    for _ in 0..6 {
+        daemon.tick(at(t)).await;
+        assert!(daemon.settle(settled()).await);
+        t += TICK;
+    }
+    let state = daemon.rollouts().find(|s| s.rollout.id == web).unwrap();
+    assert_eq!(state.applied.weight, None, "nothing was applied while the platform said not yet");
+    assert_eq!(state.rollout.phase, Phase::Progressing, "{:?}", state.rollout.decisions.last());
+    assert!(state.rollout.decisions.iter().all(|d| d.action != DecisionKind::Paused));
+    assert!(calls_of(&world.platform, &web).is_empty(), "no call was carried out meanwhile");
+    // Once the platform is ready, the weight lands.
+    // (An executor's report is taken in at the start of the next tick.)
+    world.platform.fault(&web, None);
+    for _ in 0..2 {
+        daemon.tick(at(t)).await;
+        assert!(daemon.settle(settled()).await);
+        t += TICK;
+    }
+    let state = daemon.rollouts().find(|s| s.rollout.id == web).unwrap();
+    assert!(state.applied.weight >= Some(10), "{:?}", state.applied);
+    assert_eq!(calls_of(&world.platform, &web).first().map(String::as_str), Some("set-weight 10"));
+}
+
+#[tokio::test]
 async fn the_loop_rolls_a_bad_canary_back_and_promotes_a_good_one_through_every_step() {
     let world = World::new(&["good", "bad"]).await;
     let mut daemon = world.daemon().await;

@@ -225,8 +225,8 @@ async fn a_reload_of_a_file_nginx_does_not_read_is_not_counted_as_applied() {
         .await
         .expect_err("a weight nginx does not serve is not applied");
     assert!(
-        err.0.contains("nginx took the reload but does not serve it")
-            && err.0.contains("answers `web 10 1`, expected `web 50 1`"),
+        err.message.contains("nginx took the reload but does not serve it")
+            && err.message.contains("answers `web 10 1`, expected `web 50 1`"),
         "the error names what nginx serves and what was expected: {err}"
     );
     assert_eq!(elsewhere.router().routes().await, Routes::default(), "not counted as served");
@@ -238,7 +238,7 @@ async fn the_local_platform_moves_no_traffic_for_a_router_it_does_not_serve() {
     let Serving { platform, url, .. } = &serving_ten_percent().await;
     for router in [RouterKind::Istio, RouterKind::GatewayApi, RouterKind::Replica] {
         let err = platform.set_weight(&web(), router, 50).await.expect_err("only nginx is served");
-        assert!(err.0.contains(router.name()) && err.0.contains("nginx"), "{err}");
+        assert!(err.message.contains(router.name()) && err.message.contains("nginx"), "{err}");
     }
     assert_eq!(platform.router().routes().await, ten_percent(), "nothing written");
     assert_eq!(answer(url).await.as_deref(), Some("web 10 1"));
@@ -262,8 +262,8 @@ async fn a_reload_signalled_to_another_nginx_is_not_counted_as_applied() {
         .await
         .expect_err("a weight nginx does not serve is not applied");
     assert!(
-        err.0.contains("nginx took the reload but does not serve it")
-            && err.0.contains("answers `web 10 1`, expected `web 50 2`"),
+        err.message.contains("nginx took the reload but does not serve it")
+            && err.message.contains("answers `web 10 1`, expected `web 50 2`"),
         "the error names what nginx serves and what was expected: {err}"
     );
     assert_eq!(platform.router().routes().await, ten_percent(), "the last weight nginx served is kept");
@@ -289,9 +289,9 @@ async fn nginx_t_stops_a_config_that_a_reload_would_hand_to_the_master_without_a
 
     let err =
         platform.set_weight(&web(), RouterKind::Nginx, 50).await.expect_err("nginx -t refuses the config");
-    assert!(err.0.starts_with("nginx -t refused the new upstreams: "), "{err}");
-    assert!(err.0.contains(&format!("open() \"{log}\" failed")), "the error says why: {err}");
-    assert!(err.0.contains("the last good file is back in place"), "{err}");
+    assert!(err.message.starts_with("nginx -t refused the new upstreams: "), "{err}");
+    assert!(err.message.contains(&format!("open() \"{log}\" failed")), "the error says why: {err}");
+    assert!(err.message.contains("the last good file is back in place"), "{err}");
     let file = std::fs::read_to_string(site.path("served.conf")).unwrap();
     assert_eq!(parse(&file), ten_percent(), "the last good file is back:\n{file}");
     assert_eq!(platform.router().routes().await, ten_percent());

@@ -47,13 +47,18 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
                         let result = tokio::time::timeout(timeout, call.run(&*platform, &id)).await;
                         let report = match result {
                             Ok(Ok(())) => call.confirmed(),
-                            Ok(Err(PlatformError(error))) => Report::Failed { call: call.describe(), error },
+                            Ok(Err(PlatformError { message, not_yet: true })) => {
+                                Report::NotYet { call: call.describe(), awaiting: message }
+                            }
+                            Ok(Err(PlatformError { message, not_yet: false })) => {
+                                Report::Failed { call: call.describe(), error: message }
+                            }
                             Err(_) => Report::Failed {
                                 call: call.describe(),
                                 error: format!("no answer within {}", humantime::format_duration(timeout)),
                             },
                         };
-                        let failed = matches!(report, Report::Failed { .. });
+                        let failed = matches!(report, Report::Failed { .. } | Report::NotYet { .. });
                         let _ = inbox.send(Inbox::Report { id: id.clone(), report });
                         if failed {
                             break;

@@ -13,7 +13,15 @@ pub(super) enum Report {
     Weight(u8),
     Scale(Scale),
     Promoted(String),
-    Failed { call: String, error: String },
+    Failed {
+        call: String,
+        error: String,
+    },
+    /// The call is under way (the platform awaits something it reports progress on).
+    NotYet {
+        call: String,
+        awaiting: String,
+    },
     Finished,
 }
 

@@ -47,6 +47,10 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
                     }
                     continue;
                 }
+                Report::NotYet { call, awaiting } => {
+                    tracing::info!(rollout = %id, %call, %awaiting, "platform call under way; asked again next tick");
+                    continue;
+                }
                 Report::Finished => {
                     run.busy = false;
                     continue;

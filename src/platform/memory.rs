@@ -18,6 +18,8 @@ pub enum Fault {
     Fail,
     /// Never answer.
     Hang,
+    /// Answer "not yet": the call is under way (a Deployment still rolling out).
+    NotYet,
 }
 
 /// One call the in-memory platform carried out.
@@ -190,7 +192,12 @@ impl MemoryPlatform {
         let fault = self.lock().faults.get(id).copied();
         match fault {
             Some(Fault::Fail) => {
-                return Err(PlatformError(format!("{what} refused for {id} (injected failure)")));
+                return Err(PlatformError::failed(format!("{what} refused for {id} (injected failure)")));
+            }
+            Some(Fault::NotYet) => {
+                return Err(PlatformError::not_yet(format!(
+                    "{what} for {id}: awaiting the platform (injected)"
+                )));
             }
             Some(Fault::Hang) => {
                 self.lock().hung.insert(id.clone());
@@ -240,7 +247,7 @@ impl Platform for MemoryPlatform {
         let served = self.router.weight(&route).await?;
         self.lock().world.entry(id.clone()).or_default().weight = served;
         if served != weight {
-            return Err(PlatformError(format!(
+            return Err(PlatformError::failed(format!(
                 "the router serves {served}% to {id}'s canary, not {weight}%"
             )));
         }

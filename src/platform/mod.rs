@@ -49,10 +49,30 @@ impl From<NewRevision> for RolloutEvent {
     }
 }
 
-/// Why a platform call failed.
+/// Why a platform call did not complete.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct PlatformError(pub String);
+#[error("{message}")]
+pub struct PlatformError {
+    /// What went wrong, or what is awaited.
+    pub message: String,
+    /// Whether the call is under way and only awaits something the platform reports
+    /// progress on (a Deployment rolling out, a Gateway accepting a route). The daemon
+    /// asks again next tick without counting a failure; the step's progress deadline,
+    /// and the platform's own (a Deployment's `progressDeadlineSeconds`), bound the wait.
+    pub not_yet: bool,
+}
+
+impl PlatformError {
+    /// The call failed.
+    pub fn failed(message: impl Into<String>) -> PlatformError {
+        PlatformError { message: message.into(), not_yet: false }
+    }
+
+    /// The call is under way: `awaiting` says what for.
+    pub fn not_yet(awaiting: impl Into<String>) -> PlatformError {
+        PlatformError { message: awaiting.into(), not_yet: true }
+    }
+}
 
 /// Why a rollout could not be started on request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

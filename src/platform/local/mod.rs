@@ -137,7 +137,9 @@ impl LocalPlatform {
     }
 
     fn settings(&self, id: &RolloutId) -> Result<&ServiceSettings, PlatformError> {
-        self.services.get(id).ok_or_else(|| PlatformError(format!("{id}: no such service in the settings")))
+        self.services
+            .get(id)
+            .ok_or_else(|| PlatformError::failed(format!("{id}: no such service in the settings")))
     }
 
     async fn route(&self, s: &ServiceSettings, weight: u8) -> Result<(), PlatformError> {
@@ -208,7 +210,7 @@ impl Platform for LocalPlatform {
     async fn set_weight(&self, id: &RolloutId, router: RouterKind, weight: u8) -> Result<(), PlatformError> {
         // A policy naming another router is refused at load (`Loaded::refuse_unserved_routers`).
         if !ROUTERS.contains(&router) {
-            return Err(PlatformError(format!(
+            return Err(PlatformError::failed(format!(
                 "the local platform routes with nginx, not {}",
                 router.name()
             )));
@@ -222,13 +224,13 @@ impl Platform for LocalPlatform {
         match &s.hooks.promote {
             Some(hook) => {
                 let ctx = context(s, revision, "promote", None);
-                hooks::run(hook, &ctx, &self.client).await.map_err(PlatformError)?;
-                self.stable_healthy(s, STABLE_HEALTH_WITHIN).await.map_err(PlatformError)?;
+                hooks::run(hook, &ctx, &self.client).await.map_err(PlatformError::failed)?;
+                self.stable_healthy(s, STABLE_HEALTH_WITHIN).await.map_err(PlatformError::failed)?;
                 self.route(s, 0).await?;
             }
             // Refused when the settings are read; never promote without one.
             None => {
-                return Err(PlatformError(format!(
+                return Err(PlatformError::failed(format!(
                     "service {}: no promote hook, so nothing can bring the stable servers to {revision}",
                     s.name
                 )));
@@ -246,7 +248,7 @@ impl Platform for LocalPlatform {
         match &s.hooks.rollback {
             Some(hook) => {
                 let ctx = context(s, revision, "rollback", None);
-                hooks::run(hook, &ctx, &self.client).await.map_err(PlatformError)?;
+                hooks::run(hook, &ctx, &self.client).await.map_err(PlatformError::failed)?;
             }
             None => tracing::info!(
                 service = %s.name,

@@ -246,19 +246,19 @@ impl Router {
 
 impl TrafficRouter for Router {
     async fn set_weight(&self, route: &str, weight: u8) -> Result<(), PlatformError> {
-        self.set(route, weight).await.map_err(|e| PlatformError(e.0))
+        self.set(route, weight).await.map_err(|e| PlatformError::failed(e.0))
     }
 
     /// Asks nginx's status server, so the answer is what nginx serves, not what was written.
     async fn weight(&self, route: &str) -> Result<u8, PlatformError> {
         let url = format!("http://{}/canaryd/{route}", self.settings.status_listen);
         let body = async { self.client.get(&url).timeout(self.settings.timeout).send().await?.text().await };
-        let body = body.await.map_err(|e| PlatformError(format!("{url}: {e}")))?;
+        let body = body.await.map_err(|e| PlatformError::failed(format!("{url}: {e}")))?;
         // `name weight generation`, as `status_line` writes it.
         let mut fields = body.split_whitespace();
         match (fields.next(), fields.next().map(str::parse::<u8>)) {
             (Some(name), Some(Ok(weight))) if name == route => Ok(weight),
-            _ => Err(PlatformError(format!(
+            _ => Err(PlatformError::failed(format!(
                 "{url} answers `{}`, not `{route} WEIGHT GENERATION`",
                 body.trim()
             ))),
