@@ -69,7 +69,7 @@ enum Command {
         #[arg(long)]
         scrape_interval: Option<String>,
         /// Refuse policies whose router this platform cannot serve (`local`: nginx;
-        /// `kubernetes`: gateway-api, istio, replica). Default: the settings' platform
+        /// `kubernetes`: gateway-api; istio and replica come next). Default: the settings' platform
         /// (`local` when `[[services]]` are declared), else any known router passes.
         #[arg(long, value_enum)]
         platform: Option<PlatformName>,

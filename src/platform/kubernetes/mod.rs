@@ -5,10 +5,12 @@
 //! - `workloads.rs`: `web-primary` and the Services `web-primary` and `web-canary`,
 //!   and whether a Deployment has rolled out;
 //! - `canaryrun.rs`: the `CanaryRun` custom resource that holds a rollout's state;
+//! - `platform.rs`: the platform itself: the Deployment watch, attaching, the calls;
 //! - `store.rs`: the rollout states in CanaryRun statuses, within a write budget;
 //! - `routers/`: the traffic routers (Gateway API `HTTPRoute`).
 
 pub mod canaryrun;
+pub mod platform;
 pub mod revision;
 pub mod routers;
 pub mod store;
@@ -18,7 +20,7 @@ use crate::engine::plan::RouterKind;
 use crate::engine::{Arms, RolloutId};
 
 /// The routers the Kubernetes platform serves.
-pub const ROUTERS: [RouterKind; 3] = [RouterKind::GatewayApi, RouterKind::Istio, RouterKind::Replica];
+pub const ROUTERS: [RouterKind; 1] = [RouterKind::GatewayApi];
 
 /// Suffix of the Deployment (and Service) that serves the promoted revision.
 pub const PRIMARY_SUFFIX: &str = "-primary";

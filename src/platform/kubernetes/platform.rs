@@ -1,0 +1,639 @@
+//! The Kubernetes platform: watches Deployments, attaches the ones a policy selects
+//! (creating `web-primary` and its Services, adopting the HTTPRoute), reports a change
+//! of a managed Deployment's pod template as a new revision, and carries out the
+//! daemon's calls: weights through the Gateway API router, promotion by copying the
+//! template to `web-primary`, rollback by scaling `web` to 0.
+//!
+//! Every call is idempotent and judged from what the API server reports (Deployment
+//! status, the route's read-back weights and `Accepted` condition), never from elapsed
+//! time. A call that awaits such progress answers [`PlatformError::not_yet`]. A
+//! Deployment no policy selects is read, never written to.
+//!
+//! The watch keeps a small summary per Deployment (labels, the template's revision),
+//! not the objects: at 10,000 workloads a cache of full Deployments would not fit the
+//! daemon's memory budget. Calls read the objects they change.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::revision::template_revision;
+use super::routers::gateway::{self, Backends, Served};
+use super::workloads::{self, PRIMARY_OF, REVISION_ANNOTATION, RolloutProgress};
+use super::{ROUTERS, arms, primary_name};
+use crate::engine::plan::RouterKind;
+use crate::engine::{RolloutId, Scale};
+use crate::platform::{NewRevision, Platform, PlatformError, RolloutEvent};
+use crate::policy::LoadedPolicy;
+
+/// Annotation on `web-primary`: the revision last rolled back, which is not started
+/// again until `web`'s template changes.
+pub const ROLLED_BACK_ANNOTATION: &str = "canaryd.io/rolled-back-revision";
+/// How often attachments still under way are driven on.
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+/// How long a call polls the API server for a change to show before it answers
+/// "not yet".
+const READ_BACK_FOR: Duration = Duration::from_secs(3);
+const READ_BACK_EVERY: Duration = Duration::from_millis(100);
+
+/// What the watch keeps of one Deployment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// The Deployment's labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its pod template's revision.
+    pub revision: String,
+    /// For a `web-primary`: the Deployment it serves for.
+    pub primary_of: Option<String>,
+    /// For a `web-primary`: the revision its template serves.
+    pub serves: Option<String>,
+    /// For a `web-primary`: the revision last rolled back.
+    pub rolled_back: Option<String>,
+}
+
+impl Summary {
+    /// The summary of `deployment`.
+    pub fn of(deployment: &Deployment) -> Summary {
+        let template = serde_json::to_value(&deployment.spec.template).unwrap_or(Value::Null);
+        let labels = deployment.metadata.labels.clone().unwrap_or_default();
+        let annotations = deployment.metadata.annotations.clone().unwrap_or_default();
+        let template_annotations = deployment
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default();
+        Summary {
+            primary_of: labels.get(PRIMARY_OF).cloned(),
+            serves: template_annotations.get(REVISION_ANNOTATION).cloned(),
+            rolled_back: annotations.get(ROLLED_BACK_ANNOTATION).cloned(),
+            revision: template_revision(&template),
+            labels,
+        }
+    }
+}
+
+/// What the platform does about one managed-or-not Deployment, decided from the
+/// summaries alone. Pure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Not selected and never managed, or nothing new: nothing.
+    Nothing,
+    /// Selected and not attached yet: create `web-primary`, its Services, adopt the
+    /// route, then scale `web` to 0.
+    Attach,
+    /// A new revision to analyse.
+    Rollout(String),
+    /// Managed, and no policy selects it any more: a running rollout rolls back;
+    /// traffic stays on the primary.
+    Detach(String),
+}
+
+/// What to do about Deployment `id` (`web`), given its summary, its primary's, whether
+/// a policy selects it, the revision last reported, and whether it was detached.
+pub fn next(
+    id: &RolloutId,
+    web: &Summary,
+    primary: Option<&Summary>,
+    selected: bool,
+    reported: Option<&str>,
+    detached: bool,
+) -> Next {
+    match (selected, primary) {
+        (false, Some(_)) if !detached => Next::Detach(format!(
+            "no policy selects Deployment {id} any more; traffic stays on {}",
+            primary_name(&id.name)
+        )),
+        (false, _) => Next::Nothing,
+        (true, None) => Next::Attach,
+        (true, Some(p)) if p.serves.is_none() => Next::Attach,
+        (true, Some(p)) => {
+            let promoted = p.serves.as_deref() == Some(web.revision.as_str());
+            let rejected = p.rolled_back.as_deref() == Some(web.revision.as_str());
+            if promoted || rejected || reported == Some(web.revision.as_str()) {
+                Next::Nothing
+            } else {
+                Next::Rollout(web.revision.clone())
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    events: Vec<RolloutEvent>,
+    /// Managed-or-not Deployments (`web`s), by id.
+    workloads: HashMap<RolloutId, Summary>,
+    /// Primaries, by the id of the Deployment they serve for.
+    primaries: HashMap<RolloutId, Summary>,
+    /// The revision last reported per workload.
+    reported: HashMap<RolloutId, String>,
+    /// Workloads whose detachment was reported.
+    detached: HashSet<RolloutId>,
+    /// Workloads attached (primary serving, route adopted, `web` at 0).
+    attached: HashSet<RolloutId>,
+    /// Seen in the re-list under way (to find what was deleted while the watch was down).
+    relisted: Option<HashSet<RolloutId>>,
+}
+
+/// The Kubernetes platform.
+pub struct KubernetesPlatform {
+    client: kube::Client,
+    namespaces: Option<Vec<String>>,
+    shared: Mutex<Shared>,
+    policies: Mutex<Option<watch::Receiver<Arc<Vec<LoadedPolicy>>>>>,
+}
+
+impl KubernetesPlatform {
+    /// A platform on `client`, watching `namespaces` (`None`: all).
+    pub fn new(client: kube::Client, namespaces: Option<Vec<String>>) -> KubernetesPlatform {
+        KubernetesPlatform {
+            client,
+            namespaces,
+            shared: Mutex::new(Shared::default()),
+            policies: Mutex::new(None),
+        }
+    }
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn deployments(&self, namespace: &str) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    fn routes(&self, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), namespace, &http_route())
+    }
+
+    /// Watches Deployments and drives attachments until the process ends, selecting
+    /// with the policies `policies` holds as they change.
+    pub async fn run(self: Arc<Self>, mut policies: watch::Receiver<Arc<Vec<LoadedPolicy>>>) {
+        *self.policies.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(policies.clone());
+        let apis: Vec<Api<Deployment>> = match &self.namespaces {
+            None => vec![Api::all(self.client.clone())],
+            Some(namespaces) => namespaces.iter().map(|ns| self.deployments(ns)).collect(),
+        };
+        let streams =
+            apis.into_iter().map(|api| watcher(api, watcher::Config::default()).default_backoff().boxed());
+        let mut events = futures::stream::select_all(streams);
+        let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(Ok(event)) => self.take(event),
+                    Some(Err(e)) => tracing::warn!(error = %e, "Deployment watch failed; retrying with backoff"),
+                    None => return,
+                },
+                changed = policies.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    tracing::info!("policies changed: re-evaluating every Deployment");
+                }
+                _ = reconcile.tick() => {}
+            }
+            self.drive().await;
+        }
+    }
+
+    /// Takes one watch event into the summaries.
+    fn take(&self, event: watcher::Event<Deployment>) {
+        let mut shared = self.shared();
+        match event {
+            watcher::Event::Init => shared.relisted = Some(HashSet::new()),
+            watcher::Event::InitApply(d) | watcher::Event::Apply(d) => {
+                let Some(id) = id_of(&d) else { return };
+                let summary = Summary::of(&d);
+                let key = match &summary.primary_of {
+                    Some(web) => RolloutId { namespace: id.namespace.clone(), name: web.clone() },
+                    None => id.clone(),
+                };
+                if let Some(seen) = shared.relisted.as_mut() {
+                    seen.insert(id.clone());
+                }
+                if summary.primary_of.is_some() {
+                    shared.primaries.insert(key, summary);
+                } else {
+                    shared.workloads.insert(key, summary);
+                }
+            }
+            watcher::Event::Delete(d) => {
+                if let Some(id) = id_of(&d) {
+                    forget(&mut shared, &id, Summary::of(&d).primary_of.as_deref());
+                }
+            }
+            watcher::Event::InitDone => {
+                // What the re-list did not return was deleted while the watch was down.
+                let Some(seen) = shared.relisted.take() else { return };
+                let gone: Vec<RolloutId> =
+                    shared.workloads.keys().filter(|id| !seen.contains(*id)).cloned().collect();
+                for id in gone {
+                    forget(&mut shared, &id, None);
+                }
+            }
+        }
+    }
+
+    /// Decides, for every Deployment, what is next, and does it.
+    async fn drive(&self) {
+        let policies = self.policies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let Some(policies) = policies.map(|p| p.borrow().clone()) else { return };
+        let mut attach = Vec::new();
+        {
+            let mut shared = self.shared();
+            let ids: Vec<RolloutId> = shared.workloads.keys().cloned().collect();
+            for id in ids {
+                let web = shared.workloads[&id].clone();
+                let selected =
+                    crate::policy::selector::select(&policies, &id.namespace, &web.labels).is_some();
+                let decided = next(
+                    &id,
+                    &web,
+                    shared.primaries.get(&id),
+                    selected,
+                    shared.reported.get(&id).map(String::as_str),
+                    shared.detached.contains(&id),
+                );
+                if selected {
+                    shared.detached.remove(&id);
+                }
+                match decided {
+                    Next::Nothing => {}
+                    Next::Attach => attach.push(id),
+                    Next::Rollout(revision) => {
+                        let labels = web.labels.clone();
+                        shared.reported.insert(id.clone(), revision.clone());
+                        tracing::info!(rollout = %id, %revision, "new revision of a managed Deployment");
+                        shared.events.push(RolloutEvent::Revision(NewRevision {
+                            arms: arms(&id),
+                            id,
+                            revision,
+                            labels,
+                        }));
+                    }
+                    Next::Detach(detail) => {
+                        tracing::info!(rollout = %id, %detail, "detaching");
+                        shared.detached.insert(id.clone());
+                        shared.attached.remove(&id);
+                        shared.events.push(RolloutEvent::Gone { id, detail });
+                    }
+                }
+            }
+        }
+        for id in attach {
+            if let Err(e) = self.attach(&id).await {
+                tracing::info!(rollout = %id, awaiting = %e, "attaching");
+            }
+        }
+    }
+
+    /// One pass of attaching `web`: each step is done once and skipped when done.
+    async fn attach(&self, id: &RolloutId) -> Result<(), PlatformError> {
+        let deployments = self.deployments(&id.namespace);
+        let web = get(&deployments, &id.name).await?;
+        let revision = Summary::of(&web).revision;
+        let replicas = web.spec.replicas.unwrap_or(1).max(1);
+        let primary = workloads::primary_deployment(&web, &revision, replicas).map_err(refused)?;
+        let primary = create_or_get(&deployments, &primary).await?;
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &id.namespace);
+        for service in workloads::services(&web).map_err(refused)? {
+            create_or_get(&services, &service).await?;
+        }
+        await_rollout(&primary)?;
+        let backends = backends_of(&web)?;
+        self.adopt_route(id, &backends).await?;
+        scale_to(&deployments, &id.name, 0).await?;
+        tracing::info!(rollout = %id, %revision, "attached: {} serves revision {revision}", primary_name(&id.name));
+        self.shared().attached.insert(id.clone());
+        Ok(())
+    }
+
+    /// Splits the workload's route between the primary and the canary (all traffic to
+    /// the primary), unless that is done.
+    async fn adopt_route(&self, id: &RolloutId, backends: &Backends) -> Result<(), PlatformError> {
+        let routes = self.routes(&id.namespace);
+        let route = routes.get_opt(&id.name).await.map_err(|e| api_error(&format!("HTTPRoute {id}"), &e))?;
+        let Some(route) = route else {
+            return Err(PlatformError::failed(format!(
+                "no HTTPRoute {id}: canaryd shifts traffic through an HTTPRoute named as the Deployment, with a rule sending traffic to Service {}",
+                id.name
+            )));
+        };
+        let route = serde_json::to_value(&route).map_err(|e| PlatformError::failed(e.to_string()))?;
+        if let Some(patch) =
+            gateway::adopt_patch(&route, backends).map_err(|e| PlatformError::failed(e.to_string()))?
+        {
+            json_patch(&routes, &id.name, patch).await?;
+        }
+        Ok(())
+    }
+
+    /// Sets the route's canary weight and reads it back until the Gateway serves it.
+    async fn route_weight(
+        &self,
+        id: &RolloutId,
+        backends: &Backends,
+        weight: u8,
+    ) -> Result<(), PlatformError> {
+        let routes = self.routes(&id.namespace);
+        let read = || async {
+            let route = routes.get(&id.name).await.map_err(|e| api_error(&format!("HTTPRoute {id}"), &e))?;
+            serde_json::to_value(&route).map_err(|e| PlatformError::failed(e.to_string()))
+        };
+        let route = read().await?;
+        let served =
+            gateway::served_weight(&route, backends).map_err(|e| PlatformError::failed(e.to_string()))?;
+        let in_spec = match &served {
+            Served::Applied(w) | Served::Pending { weight: w, .. } => *w,
+        };
+        if in_spec != weight {
+            let patch = gateway::weight_patch(&route, backends, weight)
+                .map_err(|e| PlatformError::failed(e.to_string()))?;
+            json_patch(&routes, &id.name, patch).await?;
+        }
+        let deadline = tokio::time::Instant::now() + READ_BACK_FOR;
+        loop {
+            let route = read().await?;
+            match gateway::served_weight(&route, backends)
+                .map_err(|e| PlatformError::failed(e.to_string()))?
+            {
+                Served::Applied(w) if w == weight => return Ok(()),
+                Served::Applied(w) => {
+                    return Err(PlatformError::failed(format!(
+                        "HTTPRoute {id} serves {w}% to the canary, not {weight}%"
+                    )));
+                }
+                Served::Pending { reason, .. } if tokio::time::Instant::now() >= deadline => {
+                    return Err(PlatformError::not_yet(format!("HTTPRoute {id}: {reason}")));
+                }
+                Served::Pending { .. } => tokio::time::sleep(READ_BACK_EVERY).await,
+            }
+        }
+    }
+
+    /// Brings `web`'s pods up to the primary's count and waits until they are ready.
+    async fn canary_up(&self, id: &RolloutId) -> Result<(), PlatformError> {
+        let deployments = self.deployments(&id.namespace);
+        let web = get(&deployments, &id.name).await?;
+        if web.spec.replicas == Some(0) {
+            let primary = get(&deployments, &primary_name(&id.name)).await?;
+            let replicas = primary.spec.replicas.unwrap_or(1).max(1);
+            scale_to(&deployments, &id.name, replicas).await?;
+            return Err(PlatformError::not_yet(format!(
+                "canary Deployment {id} scaled to {replicas}; awaiting its pods"
+            )));
+        }
+        await_rollout(&web)
+            .map_err(|e| PlatformError { message: format!("canary Deployment {id}: {}", e.message), ..e })
+    }
+}
+
+/// The namespace/name of a Deployment.
+fn id_of(d: &Deployment) -> Option<RolloutId> {
+    Some(RolloutId { namespace: d.metadata.namespace.clone()?, name: d.metadata.name.clone()? })
+}
+
+/// Forgets a deleted Deployment; a managed workload's deletion is reported.
+fn forget(shared: &mut Shared, id: &RolloutId, primary_of: Option<&str>) {
+    if let Some(web) = primary_of {
+        shared.primaries.remove(&RolloutId { namespace: id.namespace.clone(), name: web.to_string() });
+        return;
+    }
+    shared.workloads.remove(id);
+    shared.reported.remove(id);
+    shared.detached.remove(id);
+    if shared.attached.remove(id) || shared.primaries.contains_key(id) {
+        shared.events.push(RolloutEvent::Gone { id: id.clone(), detail: format!("Deployment {id} deleted") });
+    }
+}
+
+fn http_route() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    )
+}
+
+/// The backends of `web`'s route: its Services on the template's first port.
+fn backends_of(web: &Deployment) -> Result<Backends, PlatformError> {
+    let [primary, _] = workloads::services(web).map_err(refused)?;
+    let port = primary.spec.and_then(|s| s.ports).and_then(|p| p.first().map(|p| p.port)).unwrap_or(80);
+    Ok(Backends::of(&web.metadata.name.clone().unwrap_or_default(), port))
+}
+
+/// `Ok` once `deployment` has rolled out, "not yet" while it is, failed past its
+/// progress deadline.
+fn await_rollout(deployment: &Deployment) -> Result<(), PlatformError> {
+    let name = deployment.metadata.name.clone().unwrap_or_default();
+    match workloads::rollout_progress(deployment) {
+        RolloutProgress::Complete => Ok(()),
+        RolloutProgress::Waiting(what) => {
+            Err(PlatformError::not_yet(format!("Deployment {name} rolling out: {what}")))
+        }
+        RolloutProgress::Failed(why) => Err(PlatformError::failed(format!("Deployment {name}: {why}"))),
+    }
+}
+
+fn refused(e: workloads::WorkloadError) -> PlatformError {
+    PlatformError::failed(e.to_string())
+}
+
+fn api_error(what: &str, e: &kube::Error) -> PlatformError {
+    PlatformError::failed(format!("{what}: {e}"))
+}
+
+async fn get(api: &Api<Deployment>, name: &str) -> Result<Deployment, PlatformError> {
+    api.get(name).await.map_err(|e| api_error(&format!("Deployment {name}"), &e))
+}
+
+/// Creates `object`, or reads it if it exists.
+async fn create_or_get<K>(api: &Api<K>, object: &K) -> Result<K, PlatformError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    match api.create(&PostParams::default(), object).await {
+        Ok(created) => Ok(created),
+        Err(kube::Error::Api(status)) if status.is_already_exists() => {
+            api.get(&name).await.map_err(|e| api_error(&name, &e))
+        }
+        Err(e) => Err(api_error(&format!("create {name}"), &e)),
+    }
+}
+
+async fn scale_to(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<(), PlatformError> {
+    let patch = json!({"spec": {"replicas": replicas}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| api_error(&format!("scale Deployment {name} to {replicas}"), &e))
+}
+
+async fn json_patch(api: &Api<DynamicObject>, name: &str, patch: Value) -> Result<(), PlatformError> {
+    let patch: json_patch::Patch = serde_json::from_value(patch)
+        .map_err(|e| PlatformError::failed(format!("HTTPRoute {name}: patch: {e}")))?;
+    match api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
+        Ok(_) => Ok(()),
+        // A failed `test` op: the route changed since it was read. Read it again next time.
+        Err(kube::Error::Api(status)) if status.code == 422 || status.is_conflict() => {
+            Err(PlatformError::not_yet(format!(
+                "HTTPRoute {name} changed while canaryd patched it ({}); read again next tick",
+                status.message
+            )))
+        }
+        Err(e) => Err(api_error(&format!("HTTPRoute {name}"), &e)),
+    }
+}
+
+impl Platform for KubernetesPlatform {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn routers(&self) -> &'static [RouterKind] {
+        &ROUTERS
+    }
+
+    fn events(&self) -> Vec<RolloutEvent> {
+        std::mem::take(&mut self.shared().events)
+    }
+
+    async fn set_weight(&self, id: &RolloutId, router: RouterKind, weight: u8) -> Result<(), PlatformError> {
+        if router != RouterKind::GatewayApi {
+            return Err(PlatformError::failed(format!(
+                "router {} is not served on Kubernetes yet",
+                router.name()
+            )));
+        }
+        if weight > 0 {
+            self.canary_up(id).await?;
+        }
+        let web = get(&self.deployments(&id.namespace), &id.name).await?;
+        self.route_weight(id, &backends_of(&web)?, weight).await
+    }
+
+    async fn promote(&self, id: &RolloutId, revision: &str) -> Result<(), PlatformError> {
+        let deployments = self.deployments(&id.namespace);
+        let web = get(&deployments, &id.name).await?;
+        let now = Summary::of(&web).revision;
+        if now != revision {
+            return Err(PlatformError::failed(format!(
+                "Deployment {id}'s template is now revision {now}, not {revision}: not promoted"
+            )));
+        }
+        let primary = get(&deployments, &primary_name(&id.name)).await?;
+        let replicas = primary.spec.replicas.unwrap_or(1).max(1);
+        let primary = if Summary::of(&primary).serves.as_deref() == Some(revision) {
+            primary
+        } else {
+            let mut desired = workloads::primary_deployment(&web, revision, replicas).map_err(refused)?;
+            desired.metadata.resource_version = primary.metadata.resource_version.clone();
+            desired.metadata.annotations = primary.metadata.annotations.clone();
+            deployments
+                .replace(&primary_name(&id.name), &PostParams::default(), &desired)
+                .await
+                .map_err(|e| api_error(&format!("Deployment {}", primary_name(&id.name)), &e))?
+        };
+        await_rollout(&primary)?;
+        self.route_weight(id, &backends_of(&web)?, 0).await?;
+        scale_to(&deployments, &id.name, 0).await?;
+        tracing::info!(rollout = %id, %revision, "promoted: {} serves it", primary_name(&id.name));
+        Ok(())
+    }
+
+    async fn scale(&self, id: &RolloutId, revision: &str, scale: Scale) -> Result<(), PlatformError> {
+        let deployments = self.deployments(&id.namespace);
+        match scale {
+            Scale::Up => self.canary_up(id).await,
+            Scale::Down => {
+                // Remembered on the primary, so that the same template is not started
+                // again (after a restart, say) until it changes.
+                let mark = json!({"metadata": {"annotations": {ROLLED_BACK_ANNOTATION: revision}}});
+                deployments
+                    .patch(&primary_name(&id.name), &PatchParams::default(), &Patch::Merge(&mark))
+                    .await
+                    .map_err(|e| api_error(&format!("Deployment {}", primary_name(&id.name)), &e))?;
+                scale_to(&deployments, &id.name, 0).await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(revision: &str) -> Summary {
+        Summary {
+            labels: BTreeMap::new(),
+            revision: revision.into(),
+            primary_of: None,
+            serves: None,
+            rolled_back: None,
+        }
+    }
+
+    fn primary(serves: &str, rolled_back: Option<&str>) -> Summary {
+        Summary {
+            primary_of: Some("web".into()),
+            serves: Some(serves.into()),
+            rolled_back: rolled_back.map(String::from),
+            ..summary("p")
+        }
+    }
+
+    fn id() -> RolloutId {
+        RolloutId { namespace: "shop".into(), name: "web".into() }
+    }
+
+    #[test]
+    fn a_deployment_no_policy_selects_is_left_alone() {
+        assert_eq!(next(&id(), &summary("a"), None, false, None, false), Next::Nothing);
+    }
+
+    #[test]
+    fn a_selected_deployment_is_attached_first_and_a_new_template_is_a_rollout() {
+        assert_eq!(next(&id(), &summary("a"), None, true, None, false), Next::Attach);
+        let serving_a = primary("a", None);
+        assert_eq!(next(&id(), &summary("a"), Some(&serving_a), true, None, false), Next::Nothing);
+        assert_eq!(
+            next(&id(), &summary("b"), Some(&serving_a), true, None, false),
+            Next::Rollout("b".into())
+        );
+        // Reported once.
+        assert_eq!(next(&id(), &summary("b"), Some(&serving_a), true, Some("b"), false), Next::Nothing);
+        // Back to the promoted template: nothing starts.
+        assert_eq!(next(&id(), &summary("a"), Some(&serving_a), true, Some("b"), false), Next::Nothing);
+    }
+
+    #[test]
+    fn a_rolled_back_template_is_not_started_again_until_it_changes() {
+        let after_rollback = primary("a", Some("b"));
+        assert_eq!(next(&id(), &summary("b"), Some(&after_rollback), true, None, false), Next::Nothing);
+        assert_eq!(
+            next(&id(), &summary("c"), Some(&after_rollback), true, None, false),
+            Next::Rollout("c".into())
+        );
+    }
+
+    #[test]
+    fn a_deployment_that_stops_matching_is_detached_once() {
+        let serving = primary("a", None);
+        assert!(
+            matches!(next(&id(), &summary("b"), Some(&serving), false, Some("b"), false), Next::Detach(d) if d.contains("no policy selects Deployment shop/web"))
+        );
+        assert_eq!(next(&id(), &summary("b"), Some(&serving), false, Some("b"), true), Next::Nothing);
+    }
+}
