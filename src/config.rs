@@ -15,12 +15,14 @@ use crate::source::batch::{BatchOptions, DEFAULT_SHARD_SIZE};
 use crate::source::scrape::ScrapeIntervals;
 use crate::source::templates;
 
+pub mod kubernetes;
 pub mod local;
 
 pub use crate::secret::{Secret, without_userinfo};
 pub use crate::source::alertmanager::AlertmanagerSettings;
 pub use crate::source::prometheus::PrometheusSettings;
 pub use crate::telemetry::{LogFormat, LogSettings};
+pub use kubernetes::KubernetesSettings;
 pub use local::{Hook, HookAction, Hooks, LocalSettings, NginxSettings, ServiceSettings};
 
 /// Settings could not be read or are invalid; lists every problem.
@@ -48,6 +50,8 @@ pub struct Settings {
     pub daemon: DaemonSettings,
     /// The local platform (nginx and declared services), when services are declared.
     pub local: Option<LocalSettings>,
+    /// The Kubernetes platform, when `[kubernetes]` is present.
+    pub kubernetes: Option<KubernetesSettings>,
     /// Alertmanager, read for the alerts already firing when a rollout starts or resumes.
     pub alertmanager: Option<AlertmanagerSettings>,
 }
@@ -112,6 +116,7 @@ struct RawSettings {
     daemon: RawDaemon,
     nginx: local::RawNginx,
     services: Vec<local::RawService>,
+    kubernetes: Option<kubernetes::RawKubernetes>,
     alertmanager: RawAlertmanager,
 }
 
@@ -532,6 +537,12 @@ impl RawSettings {
         let batching = self.prometheus.batching(&mut problems);
         let daemon = self.daemon.validate(&mut problems);
         let local = local::validate(self.nginx, self.services, daemon.platform_timeout, &mut problems);
+        let kubernetes = self.kubernetes.map(|k| k.validate(&mut problems));
+        if local.is_some() && kubernetes.is_some() {
+            problems.push(
+                "kubernetes: and [[services]] select two platforms; one daemon runs one: drop [kubernetes] or the services".into(),
+            );
+        }
         let alertmanager = self.alertmanager.validate(&mut problems);
         let url = url::Url::parse(&self.prometheus.url)
             .map_err(|e| {
@@ -591,6 +602,7 @@ impl RawSettings {
                 log: LogSettings { format, level: self.log.level },
                 daemon,
                 local,
+                kubernetes,
                 alertmanager,
             }),
             _ => Err(problems),

@@ -8,13 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::config::{LocalSettings, Settings};
+use crate::config::{KubernetesSettings, LocalSettings, Settings};
 use crate::daemon::metrics::LoopMetrics;
 use crate::daemon::records::{RecordStore, Retention};
 use crate::daemon::{Daemon, Options};
 use crate::notify::fanout::Fanout;
 use crate::notify::slack::SlackNotifier;
 use crate::notify::webhook::{PolicyWebhookNotifier, WebhookNotifier};
+use crate::platform::kubernetes::platform::KubernetesPlatform;
+use crate::platform::kubernetes::store::CanaryRunStore;
 use crate::platform::local::LocalPlatform;
 use crate::policy::LoadedPolicy;
 use crate::server::{ApiMetrics, AppState};
@@ -54,14 +56,17 @@ pub enum PlatformChoice<'a> {
     None,
     /// Services behind nginx (`[[services]]`).
     Local(&'a LocalSettings),
+    /// Deployments on Kubernetes (`[kubernetes]`).
+    Kubernetes(&'a KubernetesSettings),
 }
 
 impl<'a> PlatformChoice<'a> {
-    /// The platform `settings` select.
+    /// The platform `settings` select (settings validation refuses both at once).
     pub fn of(settings: &'a Settings) -> PlatformChoice<'a> {
-        match &settings.local {
-            Some(local) => PlatformChoice::Local(local),
-            None => PlatformChoice::None,
+        match (&settings.local, &settings.kubernetes) {
+            (Some(local), _) => PlatformChoice::Local(local),
+            (None, Some(kubernetes)) => PlatformChoice::Kubernetes(kubernetes),
+            (None, None) => PlatformChoice::None,
         }
     }
 }
@@ -73,7 +78,7 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
         tokens: Arc::new(settings.server.tokens.clone()),
         read_requires_token: settings.server.read_requires_token,
     };
-    let mut state = AppState { access, max_body_bytes: settings.server.max_body_bytes, ..Default::default() };
+    let state = AppState { access, max_body_bytes: settings.server.max_body_bytes, ..Default::default() };
     let policies = load_policies(&settings, &state);
     let listener = tokio::net::TcpListener::bind(settings.server.listen)
         .await
@@ -81,7 +86,7 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
     let (stop_tx, stop) = watch::channel(false);
     match PlatformChoice::of(&settings) {
         PlatformChoice::None => {
-            tracing::warn!(listen = %settings.server.listen, "no platform configured ([[services]]): serving /healthz, /readyz and /metrics only");
+            tracing::warn!(listen = %settings.server.listen, "no platform configured ([[services]] or [kubernetes]): serving /healthz, /readyz and /metrics only");
             let serve = serve(&state, listener, stop);
             tokio::join!(serve, signals(&settings, &state, None, stop_tx));
         }
@@ -93,41 +98,83 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
             );
             let store =
                 Arc::new(FileStore::open(&settings.daemon.state_dir).map_err(setting("daemon.state_dir"))?);
-            let mut daemon =
-                daemon(&settings, &mut registry, platform.clone(), store.clone(), policies).await?;
-            state.api = Some(crate::server::api::Api {
-                platform: Some(platform),
-                views: daemon.views(),
-                policies: daemon.policies(),
-                commands: daemon.commands(),
-                alerts: daemon.alerts(),
-                wake: daemon.waker(),
-                store: Some(store),
-                records_dir: Some(settings.daemon.records_dir.clone()),
-                metrics: ApiMetrics::register(&mut registry, daemon.metrics().alerts.clone()),
-            });
-            state.registry = Arc::new(registry);
-            let ticked = Arc::new(AtomicBool::new(false));
-            state.loop_ready = Some(ticked.clone());
-            let reload = daemon.policy_updates();
-            tracing::info!(listen = %settings.server.listen, tick = ?settings.daemon.tick, "running: /healthz, /readyz, /metrics and /api/v1/rollouts");
-            let mut loop_stop = stop.clone();
-            let run = crate::daemon::run_until(
-                &mut daemon,
-                settings.daemon.tick,
-                jiff::Timestamp::now,
-                &ticked,
-                async move {
-                    let _ = loop_stop.wait_for(|s| *s).await;
-                },
-                settings.daemon.shutdown_deadline,
-            );
-            let serve = serve(&state, listener, stop);
-            tokio::join!(serve, run, signals(&settings, &state, Some(reload), stop_tx));
+            let daemon = daemon(&settings, &mut registry, platform.clone(), store.clone(), policies).await?;
+            let starts: Arc<dyn crate::platform::StartsRollouts> = platform;
+            let parts = Parts { state, listener, stop, stop_tx, registry, starts: Some(starts) };
+            run_loop(&settings, daemon, store, parts).await;
+        }
+        PlatformChoice::Kubernetes(kubernetes) => {
+            let mut registry = crate::telemetry::registry();
+            let client = kube_client().await.map_err(setting("kubernetes"))?;
+            let platform = Arc::new(KubernetesPlatform::new(client.clone(), kubernetes.namespaces.clone()));
+            let store =
+                Arc::new(CanaryRunStore::new(client, kubernetes.namespaces.clone(), kubernetes.checkpoint));
+            let daemon = daemon(&settings, &mut registry, platform.clone(), store.clone(), policies).await?;
+            tokio::spawn(platform.run(daemon.policies()));
+            let parts = Parts { state, listener, stop, stop_tx, registry, starts: None };
+            run_loop(&settings, daemon, store, parts).await;
         }
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The Kubernetes client, configured as `kubectl` would be: in-cluster, or from
+/// `KUBECONFIG` (`~/.kube/config`).
+async fn kube_client() -> Result<kube::Client, String> {
+    let config =
+        kube::Config::infer().await.map_err(|e| format!("no Kubernetes client configuration: {e}"))?;
+    kube::Client::try_from(config).map_err(|e| format!("cannot build the Kubernetes client: {e}"))
+}
+
+/// What the loop runs beside: the HTTP surface, its listener and the stop signal.
+struct Parts {
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    stop: watch::Receiver<bool>,
+    stop_tx: watch::Sender<bool>,
+    registry: Registry,
+    /// Where `POST /api/v1/rollouts` starts a rollout (the local platform only).
+    starts: Option<Arc<dyn crate::platform::StartsRollouts>>,
+}
+
+/// Runs `daemon` beside the HTTP API until a signal stops it.
+async fn run_loop<P: crate::platform::Platform, St: crate::store::RunStore + crate::store::TimelineStore>(
+    settings: &Settings,
+    mut daemon: Daemon<PrometheusSource, P, St>,
+    store: Arc<St>,
+    parts: Parts,
+) {
+    let Parts { mut state, listener, stop, stop_tx, mut registry, starts } = parts;
+    state.api = Some(crate::server::api::Api {
+        platform: starts,
+        views: daemon.views(),
+        policies: daemon.policies(),
+        commands: daemon.commands(),
+        alerts: daemon.alerts(),
+        wake: daemon.waker(),
+        store: Some(store),
+        records_dir: Some(settings.daemon.records_dir.clone()),
+        metrics: ApiMetrics::register(&mut registry, daemon.metrics().alerts.clone()),
+    });
+    state.registry = Arc::new(registry);
+    let ticked = Arc::new(AtomicBool::new(false));
+    state.loop_ready = Some(ticked.clone());
+    let reload = daemon.policy_updates();
+    tracing::info!(listen = %settings.server.listen, tick = ?settings.daemon.tick, "running: /healthz, /readyz, /metrics and /api/v1/rollouts");
+    let mut loop_stop = stop.clone();
+    let run = crate::daemon::run_until(
+        &mut daemon,
+        settings.daemon.tick,
+        jiff::Timestamp::now,
+        &ticked,
+        async move {
+            let _ = loop_stop.wait_for(|s| *s).await;
+        },
+        settings.daemon.shutdown_deadline,
+    );
+    let serve = serve(&state, listener, stop);
+    tokio::join!(serve, run, signals(settings, &state, Some(reload), stop_tx));
 }
 
 /// The loop over `platform` and `store`: Prometheus, records, notifications, its
@@ -223,6 +270,9 @@ pub fn load_policies(settings: &Settings, state: &AppState) -> Vec<LoadedPolicy>
     match PlatformChoice::of(settings) {
         PlatformChoice::Local(_) => {
             loaded.refuse_unserved_routers("local", &crate::platform::local::ROUTERS);
+        }
+        PlatformChoice::Kubernetes(_) => {
+            loaded.refuse_unserved_routers("kubernetes", &crate::platform::kubernetes::ROUTERS);
         }
         PlatformChoice::None => {}
     }

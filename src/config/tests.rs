@@ -214,3 +214,39 @@ fn alertmanager_is_optional_and_its_url_is_checked() {
     let e = Settings::load(None, env(&[("CANARYD__ALERTMANAGER__URL", "not a url")])).unwrap_err();
     assert!(e.to_string().contains("alertmanager.url: `not a url` is not a URL"), "{e}");
 }
+
+#[test]
+fn a_kubernetes_section_selects_the_platform_with_its_namespaces_and_checkpoint() {
+    let none = Settings::load(Some(file("").path()), BTreeMap::new()).unwrap();
+    assert_eq!(none.kubernetes, None, "no [kubernetes]: no Kubernetes platform");
+    let all = Settings::load(Some(file("[kubernetes]\n").path()), BTreeMap::new()).unwrap();
+    assert_eq!(
+        all.kubernetes,
+        Some(KubernetesSettings { namespaces: None, checkpoint: Duration::from_secs(300) })
+    );
+    let f = file("[kubernetes]\nnamespaces = [\"shop\", \"payments\"]\ncheckpoint = \"2m\"\n");
+    let some = Settings::load(Some(f.path()), BTreeMap::new()).unwrap().kubernetes.unwrap();
+    assert_eq!(some.namespaces, Some(vec!["shop".to_string(), "payments".to_string()]));
+    assert_eq!(some.checkpoint, Duration::from_secs(120));
+}
+
+#[test]
+fn bad_kubernetes_settings_are_each_named() {
+    let f = file("[kubernetes]\nnamespaces = [\"shop\", \"Shop_2\", \"\"]\ncheckpoint = \"3h\"\n");
+    let text = Settings::load(Some(f.path()), BTreeMap::new()).unwrap_err().to_string();
+    assert!(text.contains("kubernetes.namespaces[1]: `Shop_2` may hold only lowercase letters"), "{text}");
+    assert!(text.contains("kubernetes.namespaces[2]: `` is not 1 to 63 characters long"), "{text}");
+    assert!(text.contains("kubernetes.checkpoint: `3h` is longer than 1h"), "{text}");
+    let f = file("[kubernetes]\nnamespace = [\"shop\"]\n");
+    let text = Settings::load(Some(f.path()), BTreeMap::new()).unwrap_err().to_string();
+    assert!(text.contains("namespace"), "{text}");
+}
+
+#[test]
+fn kubernetes_and_local_services_are_refused_together() {
+    let f = file(
+        "[kubernetes]\n[nginx]\ninclude = \"/tmp/x.conf\"\n[[services]]\nname = \"web\"\nstable = [\"127.0.0.1:1\"]\ncanary = [\"127.0.0.1:2\"]\n",
+    );
+    let text = Settings::load(Some(f.path()), BTreeMap::new()).unwrap_err().to_string();
+    assert!(text.contains("select two platforms"), "{text}");
+}

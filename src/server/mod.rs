@@ -99,7 +99,7 @@ pub fn app(state: AppState) -> Router {
 
 /// What a daemon without a platform is missing, in `/readyz` and every `/api/v1` answer.
 pub const NO_PLATFORM: &str =
-    "no platform is configured: declare [[services]] in the settings (the local platform)";
+    "no platform is configured: declare [[services]] (the local platform) or [kubernetes] in the settings";
 
 /// Ready means the loop has ticked with at least one valid policy; otherwise 503 with
 /// the reason.
