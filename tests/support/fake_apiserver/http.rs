@@ -68,11 +68,18 @@ fn anonymous_allowed(path: &str) -> bool {
     ["/version", "/healthz", "/livez", "/readyz"].contains(&path)
 }
 
-/// The client a bearer token names, if it is one the fake issued.
+/// The client a request comes from: the name in a bearer token the fake issued, or,
+/// without a token, the `Impersonate-User` the kubeconfig's `as:` sets (client-go, so
+/// kubectl, sends no bearer token over plain HTTP).
 fn client_of(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ")?;
-    token.strip_prefix(TOKEN_PREFIX).filter(|n| !n.is_empty()).map(String::from)
+    let text = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
+    match text(header::AUTHORIZATION) {
+        Some(value) => {
+            let token = value.strip_prefix("Bearer ")?;
+            token.strip_prefix(TOKEN_PREFIX).filter(|n| !n.is_empty()).map(String::from)
+        }
+        None => text(header::HeaderName::from_static("impersonate-user")).filter(|n| !n.is_empty()).map(String::from),
+    }
 }
 
 /// The resource a path names, if it is an API resource path.

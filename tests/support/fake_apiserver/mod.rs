@@ -33,7 +33,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 
 pub use self::store::{ConflictTarget, Key};
 use self::http::{Shared, TOKEN_PREFIX};
@@ -112,14 +112,28 @@ pub struct FakeApiServer {
 /// The listener's task and its connections' tasks, aborted together to go down.
 struct Serving {
     accept: JoinHandle<()>,
-    connections: Arc<Mutex<Vec<AbortHandle>>>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Serving {
-    fn stop(self) {
+    /// Aborts the tasks; they (and their sockets) are gone once the runtime drops them.
+    fn abort(&self) -> Vec<JoinHandle<()>> {
         self.accept.abort();
-        for connection in self.connections.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        let connections: Vec<JoinHandle<()>> =
+            self.connections.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        for connection in &connections {
             connection.abort();
+        }
+        connections
+    }
+
+    /// Aborts the tasks and waits until the listener and every connection are closed.
+    async fn stop(self) {
+        let connections = self.abort();
+        // A cancelled task's JoinError is what stopping it means.
+        let _ = self.accept.await;
+        for connection in connections {
+            let _ = connection.await;
         }
     }
 }
@@ -156,11 +170,12 @@ impl FakeApiServer {
         format!("{TOKEN_PREFIX}{client_name}")
     }
 
-    /// The kubeconfig of a client, as YAML (namespace `default`).
+    /// The kubeconfig of a client, as YAML (namespace `default`): its bearer token, and
+    /// `as: <client name>` for kubectl, which sends no token over plain HTTP.
     pub fn kubeconfig_yaml(&self, client_name: &str) -> String {
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\nusers:\n- name: \
-             {client_name}\n  user:\n    token: {token}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    \
+             {client_name}\n  user:\n    token: {token}\n    as: {client_name}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    \
              user: {client_name}\n    namespace: default\ncurrent-context: fake\n",
             url = self.url(),
             token = Self::token(client_name),
@@ -216,7 +231,7 @@ impl FakeApiServer {
         let current = self.serving.lock().unwrap_or_else(|e| e.into_inner()).take();
         if down {
             if let Some(serving) = current {
-                serving.stop();
+                serving.stop().await;
             }
             return;
         }
@@ -297,7 +312,7 @@ impl FakeApiServer {
 impl Drop for FakeApiServer {
     fn drop(&mut self) {
         if let Some(serving) = self.serving.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            serving.stop();
+            serving.abort();
         }
     }
 }
@@ -305,7 +320,7 @@ impl Drop for FakeApiServer {
 /// Accepts connections on `listener` and serves each with the one handler.
 fn serve(listener: TcpListener, shared: Arc<Shared>) -> Serving {
     let app = axum::Router::new().fallback(http::handle).with_state(shared);
-    let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+    let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
     let tracked = connections.clone();
     let accept = tokio::spawn(async move {
         loop {
@@ -318,7 +333,7 @@ fn serve(listener: TcpListener, shared: Arc<Shared>) -> Serving {
             });
             let mut open = tracked.lock().unwrap_or_else(|e| e.into_inner());
             open.retain(|c| !c.is_finished());
-            open.push(connection.abort_handle());
+            open.push(connection);
         }
     });
     Serving { accept, connections }

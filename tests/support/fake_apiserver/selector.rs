@@ -105,6 +105,9 @@ fn requirement(part: &str) -> Result<Requirement, String> {
             .collect::<Result<Vec<_>, _>>()?;
         let (key, op) = head.rsplit_once(char::is_whitespace).ok_or_else(|| format!("unable to parse requirement: {part:?}"))?;
         let key = key_of(key.trim())?;
+        if values.iter().all(String::is_empty) {
+            return Err(format!("unable to parse requirement: for 'in', 'notin' operators, values set can't be empty: {part:?}"));
+        }
         return match op {
             "in" => Ok(Requirement::In(key, values)),
             "notin" => Ok(Requirement::NotIn(key, values)),
