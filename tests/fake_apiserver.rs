@@ -11,8 +11,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
-use kube::core::{ApiResource, Status, GroupVersionKind};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::core::{ApiResource, GroupVersionKind, Status};
 use kube::discovery::Discovery;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
@@ -72,8 +74,15 @@ async fn create_get_update_delete_follow_the_metadata_rules() {
     let server = FakeApiServer::start().await;
     let api: Api<Deployment> = Api::namespaced(server.client("test").await, "default");
 
-    let created = api.create(&PostParams::default(), &deployment("web", json!({"app": "web"}), "v1")).await.expect("created");
-    assert!(created.metadata.uid.as_ref().is_some_and(|u| u.len() == 36), "a uid is set: {:?}", created.metadata.uid);
+    let created = api
+        .create(&PostParams::default(), &deployment("web", json!({"app": "web"}), "v1"))
+        .await
+        .expect("created");
+    assert!(
+        created.metadata.uid.as_ref().is_some_and(|u| u.len() == 36),
+        "a uid is set: {:?}",
+        created.metadata.uid
+    );
     assert!(created.metadata.creation_timestamp.is_some(), "creationTimestamp is set");
     assert_eq!(generation_of(&created), 1, "generation starts at 1");
     assert_eq!(created.spec.replicas, Some(1), "replicas default to 1");
@@ -91,14 +100,18 @@ async fn create_get_update_delete_follow_the_metadata_rules() {
 
     // Status through the main resource is ignored.
     let mut with_status = updated.clone();
-    with_status.status = Some(serde_json::from_value(json!({"replicas": 3, "readyReplicas": 3})).expect("a status"));
+    with_status.status =
+        Some(serde_json::from_value(json!({"replicas": 3, "readyReplicas": 3})).expect("a status"));
     let ignored = api.replace("web", &PostParams::default(), &with_status).await.expect("replaced");
     assert_eq!(ignored.status, None, "status written through the main resource is ignored");
     assert_eq!(rv_of(&ignored), rv_of(&updated), "an update that changes nothing keeps the resourceVersion");
 
     // Status through /status is written, and does not bump generation.
     let status = json!({"status": {"replicas": 3, "readyReplicas": 3, "observedGeneration": 2}});
-    let patched = api.patch_status("web", &PatchParams::default(), &Patch::Merge(&status)).await.expect("status patched");
+    let patched = api
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("status patched");
     assert_eq!(patched.status.as_ref().and_then(|s| s.ready_replicas), Some(3));
     assert_eq!(generation_of(&patched), 2, "a status change does not bump generation");
     assert_ne!(rv_of(&patched), rv_of(&updated), "a status change bumps resourceVersion");
@@ -107,10 +120,8 @@ async fn create_get_update_delete_follow_the_metadata_rules() {
     let mut via_status = patched.clone();
     via_status.spec.replicas = Some(9);
     via_status.status.as_mut().expect("status").replicas = Some(4);
-    let status_only = api
-        .replace_status("web", &PostParams::default(), &via_status)
-        .await
-        .expect("status replaced");
+    let status_only =
+        api.replace_status("web", &PostParams::default(), &via_status).await.expect("status replaced");
     assert_eq!(status_only.spec.replicas, Some(3), "/status ignores the spec");
     assert_eq!(status_only.status.as_ref().and_then(|s| s.replicas), Some(4));
 
@@ -135,16 +146,23 @@ async fn creates_are_refused_for_duplicates_missing_namespaces_and_bad_names() {
     assert_eq!((twice.code, twice.reason.as_str()), (409, "AlreadyExists"));
 
     let elsewhere: Api<Deployment> = Api::namespaced(client.clone(), "nowhere");
-    let missing = api_error(elsewhere.create(&PostParams::default(), &deployment("web", json!({}), "v1")).await);
+    let missing =
+        api_error(elsewhere.create(&PostParams::default(), &deployment("web", json!({}), "v1")).await);
     assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
     assert_eq!(missing.message, "namespaces \"nowhere\" not found");
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "nowhere"}})).expect("ns"))
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "nowhere"}})).expect("ns"),
+        )
         .await
         .expect("namespace created");
-    elsewhere.create(&PostParams::default(), &deployment("web", json!({}), "v1")).await.expect("created once it exists");
+    elsewhere
+        .create(&PostParams::default(), &deployment("web", json!({}), "v1"))
+        .await
+        .expect("created once it exists");
 
     let mut bad = deployment("Bad_Name", json!({}), "v1");
     bad.metadata.name = Some("Bad_Name".into());
@@ -206,10 +224,17 @@ async fn lists_come_in_pages_with_a_continue_token() {
     assert_eq!(names(&first), ["a", "b"]);
     let token = first.metadata.continue_.clone().expect("a continue token");
     assert_eq!(first.metadata.remaining_item_count, Some(1));
-    let second = api.list(&ListParams::default().limit(2).continue_token(&token)).await.expect("the next page");
+    let second =
+        api.list(&ListParams::default().limit(2).continue_token(&token)).await.expect("the next page");
     assert_eq!(names(&second), ["c"]);
-    assert!(second.metadata.continue_.as_deref().unwrap_or_default().is_empty(), "the last page has no token");
-    assert_eq!(second.metadata.resource_version, first.metadata.resource_version, "one list, one resourceVersion");
+    assert!(
+        second.metadata.continue_.as_deref().unwrap_or_default().is_empty(),
+        "the last page has no token"
+    );
+    assert_eq!(
+        second.metadata.resource_version, first.metadata.resource_version,
+        "one list, one resourceVersion"
+    );
     let bad = api_error(api.list(&ListParams::default().continue_token("not-a-token")).await);
     assert_eq!(bad.code, 400);
 }
@@ -233,7 +258,9 @@ async fn label_selectors_support_every_operator() {
         let list = api.list(&ListParams::default().labels(selector)).await.expect("listed");
         assert_eq!(names(&list), expected, "selector {selector}");
     }
-    for malformed in ["tier in (web", "=web", "tier in web", "a b", "tier in ()", "tier!", "-x=y", "tier=web,"] {
+    for malformed in
+        ["tier in (web", "=web", "tier in web", "a b", "tier in ()", "tier!", "-x=y", "tier=web,"]
+    {
         let refused = api_error(api.list(&ListParams::default().labels(malformed)).await);
         assert_eq!((refused.code, refused.reason.as_str()), (400, "BadRequest"), "selector {malformed:?}");
     }
@@ -250,9 +277,11 @@ async fn field_selectors_match_name_and_namespace() {
     let not_name = api.list(&ListParams::default().fields("metadata.name!=b")).await.expect("listed");
     assert_eq!(names(&not_name), ["a", "c"]);
     let all: Api<Deployment> = Api::all(client);
-    let in_default = all.list(&ListParams::default().fields("metadata.namespace=default")).await.expect("listed");
+    let in_default =
+        all.list(&ListParams::default().fields("metadata.namespace=default")).await.expect("listed");
     assert_eq!(in_default.items.len(), 3);
-    let elsewhere = all.list(&ListParams::default().fields("metadata.namespace=other")).await.expect("listed");
+    let elsewhere =
+        all.list(&ListParams::default().fields("metadata.namespace=other")).await.expect("listed");
     assert!(elsewhere.items.is_empty());
     let unsupported = api_error(all.list(&ListParams::default().fields("spec.replicas=1")).await);
     assert_eq!(unsupported.code, 400);
@@ -286,7 +315,10 @@ fn collect_watch(
 async fn a_merge_patch_that_changes_nothing_keeps_the_version_and_emits_no_event() {
     let server = FakeApiServer::start().await;
     let api: Api<Deployment> = Api::namespaced(server.client("test").await, "default");
-    let created = api.create(&PostParams::default(), &deployment("web", json!({"app": "web"}), "v1")).await.expect("created");
+    let created = api
+        .create(&PostParams::default(), &deployment("web", json!({"app": "web"}), "v1"))
+        .await
+        .expect("created");
     let seen = collect_watch(api.watch(&WatchParams::default(), &rv_of(&created)).await.expect("a watch"));
 
     let same = json!({"metadata": {"labels": {"app": "web"}}, "spec": {"replicas": 1}});
@@ -308,7 +340,8 @@ async fn a_merge_patch_that_changes_nothing_keeps_the_version_and_emits_no_event
 async fn a_json_patch_whose_test_fails_is_refused_and_changes_nothing() {
     let server = FakeApiServer::start().await;
     let api: Api<Deployment> = Api::namespaced(server.client("test").await, "default");
-    let created = api.create(&PostParams::default(), &deployment("web", json!({}), "v1")).await.expect("created");
+    let created =
+        api.create(&PostParams::default(), &deployment("web", json!({}), "v1")).await.expect("created");
     let patch: json_patch::Patch = serde_json::from_value(json!([
         {"op": "replace", "path": "/spec/replicas", "value": 5},
         {"op": "test", "path": "/spec/replicas", "value": 7},
@@ -325,7 +358,8 @@ async fn a_json_patch_whose_test_fails_is_refused_and_changes_nothing() {
         {"op": "replace", "path": "/spec/replicas", "value": 5},
     ]))
     .expect("a patch");
-    let applied = api.patch("web", &PatchParams::default(), &Patch::Json::<()>(passing)).await.expect("applied");
+    let applied =
+        api.patch("web", &PatchParams::default(), &Patch::Json::<()>(passing)).await.expect("applied");
     assert_eq!(applied.spec.replicas, Some(5));
     assert_eq!(generation_of(&applied), 2);
 }
@@ -338,16 +372,21 @@ async fn a_strategic_merge_patch_merges_containers_by_name() {
     let patch = json!({"spec": {"template": {"spec": {"containers": [
         {"name": "app", "image": "v2", "ports": [{"containerPort": 9090}]},
     ]}}}});
-    let patched = api.patch("web", &PatchParams::default(), &Patch::Strategic(&patch)).await.expect("patched");
+    let patched =
+        api.patch("web", &PatchParams::default(), &Patch::Strategic(&patch)).await.expect("patched");
     let containers = patched.spec.template.spec.expect("pod spec").containers;
-    let images: Vec<(String, Option<String>)> = containers.iter().map(|c| (c.name.clone(), c.image.clone())).collect();
+    let images: Vec<(String, Option<String>)> =
+        containers.iter().map(|c| (c.name.clone(), c.image.clone())).collect();
     assert_eq!(images, [("app".into(), Some("v2".into())), ("sidecar".into(), Some("proxy:1".into()))]);
     let ports: Vec<i32> = containers[0].ports.iter().flatten().map(|p| p.container_port).collect();
     assert_eq!(ports, [8080, 9090], "container ports merge by containerPort");
 
-    let delete = json!({"spec": {"template": {"spec": {"containers": [{"name": "sidecar", "$patch": "delete"}]}}}});
-    let patched = api.patch("web", &PatchParams::default(), &Patch::Strategic(&delete)).await.expect("patched");
-    let left: Vec<String> = patched.spec.template.spec.expect("pod spec").containers.into_iter().map(|c| c.name).collect();
+    let delete =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "sidecar", "$patch": "delete"}]}}}});
+    let patched =
+        api.patch("web", &PatchParams::default(), &Patch::Strategic(&delete)).await.expect("patched");
+    let left: Vec<String> =
+        patched.spec.template.spec.expect("pod spec").containers.into_iter().map(|c| c.name).collect();
     assert_eq!(left, ["app"]);
 }
 
@@ -362,7 +401,9 @@ where
         let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
         while let Some(event) = stream.next().await {
             let entry = match event {
-                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => ("apply", o.meta().name.clone().unwrap_or_default()),
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                    ("apply", o.meta().name.clone().unwrap_or_default())
+                }
                 Ok(watcher::Event::Delete(o)) => ("delete", o.meta().name.clone().unwrap_or_default()),
                 Ok(watcher::Event::InitDone) => ("init-done", String::new()),
                 Ok(watcher::Event::Init) => continue,
@@ -392,7 +433,9 @@ async fn the_kube_watcher_sees_additions_changes_and_deletions() {
     api.create(&PostParams::default(), &deployment("web", json!({}), "v1")).await.expect("created");
     saw(&seen, "apply", "web").await;
     let before = seen.lock().expect("the list").len();
-    api.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 2}}))).await.expect("patched");
+    api.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 2}})))
+        .await
+        .expect("patched");
     eventually("the change", || (seen.lock().expect("the list").len() > before).then_some(())).await;
     api.delete("web", &DeleteParams::default()).await.expect("deleted");
     saw(&seen, "delete", "web").await;
@@ -414,7 +457,13 @@ async fn a_watcher_behind_a_compaction_relists_and_misses_nothing() {
     assert_eq!(lists_of(&server, "deployments"), 1);
 
     server.set_down(true).await;
-    server.put(&Gvr::deployments(), "default", serde_json::to_value(deployment("meanwhile", json!({}), "v1")).expect("json")).expect("stored");
+    server
+        .put(
+            &Gvr::deployments(),
+            "default",
+            serde_json::to_value(deployment("meanwhile", json!({}), "v1")).expect("json"),
+        )
+        .expect("stored");
     server.compact();
     server.set_down(false).await;
 
@@ -431,7 +480,10 @@ async fn dropped_watches_resume_and_compacted_ones_expire_in_stream() {
     saw(&seen, "init-done", "").await;
     // Another type's changes move the resourceVersion past what the watcher has seen.
     let pods: Api<Pod> = Api::namespaced(client, "default");
-    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})).expect("a pod");
+    let pod: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+    )
+    .expect("a pod");
     pods.create(&PostParams::default(), &pod).await.expect("created");
     server.compact();
     server.drop_watches();
@@ -457,15 +509,29 @@ async fn dropped_watches_resume_and_compacted_ones_expire_in_stream() {
 async fn a_selector_watch_sees_an_object_leave_and_enter_its_selection() {
     let server = FakeApiServer::start().await;
     let api: Api<Deployment> = Api::namespaced(server.client("controller").await, "default");
-    api.create(&PostParams::default(), &deployment("web", json!({"canary": "yes"}), "v1")).await.expect("created");
+    api.create(&PostParams::default(), &deployment("web", json!({"canary": "yes"}), "v1"))
+        .await
+        .expect("created");
     let seen = run_watcher(api.clone(), watcher::Config::default().labels("canary=yes"));
     saw(&seen, "apply", "web").await;
     saw(&seen, "init-done", "").await;
-    api.patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"canary": "no"}}}))).await.expect("patched");
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"canary": "no"}}})),
+    )
+    .await
+    .expect("patched");
     saw(&seen, "delete", "web").await;
     let applies = || seen.lock().expect("the list").iter().filter(|(k, _)| k == "apply").count();
     assert_eq!(applies(), 1);
-    api.patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"canary": "yes"}}}))).await.expect("patched");
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"canary": "yes"}}})),
+    )
+    .await
+    .expect("patched");
     eventually("the object back in", || (applies() == 2).then_some(())).await;
 }
 
@@ -496,7 +562,10 @@ async fn deleting_an_owner_deletes_its_dependents_and_a_namespace_its_content() 
     let server = FakeApiServer::start().await;
     let client = server.client("test").await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    let owner = deployments.create(&PostParams::default(), &deployment("web", json!({}), "v1")).await.expect("created");
+    let owner = deployments
+        .create(&PostParams::default(), &deployment("web", json!({}), "v1"))
+        .await
+        .expect("created");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let owned = |name: &str, uid: &str| -> Pod {
         serde_json::from_value(json!({
@@ -509,11 +578,24 @@ async fn deleting_an_owner_deletes_its_dependents_and_a_namespace_its_content() 
     pods.create(&PostParams::default(), &owned("dependent", &uid)).await.expect("created");
     pods.create(&PostParams::default(), &owned("stranger", "0000")).await.expect("created");
     deployments.delete("web", &DeleteParams::background()).await.expect("deleted");
-    let left: Vec<String> = pods.list(&ListParams::default()).await.expect("listed").items.into_iter().filter_map(|p| p.metadata.name).collect();
+    let left: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .expect("listed")
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
     assert_eq!(left, ["stranger"], "the dependent is collected, an object of another owner is not");
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "doomed"}})).expect("ns")).await.expect("created");
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "doomed"}})).expect("ns"),
+        )
+        .await
+        .expect("created");
     let inside: Api<Deployment> = Api::namespaced(client, "doomed");
     inside.create(&PostParams::default(), &deployment("web", json!({}), "v1")).await.expect("created");
     namespaces.delete("doomed", &DeleteParams::default()).await.expect("deleted");
@@ -544,14 +626,20 @@ async fn a_crd_registers_its_resource_with_status_semantics() {
     let client = server.client("test").await;
     let crds: Api<DynamicObject> = Api::all_with(
         client.clone(),
-        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"), "customresourcedefinitions"),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+            "customresourcedefinitions",
+        ),
     );
     let crd: DynamicObject = serde_json::from_str(CRD).expect("a crd");
     crds.create(&PostParams::default(), &crd).await.expect("created");
     let established = crds.get("canaries.example.io").await.expect("got");
     let conditions = established.data["status"]["conditions"].as_array().cloned().expect("conditions");
     for kind in ["Established", "NamesAccepted"] {
-        assert!(conditions.iter().any(|c| c["type"] == kind && c["status"] == "True"), "{kind} is True: {conditions:?}");
+        assert!(
+            conditions.iter().any(|c| c["type"] == kind && c["status"] == "True"),
+            "{kind} is True: {conditions:?}"
+        );
     }
 
     let discovery = Discovery::new(client.clone()).run().await.expect("discovery runs");
@@ -560,7 +648,10 @@ async fn a_crd_registers_its_resource_with_status_semantics() {
         .flat_map(|g| g.recommended_resources())
         .find(|(r, _)| r.plural == "canaries")
         .expect("discovery lists the custom resource");
-    assert_eq!((resource.group.as_str(), resource.version.as_str(), resource.kind.as_str()), ("example.io", "v1", "Canary"));
+    assert_eq!(
+        (resource.group.as_str(), resource.version.as_str(), resource.kind.as_str()),
+        ("example.io", "v1", "Canary")
+    );
     assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
     assert!(caps.subresources.iter().any(|(r, _)| r.plural == "status"), "the status subresource is listed");
 
@@ -575,12 +666,14 @@ async fn a_crd_registers_its_resource_with_status_semantics() {
     assert!(created.data.get("status").is_none(), "status is not written on create");
 
     let status = json!({"status": {"phase": "Progressing"}});
-    let with_status = canaries.patch_status("one", &PatchParams::default(), &Patch::Merge(&status)).await.expect("patched");
+    let with_status =
+        canaries.patch_status("one", &PatchParams::default(), &Patch::Merge(&status)).await.expect("patched");
     assert_eq!(with_status.data["status"]["phase"], "Progressing");
     assert_eq!(with_status.metadata.generation, Some(1), "a status change keeps generation");
 
     let spec = json!({"spec": {"weight": 50}, "status": {"phase": "ignored"}});
-    let changed = canaries.patch("one", &PatchParams::default(), &Patch::Merge(&spec)).await.expect("patched");
+    let changed =
+        canaries.patch("one", &PatchParams::default(), &Patch::Merge(&spec)).await.expect("patched");
     assert_eq!(changed.metadata.generation, Some(2), "a spec change bumps generation");
     assert_eq!(changed.data["status"]["phase"], "Progressing", "status through the main resource is ignored");
 
@@ -600,14 +693,17 @@ async fn a_crd_registers_its_resource_with_status_semantics() {
 async fn an_injected_conflict_bumps_the_object_and_answers_409_once() {
     let server = FakeApiServer::start().await;
     let api: Api<Deployment> = Api::namespaced(server.client("test").await, "default");
-    let created = api.create(&PostParams::default(), &deployment("web", json!({}), "v1")).await.expect("created");
+    let created =
+        api.create(&PostParams::default(), &deployment("web", json!({}), "v1")).await.expect("created");
     server.conflict_next(&Gvr::deployments(), "default", "web", Some("status"));
     let status = json!({"status": {"replicas": 1}});
     let conflict = api_error(api.patch_status("web", &PatchParams::default(), &Patch::Merge(&status)).await);
     assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
     let reread = api.get("web").await.expect("got");
     assert_ne!(rv_of(&reread), rv_of(&created), "someone else wrote first");
-    api.patch_status("web", &PatchParams::default(), &Patch::Merge(&status)).await.expect("the retry succeeds");
+    api.patch_status("web", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("the retry succeeds");
 }
 
 #[tokio::test]
@@ -658,11 +754,23 @@ async fn kubectl_reads_the_version_and_applies_and_lists_a_crd() {
     let crd = dir.path().join("crd.yaml");
     std::fs::write(&crd, CRD).expect("written");
     kubectl(&config, &["apply", "-f", crd.to_str().expect("a path"), "--validate=false"]).await;
-    assert!(server.get(&Gvr::new("apiextensions.k8s.io", "v1", "customresourcedefinitions"), "", "canaries.example.io").is_some());
+    assert!(
+        server
+            .get(
+                &Gvr::new("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
+                "",
+                "canaries.example.io"
+            )
+            .is_some()
+    );
     let none = kubectl(&config, &["get", "canaries", "-o", "name"]).await;
     assert_eq!(none.trim(), "");
     server
-        .put(&Gvr::new("example.io", "v1", "canaries"), "default", json!({"apiVersion": "example.io/v1", "kind": "Canary", "metadata": {"name": "one"}}))
+        .put(
+            &Gvr::new("example.io", "v1", "canaries"),
+            "default",
+            json!({"apiVersion": "example.io/v1", "kind": "Canary", "metadata": {"name": "one"}}),
+        )
         .expect("stored");
     let listed = kubectl(&config, &["get", "canaries", "-o", "name"]).await;
     assert_eq!(listed.trim(), "canary.example.io/one");
@@ -683,9 +791,27 @@ async fn kubectl_gets_patches_sets_images_and_deletes_deployments() {
     assert!(table.contains("web"), "{table}");
 
     let images = |d: &Deployment| -> Vec<(String, String)> {
-        d.spec.clone().template.spec.expect("pod spec").containers.into_iter().map(|c| (c.name, c.image.unwrap_or_default())).collect()
+        d.spec
+            .clone()
+            .template
+            .spec
+            .expect("pod spec")
+            .containers
+            .into_iter()
+            .map(|c| (c.name, c.image.unwrap_or_default()))
+            .collect()
     };
-    kubectl(&config, &["patch", "deployment", "web", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"v2"}]}}}}"#]).await;
+    kubectl(
+        &config,
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"v2"}]}}}}"#,
+        ],
+    )
+    .await;
     let patched = api.get("web").await.expect("got");
     assert_eq!(images(&patched), [("app".into(), "v2".into()), ("sidecar".into(), "proxy:1".into())]);
     assert_eq!(generation_of(&patched), 2);

@@ -78,7 +78,9 @@ fn client_of(headers: &HeaderMap) -> Option<String> {
             let token = value.strip_prefix("Bearer ")?;
             token.strip_prefix(TOKEN_PREFIX).filter(|n| !n.is_empty()).map(String::from)
         }
-        None => text(header::HeaderName::from_static("impersonate-user")).filter(|n| !n.is_empty()).map(String::from),
+        None => text(header::HeaderName::from_static("impersonate-user"))
+            .filter(|n| !n.is_empty())
+            .map(String::from),
     }
 }
 
@@ -90,7 +92,8 @@ fn parse_path(path: &str) -> Option<ResourceRef> {
         ["apis", group, version, rest @ ..] if !rest.is_empty() => (*group, *version, rest),
         _ => return None,
     };
-    let namespace_subresource = group.is_empty() && rest.len() == 3 && ["status", "finalize"].contains(&rest[2]);
+    let namespace_subresource =
+        group.is_empty() && rest.len() == 3 && ["status", "finalize"].contains(&rest[2]);
     let (namespace, rest) = if rest.len() >= 3 && rest[0] == "namespaces" && !namespace_subresource {
         (Some(rest[1].to_string()), &rest[2..])
     } else {
@@ -189,7 +192,8 @@ fn respond(
 
 /// The resource type a path names, checked against its scope and subresource.
 fn resolve(store: &Store, target: &ResourceRef) -> Result<ResourceType, ApiError> {
-    let ty = store.type_of(&target.group, &target.version, &target.plural).ok_or_else(ApiError::no_such_path)?;
+    let ty =
+        store.type_of(&target.group, &target.version, &target.plural).ok_or_else(ApiError::no_such_path)?;
     let scope_ok = match (&target.namespace, &target.name) {
         (Some(_), _) => ty.namespaced,
         (None, Some(_)) => !ty.namespaced,
@@ -205,8 +209,9 @@ fn resolve(store: &Store, target: &ResourceRef) -> Result<ResourceType, ApiError
 }
 
 fn decode(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded as JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("the body of the request could not be decoded as JSON: {e}"))
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -232,10 +237,9 @@ fn resource(
     let name = target.name.clone().unwrap_or_default();
     let sub = target.subresource.as_deref();
     match verb {
-        "get" if sub == Some("scale") => answer(
-            store.get(&ty, version, &ns, &name).map(|o| super::store::scale_of(&ty, &o)),
-            200,
-        ),
+        "get" if sub == Some("scale") => {
+            answer(store.get(&ty, version, &ns, &name).map(|o| super::store::scale_of(&ty, &o)), 200)
+        }
         "get" => answer(store.get(&ty, version, &ns, &name), 200),
         "list" => answer(list_options(&ty, target, params).and_then(|o| store.list(&ty, version, &o)), 200),
         "watch" => {
@@ -264,7 +268,8 @@ fn resource(
         }
         "update" => answer(decode(body).and_then(|b| store.update(&ty, version, &ns, &name, sub, b)), 200),
         "patch" => {
-            let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let content_type =
+                headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
             match PatchType::from_content_type(content_type) {
                 Some(PatchType::Apply) | None => error(ApiError::unsupported_media_type(content_type)),
                 Some(kind) => answer(store.patch(&ty, version, &ns, &name, sub, kind, body), 200),
@@ -278,30 +283,48 @@ fn resource(
     }
 }
 
-fn list_options(ty: &ResourceType, target: &ResourceRef, params: &[(String, String)]) -> Result<ListOptions, ApiError> {
+fn list_options(
+    ty: &ResourceType,
+    target: &ResourceRef,
+    params: &[(String, String)],
+) -> Result<ListOptions, ApiError> {
     let limit = match param(params, "limit") {
-        Some(l) => Some(l.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?),
+        Some(l) => {
+            Some(l.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?)
+        }
         None => None,
     };
     Ok(ListOptions {
         namespace: target.namespace.clone(),
         labels: LabelSelector::parse(param(params, "labelSelector").unwrap_or_default())
             .map_err(ApiError::bad_request)?,
-        fields: FieldSelector::parse(param(params, "fieldSelector").unwrap_or_default(), supported_fields(&ty.group, &ty.plural))
-            .map_err(ApiError::bad_request)?,
+        fields: FieldSelector::parse(
+            param(params, "fieldSelector").unwrap_or_default(),
+            supported_fields(&ty.group, &ty.plural),
+        )
+        .map_err(ApiError::bad_request)?,
         limit,
         continue_token: param(params, "continue").filter(|c| !c.is_empty()).map(String::from),
     })
 }
 
-fn watch_request(ty: &ResourceType, target: &ResourceRef, params: &[(String, String)]) -> Result<WatchRequest, ApiError> {
+fn watch_request(
+    ty: &ResourceType,
+    target: &ResourceRef,
+    params: &[(String, String)],
+) -> Result<WatchRequest, ApiError> {
     let options = list_options(ty, target, params)?;
     let resource_version = match param(params, "resourceVersion").filter(|v| !v.is_empty()) {
-        Some(rv) => Some(rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?),
+        Some(rv) => Some(
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?,
+        ),
         None => None,
     };
     let timeout = match param(params, "timeoutSeconds") {
-        Some(t) => t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t}")))?,
+        Some(t) => {
+            t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t}")))?
+        }
         None => 1800,
     };
     Ok(WatchRequest {
@@ -328,7 +351,9 @@ fn propagation(params: &[(String, String)], body: &[u8]) -> Result<Propagation, 
         None | Some("Background") => Ok(Propagation::Background),
         Some("Foreground") => Ok(Propagation::Foreground),
         Some("Orphan") => Ok(Propagation::Orphan),
-        Some(other) => Err(ApiError::bad_request(format!("propagationPolicy: Unsupported value: \"{other}\""))),
+        Some(other) => {
+            Err(ApiError::bad_request(format!("propagationPolicy: Unsupported value: \"{other}\"")))
+        }
     }
 }
 

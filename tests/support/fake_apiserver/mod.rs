@@ -35,8 +35,8 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use self::store::{ConflictTarget, Key};
 use self::http::{Shared, TOKEN_PREFIX};
+pub use self::store::{ConflictTarget, Key};
 use self::store::{Propagation, Store};
 
 /// The resource a request named.
@@ -70,7 +70,9 @@ pub struct Request {
 impl Request {
     /// The value of a query parameter.
     pub fn param(&self, name: &str) -> Option<String> {
-        url::form_urlencoded::parse(self.query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+        url::form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
     }
 
     /// Whether this request was about `plural` (any group).
@@ -141,7 +143,9 @@ impl Serving {
 impl FakeApiServer {
     /// Starts a fake on 127.0.0.1 and a free port.
     pub async fn start() -> FakeApiServer {
-        Self::start_on("127.0.0.1:0".parse().expect("a socket address")).await.expect("the fake API server binds")
+        Self::start_on("127.0.0.1:0".parse().expect("a socket address"))
+            .await
+            .expect("the fake API server binds")
     }
 
     /// Starts a fake on `address`.
@@ -191,11 +195,12 @@ impl FakeApiServer {
 
     /// A kube client of `client_name`, configured from its kubeconfig.
     pub async fn client(&self, client_name: &str) -> kube::Client {
-        let kubeconfig =
-            kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml(client_name)).expect("the kubeconfig parses");
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-            .await
-            .expect("kube reads the kubeconfig");
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml(client_name))
+            .expect("the kubeconfig parses");
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await
+                .expect("kube reads the kubeconfig");
         kube::Client::try_from(config).expect("kube builds a client")
     }
 
@@ -238,7 +243,8 @@ impl FakeApiServer {
         let serving = match current {
             Some(serving) => serving,
             None => {
-                let listener = TcpListener::bind(self.address).await.expect("the fake API server binds its port again");
+                let listener =
+                    TcpListener::bind(self.address).await.expect("the fake API server binds its port again");
                 serve(listener, self.shared.clone())
             }
         };
@@ -278,7 +284,9 @@ impl FakeApiServer {
     /// of a create or an update; answers the stored object or the error's Status.
     pub fn put(&self, gvr: &Gvr, namespace: &str, object: Value) -> Result<Value, Value> {
         let mut store = self.shared.store();
-        let ty = store.type_of(&gvr.group, &gvr.version, &gvr.plural).ok_or_else(|| status::ApiError::no_such_path().body())?;
+        let ty = store
+            .type_of(&gvr.group, &gvr.version, &gvr.plural)
+            .ok_or_else(|| status::ApiError::no_such_path().body())?;
         let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
         let result = match store.get(&ty, &gvr.version, namespace, &name) {
             Ok(current) => {
@@ -294,7 +302,9 @@ impl FakeApiServer {
     /// Writes an object's status as a controller would (through the status subresource).
     pub fn put_status(&self, gvr: &Gvr, namespace: &str, name: &str, status: Value) -> Result<Value, Value> {
         let mut store = self.shared.store();
-        let ty = store.type_of(&gvr.group, &gvr.version, &gvr.plural).ok_or_else(|| status::ApiError::no_such_path().body())?;
+        let ty = store
+            .type_of(&gvr.group, &gvr.version, &gvr.plural)
+            .ok_or_else(|| status::ApiError::no_such_path().body())?;
         let mut current = store.get(&ty, &gvr.version, namespace, name).map_err(|e| e.body())?;
         current["status"] = status;
         let sub = if ty.status { Some("status") } else { None };
@@ -304,7 +314,9 @@ impl FakeApiServer {
     /// Deletes an object (background propagation).
     pub fn delete(&self, gvr: &Gvr, namespace: &str, name: &str) -> Result<Value, Value> {
         let mut store = self.shared.store();
-        let ty = store.type_of(&gvr.group, &gvr.version, &gvr.plural).ok_or_else(|| status::ApiError::no_such_path().body())?;
+        let ty = store
+            .type_of(&gvr.group, &gvr.version, &gvr.plural)
+            .ok_or_else(|| status::ApiError::no_such_path().body())?;
         store.delete(&ty, &gvr.version, namespace, name, Propagation::Background).map_err(|e| e.body())
     }
 }

@@ -30,7 +30,8 @@ impl PatchType {
 
 /// `current` with a merge, JSON or strategic patch applied (not apply patches).
 pub fn apply(kind: PatchType, current: &Value, body: &[u8]) -> Result<Value, ApiError> {
-    let patch: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let patch: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     let mut doc = current.clone();
     match kind {
         PatchType::Merge => {
@@ -40,8 +41,8 @@ pub fn apply(kind: PatchType, current: &Value, body: &[u8]) -> Result<Value, Api
             json_patch::merge(&mut doc, &patch)
         }
         PatchType::Json => {
-            let ops: json_patch::Patch =
-                serde_json::from_value(patch).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+            let ops: json_patch::Patch = serde_json::from_value(patch)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
             json_patch::patch(&mut doc, &ops).map_err(|e| ApiError::unprocessable(e.to_string()))?;
         }
         PatchType::Strategic => {
@@ -153,7 +154,9 @@ fn merge_list(current: Option<&Value>, items: &[Value], path: &[String]) -> Resu
         let Some(patch) = item.as_object() else {
             return Err(format!("{}: the items of a list merged by {key} must be objects", path.join(".")));
         };
-        let id = patch.get(key).ok_or_else(|| format!("map: {patch:?} does not contain declared merge key: {key}"))?;
+        let id = patch
+            .get(key)
+            .ok_or_else(|| format!("map: {patch:?} does not contain declared merge key: {key}"))?;
         let at = out.iter().position(|existing| existing.get(key) == Some(id));
         let deletes = patch.get("$patch").and_then(Value::as_str) == Some("delete");
         match (at, deletes) {

@@ -86,7 +86,8 @@ pub fn builtins() -> Vec<ResourceType> {
     new_events.name_rule = NameRule::PathSegment;
     let mut deployments = with_status(builtin("apps", "deployments", "Deployment", true, &["deploy"]));
     deployments.scale = true;
-    let mut httproutes = with_status(builtin("gateway.networking.k8s.io", "httproutes", "HTTPRoute", true, &[]));
+    let mut httproutes =
+        with_status(builtin("gateway.networking.k8s.io", "httproutes", "HTTPRoute", true, &[]));
     httproutes.custom = true;
     vec![
         namespaces,

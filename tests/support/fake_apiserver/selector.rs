@@ -45,8 +45,12 @@ impl LabelSelector {
             Requirement::NotIn(k, vs) => !label(k).is_some_and(|l| vs.iter().any(|v| v == l)),
             Requirement::Exists(k) => label(k).is_some(),
             Requirement::NotExists(k) => label(k).is_none(),
-            Requirement::GreaterThan(k, n) => label(k).and_then(|l| l.parse::<i64>().ok()).is_some_and(|l| l > *n),
-            Requirement::LessThan(k, n) => label(k).and_then(|l| l.parse::<i64>().ok()).is_some_and(|l| l < *n),
+            Requirement::GreaterThan(k, n) => {
+                label(k).and_then(|l| l.parse::<i64>().ok()).is_some_and(|l| l > *n)
+            }
+            Requirement::LessThan(k, n) => {
+                label(k).and_then(|l| l.parse::<i64>().ok()).is_some_and(|l| l < *n)
+            }
         })
     }
 }
@@ -89,7 +93,11 @@ fn requirement(part: &str) -> Result<Requirement, String> {
             return match op {
                 ">" | "<" => {
                     let n = value.parse::<i64>().map_err(|_| format!("unable to parse requirement: for 'gt', 'lt' operators, the value must be an integer: {value:?}"))?;
-                    Ok(if op == ">" { Requirement::GreaterThan(key, n) } else { Requirement::LessThan(key, n) })
+                    Ok(if op == ">" {
+                        Requirement::GreaterThan(key, n)
+                    } else {
+                        Requirement::LessThan(key, n)
+                    })
                 }
                 "!=" => Ok(Requirement::NotEquals(key, value_of(value)?)),
                 _ => Ok(Requirement::Equals(key, value_of(value)?)),
@@ -98,20 +106,27 @@ fn requirement(part: &str) -> Result<Requirement, String> {
     }
     if let Some(open) = part.find('(') {
         let head = part[..open].trim();
-        let close = part.rfind(')').filter(|c| *c == part.len() - 1).ok_or_else(|| format!("unable to parse requirement: {part:?}"))?;
-        let values = part[open + 1..close]
-            .split(',')
-            .map(|v| value_of(v.trim()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (key, op) = head.rsplit_once(char::is_whitespace).ok_or_else(|| format!("unable to parse requirement: {part:?}"))?;
+        let close = part
+            .rfind(')')
+            .filter(|c| *c == part.len() - 1)
+            .ok_or_else(|| format!("unable to parse requirement: {part:?}"))?;
+        let values =
+            part[open + 1..close].split(',').map(|v| value_of(v.trim())).collect::<Result<Vec<_>, _>>()?;
+        let (key, op) = head
+            .rsplit_once(char::is_whitespace)
+            .ok_or_else(|| format!("unable to parse requirement: {part:?}"))?;
         let key = key_of(key.trim())?;
         if values.iter().all(String::is_empty) {
-            return Err(format!("unable to parse requirement: for 'in', 'notin' operators, values set can't be empty: {part:?}"));
+            return Err(format!(
+                "unable to parse requirement: for 'in', 'notin' operators, values set can't be empty: {part:?}"
+            ));
         }
         return match op {
             "in" => Ok(Requirement::In(key, values)),
             "notin" => Ok(Requirement::NotIn(key, values)),
-            other => Err(format!("unable to parse requirement: found '{other}', expected: in, notin, =, ==, !=, gt, lt")),
+            other => Err(format!(
+                "unable to parse requirement: found '{other}', expected: in, notin, =, ==, !=, gt, lt"
+            )),
         };
     }
     if part.contains(char::is_whitespace) {
@@ -129,7 +144,9 @@ fn key_of(key: &str) -> Result<String, String> {
     };
     let prefix_ok = prefix.is_none_or(|p| super::validate::subdomain(p).is_none());
     if !prefix_ok || !qualified_name(name) {
-        return Err(format!("key: Invalid value: {key:?}: name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+        return Err(format!(
+            "key: Invalid value: {key:?}: name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
+        ));
     }
     Ok(key.to_string())
 }
@@ -138,7 +155,9 @@ fn value_of(value: &str) -> Result<String, String> {
     if value.is_empty() || qualified_name(value) {
         Ok(value.to_string())
     } else {
-        Err(format!("values[0]: Invalid value: {value:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"))
+        Err(format!(
+            "values[0]: Invalid value: {value:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
+        ))
     }
 }
 
@@ -191,7 +210,14 @@ impl FieldSelector {
 /// The fields a resource's field selectors may name besides name and namespace.
 pub fn supported_fields(group: &str, plural: &str) -> &'static [&'static str] {
     match (group, plural) {
-        ("", "pods") => &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "status.phase", "status.podIP"],
+        ("", "pods") => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "status.phase",
+            "status.podIP",
+        ],
         ("", "events") => &[
             "involvedObject.kind",
             "involvedObject.namespace",
@@ -205,7 +231,9 @@ pub fn supported_fields(group: &str, plural: &str) -> &'static [&'static str] {
             "source",
             "type",
         ],
-        ("events.k8s.io", "events") => &["regarding.kind", "regarding.name", "regarding.namespace", "regarding.uid", "reason", "type"],
+        ("events.k8s.io", "events") => {
+            &["regarding.kind", "regarding.name", "regarding.namespace", "regarding.uid", "reason", "type"]
+        }
         ("", "namespaces") => &["status.phase"],
         _ => &[],
     }

@@ -37,12 +37,7 @@ impl ApiError {
     }
 
     pub fn not_found(ty: &ResourceType, name: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", ty.group_resource()),
-            details(ty, name),
-        )
+        Self::new(404, "NotFound", format!("{} \"{name}\" not found", ty.group_resource()), details(ty, name))
     }
 
     /// A namespace that does not exist, named by a create in it.
@@ -113,11 +108,23 @@ impl ApiError {
     }
 
     pub fn method_not_allowed(method: &str) -> Self {
-        Self::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource ({method})"), json!({}))
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource ({method})"),
+            json!({}),
+        )
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type})"), json!({}))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type})"
+            ),
+            json!({}),
+        )
     }
 
     /// 410 Gone: a watch or continue token from a compacted resourceVersion.

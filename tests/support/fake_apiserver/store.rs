@@ -158,7 +158,13 @@ impl Store {
     }
 
     /// The stored object, as served at `version`.
-    pub fn get(&self, ty: &ResourceType, version: &str, namespace: &str, name: &str) -> Result<Value, ApiError> {
+    pub fn get(
+        &self,
+        ty: &ResourceType,
+        version: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         self.objects
             .get(&Key::new(ty, namespace, name))
             .map(|o| served(ty, version, o))
@@ -210,7 +216,13 @@ impl Store {
     }
 
     /// POST: creates an object in `namespace` (empty for cluster-scoped types).
-    pub fn create(&mut self, ty: &ResourceType, version: &str, namespace: &str, body: Value) -> Result<Value, ApiError> {
+    pub fn create(
+        &mut self,
+        ty: &ResourceType,
+        version: &str,
+        namespace: &str,
+        body: Value,
+    ) -> Result<Value, ApiError> {
         let mut object = body;
         check_type_meta(ty, version, &object)?;
         let name = self.name_for_create(ty, &mut object)?;
@@ -267,11 +279,15 @@ impl Store {
                 return Err(ApiError::conflict(ty, name));
             }
             None if ty.custom => {
-                return Err(ApiError::invalid(ty, name, vec![Cause::invalid(
-                    "metadata.resourceVersion",
-                    "0x0",
-                    "must be specified for an update",
-                )]));
+                return Err(ApiError::invalid(
+                    ty,
+                    name,
+                    vec![Cause::invalid(
+                        "metadata.resourceVersion",
+                        "0x0",
+                        "must be specified for an update",
+                    )],
+                ));
             }
             _ => {}
         }
@@ -329,7 +345,10 @@ impl Store {
         let key = Key::new(ty, namespace, name);
         let old = self.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found(ty, name))?;
         self.injected_conflict(ty, &key, None)?;
-        if ty.group.is_empty() && ty.plural == "namespaces" && ["default", "kube-system", "kube-public"].contains(&name) {
+        if ty.group.is_empty()
+            && ty.plural == "namespaces"
+            && ["default", "kube-system", "kube-public"].contains(&name)
+        {
             return Err(ApiError::forbidden(ty, name, "this namespace may not be deleted"));
         }
         if propagation == Propagation::Orphan {
@@ -346,7 +365,8 @@ impl Store {
         if old["metadata"]["deletionTimestamp"].is_string() {
             return old;
         }
-        let Some(ty) = self.types.iter().find(|t| t.group == key.group && t.plural == key.plural).cloned() else {
+        let Some(ty) = self.types.iter().find(|t| t.group == key.group && t.plural == key.plural).cloned()
+        else {
             return self.remove(key);
         };
         let is_namespace = key.group.is_empty() && key.plural == "namespaces";
@@ -390,8 +410,14 @@ impl Store {
 
     /// Removes a terminating namespace once nothing is left in it.
     fn reap_namespace(&mut self, name: &str) -> Option<Value> {
-        let key = Key { group: String::new(), plural: "namespaces".into(), namespace: String::new(), name: name.into() };
-        let terminating = self.objects.get(&key).is_some_and(|ns| ns["metadata"]["deletionTimestamp"].is_string());
+        let key = Key {
+            group: String::new(),
+            plural: "namespaces".into(),
+            namespace: String::new(),
+            name: name.into(),
+        };
+        let terminating =
+            self.objects.get(&key).is_some_and(|ns| ns["metadata"]["deletionTimestamp"].is_string());
         let empty = !self.objects.keys().any(|k| k.namespace == name);
         (terminating && empty).then(|| self.remove(&key))
     }
@@ -494,7 +520,12 @@ impl Store {
     }
 
     /// An injected conflict for this write: the object is bumped as if someone else wrote it.
-    fn injected_conflict(&mut self, ty: &ResourceType, key: &Key, subresource: Option<&str>) -> Result<(), ApiError> {
+    fn injected_conflict(
+        &mut self,
+        ty: &ResourceType,
+        key: &Key,
+        subresource: Option<&str>,
+    ) -> Result<(), ApiError> {
         let target = ConflictTarget { key: key.clone(), subresource: subresource.map(String::from) };
         let Some(at) = self.conflicts.iter().position(|c| *c == target) else { return Ok(()) };
         self.conflicts.remove(at);
@@ -512,11 +543,15 @@ impl Store {
             return Ok(name.to_string());
         }
         let Some(prefix) = object["metadata"]["generateName"].as_str().filter(|p| !p.is_empty()) else {
-            return Err(ApiError::invalid(ty, "", vec![Cause {
-                reason: "FieldValueRequired",
-                field: "metadata.name".into(),
-                message: "Required value: name or generateName is required".into(),
-            }]));
+            return Err(ApiError::invalid(
+                ty,
+                "",
+                vec![Cause {
+                    reason: "FieldValueRequired",
+                    field: "metadata.name".into(),
+                    message: "Required value: name or generateName is required".into(),
+                }],
+            ));
         };
         let name = format!("{prefix}{}", random_suffix());
         object["metadata"]["name"] = json!(name);
@@ -524,13 +559,20 @@ impl Store {
     }
 
     fn check_namespace_open(&self, ty: &ResourceType, namespace: &str, name: &str) -> Result<(), ApiError> {
-        let key = Key { group: String::new(), plural: "namespaces".into(), namespace: String::new(), name: namespace.into() };
+        let key = Key {
+            group: String::new(),
+            plural: "namespaces".into(),
+            namespace: String::new(),
+            name: namespace.into(),
+        };
         match self.objects.get(&key) {
             None => Err(ApiError::namespace_not_found(namespace)),
             Some(ns) if ns["metadata"]["deletionTimestamp"].is_string() => Err(ApiError::forbidden(
                 ty,
                 name,
-                &format!("unable to create new content in namespace {namespace} because it is being terminated"),
+                &format!(
+                    "unable to create new content in namespace {namespace} because it is being terminated"
+                ),
             )),
             Some(_) => Ok(()),
         }
@@ -549,7 +591,12 @@ impl Store {
         }
         let stored: Vec<Value> = old["spec"]["versions"]
             .as_array()
-            .map(|vs| vs.iter().filter(|v| v["storage"].as_bool() == Some(true)).map(|v| v["name"].clone()).collect())
+            .map(|vs| {
+                vs.iter()
+                    .filter(|v| v["storage"].as_bool() == Some(true))
+                    .map(|v| v["name"].clone())
+                    .collect()
+            })
             .unwrap_or_default();
         let at = now();
         let mut established = old.clone();
@@ -584,7 +631,13 @@ impl Store {
     }
 
     /// PUT or PATCH of a deployment's `/scale`: only `spec.replicas` is written.
-    fn write_scale(&mut self, ty: &ResourceType, key: &Key, old: &Value, scale: Value) -> Result<Value, ApiError> {
+    fn write_scale(
+        &mut self,
+        ty: &ResourceType,
+        key: &Key,
+        old: &Value,
+        scale: Value,
+    ) -> Result<Value, ApiError> {
         if !ty.scale {
             return Err(ApiError::no_such_path());
         }
@@ -594,11 +647,15 @@ impl Store {
             return Err(ApiError::conflict(ty, &key.name));
         }
         let Some(replicas) = scale["spec"]["replicas"].as_i64().filter(|r| *r >= 0) else {
-            return Err(ApiError::invalid(ty, &key.name, vec![Cause::invalid(
-                "spec.replicas",
-                &scale["spec"]["replicas"].to_string(),
-                "must be greater than or equal to 0",
-            )]));
+            return Err(ApiError::invalid(
+                ty,
+                &key.name,
+                vec![Cause::invalid(
+                    "spec.replicas",
+                    &scale["spec"]["replicas"].to_string(),
+                    "must be greater than or equal to 0",
+                )],
+            ));
         };
         let mut new = old.clone();
         new["spec"]["replicas"] = json!(replicas);
@@ -612,7 +669,12 @@ pub fn scale_of(_ty: &ResourceType, object: &Value) -> Value {
     let meta = &object["metadata"];
     let selector = object["spec"]["selector"]["matchLabels"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default();
     json!({
         "kind": "Scale",
@@ -676,7 +738,10 @@ fn check_type_meta(ty: &ResourceType, version: &str, object: &Value) -> Result<(
     if let Some(kind) = object["kind"].as_str()
         && kind != ty.kind
     {
-        return Err(ApiError::bad_request(format!("the kind in the body ({kind}) does not match the URL's ({})", ty.kind)));
+        return Err(ApiError::bad_request(format!(
+            "the kind in the body ({kind}) does not match the URL's ({})",
+            ty.kind
+        )));
     }
     if let Some(api_version) = object["apiVersion"].as_str()
         && api_version != ty.api_version(version)
@@ -694,7 +759,15 @@ fn check_type_meta(ty: &ResourceType, version: &str, object: &Value) -> Result<(
 fn prepare_create(ty: &ResourceType, version: &str, namespace: &str, object: &mut Value) {
     let meta = &mut object["metadata"];
     if let Some(map) = meta.as_object_mut() {
-        for field in ["resourceVersion", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "managedFields"] {
+        for field in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "managedFields",
+        ] {
             map.remove(field);
         }
     }
@@ -720,7 +793,13 @@ fn prepare_create(ty: &ResourceType, version: &str, namespace: &str, object: &mu
 
 /// The object an update stores: server-owned metadata kept, status or everything but
 /// status taken from the old object as the subresource decides.
-fn prepare_update(ty: &ResourceType, version: &str, old: &Value, body: Value, subresource: Option<&str>) -> Value {
+fn prepare_update(
+    ty: &ResourceType,
+    version: &str,
+    old: &Value,
+    body: Value,
+    subresource: Option<&str>,
+) -> Value {
     let mut new = if subresource == Some("status") {
         let mut kept = old.clone();
         match body.get("status") {
@@ -746,7 +825,15 @@ fn prepare_update(ty: &ResourceType, version: &str, old: &Value, body: Value, su
         }
         taken
     };
-    for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "namespace",
+        "name",
+    ] {
         match old["metadata"].get(field) {
             Some(value) => new["metadata"][field] = value.clone(),
             None => {
@@ -782,7 +869,10 @@ fn default_fields(ty: &ResourceType, object: &mut Value) {
                 ("replicas", json!(1)),
                 ("revisionHistoryLimit", json!(10)),
                 ("progressDeadlineSeconds", json!(600)),
-                ("strategy", json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})),
+                (
+                    "strategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+                ),
             ] {
                 if spec[field].is_null() {
                     spec[field] = value;
@@ -795,7 +885,12 @@ fn default_fields(ty: &ResourceType, object: &mut Value) {
 
 /// 422 for a bad name, a CRD named other than `<plural>.<group>`, a deployment whose
 /// selector does not select its template, or finalizers added to an object being deleted.
-fn validate_object(ty: &ResourceType, name: &str, object: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+fn validate_object(
+    ty: &ResourceType,
+    name: &str,
+    object: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
     let mut causes = Vec::new();
     if old.is_none()
         && let Some(why) = validate::name(ty.name_rule, name)
@@ -804,13 +899,27 @@ fn validate_object(ty: &ResourceType, name: &str, object: &Value, old: Option<&V
     }
     if ty.plural == "customresourcedefinitions" {
         let spec = &object["spec"];
-        let expected = format!("{}.{}", spec["names"]["plural"].as_str().unwrap_or_default(), spec["group"].as_str().unwrap_or_default());
+        let expected = format!(
+            "{}.{}",
+            spec["names"]["plural"].as_str().unwrap_or_default(),
+            spec["group"].as_str().unwrap_or_default()
+        );
         if name != expected {
-            causes.push(Cause::invalid("metadata.name", name, &format!("must be spec.names.plural+\".\"+spec.group")));
+            causes.push(Cause::invalid(
+                "metadata.name",
+                name,
+                &format!("must be spec.names.plural+\".\"+spec.group"),
+            ));
         }
-        let storage = spec["versions"].as_array().map(|v| v.iter().filter(|v| v["storage"].as_bool() == Some(true)).count());
+        let storage = spec["versions"]
+            .as_array()
+            .map(|v| v.iter().filter(|v| v["storage"].as_bool() == Some(true)).count());
         if storage != Some(1) {
-            causes.push(Cause::invalid("spec.versions", "", "must have exactly one version marked as storage version"));
+            causes.push(Cause::invalid(
+                "spec.versions",
+                "",
+                "must have exactly one version marked as storage version",
+            ));
         }
     }
     if ty.group == "apps" && ty.plural == "deployments" {
@@ -819,7 +928,8 @@ fn validate_object(ty: &ResourceType, name: &str, object: &Value, old: Option<&V
     if let Some(old) = old
         && old["metadata"]["deletionTimestamp"].is_string()
     {
-        let before: Vec<&Value> = old["metadata"]["finalizers"].as_array().map(|f| f.iter().collect()).unwrap_or_default();
+        let before: Vec<&Value> =
+            old["metadata"]["finalizers"].as_array().map(|f| f.iter().collect()).unwrap_or_default();
         let added: Vec<&Value> = object["metadata"]["finalizers"]
             .as_array()
             .map(|f| f.iter().filter(|x| !before.contains(x)).collect())
@@ -841,7 +951,11 @@ fn deployment_causes(object: &Value, causes: &mut Vec<Cause>) {
     };
     let labels = &spec["template"]["metadata"]["labels"];
     if match_labels.iter().any(|(k, v)| &labels[k] != v) {
-        causes.push(Cause::invalid("spec.template.metadata.labels", &labels.to_string(), "`selector` does not match template `labels`"));
+        causes.push(Cause::invalid(
+            "spec.template.metadata.labels",
+            &labels.to_string(),
+            "`selector` does not match template `labels`",
+        ));
     }
     if spec["template"]["spec"]["containers"].as_array().is_none_or(|c| c.is_empty()) {
         causes.push(Cause::required("spec.template.spec.containers"));
@@ -875,7 +989,9 @@ pub fn now() -> String {
 
 fn random_u64() -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    hasher.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+    );
     hasher.finish()
 }
 

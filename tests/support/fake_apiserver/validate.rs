@@ -70,5 +70,6 @@ fn path_segment(name: &str) -> Option<String> {
     if name == "." || name == ".." {
         return Some(format!("may not be '{name}'"));
     }
-    name.contains(['/', '%']).then(|| format!("may not contain '{}'", if name.contains('/') { "/" } else { "%" }))
+    name.contains(['/', '%'])
+        .then(|| format!("may not contain '{}'", if name.contains('/') { "/" } else { "%" }))
 }

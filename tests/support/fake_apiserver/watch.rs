@@ -70,7 +70,10 @@ fn open(store: &Store, request: &WatchRequest) -> Opened {
                 .objects_of(&request.ty)
                 .into_iter()
                 .map(|(key, object)| Event {
-                    rv: object["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0),
+                    rv: object["metadata"]["resourceVersion"]
+                        .as_str()
+                        .and_then(|r| r.parse().ok())
+                        .unwrap_or(0),
                     kind: EventKind::Added,
                     key,
                     object,
