@@ -3,7 +3,6 @@
 //! --listen 127.0.0.1:PORT` prints its URL on the first line of stdout, then serves
 //! until killed. Kubeconfigs for it take a bearer token `fake-token-<client name>`.
 
-#[allow(dead_code)]
 #[path = "../tests/support/fake_apiserver/mod.rs"]
 mod fake_apiserver;
 

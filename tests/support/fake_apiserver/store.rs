@@ -905,11 +905,7 @@ fn validate_object(
             spec["group"].as_str().unwrap_or_default()
         );
         if name != expected {
-            causes.push(Cause::invalid(
-                "metadata.name",
-                name,
-                &format!("must be spec.names.plural+\".\"+spec.group"),
-            ));
+            causes.push(Cause::invalid("metadata.name", name, "must be spec.names.plural+\".\"+spec.group"));
         }
         let storage = spec["versions"]
             .as_array()

@@ -95,10 +95,10 @@ async fn run(mut context: WatchContext, request: WatchRequest, opened: Opened, m
         Opened::From { backlog, rv, live } => (backlog, rv, live),
     };
     for event in &backlog {
-        if let Some((kind, object)) = translate(&request, event) {
-            if send(&mut tx, kind, object).await.is_err() {
-                return;
-            }
+        if let Some((kind, object)) = translate(&request, event)
+            && send(&mut tx, kind, object).await.is_err()
+        {
+            return;
         }
     }
     if request.send_initial_events && request.resource_version.unwrap_or(0) == 0 {
