@@ -237,6 +237,15 @@ async fn lists_come_in_pages_with_a_continue_token() {
     );
     let bad = api_error(api.list(&ListParams::default().continue_token("not-a-token")).await);
     assert_eq!(bad.code, 400);
+    // A write after the first page, then a compaction past the page's resourceVersion.
+    api.create(&PostParams::default(), &deployment("d", json!({}), "v1")).await.expect("created");
+    server.compact();
+    let expired = api_error(api.list(&ListParams::default().limit(2).continue_token(&token)).await);
+    assert_eq!(
+        (expired.code, expired.reason.as_str()),
+        (410, "Expired"),
+        "a token older than the compaction"
+    );
 }
 
 #[tokio::test]
@@ -825,4 +834,173 @@ async fn kubectl_gets_patches_sets_images_and_deletes_deployments() {
 
     kubectl(&config, &["delete", "deployment", "web"]).await;
     assert_eq!(api_error(api.get("web").await).code, 404);
+}
+
+/// The lines of a raw watch, read until the stream ends or DEADLINE passes.
+async fn raw_watch_lines(
+    server: &FakeApiServer,
+    query: &str,
+    until: impl Fn(&[Value]) -> bool,
+) -> (Vec<Value>, bool) {
+    let response = reqwest::Client::new()
+        .get(format!("{}/apis/apps/v1/namespaces/default/deployments?{query}", server.url()))
+        .bearer_auth(FakeApiServer::token("test"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let mut response = response;
+    let (mut buffer, mut lines) = (Vec::new(), Vec::new());
+    let ended = tokio::time::timeout(DEADLINE, async {
+        while let Some(chunk) = response.chunk().await.expect("a chunk") {
+            buffer.extend_from_slice(&chunk);
+            while let Some(at) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=at).collect();
+                lines.push(serde_json::from_slice::<Value>(&line).expect("each line is one JSON event"));
+            }
+            if until(&lines) {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+    .unwrap_or(false);
+    (lines, ended)
+}
+
+#[tokio::test]
+async fn a_watch_sends_bookmarks_and_ends_at_its_timeout() {
+    let server = FakeApiServer::start().await;
+    server.set_bookmark_interval(Duration::from_millis(100));
+    let api: Api<Deployment> = Api::namespaced(server.client("test").await, "default");
+    api.create(&PostParams::default(), &deployment("web", json!({}), "v1")).await.expect("created");
+    let rv = server.resource_version();
+    let query = "watch=true&allowWatchBookmarks=true&timeoutSeconds=1";
+    let (lines, ended) = raw_watch_lines(&server, query, |_| false).await;
+    assert!(ended, "the stream ends at timeoutSeconds");
+    assert_eq!(lines[0]["type"], "ADDED", "a watch without resourceVersion starts with the current objects");
+    assert_eq!(lines[0]["object"]["metadata"]["name"], "web");
+    let bookmark = lines.iter().find(|l| l["type"] == "BOOKMARK").expect("a bookmark within a second");
+    assert_eq!(bookmark["object"]["kind"], "Deployment");
+    assert_eq!(bookmark["object"]["apiVersion"], "apps/v1");
+    assert_eq!(bookmark["object"]["metadata"]["resourceVersion"], rv.as_str());
+
+    let (quiet, _) = raw_watch_lines(&server, "watch=true&timeoutSeconds=1", |_| false).await;
+    assert!(quiet.iter().all(|l| l["type"] != "BOOKMARK"), "no bookmarks unless asked for");
+
+    let from_now = format!("watch=true&resourceVersion={rv}&timeoutSeconds=1");
+    let (none, _) = raw_watch_lines(&server, &from_now, |_| false).await;
+    assert!(none.is_empty(), "a watch from the current resourceVersion replays nothing: {none:?}");
+}
+
+#[tokio::test]
+async fn the_scale_subresource_reads_and_writes_replicas() {
+    let server = FakeApiServer::start().await;
+    let api: Api<Deployment> = Api::namespaced(server.client("test").await, "default");
+    api.create(&PostParams::default(), &deployment("web", json!({}), "v1")).await.expect("created");
+    let scale = api.get_scale("web").await.expect("a scale");
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(1));
+    assert_eq!(scale.status.map(|s| s.selector), Some(Some("app=web".to_string())));
+    let patch = json!({"spec": {"replicas": 4}});
+    api.patch_scale("web", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("scaled");
+    let scaled = api.get("web").await.expect("got");
+    assert_eq!(scaled.spec.replicas, Some(4));
+    assert_eq!(generation_of(&scaled), 2, "replicas are spec");
+}
+
+#[tokio::test]
+async fn updates_check_the_name_and_allow_no_resource_version_on_built_in_types() {
+    let server = FakeApiServer::start().await;
+    let api: Api<Deployment> = Api::namespaced(server.client("test").await, "default");
+    let created =
+        api.create(&PostParams::default(), &deployment("web", json!({}), "v1")).await.expect("created");
+    let mut unconditional = created.clone();
+    unconditional.metadata.resource_version = None;
+    unconditional.spec.replicas = Some(2);
+    let replaced =
+        api.replace("web", &PostParams::default(), &unconditional).await.expect("an unconditional update");
+    assert_eq!(replaced.spec.replicas, Some(2));
+    let mut renamed = replaced.clone();
+    renamed.metadata.name = Some("other".into());
+    let refused = api_error(api.replace("web", &PostParams::default(), &renamed).await);
+    assert_eq!((refused.code, refused.reason.as_str()), (400, "BadRequest"));
+    let missing = api_error(
+        api.replace("nothing", &PostParams::default(), &deployment("nothing", json!({}), "v1")).await,
+    );
+    assert_eq!(missing.code, 404, "PUT does not create");
+}
+
+#[tokio::test]
+async fn leases_events_and_http_routes_are_served() {
+    let server = FakeApiServer::start().await;
+    let client = server.client("canaryd").await;
+    let gvk = |g: &str, k: &str, plural: &str| {
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, "v1", k), plural)
+    };
+    let leases: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &gvk("coordination.k8s.io", "Lease", "leases"));
+    let lease: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "canaryd"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15},
+    }))
+    .expect("a lease");
+    let created = leases.create(&PostParams::default(), &lease).await.expect("created");
+    let mut taken = created.clone();
+    taken.data["spec"]["holderIdentity"] = json!("b");
+    leases.replace("canaryd", &PostParams::default(), &taken).await.expect("taken over");
+    let stale = api_error(leases.replace("canaryd", &PostParams::default(), &created).await);
+    assert_eq!(stale.code, 409, "a second taker with the old version loses");
+
+    let events: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &gvk("", "Event", "events"));
+    let event: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "web.1"}, "involvedObject": {"kind": "Deployment", "name": "web", "namespace": "default"},
+        "reason": "CanaryStep", "message": "10%", "type": "Normal",
+    }))
+    .expect("an event");
+    events.create(&PostParams::default(), &event).await.expect("created");
+    let found = events
+        .list(&ListParams::default().fields("involvedObject.name=web,reason=CanaryStep"))
+        .await
+        .expect("listed");
+    assert_eq!(found.items.len(), 1);
+
+    let routes: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &gvk("gateway.networking.k8s.io", "HTTPRoute", "httproutes"),
+    );
+    let route: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web"}, "spec": {"rules": [{"backendRefs": [{"name": "web", "weight": 90}, {"name": "web-canary", "weight": 10}]}]},
+    }))
+    .expect("a route");
+    routes.create(&PostParams::default(), &route).await.expect("created");
+    let weights = json!({"spec": {"rules": [{"backendRefs": [{"name": "web", "weight": 50}, {"name": "web-canary", "weight": 50}]}]}});
+    let moved = routes.patch("web", &PatchParams::default(), &Patch::Merge(&weights)).await.expect("patched");
+    assert_eq!(moved.data["spec"]["rules"][0]["backendRefs"][1]["weight"], 50);
+    assert_eq!(moved.metadata.generation, Some(2));
+    let status = json!({"status": {"parents": [{"parentRef": {"name": "gw"}, "controllerName": "example.io/gw", "conditions": []}]}});
+    let with_status =
+        routes.patch_status("web", &PatchParams::default(), &Patch::Merge(&status)).await.expect("status");
+    assert_eq!(with_status.metadata.generation, Some(2));
+
+    let log = server.requests();
+    let create = log.iter().find(|r| r.verb == "create" && r.is_for("httproutes")).expect("logged");
+    assert_eq!(create.client, "canaryd");
+    assert_eq!(create.status, 201);
+    let resource = create.resource.clone().expect("a resource");
+    assert_eq!(
+        (resource.group.as_str(), resource.version.as_str(), resource.namespace.as_deref()),
+        ("gateway.networking.k8s.io", "v1", Some("default"))
+    );
+    let status_write = log.iter().find(|r| {
+        r.verb == "patch"
+            && r.is_for("httproutes")
+            && r.resource.as_ref().is_some_and(|x| x.subresource.as_deref() == Some("status"))
+    });
+    assert!(status_write.is_some(), "the status write is logged with its subresource");
 }
