@@ -554,6 +554,7 @@ async fn finalizers_hold_a_deletion_until_the_last_is_removed() {
     api.delete("web", &DeleteParams::default()).await.expect("deleted");
     let deleting = api.get("web").await.expect("still there");
     assert!(deleting.metadata.deletion_timestamp.is_some(), "deletionTimestamp is set");
+    assert_eq!(generation_of(&deleting), 2, "marking an object deleted bumps its generation");
     assert_ne!(rv_of(&deleting), rv_of(&created), "marking it deleted is a write");
 
     let add = json!({"metadata": {"finalizers": ["canaryd.io/hold", "other/x"]}});
@@ -735,6 +736,9 @@ async fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
         tokio::process::Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(kubeconfig)
+            // Discovery cached for this server only (not in ~/.kube/cache).
+            .arg("--cache-dir")
+            .arg(kubeconfig.with_extension("cache"))
             .args(args)
             .kill_on_drop(true)
             .output(),
@@ -1003,4 +1007,78 @@ async fn leases_events_and_http_routes_are_served() {
             && r.resource.as_ref().is_some_and(|x| x.subresource.as_deref() == Some("status"))
     });
     assert!(status_write.is_some(), "the status write is logged with its subresource");
+}
+
+fn lease(holder: &str) -> Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "leader"}, "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15},
+    })
+}
+
+#[tokio::test]
+async fn server_side_apply_creates_merges_and_refuses_another_managers_fields() {
+    let server = FakeApiServer::start().await;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("coordination.k8s.io", "v1", "Lease"),
+        "leases",
+    );
+    let leases: Api<DynamicObject> =
+        Api::namespaced_with(server.client("canaryd").await, "default", &resource);
+
+    let created =
+        leases.patch("leader", &PatchParams::apply("a"), &Patch::Apply(lease("a"))).await.expect("applied");
+    assert_eq!(created.data["spec"]["holderIdentity"], "a");
+    let log = server.requests();
+    assert_eq!(log.last().map(|r| r.status), Some(201), "an apply that creates answers 201");
+
+    let again =
+        leases.patch("leader", &PatchParams::apply("a"), &Patch::Apply(lease("a"))).await.expect("applied");
+    assert_eq!(
+        again.metadata.resource_version, created.metadata.resource_version,
+        "the same apply changes nothing"
+    );
+
+    let taken = api_error(leases.patch("leader", &PatchParams::apply("b"), &Patch::Apply(lease("b"))).await);
+    assert_eq!((taken.code, taken.reason.as_str()), (409, "Conflict"), "b may not take a's field unforced");
+    assert!(taken.message.contains("conflict with \"a\""), "{}", taken.message);
+    assert_eq!(leases.get("leader").await.expect("got").data["spec"]["holderIdentity"], "a");
+
+    let forced = leases
+        .patch("leader", &PatchParams::apply("b").force(), &Patch::Apply(lease("b")))
+        .await
+        .expect("forced");
+    assert_eq!(forced.data["spec"]["holderIdentity"], "b");
+    let back = api_error(leases.patch("leader", &PatchParams::apply("a"), &Patch::Apply(lease("a"))).await);
+    assert_eq!(back.code, 409, "b owns the field now");
+
+    // A field b no longer applies is removed; one it never applied stays.
+    let fewer = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "leader"}, "spec": {"holderIdentity": "b"}});
+    let applied =
+        leases.patch("leader", &PatchParams::apply("b"), &Patch::Apply(fewer)).await.expect("applied");
+    assert!(applied.data["spec"].get("leaseDurationSeconds").is_none(), "{:?}", applied.data);
+
+    // An update by another manager takes the fields it changes.
+    let update = json!({"spec": {"holderIdentity": "c"}});
+    leases
+        .patch(
+            "leader",
+            &PatchParams { field_manager: Some("c".into()), ..Default::default() },
+            &Patch::Merge(&update),
+        )
+        .await
+        .expect("patched");
+    let refused =
+        api_error(leases.patch("leader", &PatchParams::apply("b"), &Patch::Apply(lease("b"))).await);
+    assert_eq!(refused.code, 409);
+
+    let no_manager = reqwest::Client::new()
+        .patch(format!("{}/apis/coordination.k8s.io/v1/namespaces/default/leases/leader", server.url()))
+        .bearer_auth(FakeApiServer::token("test"))
+        .header("content-type", "application/apply-patch+yaml")
+        .body("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: leader\n")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(no_manager.status().as_u16(), 422, "an apply needs a fieldManager");
 }

@@ -16,7 +16,7 @@ use super::patch::PatchType;
 use super::resources::ResourceType;
 use super::selector::{FieldSelector, LabelSelector, supported_fields};
 use super::status::ApiError;
-use super::store::{ListOptions, Propagation, Store};
+use super::store::{Key, ListOptions, Propagation, Store};
 use super::watch::{self, WatchContext, WatchRequest};
 use super::{Request, ResourceRef};
 
@@ -264,15 +264,31 @@ fn resource(
             if ty.namespaced && target.namespace.is_none() {
                 return error(ApiError::method_not_allowed("POST"));
             }
-            answer(decode(body).and_then(|b| store.create(&ty, version, &ns, b)), 201)
+            let created = decode(body).and_then(|b| store.create(&ty, version, &ns, b));
+            answer(tracked(&mut store, &ty, &ns, None, &manager_of(headers, params), created), 201)
         }
-        "update" => answer(decode(body).and_then(|b| store.update(&ty, version, &ns, &name, sub, b)), 200),
+        "update" => {
+            let before = store.raw(&Key::new(&ty, &ns, &name)).cloned();
+            let updated = decode(body).and_then(|b| store.update(&ty, version, &ns, &name, sub, b));
+            answer(tracked(&mut store, &ty, &ns, before, &manager_of(headers, params), updated), 200)
+        }
         "patch" => {
             let content_type =
                 headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-            match PatchType::from_content_type(content_type) {
-                Some(PatchType::Apply) | None => error(ApiError::unsupported_media_type(content_type)),
-                Some(kind) => answer(store.patch(&ty, version, &ns, &name, sub, kind, body), 200),
+            let kind = PatchType::from_content_type(content_type);
+            if param(params, "force").is_some() && kind != Some(PatchType::Apply) {
+                return error(ApiError::unprocessable(
+                    "force: Forbidden: may not be specified for non-apply patch".into(),
+                ));
+            }
+            match kind {
+                None => error(ApiError::unsupported_media_type(content_type)),
+                Some(PatchType::Apply) => server_side_apply(&mut store, &ty, target, params, body),
+                Some(kind) => {
+                    let before = store.raw(&Key::new(&ty, &ns, &name)).cloned();
+                    let patched = store.patch(&ty, version, &ns, &name, sub, kind, body);
+                    answer(tracked(&mut store, &ty, &ns, before, &manager_of(headers, params), patched), 200)
+                }
             }
         }
         "delete" if sub.is_none() => {
@@ -280,6 +296,71 @@ fn resource(
         }
         "deletecollection" => answer(delete_collection(&mut store, &ty, target, params, body), 200),
         _ => error(ApiError::method_not_allowed(method.as_str())),
+    }
+}
+
+/// The field manager of a write: `fieldManager`, or the program name of the User-Agent
+/// (as the real server derives it).
+fn manager_of(headers: &HeaderMap, params: &[(String, String)]) -> String {
+    if let Some(manager) = param(params, "fieldManager").filter(|m| !m.is_empty()) {
+        return manager.to_string();
+    }
+    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+    agent.split('/').next().unwrap_or("unknown").to_string()
+}
+
+/// A successful write's changed fields recorded as its manager's.
+fn tracked(
+    store: &mut Store,
+    ty: &ResourceType,
+    namespace: &str,
+    before: Option<Value>,
+    manager: &str,
+    result: Result<Value, ApiError>,
+) -> Result<Value, ApiError> {
+    if let Ok(object) = &result {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        store.track(&Key::new(ty, namespace, name), before.as_ref(), manager);
+    }
+    result
+}
+
+/// Server-side apply: the YAML (or JSON) configuration merged for `fieldManager`.
+fn server_side_apply(
+    store: &mut Store,
+    ty: &ResourceType,
+    target: &ResourceRef,
+    params: &[(String, String)],
+    body: &[u8],
+) -> Response {
+    let Some(manager) = param(params, "fieldManager").filter(|m| !m.is_empty()) else {
+        return error(ApiError::unprocessable(
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(),
+        ));
+    };
+    let parsed = std::str::from_utf8(body)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_saphyr::from_str::<Value>(text).map_err(|e| e.to_string()));
+    let configuration = match parsed {
+        Ok(v) if v.is_object() => v,
+        Ok(_) => return error(ApiError::bad_request("an apply patch must be an object")),
+        Err(e) => return error(ApiError::bad_request(format!("error decoding YAML: {e}"))),
+    };
+    let (ns, name) = (target.namespace.clone().unwrap_or_default(), target.name.clone().unwrap_or_default());
+    let force = is_true(param(params, "force"));
+    match store.apply(
+        ty,
+        &target.version,
+        &ns,
+        &name,
+        target.subresource.as_deref(),
+        configuration,
+        manager,
+        force,
+    ) {
+        Ok((object, true)) => json_response(201, &object),
+        Ok((object, false)) => json_response(200, &object),
+        Err(e) => error(e),
     }
 }
 

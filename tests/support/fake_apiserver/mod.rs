@@ -14,6 +14,7 @@
 //! foreground deletion is done like background deletion, and few defaults are filled.
 #![allow(dead_code)]
 
+mod apply;
 mod discovery;
 mod http;
 mod patch;

@@ -10,6 +10,7 @@ use std::hash::{BuildHasher, Hasher};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use super::apply::{self, Owners};
 use super::patch::{self, PatchType};
 use super::resources::{self, ResourceType};
 use super::selector::{FieldSelector, LabelSelector};
@@ -93,6 +94,8 @@ pub struct Store {
     floor: u64,
     live: broadcast::Sender<Event>,
     conflicts: Vec<ConflictTarget>,
+    /// Which field manager owns which fields, by object (server-side apply).
+    owners: BTreeMap<Key, Owners>,
 }
 
 impl Store {
@@ -107,6 +110,7 @@ impl Store {
             floor: 0,
             live,
             conflicts: Vec::new(),
+            owners: BTreeMap::new(),
         };
         let namespaces = store.type_of("", "v1", "namespaces").expect("namespaces are built in");
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -333,6 +337,77 @@ impl Store {
         Ok(served(ty, version, &self.commit(ty, &key, &old, new)))
     }
 
+    /// PATCH with `application/apply-patch+yaml`: creates the object, or merges the
+    /// applied fields into it unless another manager owns one it changes (409, unless
+    /// forced). Answers the object and whether it was created.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply(
+        &mut self,
+        ty: &ResourceType,
+        version: &str,
+        namespace: &str,
+        name: &str,
+        subresource: Option<&str>,
+        body: Value,
+        manager: &str,
+        force: bool,
+    ) -> Result<(Value, bool), ApiError> {
+        check_type_meta(ty, version, &body)?;
+        if body["apiVersion"].is_null() || body["kind"].is_null() {
+            return Err(ApiError::bad_request("apiVersion and kind must be set in an apply patch"));
+        }
+        if body["metadata"]["name"].as_str() != Some(name) {
+            return Err(ApiError::bad_request(
+                "the name of the applied object does not match the name on the URL",
+            ));
+        }
+        let mut applied = apply::leaves(&body);
+        match subresource {
+            Some("status") => applied.retain(|p, _| p[0] == "status"),
+            None if ty.status => applied.retain(|p, _| p[0] != "status"),
+            None => {}
+            Some(_) => return Err(ApiError::unsupported_media_type("application/apply-patch+yaml")),
+        }
+        let key = Key::new(ty, namespace, name);
+        let Some(old) = self.objects.get(&key).cloned() else {
+            if subresource.is_some() {
+                return Err(ApiError::not_found(ty, name));
+            }
+            let created = self.create(ty, version, namespace, body)?;
+            let mut owners = Owners::new();
+            owners.insert(manager.to_string(), applied.into_keys().collect());
+            self.owners.insert(key, owners);
+            return Ok((created, true));
+        };
+        self.injected_conflict(ty, &key, subresource)?;
+        if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
+            && rv != old["metadata"]["resourceVersion"].as_str().unwrap_or_default()
+        {
+            return Err(ApiError::conflict(ty, name));
+        }
+        let current = served(ty, version, &old);
+        let mut owners = self.owners.get(&key).cloned().unwrap_or_default();
+        let found = apply::conflicts(&current, &applied, &owners, manager);
+        if !found.is_empty() && !force {
+            return Err(ApiError::apply_conflict(ty, name, apply::describe(&found)));
+        }
+        let merged = apply::merge(&current, &applied, &mut owners, manager, force);
+        let new = prepare_update(ty, version, &old, merged, subresource);
+        validate_object(ty, name, &new, Some(&old))?;
+        let written = self.commit(ty, &key, &old, new);
+        if self.objects.contains_key(&key) {
+            self.owners.insert(key, owners);
+        }
+        Ok((served(ty, version, &written), false))
+    }
+
+    /// Records that `manager` owns the fields it changed by a create, update or patch.
+    pub fn track(&mut self, key: &Key, before: Option<&Value>, manager: &str) {
+        let Some(after) = self.objects.get(key) else { return };
+        let owners = self.owners.entry(key.clone()).or_default();
+        apply::track_update(before, after, owners, manager);
+    }
+
     /// DELETE: removes an object, or marks it deleted while finalizers remain.
     pub fn delete(
         &mut self,
@@ -395,6 +470,7 @@ impl Store {
     /// CRD, its custom resources.
     fn remove(&mut self, key: &Key) -> Value {
         let Some(mut last) = self.objects.remove(key) else { return Value::Null };
+        self.owners.remove(key);
         self.rv += 1;
         last["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         self.emit(EventKind::Deleted, key.clone(), last.clone(), None);
@@ -483,7 +559,10 @@ impl Store {
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         if let Some(generation) = old["metadata"]["generation"].as_i64() {
             new["metadata"]["generation"] = json!(generation);
-            if spec_of(ty, &new) != spec_of(ty, old) {
+            // The real server also bumps generation when it marks an object deleted.
+            let marked = new["metadata"]["deletionTimestamp"].is_string()
+                && !old["metadata"]["deletionTimestamp"].is_string();
+            if marked || spec_of(ty, &new) != spec_of(ty, old) {
                 new["metadata"]["generation"] = json!(generation + 1);
             }
         }
