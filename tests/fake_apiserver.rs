@@ -515,6 +515,19 @@ async fn dropped_watches_resume_and_compacted_ones_expire_in_stream() {
 }
 
 #[tokio::test]
+async fn a_streaming_list_watcher_gets_its_initial_events_and_the_end_bookmark() {
+    let server = FakeApiServer::start().await;
+    let api: Api<Deployment> = Api::namespaced(server.client("controller").await, "default");
+    api.create(&PostParams::default(), &deployment("web", json!({}), "v1")).await.expect("created");
+    let seen = run_watcher(api.clone(), watcher::Config::default().streaming_lists());
+    saw(&seen, "apply", "web").await;
+    saw(&seen, "init-done", "").await;
+    assert_eq!(lists_of(&server, "deployments"), 0, "a streaming list needs no list request");
+    api.delete("web", &DeleteParams::default()).await.expect("deleted");
+    saw(&seen, "delete", "web").await;
+}
+
+#[tokio::test]
 async fn a_selector_watch_sees_an_object_leave_and_enter_its_selection() {
     let server = FakeApiServer::start().await;
     let api: Api<Deployment> = Api::namespaced(server.client("controller").await, "default");
@@ -697,6 +710,15 @@ async fn a_crd_registers_its_resource_with_status_semantics() {
 
     canaries.delete("one", &DeleteParams::default()).await.expect("deleted");
     assert_eq!(api_error(canaries.get("one").await).code, 404);
+
+    // Deleting the CRD deletes its custom resources and stops serving them.
+    canaries.create(&PostParams::default(), &canary).await.expect("created again");
+    crds.delete("canaries.example.io", &DeleteParams::default()).await.expect("the CRD deleted");
+    assert!(server.list(&Gvr::new("example.io", "v1", "canaries"), None).is_empty());
+    let unserved = api_error(canaries.list(&ListParams::default()).await);
+    assert_eq!(unserved.code, 404);
+    let discovery = Discovery::new(server.client("test").await).run().await.expect("discovery runs");
+    assert!(!discovery.has_group("example.io"), "discovery no longer lists the group");
 }
 
 #[tokio::test]
@@ -787,6 +809,32 @@ async fn kubectl_reads_the_version_and_applies_and_lists_a_crd() {
         .expect("stored");
     let listed = kubectl(&config, &["get", "canaries", "-o", "name"]).await;
     assert_eq!(listed.trim(), "canary.example.io/one");
+    let by_short_name = kubectl(&config, &["get", "cn", "-o", "name"]).await;
+    assert_eq!(by_short_name.trim(), "canary.example.io/one");
+    let resources = kubectl(&config, &["api-resources", "--no-headers"]).await;
+    let line = |name: &str| {
+        resources
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+    };
+    assert_eq!(line("deployments"), Some(vec!["deployments", "deploy", "apps/v1", "true", "Deployment"]));
+    assert_eq!(line("canaries"), Some(vec!["canaries", "cn", "example.io/v1", "true", "Canary"]));
+    assert_eq!(line("namespaces"), Some(vec!["namespaces", "ns", "v1", "false", "Namespace"]));
+
+    // A second apply of a changed CRD patches it (kubectl computes the patch).
+    std::fs::write(&crd, CRD.replace(r#""shortNames": ["cn"]"#, r#""shortNames": ["cn", "cny"]"#))
+        .expect("written");
+    kubectl(&config, &["apply", "-f", crd.to_str().expect("a path"), "--validate=false"]).await;
+    let crd_gvr = Gvr::new("apiextensions.k8s.io", "v1", "customresourcedefinitions");
+    let stored = server.get(&crd_gvr, "", "canaries.example.io").expect("stored");
+    assert_eq!(stored["spec"]["names"]["shortNames"], json!(["cn", "cny"]));
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.verb == "patch" && r.is_for("customresourcedefinitions") && r.status == 200)
+    );
     assert!(server.requests().iter().all(|r| r.client == "kubectl"));
 }
 
