@@ -3,15 +3,28 @@
 //! `kubectl` where no real API server can run. It is not a Kubernetes API server: it
 //! implements, following the Kubernetes API conventions, what those clients call —
 //! discovery, CRUD with the server's metadata rules, lists with selectors and pages,
-//! watches with bookmarks and 410 Expired, merge/JSON/strategic patches, finalizers,
-//! cascading deletion and CRD registration — and lets a test inject faults (dropped
-//! watches, compaction, an unreachable server, conflicts).
+//! watches with bookmarks and 410 Expired, merge/JSON/strategic patches, a simplified
+//! server-side apply, finalizers, cascading deletion and CRD registration — and lets a
+//! test inject faults (dropped watches, compaction, an unreachable server, conflicts).
 //!
-//! Known deviations: no authorization (any `fake-token-<name>` bearer token is a client
-//! named `<name>`), no OpenAPI (`/openapi/v2` and `/openapi/v3` answer 404), no Table
-//! output, no dryRun (400), no server-side apply (415), core/v1 and events.k8s.io/v1
-//! events are stored apart, continued lists read current state rather than a snapshot,
-//! foreground deletion is done like background deletion, and few defaults are filled.
+//! Clients are named, not authorized: a bearer token `fake-token-<name>` is client
+//! `<name>`; without a token (client-go, so kubectl, sends none over plain HTTP) the
+//! `Impersonate-User` header the kubeconfig's `as:` sets names it; anything else is 401.
+//!
+//! Known deviations from the real server: plain HTTP only; no OpenAPI (`/openapi/v2` and
+//! `/openapi/v3` answer 404, so kubectl needs `--validate=false` to apply); no aggregated
+//! discovery (kubectl falls back to the legacy documents); no Table output (kubectl
+//! prints NAME and AGE); no protobuf (always JSON); no dryRun (400); `fieldValidation` is
+//! ignored; no `managedFields` in objects, and server-side apply treats lists as atomic;
+//! core/v1 and events.k8s.io/v1 events are stored apart; a continued list reads current
+//! state rather than its first page's snapshot; `resourceVersion`/`resourceVersionMatch`
+//! on a list are ignored (always the latest); garbage collection and namespace deletion
+//! happen at once, in the request, and foreground deletion is done as background; an
+//! injected conflict also answers a patch without a resourceVersion (the real server
+//! would retry it); only a few defaults are filled (namespace phase and finalizer,
+//! deployment replicas, strategy, revisionHistoryLimit, progressDeadlineSeconds); a
+//! Service gets no clusterIP; only deployments/scale, `{plural}/status` and no other
+//! subresources (no pods/log, no namespaces/finalize).
 #![allow(dead_code)]
 
 mod apply;
