@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod engine;
+pub mod fake_apiserver;
 pub mod openmetrics;
 pub mod prometheus;
 pub mod scale;
