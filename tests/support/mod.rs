@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod fake_apiserver;
+pub mod kubernetes;
 pub mod openmetrics;
 pub mod prometheus;
 pub mod scale;

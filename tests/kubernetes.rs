@@ -1,0 +1,185 @@
+//! The Kubernetes platform end to end: the real `canaryd run` binary against the fake
+//! API server (a test double), with the kubelet stand-in running real demo-app pods, a
+//! real Prometheus scraping them with the documented relabelling, the gateway stand-in
+//! applying route weights to a real nginx, and wrk's load through it.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+use support::kubernetes::{KubeStack, NAMESPACE, deployment};
+use support::prometheus::poll;
+
+/// One Kubernetes stack at a time: each runs wrk and a dozen processes on two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Time a whole rollout may take here (its steps take about 30 s).
+const ROLLOUT: Duration = Duration::from_secs(180);
+
+const POLICY: &str = r#"
+apiVersion: canaryd.io/v1alpha1
+kind: CanaryPolicy
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {matchLabels: {canary: enabled}}
+  traffic: {router: gateway-api, steps: [10, 50, 100], stepDuration: 8s}
+  analysis:
+    interval: 4s
+    inconclusiveLimit: 5
+    minSampleSize: 100
+    metrics:
+      - {name: errors, template: http-error-rate, test: sequential, margin: 1.5}
+  triggers:
+    - {metric: errors, above: 0.04}
+"#;
+
+fn bins() -> (std::path::PathBuf, std::path::PathBuf) {
+    (env!("CARGO_BIN_EXE_canaryd").into(), env!("CARGO_BIN_EXE_canaryd-demo-app").into())
+}
+
+/// Starts the stack, waits until canaryd attached `web` (web-primary serves v1, `web`
+/// is at 0 replicas, the route split with 100% to the primary).
+async fn attached() -> (KubeStack, tokio::sync::MutexGuard<'static, ()>) {
+    let turn = ONE_AT_A_TIME.lock().await;
+    let (canaryd, demo_app) = bins();
+    let mut stack = KubeStack::start(POLICY, demo_app, &canaryd).await;
+    stack.start_canaryd(&canaryd);
+    stack.start_load();
+    let deployments = stack.deployments();
+    let waited = poll(Duration::from_secs(60), || async {
+        let web = deployments.get("web").await.ok();
+        let primary = deployments.get("web-primary").await.ok();
+        let web_at_zero = web.is_some_and(|w| w.spec.replicas == Some(0));
+        web_at_zero && primary.is_some_and(|p| p.status.and_then(|s| s.available_replicas) == Some(2))
+    })
+    .await;
+    if let Err(e) = waited {
+        panic!("{e}: web attached; canaryd log:\n{}", stack.canaryd_log());
+    }
+    (stack, turn)
+}
+
+/// The canary's share in the route's first rule, and the backend names.
+fn split(route: &Value) -> Vec<(String, i64)> {
+    route["spec"]["rules"][0]["backendRefs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| (b["name"].as_str().unwrap_or("").to_string(), b["weight"].as_i64().unwrap_or(1)))
+        .collect()
+}
+
+/// The CanaryRun's status, once it exists.
+async fn canary_run(stack: &KubeStack) -> Option<Value> {
+    stack
+        .fake
+        .get(&support::fake_apiserver::Gvr::new("canaryd.io", "v1alpha1", "canaryruns"), NAMESPACE, "web")
+        .map(|run| run["status"].clone())
+}
+
+/// Waits until the CanaryRun's phase is `phase`, noting every weight seen on the way.
+async fn wait_phase(stack: &KubeStack, phase: &str) -> (Value, Vec<i64>) {
+    let weights = std::sync::Mutex::new(Vec::<i64>::new());
+    let last = std::sync::Mutex::new(Value::Null);
+    let waited = poll(ROLLOUT, || async {
+        let status = canary_run(stack).await.unwrap_or(Value::Null);
+        if let Some(w) = status["weight"].as_i64() {
+            let mut seen = weights.lock().unwrap();
+            if seen.last() != Some(&w) {
+                seen.push(w);
+            }
+        }
+        let hit = status["phase"] == phase;
+        *last.lock().unwrap() = status;
+        hit
+    })
+    .await;
+    let last = last.into_inner().unwrap();
+    if let Err(e) = waited {
+        panic!("{e}: CanaryRun phase {phase}; last status: {last:#}\ncanaryd log:\n{}", stack.canaryd_log());
+    }
+    (last, weights.into_inner().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_template_change_goes_10_50_100_and_is_promoted_to_the_primary() {
+    let (stack, _turn) = attached().await;
+    let route = stack.route("web").await;
+    assert_eq!(split(&route), [("web-primary".to_string(), 100), ("web-canary".to_string(), 0)]);
+    assert_eq!(route["metadata"]["annotations"]["canaryd.io/adopted-rules"].as_str().map(|s| s.contains("\"web\"")), Some(true));
+
+    stack.change_template("web", "v2", 0.0).await;
+    let (status, weights) = wait_phase(&stack, "Succeeded").await;
+    assert_eq!(status["lastDecision"], "promoted", "{status:#}");
+    for step in [10, 50] {
+        assert!(weights.contains(&step), "the CanaryRun went through {step}%: {weights:?}");
+    }
+    // Promoted: web-primary carries the new template, web is at 0, the route sends all
+    // traffic to the primary, and nginx answers with v2.
+    let deployments = stack.deployments();
+    let primary = deployments.get("web-primary").await.expect("web-primary");
+    let args = primary.spec.template.spec.as_ref().unwrap().containers[0].args.clone().unwrap();
+    assert_eq!(args[..2], ["--version".to_string(), "v2".to_string()]);
+    assert_eq!(primary.spec.selector.match_labels.as_ref().unwrap()["app"], "web-primary");
+    let waited = poll(Duration::from_secs(30), || async {
+        let web = deployments.get("web").await.ok();
+        let route = stack.route("web").await;
+        web.is_some_and(|w| w.spec.replicas == Some(0)) && split(&route)[0].1 == 100
+    })
+    .await;
+    waited.unwrap_or_else(|e| panic!("{e}: web at 0 and the route at 100/0; log:\n{}", stack.canaryd_log()));
+    let versions = stack.versions(20).await;
+    assert_eq!(versions.get("v2"), Some(&20), "nginx answers with the new version: {versions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_answering_5_percent_errors_is_rolled_back_at_10_percent() {
+    let (stack, _turn) = attached().await;
+    stack.change_template("web", "v2", 0.05).await;
+    let (status, weights) = wait_phase(&stack, "RolledBack").await;
+    assert!(!weights.contains(&50), "rolled back before 50%: {weights:?}");
+    let reason = status["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("errors"), "the reason names the failing metric: {status:#}");
+    let deployments = stack.deployments();
+    let waited = poll(Duration::from_secs(30), || async {
+        let web = deployments.get("web").await.ok();
+        let route = stack.route("web").await;
+        web.is_some_and(|w| w.spec.replicas == Some(0)) && split(&route)[0].1 == 100
+    })
+    .await;
+    waited.unwrap_or_else(|e| panic!("{e}: web at 0 and the route at 100/0; log:\n{}", stack.canaryd_log()));
+    let primary = deployments.get("web-primary").await.expect("web-primary");
+    let args = primary.spec.template.spec.as_ref().unwrap().containers[0].args.clone().unwrap();
+    assert_eq!(args[1], "v1", "the primary still serves v1");
+    let versions = stack.versions(20).await;
+    assert_eq!(versions.get("v1"), Some(&20), "{versions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_no_policy_selects_is_never_written_to() {
+    let (stack, _turn) = attached().await;
+    let deployments: Api<Deployment> = stack.deployments();
+    let other = deployment("other", json!({"team": "x"}), "v1", 0.0);
+    deployments.create(&PostParams::default(), &other).await.expect("other");
+    stack.change_template("other", "v2", 0.0).await;
+    // canaryd watched it change; give it time to (wrongly) act: its reconcile runs
+    // every 2 s and its tick every 1 s.
+    let seen = poll(Duration::from_secs(20), || async {
+        stack.canaryd_log().contains("attached") && stack.kubelet.pods.count("other") == 2
+    })
+    .await;
+    seen.expect("the other Deployment runs");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes: Vec<String> = stack
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.client == "canaryd" && !matches!(r.verb.as_str(), "get" | "list" | "watch"))
+        .filter_map(|r| r.resource.map(|res| format!("{} {} {:?}", r.verb, res.plural, res.name)))
+        .collect();
+    assert!(writes.iter().all(|w| !w.contains("\"other")), "canaryd wrote to an unselected Deployment: {writes:?}");
+    assert!(writes.iter().any(|w| w.contains("web-primary")), "canaryd did write to what it manages: {writes:?}");
+}
