@@ -1130,3 +1130,40 @@ async fn server_side_apply_creates_merges_and_refuses_another_managers_fields() 
         .expect("answered");
     assert_eq!(no_manager.status().as_u16(), 422, "an apply needs a fieldManager");
 }
+
+/// What kube-lease-manager does: apply without a name, strategic patches by the holder,
+/// a release that nulls the holder's fields, then another holder's unforced apply.
+#[tokio::test]
+async fn a_lease_released_by_its_holder_can_be_applied_by_another_without_force() {
+    let server = FakeApiServer::start().await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(server.client("canaryd").await, "default");
+    let empty: k8s_openapi::api::coordination::v1::Lease =
+        serde_json::from_value(json!({"metadata": {"name": "leader"}, "spec": {}})).expect("a lease");
+    leases.create(&PostParams::default(), &empty).await.expect("created");
+    let manager = |who: &str| PatchParams { field_manager: Some(who.into()), ..Default::default() };
+    let acquire = |who: &str| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": {
+            "holderIdentity": who, "acquireTime": "2026-01-01T00:00:00.000000Z",
+            "renewTime": "2026-01-01T00:00:00.000000Z", "leaseDurationSeconds": 2,
+        }})
+    };
+    leases.patch("leader", &manager("a"), &Patch::Apply(acquire("a"))).await.expect("a acquires");
+    let transitions =
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": {"leaseTransitions": 1}});
+    leases.patch("leader", &manager("a"), &Patch::Strategic(&transitions)).await.expect("a counts");
+
+    let contested = api_error(leases.patch("leader", &manager("b"), &Patch::Apply(acquire("b"))).await);
+    assert_eq!(contested.code, 409, "b may not take a held lease's fields");
+
+    let release = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": {
+        "acquireTime": null, "renewTime": null, "holderIdentity": null, "leaseDurationSeconds": null,
+    }});
+    let released =
+        leases.patch("leader", &manager("a"), &Patch::Strategic(&release)).await.expect("a releases");
+    let spec = released.spec.expect("a spec");
+    assert_eq!((spec.holder_identity, spec.lease_transitions), (None, Some(1)));
+
+    let taken = leases.patch("leader", &manager("b"), &Patch::Apply(acquire("b"))).await.expect("b acquires");
+    assert_eq!(taken.spec.and_then(|s| s.holder_identity).as_deref(), Some("b"));
+}

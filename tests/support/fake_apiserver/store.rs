@@ -356,10 +356,16 @@ impl Store {
         if body["apiVersion"].is_null() || body["kind"].is_null() {
             return Err(ApiError::bad_request("apiVersion and kind must be set in an apply patch"));
         }
-        if body["metadata"]["name"].as_str() != Some(name) {
-            return Err(ApiError::bad_request(
-                "the name of the applied object does not match the name on the URL",
-            ));
+        // An apply may leave the name out (the URL's is taken), not name another.
+        let mut body = body;
+        match body["metadata"]["name"].as_str() {
+            None => body["metadata"]["name"] = json!(name),
+            Some(given) if given != name => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({given}) does not match the name on the URL ({name})"
+                )));
+            }
+            Some(_) => {}
         }
         let mut applied = apply::leaves(&body);
         match subresource {
