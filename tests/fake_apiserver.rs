@@ -129,7 +129,13 @@ async fn create_get_update_delete_follow_the_metadata_rules() {
     let stale = api_error(api.replace("web", &PostParams::default(), &changed).await);
     assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
 
-    api.delete("web", &DeleteParams::default()).await.expect("deleted");
+    let deleted = api.delete("web", &DeleteParams::default()).await.expect("deleted");
+    let status = deleted.right().expect("an immediate deletion answers a Status");
+    assert_eq!(status.status, Some(kube::core::response::StatusSummary::Success));
+    assert_eq!(
+        status.details.map(|d| (d.name, d.kind, d.uid)),
+        Some(("web".into(), "deployments".into(), created.metadata.uid.clone().unwrap_or_default()))
+    );
     let gone = api_error(api.get("web").await);
     assert_eq!((gone.code, gone.reason.as_str()), (404, "NotFound"));
     assert_eq!(gone.message, "deployments.apps \"web\" not found");
@@ -220,6 +226,9 @@ async fn lists_come_in_pages_with_a_continue_token() {
     let server = FakeApiServer::start().await;
     let api: Api<Deployment> = Api::namespaced(server.client("test").await, "default");
     three_labelled(&api).await;
+    let selected = api.list(&ListParams::default().limit(1).labels("tier")).await.expect("a page");
+    assert!(selected.metadata.continue_.is_some());
+    assert_eq!(selected.metadata.remaining_item_count, None, "unknown with a selector");
     let first = api.list(&ListParams::default().limit(2)).await.expect("a page");
     assert_eq!(names(&first), ["a", "b"]);
     let token = first.metadata.continue_.clone().expect("a continue token");
@@ -564,7 +573,8 @@ async fn finalizers_hold_a_deletion_until_the_last_is_removed() {
     let mut held = deployment("web", json!({}), "v1");
     held.metadata.finalizers = Some(vec!["canaryd.io/hold".into()]);
     let created = api.create(&PostParams::default(), &held).await.expect("created");
-    api.delete("web", &DeleteParams::default()).await.expect("deleted");
+    let held_back = api.delete("web", &DeleteParams::default()).await.expect("deleted");
+    assert!(held_back.is_left(), "a deletion finalizers hold answers the object");
     let deleting = api.get("web").await.expect("still there");
     assert!(deleting.metadata.deletion_timestamp.is_some(), "deletionTimestamp is set");
     assert_eq!(generation_of(&deleting), 2, "marking an object deleted bumps its generation");

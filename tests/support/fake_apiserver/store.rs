@@ -209,7 +209,10 @@ impl Store {
         if matching.len() > limit {
             let (last, _) = matching[limit - 1];
             metadata["continue"] = json!(encode_continue(list_rv, &last.namespace, &last.name));
-            metadata["remainingItemCount"] = json!(matching.len() - limit);
+            // Unknown (so unset) when selectors filter the list.
+            if options.labels.is_empty() && options.fields.is_empty() {
+                metadata["remainingItemCount"] = json!(matching.len() - limit);
+            }
         }
         Ok(json!({
             "kind": format!("{}List", ty.kind),
@@ -436,7 +439,17 @@ impl Store {
             self.orphan_dependents(&old);
         }
         let last = self.delete_key(&key);
-        Ok(served(ty, version, &last))
+        // The object while finalizers hold it; once gone, a Status (pods: the object).
+        if self.objects.contains_key(&key) || (ty.group.is_empty() && ty.plural == "pods") {
+            return Ok(served(ty, version, &last));
+        }
+        let mut details = json!({"name": name, "kind": ty.plural, "uid": last["metadata"]["uid"]});
+        if !ty.group.is_empty() {
+            details["group"] = json!(ty.group);
+        }
+        Ok(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+        )
     }
 
     /// Deletes what is stored at `key` (marking it while it has finalizers); returns its
