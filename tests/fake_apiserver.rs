@@ -894,6 +894,15 @@ async fn kubectl_gets_patches_sets_images_and_deletes_deployments() {
     assert_eq!(images(&set), [("app".into(), "v3".into()), ("sidecar".into(), "proxy:1".into())]);
     assert_eq!(generation_of(&set), 3);
 
+    kubectl(&config, &["scale", "deployment/web", "--replicas=3"]).await;
+    let replicas = kubectl(&config, &["get", "deployment", "web", "-o", "jsonpath={.spec.replicas}"]).await;
+    assert_eq!(replicas, "3");
+    assert!(
+        server.requests().iter().any(|r| r.client == "kubectl"
+            && r.resource.as_ref().is_some_and(|x| x.subresource.as_deref() == Some("scale"))),
+        "kubectl scales through /scale"
+    );
+
     kubectl(&config, &["delete", "deployment", "web"]).await;
     assert_eq!(api_error(api.get("web").await).code, 404);
 }
