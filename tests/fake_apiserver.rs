@@ -1186,3 +1186,66 @@ async fn a_lease_released_by_its_holder_can_be_applied_by_another_without_force(
     let taken = leases.patch("leader", &manager("b"), &Patch::Apply(acquire("b"))).await.expect("b acquires");
     assert_eq!(taken.spec.and_then(|s| s.holder_identity).as_deref(), Some("b"));
 }
+
+#[tokio::test]
+async fn events_written_through_events_k8s_io_are_read_as_core_events() {
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+    let server = FakeApiServer::start().await;
+    let client = server.client("canaryd").await;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter { controller: "canaryd".into(), instance: Some("canaryd-0".into()) },
+    );
+    let reference = ObjectReference {
+        api_version: Some("apps/v1".into()),
+        kind: Some("Deployment".into()),
+        name: Some("web".into()),
+        namespace: Some("default".into()),
+        ..Default::default()
+    };
+    let step = Event {
+        type_: EventType::Normal,
+        reason: "CanaryStep".into(),
+        note: Some("10% to the canary".into()),
+        action: "Promote".into(),
+        secondary: None,
+    };
+    recorder.publish(&step, &reference).await.expect("published");
+    recorder.publish(&step, &reference).await.expect("published again, as a series");
+
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let listed = core.list(&ListParams::default().fields("involvedObject.name=web")).await.expect("listed");
+    assert_eq!(listed.items.len(), 1, "one event, its repetition a series");
+    let event = &listed.items[0];
+    assert_eq!(event.message.as_deref(), Some("10% to the canary"), "note is message");
+    assert_eq!(
+        event.reporting_component.as_deref(),
+        Some("canaryd"),
+        "reportingController is reportingComponent"
+    );
+    assert_eq!(event.involved_object.kind.as_deref(), Some("Deployment"), "regarding is involvedObject");
+    assert_eq!(event.series.as_ref().and_then(|s| s.count), Some(2));
+
+    let new: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, "default");
+    let by_regarding = new.list(&ListParams::default().fields("regarding.name=web")).await.expect("listed");
+    assert_eq!(by_regarding.items[0].note.as_deref(), Some("10% to the canary"));
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = server.kubeconfig(dir.path(), "kubectl");
+    let shown: Value =
+        serde_json::from_str(&kubectl(&config, &["get", "events", "-o", "json"]).await).expect("json");
+    assert_eq!(shown["items"][0]["reason"], "CanaryStep");
+    assert_eq!(shown["items"][0]["message"], "10% to the canary");
+
+    let incomplete =
+        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "bare"}, "note": "x"});
+    let refused = api_error(
+        new.create(&PostParams::default(), &serde_json::from_value(incomplete).expect("an event")).await,
+    );
+    assert_eq!(
+        refused.code, 422,
+        "events.k8s.io/v1 requires eventTime, reportingController, reportingInstance, action and reason"
+    );
+}

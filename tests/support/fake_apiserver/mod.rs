@@ -16,7 +16,8 @@
 //! discovery (kubectl falls back to the legacy documents); no Table output (kubectl
 //! prints NAME and AGE); no protobuf (always JSON); no dryRun (400); `fieldValidation` is
 //! ignored; no `managedFields` in objects, and server-side apply treats lists as atomic;
-//! core/v1 and events.k8s.io/v1 events are stored apart; a continued list reads current
+//! events.k8s.io/v1 events are core/v1 events converted, but only a few of their
+//! validations are made; a continued list reads current
 //! state rather than its first page's snapshot; `resourceVersion`/`resourceVersionMatch`
 //! on a list are ignored (always the latest); garbage collection and namespace deletion
 //! happen at once, in the request, and foreground deletion is done as background; an
@@ -29,6 +30,7 @@
 
 mod apply;
 mod discovery;
+mod events;
 mod http;
 mod patch;
 mod resources;

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::apply::{self, Owners};
+use super::events;
 use super::patch::{self, PatchType};
 use super::resources::{self, ResourceType};
 use super::selector::{FieldSelector, LabelSelector};
@@ -33,8 +34,8 @@ pub struct Key {
 impl Key {
     pub fn new(ty: &ResourceType, namespace: &str, name: &str) -> Self {
         Key {
-            group: ty.group.clone(),
-            plural: ty.plural.clone(),
+            group: ty.storage().0.to_string(),
+            plural: ty.storage().1.to_string(),
             namespace: if ty.namespaced { namespace.to_string() } else { String::new() },
             name: name.to_string(),
         }
@@ -146,7 +147,7 @@ impl Store {
     pub fn objects_of(&self, ty: &ResourceType) -> Vec<(Key, Value)> {
         self.objects
             .iter()
-            .filter(|(k, _)| k.group == ty.group && k.plural == ty.plural)
+            .filter(|(k, _)| (k.group.as_str(), k.plural.as_str()) == ty.storage())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
@@ -198,10 +199,13 @@ impl Store {
         let matching: Vec<(&Key, &Value)> = self
             .objects
             .iter()
-            .filter(|(k, _)| k.group == ty.group && k.plural == ty.plural)
+            .filter(|(k, _)| (k.group.as_str(), k.plural.as_str()) == ty.storage())
             .filter(|(k, _)| options.namespace.as_ref().is_none_or(|ns| &k.namespace == ns))
             .filter(|(k, _)| after.as_ref().is_none_or(|a| (&k.namespace, &k.name) > (&a.0, &a.1)))
-            .filter(|(_, o)| options.labels.matches(o) && options.fields.matches(o))
+            .filter(|(_, o)| {
+                let seen = served(ty, version, o);
+                options.labels.matches(&seen) && options.fields.matches(&seen)
+            })
             .collect();
         let limit = options.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
         let page: Vec<Value> = matching.iter().take(limit).map(|(_, o)| list_item(ty, version, o)).collect();
@@ -233,6 +237,13 @@ impl Store {
         let mut object = body;
         check_type_meta(ty, version, &object)?;
         let name = self.name_for_create(ty, &mut object)?;
+        if ty.is_events_v1() {
+            let causes = events::creation_causes(&object);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(ty, &name, causes));
+            }
+            object = events::to_core(&object);
+        }
         let meta_ns = object["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
         if ty.namespaced && !meta_ns.is_empty() && meta_ns != namespace {
             return Err(ApiError::bad_request(
@@ -298,7 +309,7 @@ impl Store {
             }
             _ => {}
         }
-        let new = prepare_update(ty, version, &old, body, subresource);
+        let new = prepare_update(ty, version, &old, to_storage(ty, body), subresource);
         validate_object(ty, name, &new, Some(&old))?;
         Ok(served(ty, version, &self.commit(ty, &key, &old, new)))
     }
@@ -335,7 +346,7 @@ impl Store {
         if patched["metadata"]["name"].as_str() != Some(name) {
             return Err(ApiError::bad_request("metadata.name may not be changed by a patch"));
         }
-        let new = prepare_update(ty, version, &old, patched, subresource);
+        let new = prepare_update(ty, version, &old, to_storage(ty, patched), subresource);
         validate_object(ty, name, &new, Some(&old))?;
         Ok(served(ty, version, &self.commit(ty, &key, &old, new)))
     }
@@ -400,7 +411,7 @@ impl Store {
         if !found.is_empty() && !force {
             return Err(ApiError::apply_conflict(ty, name, apply::describe(&found)));
         }
-        let merged = apply::merge(&current, &applied, &mut owners, manager, force);
+        let merged = to_storage(ty, apply::merge(&current, &applied, &mut owners, manager, force));
         let new = prepare_update(ty, version, &old, merged, subresource);
         validate_object(ty, name, &new, Some(&old))?;
         let written = self.commit(ty, &key, &old, new);
@@ -788,7 +799,7 @@ pub fn scale_of(_ty: &ResourceType, object: &Value) -> Value {
 
 /// An object as served at `version`: its apiVersion and kind set.
 pub fn served(ty: &ResourceType, version: &str, object: &Value) -> Value {
-    let mut out = object.clone();
+    let mut out = if ty.is_events_v1() { events::to_events_v1(object) } else { object.clone() };
     out["apiVersion"] = json!(ty.api_version(version));
     out["kind"] = json!(ty.kind);
     out
@@ -852,6 +863,17 @@ fn check_type_meta(ty: &ResourceType, version: &str, object: &Value) -> Result<(
     Ok(())
 }
 
+/// The apiVersion an object is stored with: core/v1 for events written as
+/// events.k8s.io/v1.
+fn stored_api_version(ty: &ResourceType, version: &str) -> String {
+    if ty.is_events_v1() { "v1".into() } else { ty.api_version(version) }
+}
+
+/// An events.k8s.io/v1 body in its stored form; any other body as it is.
+fn to_storage(ty: &ResourceType, body: Value) -> Value {
+    if ty.is_events_v1() { events::to_core(&body) } else { body }
+}
+
 /// The server-set fields of a new object, its defaults, and no status where a status
 /// subresource owns it.
 fn prepare_create(ty: &ResourceType, version: &str, namespace: &str, object: &mut Value) {
@@ -884,7 +906,7 @@ fn prepare_create(ty: &ResourceType, version: &str, namespace: &str, object: &mu
     {
         map.remove("status");
     }
-    object["apiVersion"] = json!(ty.api_version(version));
+    object["apiVersion"] = json!(stored_api_version(ty, version));
     object["kind"] = json!(ty.kind);
     default_fields(ty, object);
 }
@@ -944,7 +966,7 @@ fn prepare_update(
     if let Some(map) = new["metadata"].as_object_mut() {
         map.remove("managedFields");
     }
-    new["apiVersion"] = json!(ty.api_version(version));
+    new["apiVersion"] = json!(stored_api_version(ty, version));
     new["kind"] = json!(ty.kind);
     default_fields(ty, &mut new);
     new
