@@ -1249,3 +1249,50 @@ async fn events_written_through_events_k8s_io_are_read_as_core_events() {
         "events.k8s.io/v1 requires eventTime, reportingController, reportingInstance, action and reason"
     );
 }
+
+#[tokio::test]
+async fn services_get_a_cluster_ip_that_stays() {
+    use k8s_openapi::api::core::v1::Service;
+    let server = FakeApiServer::start().await;
+    let api: Api<Service> = Api::namespaced(server.client("test").await, "default");
+    let service = |name: &str| -> Service {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}))
+            .expect("a service")
+    };
+    let created = api.create(&PostParams::default(), &service("web")).await.expect("created");
+    let spec = created.spec.clone().expect("a spec");
+    let ip = spec.cluster_ip.clone().expect("a clusterIP is allocated");
+    assert_eq!(spec.cluster_ips, Some(vec![ip.clone()]));
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    let port = &spec.ports.expect("ports")[0];
+    assert_eq!(
+        (port.protocol.as_deref(), port.target_port.clone()),
+        (Some("TCP"), Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(80)))
+    );
+    let other = api.create(&PostParams::default(), &service("web-canary")).await.expect("created");
+    assert_ne!(other.spec.and_then(|s| s.cluster_ip), Some(ip.clone()), "each service its own IP");
+
+    let mut moved = created.clone();
+    moved.spec.as_mut().expect("spec").cluster_ip = Some("10.0.0.1".into());
+    let refused = api_error(api.replace("web", &PostParams::default(), &moved).await);
+    assert_eq!(refused.code, 422, "clusterIP is immutable");
+    let mut omitted = created.clone();
+    let spec = omitted.spec.as_mut().expect("spec");
+    (spec.cluster_ip, spec.cluster_ips) = (None, None);
+    let kept = api.replace("web", &PostParams::default(), &omitted).await.expect("replaced");
+    assert_eq!(kept.spec.and_then(|s| s.cluster_ip), Some(ip));
+
+    let portless: Service =
+        serde_json::from_value(json!({"metadata": {"name": "bare"}, "spec": {}})).expect("a service");
+    assert_eq!(
+        api_error(api.create(&PostParams::default(), &portless).await).code,
+        422,
+        "a ClusterIP service needs ports"
+    );
+    let bad_name = service("1web");
+    assert_eq!(
+        api_error(api.create(&PostParams::default(), &bad_name).await).code,
+        422,
+        "service names are DNS-1035 labels"
+    );
+}

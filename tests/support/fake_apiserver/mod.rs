@@ -23,9 +23,10 @@
 //! happen at once, in the request, and foreground deletion is done as background; an
 //! injected conflict also answers a patch without a resourceVersion (the real server
 //! would retry it); only a few defaults are filled (namespace phase and finalizer,
-//! deployment replicas, strategy, revisionHistoryLimit, progressDeadlineSeconds); a
-//! Service gets no clusterIP; only deployments/scale, `{plural}/status` and no other
-//! subresources (no pods/log, no namespaces/finalize).
+//! deployment replicas, strategy, revisionHistoryLimit, progressDeadlineSeconds; service
+//! type, ports and an allocated clusterIP); no controllers run (a deployment gets no
+//! ReplicaSets, pods or status unless a test writes them); the only subresources are
+//! `{plural}/status` and deployments/scale (no pods/log, no namespaces/finalize).
 #![allow(dead_code)]
 
 mod apply;

@@ -97,6 +97,8 @@ pub struct Store {
     conflicts: Vec<ConflictTarget>,
     /// Which field manager owns which fields, by object (server-side apply).
     owners: BTreeMap<Key, Owners>,
+    /// Service clusterIPs allocated so far.
+    next_ip: u32,
 }
 
 impl Store {
@@ -112,6 +114,7 @@ impl Store {
             live,
             conflicts: Vec::new(),
             owners: BTreeMap::new(),
+            next_ip: 0,
         };
         let namespaces = store.type_of("", "v1", "namespaces").expect("namespaces are built in");
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -259,6 +262,9 @@ impl Store {
             self.check_namespace_open(ty, namespace, &name)?;
         }
         prepare_create(ty, version, namespace, &mut object);
+        if ty.group.is_empty() && ty.plural == "services" {
+            self.allocate_cluster_ip(&mut object);
+        }
         self.rv += 1;
         object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         self.objects.insert(key.clone(), object.clone());
@@ -687,6 +693,21 @@ impl Store {
         }
     }
 
+    /// A Service's clusterIP, from 10.96.0.0/12 as a cluster's default range, unless it
+    /// is headless or names its own.
+    fn allocate_cluster_ip(&mut self, service: &mut Value) {
+        if service["spec"]["type"].as_str() == Some("ExternalName") {
+            return;
+        }
+        if service["spec"]["clusterIP"].as_str().is_none_or(str::is_empty) {
+            self.next_ip += 1;
+            let ip = format!("10.96.{}.{}", self.next_ip / 254, self.next_ip % 254 + 1);
+            service["spec"]["clusterIP"] = json!(ip);
+        }
+        let ip = service["spec"]["clusterIP"].clone();
+        service["spec"]["clusterIPs"] = json!([ip]);
+    }
+
     /// What the CRD controllers do after a create: accept the names and establish it.
     fn establish_crd(&mut self, key: &Key) {
         let Some(old) = self.objects.get(key).cloned() else { return };
@@ -966,6 +987,17 @@ fn prepare_update(
     if let Some(map) = new["metadata"].as_object_mut() {
         map.remove("managedFields");
     }
+    // An update may leave out a Service's allocated clusterIP: it is kept.
+    if ty.group.is_empty()
+        && ty.plural == "services"
+        && new["spec"]["clusterIP"].as_str().is_none_or(str::is_empty)
+    {
+        for field in ["clusterIP", "clusterIPs"] {
+            if !old["spec"][field].is_null() {
+                new["spec"][field] = old["spec"][field].clone();
+            }
+        }
+    }
     new["apiVersion"] = json!(stored_api_version(ty, version));
     new["kind"] = json!(ty.kind);
     default_fields(ty, &mut new);
@@ -983,6 +1015,7 @@ fn default_fields(ty: &ResourceType, object: &mut Value) {
                 object["status"]["phase"] = json!("Active");
             }
         }
+        ("", "services") => service_defaults(object),
         ("apps", "deployments") => {
             let spec = &mut object["spec"];
             for (field, value) in [
@@ -1000,6 +1033,31 @@ fn default_fields(ty: &ResourceType, object: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+/// A Service's defaults: type ClusterIP, no session affinity, single-stack IPv4, and
+/// each port TCP with its targetPort its port.
+fn service_defaults(object: &mut Value) {
+    let spec = &mut object["spec"];
+    for (field, value) in [
+        ("type", json!("ClusterIP")),
+        ("sessionAffinity", json!("None")),
+        ("internalTrafficPolicy", json!("Cluster")),
+        ("ipFamilies", json!(["IPv4"])),
+        ("ipFamilyPolicy", json!("SingleStack")),
+    ] {
+        if spec[field].is_null() {
+            spec[field] = value;
+        }
+    }
+    for port in spec["ports"].as_array_mut().into_iter().flatten() {
+        if port["protocol"].is_null() {
+            port["protocol"] = json!("TCP");
+        }
+        if port["targetPort"].is_null() {
+            port["targetPort"] = port["port"].clone();
+        }
     }
 }
 
@@ -1041,6 +1099,9 @@ fn validate_object(
     if ty.group == "apps" && ty.plural == "deployments" {
         deployment_causes(object, &mut causes);
     }
+    if ty.group.is_empty() && ty.plural == "services" {
+        service_causes(object, old, &mut causes);
+    }
     if let Some(old) = old
         && old["metadata"]["deletionTimestamp"].is_string()
     {
@@ -1055,6 +1116,27 @@ fn validate_object(
         }
     }
     if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(ty, name, causes)) }
+}
+
+/// A Service needs ports unless headless; its clusterIP, once allocated, is immutable.
+fn service_causes(object: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    let spec = &object["spec"];
+    let headless = spec["clusterIP"].as_str() == Some("None");
+    if !headless
+        && spec["type"].as_str() != Some("ExternalName")
+        && spec["ports"].as_array().is_none_or(|p| p.is_empty())
+    {
+        causes.push(Cause::required("spec.ports"));
+    }
+    if let Some(old) = old
+        && spec["clusterIP"] != old["spec"]["clusterIP"]
+    {
+        causes.push(Cause::invalid(
+            "spec.clusterIP",
+            spec["clusterIP"].as_str().unwrap_or_default(),
+            "field is immutable",
+        ));
+    }
 }
 
 fn deployment_causes(object: &Value, causes: &mut Vec<Cause>) {
