@@ -170,6 +170,21 @@ async fn creates_are_refused_for_duplicates_missing_namespaces_and_bad_names() {
         .await
         .expect("created once it exists");
 
+    let bad_label = deployment("labelled", json!({"app": "not a label value"}), "v1");
+    assert_eq!(
+        api_error(api.create(&PostParams::default(), &bad_label).await).code,
+        422,
+        "label values are checked"
+    );
+    let mut bad_annotation = deployment("annotated", json!({}), "v1");
+    bad_annotation.metadata.annotations =
+        Some([("no spaces allowed".to_string(), "any value".to_string())].into());
+    assert_eq!(
+        api_error(api.create(&PostParams::default(), &bad_annotation).await).code,
+        422,
+        "annotation keys are checked"
+    );
+
     let mut bad = deployment("Bad_Name", json!({}), "v1");
     bad.metadata.name = Some("Bad_Name".into());
     let invalid = api_error(api.create(&PostParams::default(), &bad).await);
@@ -888,6 +903,7 @@ async fn kubectl_gets_patches_sets_images_and_deletes_deployments() {
     assert_eq!(generation_of(&patched), 2);
     let patch = server.requests().into_iter().find(|r| r.verb == "patch").expect("kubectl patched");
     assert_eq!((patch.client.as_str(), patch.status), ("kubectl", 200));
+    assert_eq!(patch.content_type.as_deref(), Some("application/strategic-merge-patch+json"));
 
     kubectl(&config, &["set", "image", "deployment/web", "app=v3"]).await;
     let set = api.get("web").await.expect("got");

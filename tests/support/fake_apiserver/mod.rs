@@ -80,6 +80,8 @@ pub struct Request {
     pub verb: String,
     /// None for discovery and other non-resource paths.
     pub resource: Option<ResourceRef>,
+    /// The request body's Content-Type (a patch's says its patch type).
+    pub content_type: Option<String>,
     /// The response's status code.
     pub status: u16,
 }

@@ -141,7 +141,7 @@ fn requirement(part: &str) -> Result<Requirement, String> {
 
 /// A label key: an optional DNS subdomain prefix and `/`, then a name of at most 63
 /// characters, alphanumeric at both ends, with `-`, `_`, `.` inside.
-fn key_of(key: &str) -> Result<String, String> {
+pub fn key_of(key: &str) -> Result<String, String> {
     let (prefix, name) = match key.rsplit_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
@@ -155,7 +155,7 @@ fn key_of(key: &str) -> Result<String, String> {
     Ok(key.to_string())
 }
 
-fn value_of(value: &str) -> Result<String, String> {
+pub fn value_of(value: &str) -> Result<String, String> {
     if value.is_empty() || qualified_name(value) {
         Ok(value.to_string())
     } else {

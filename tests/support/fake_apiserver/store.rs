@@ -14,7 +14,7 @@ use super::apply::{self, Owners};
 use super::events;
 use super::patch::{self, PatchType};
 use super::resources::{self, ResourceType};
-use super::selector::{FieldSelector, LabelSelector};
+use super::selector::{self, FieldSelector, LabelSelector};
 use super::status::{ApiError, Cause};
 use super::validate;
 
@@ -1075,6 +1075,7 @@ fn validate_object(
     {
         causes.push(Cause::invalid("metadata.name", name, &why));
     }
+    metadata_causes(object, &mut causes);
     if ty.plural == "customresourcedefinitions" {
         let spec = &object["spec"];
         let expected = format!(
@@ -1116,6 +1117,21 @@ fn validate_object(
         }
     }
     if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(ty, name, causes)) }
+}
+
+/// Label keys and values, and annotation keys, with the syntax labels have.
+fn metadata_causes(object: &Value, causes: &mut Vec<Cause>) {
+    for (key, value) in object["metadata"]["labels"].as_object().into_iter().flatten() {
+        let text = value.as_str().unwrap_or_default();
+        if let Err(why) = selector::key_of(key).and_then(|_| selector::value_of(text)) {
+            causes.push(Cause::invalid("metadata.labels", if value.is_string() { text } else { key }, &why));
+        }
+    }
+    for key in object["metadata"]["annotations"].as_object().into_iter().flatten().map(|(k, _)| k) {
+        if let Err(why) = selector::key_of(key) {
+            causes.push(Cause::invalid("metadata.annotations", key, &why));
+        }
+    }
 }
 
 /// A Service needs ports unless headless; its clusterIP, once allocated, is immutable.
