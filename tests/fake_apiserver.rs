@@ -823,6 +823,8 @@ async fn kubectl_reads_the_version_and_applies_and_lists_a_crd() {
             )
             .is_some()
     );
+    kubectl(&config, &["wait", "--for=condition=Established", "crd/canaries.example.io", "--timeout=10s"])
+        .await;
     let none = kubectl(&config, &["get", "canaries", "-o", "name"]).await;
     assert_eq!(none.trim(), "");
     server
@@ -918,6 +920,17 @@ async fn kubectl_gets_patches_sets_images_and_deletes_deployments() {
             && r.resource.as_ref().is_some_and(|x| x.subresource.as_deref() == Some("scale"))),
         "kubectl scales through /scale"
     );
+
+    // A test playing the deployment controller: once status reports the new generation
+    // rolled out, kubectl's rollout status is satisfied.
+    let generation = generation_of(&api.get("web").await.expect("got"));
+    server
+        .put_status(&Gvr::deployments(), "default", "web", json!({
+            "observedGeneration": generation, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3,
+        }))
+        .expect("status written");
+    let rolled = kubectl(&config, &["rollout", "status", "deployment/web", "--timeout=10s"]).await;
+    assert!(rolled.contains("successfully rolled out"), "{rolled}");
 
     kubectl(&config, &["delete", "deployment", "web"]).await;
     assert_eq!(api_error(api.get("web").await).code, 404);
