@@ -129,7 +129,13 @@ async fn create_get_update_delete_follow_the_metadata_rules() {
     let stale = api_error(api.replace("web", &PostParams::default(), &changed).await);
     assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
 
-    api.delete("web", &DeleteParams::default()).await.expect("deleted");
+    let deleted = api.delete("web", &DeleteParams::default()).await.expect("deleted");
+    let status = deleted.right().expect("an immediate deletion answers a Status");
+    assert_eq!(status.status, Some(kube::core::response::StatusSummary::Success));
+    assert_eq!(
+        status.details.map(|d| (d.name, d.kind, d.uid)),
+        Some(("web".into(), "deployments".into(), created.metadata.uid.clone().unwrap_or_default()))
+    );
     let gone = api_error(api.get("web").await);
     assert_eq!((gone.code, gone.reason.as_str()), (404, "NotFound"));
     assert_eq!(gone.message, "deployments.apps \"web\" not found");
@@ -163,6 +169,21 @@ async fn creates_are_refused_for_duplicates_missing_namespaces_and_bad_names() {
         .create(&PostParams::default(), &deployment("web", json!({}), "v1"))
         .await
         .expect("created once it exists");
+
+    let bad_label = deployment("labelled", json!({"app": "not a label value"}), "v1");
+    assert_eq!(
+        api_error(api.create(&PostParams::default(), &bad_label).await).code,
+        422,
+        "label values are checked"
+    );
+    let mut bad_annotation = deployment("annotated", json!({}), "v1");
+    bad_annotation.metadata.annotations =
+        Some([("no spaces allowed".to_string(), "any value".to_string())].into());
+    assert_eq!(
+        api_error(api.create(&PostParams::default(), &bad_annotation).await).code,
+        422,
+        "annotation keys are checked"
+    );
 
     let mut bad = deployment("Bad_Name", json!({}), "v1");
     bad.metadata.name = Some("Bad_Name".into());
@@ -220,6 +241,9 @@ async fn lists_come_in_pages_with_a_continue_token() {
     let server = FakeApiServer::start().await;
     let api: Api<Deployment> = Api::namespaced(server.client("test").await, "default");
     three_labelled(&api).await;
+    let selected = api.list(&ListParams::default().limit(1).labels("tier")).await.expect("a page");
+    assert!(selected.metadata.continue_.is_some());
+    assert_eq!(selected.metadata.remaining_item_count, None, "unknown with a selector");
     let first = api.list(&ListParams::default().limit(2)).await.expect("a page");
     assert_eq!(names(&first), ["a", "b"]);
     let token = first.metadata.continue_.clone().expect("a continue token");
@@ -564,7 +588,8 @@ async fn finalizers_hold_a_deletion_until_the_last_is_removed() {
     let mut held = deployment("web", json!({}), "v1");
     held.metadata.finalizers = Some(vec!["canaryd.io/hold".into()]);
     let created = api.create(&PostParams::default(), &held).await.expect("created");
-    api.delete("web", &DeleteParams::default()).await.expect("deleted");
+    let held_back = api.delete("web", &DeleteParams::default()).await.expect("deleted");
+    assert!(held_back.is_left(), "a deletion finalizers hold answers the object");
     let deleting = api.get("web").await.expect("still there");
     assert!(deleting.metadata.deletion_timestamp.is_some(), "deletionTimestamp is set");
     assert_eq!(generation_of(&deleting), 2, "marking an object deleted bumps its generation");
@@ -798,6 +823,8 @@ async fn kubectl_reads_the_version_and_applies_and_lists_a_crd() {
             )
             .is_some()
     );
+    kubectl(&config, &["wait", "--for=condition=Established", "crd/canaries.example.io", "--timeout=10s"])
+        .await;
     let none = kubectl(&config, &["get", "canaries", "-o", "name"]).await;
     assert_eq!(none.trim(), "");
     server
@@ -878,11 +905,32 @@ async fn kubectl_gets_patches_sets_images_and_deletes_deployments() {
     assert_eq!(generation_of(&patched), 2);
     let patch = server.requests().into_iter().find(|r| r.verb == "patch").expect("kubectl patched");
     assert_eq!((patch.client.as_str(), patch.status), ("kubectl", 200));
+    assert_eq!(patch.content_type.as_deref(), Some("application/strategic-merge-patch+json"));
 
     kubectl(&config, &["set", "image", "deployment/web", "app=v3"]).await;
     let set = api.get("web").await.expect("got");
     assert_eq!(images(&set), [("app".into(), "v3".into()), ("sidecar".into(), "proxy:1".into())]);
     assert_eq!(generation_of(&set), 3);
+
+    kubectl(&config, &["scale", "deployment/web", "--replicas=3"]).await;
+    let replicas = kubectl(&config, &["get", "deployment", "web", "-o", "jsonpath={.spec.replicas}"]).await;
+    assert_eq!(replicas, "3");
+    assert!(
+        server.requests().iter().any(|r| r.client == "kubectl"
+            && r.resource.as_ref().is_some_and(|x| x.subresource.as_deref() == Some("scale"))),
+        "kubectl scales through /scale"
+    );
+
+    // A test playing the deployment controller: once status reports the new generation
+    // rolled out, kubectl's rollout status is satisfied.
+    let generation = generation_of(&api.get("web").await.expect("got"));
+    server
+        .put_status(&Gvr::deployments(), "default", "web", json!({
+            "observedGeneration": generation, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3,
+        }))
+        .expect("status written");
+    let rolled = kubectl(&config, &["rollout", "status", "deployment/web", "--timeout=10s"]).await;
+    assert!(rolled.contains("successfully rolled out"), "{rolled}");
 
     kubectl(&config, &["delete", "deployment", "web"]).await;
     assert_eq!(api_error(api.get("web").await).code, 404);
@@ -1129,4 +1177,151 @@ async fn server_side_apply_creates_merges_and_refuses_another_managers_fields() 
         .await
         .expect("answered");
     assert_eq!(no_manager.status().as_u16(), 422, "an apply needs a fieldManager");
+}
+
+/// What kube-lease-manager does: apply without a name, strategic patches by the holder,
+/// a release that nulls the holder's fields, then another holder's unforced apply.
+#[tokio::test]
+async fn a_lease_released_by_its_holder_can_be_applied_by_another_without_force() {
+    let server = FakeApiServer::start().await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(server.client("canaryd").await, "default");
+    let empty: k8s_openapi::api::coordination::v1::Lease =
+        serde_json::from_value(json!({"metadata": {"name": "leader"}, "spec": {}})).expect("a lease");
+    leases.create(&PostParams::default(), &empty).await.expect("created");
+    let manager = |who: &str| PatchParams { field_manager: Some(who.into()), ..Default::default() };
+    let acquire = |who: &str| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": {
+            "holderIdentity": who, "acquireTime": "2026-01-01T00:00:00.000000Z",
+            "renewTime": "2026-01-01T00:00:00.000000Z", "leaseDurationSeconds": 2,
+        }})
+    };
+    leases.patch("leader", &manager("a"), &Patch::Apply(acquire("a"))).await.expect("a acquires");
+    let transitions =
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": {"leaseTransitions": 1}});
+    leases.patch("leader", &manager("a"), &Patch::Strategic(&transitions)).await.expect("a counts");
+
+    let contested = api_error(leases.patch("leader", &manager("b"), &Patch::Apply(acquire("b"))).await);
+    assert_eq!(contested.code, 409, "b may not take a held lease's fields");
+
+    let release = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": {
+        "acquireTime": null, "renewTime": null, "holderIdentity": null, "leaseDurationSeconds": null,
+    }});
+    let released =
+        leases.patch("leader", &manager("a"), &Patch::Strategic(&release)).await.expect("a releases");
+    let spec = released.spec.expect("a spec");
+    assert_eq!((spec.holder_identity, spec.lease_transitions), (None, Some(1)));
+
+    let taken = leases.patch("leader", &manager("b"), &Patch::Apply(acquire("b"))).await.expect("b acquires");
+    assert_eq!(taken.spec.and_then(|s| s.holder_identity).as_deref(), Some("b"));
+}
+
+#[tokio::test]
+async fn events_written_through_events_k8s_io_are_read_as_core_events() {
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+    let server = FakeApiServer::start().await;
+    let client = server.client("canaryd").await;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter { controller: "canaryd".into(), instance: Some("canaryd-0".into()) },
+    );
+    let reference = ObjectReference {
+        api_version: Some("apps/v1".into()),
+        kind: Some("Deployment".into()),
+        name: Some("web".into()),
+        namespace: Some("default".into()),
+        ..Default::default()
+    };
+    let step = Event {
+        type_: EventType::Normal,
+        reason: "CanaryStep".into(),
+        note: Some("10% to the canary".into()),
+        action: "Promote".into(),
+        secondary: None,
+    };
+    recorder.publish(&step, &reference).await.expect("published");
+    recorder.publish(&step, &reference).await.expect("published again, as a series");
+
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let listed = core.list(&ListParams::default().fields("involvedObject.name=web")).await.expect("listed");
+    assert_eq!(listed.items.len(), 1, "one event, its repetition a series");
+    let event = &listed.items[0];
+    assert_eq!(event.message.as_deref(), Some("10% to the canary"), "note is message");
+    assert_eq!(
+        event.reporting_component.as_deref(),
+        Some("canaryd"),
+        "reportingController is reportingComponent"
+    );
+    assert_eq!(event.involved_object.kind.as_deref(), Some("Deployment"), "regarding is involvedObject");
+    assert_eq!(event.series.as_ref().and_then(|s| s.count), Some(2));
+
+    let new: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, "default");
+    let by_regarding = new.list(&ListParams::default().fields("regarding.name=web")).await.expect("listed");
+    assert_eq!(by_regarding.items[0].note.as_deref(), Some("10% to the canary"));
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = server.kubeconfig(dir.path(), "kubectl");
+    let shown: Value =
+        serde_json::from_str(&kubectl(&config, &["get", "events", "-o", "json"]).await).expect("json");
+    assert_eq!(shown["items"][0]["reason"], "CanaryStep");
+    assert_eq!(shown["items"][0]["message"], "10% to the canary");
+
+    let incomplete =
+        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "bare"}, "note": "x"});
+    let refused = api_error(
+        new.create(&PostParams::default(), &serde_json::from_value(incomplete).expect("an event")).await,
+    );
+    assert_eq!(
+        refused.code, 422,
+        "events.k8s.io/v1 requires eventTime, reportingController, reportingInstance, action and reason"
+    );
+}
+
+#[tokio::test]
+async fn services_get_a_cluster_ip_that_stays() {
+    use k8s_openapi::api::core::v1::Service;
+    let server = FakeApiServer::start().await;
+    let api: Api<Service> = Api::namespaced(server.client("test").await, "default");
+    let service = |name: &str| -> Service {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}))
+            .expect("a service")
+    };
+    let created = api.create(&PostParams::default(), &service("web")).await.expect("created");
+    let spec = created.spec.clone().expect("a spec");
+    let ip = spec.cluster_ip.clone().expect("a clusterIP is allocated");
+    assert_eq!(spec.cluster_ips, Some(vec![ip.clone()]));
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    let port = &spec.ports.expect("ports")[0];
+    assert_eq!(
+        (port.protocol.as_deref(), port.target_port.clone()),
+        (Some("TCP"), Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(80)))
+    );
+    let other = api.create(&PostParams::default(), &service("web-canary")).await.expect("created");
+    assert_ne!(other.spec.and_then(|s| s.cluster_ip), Some(ip.clone()), "each service its own IP");
+
+    let mut moved = created.clone();
+    moved.spec.as_mut().expect("spec").cluster_ip = Some("10.0.0.1".into());
+    let refused = api_error(api.replace("web", &PostParams::default(), &moved).await);
+    assert_eq!(refused.code, 422, "clusterIP is immutable");
+    let mut omitted = created.clone();
+    let spec = omitted.spec.as_mut().expect("spec");
+    (spec.cluster_ip, spec.cluster_ips) = (None, None);
+    let kept = api.replace("web", &PostParams::default(), &omitted).await.expect("replaced");
+    assert_eq!(kept.spec.and_then(|s| s.cluster_ip), Some(ip));
+
+    let portless: Service =
+        serde_json::from_value(json!({"metadata": {"name": "bare"}, "spec": {}})).expect("a service");
+    assert_eq!(
+        api_error(api.create(&PostParams::default(), &portless).await).code,
+        422,
+        "a ClusterIP service needs ports"
+    );
+    let bad_name = service("1web");
+    assert_eq!(
+        api_error(api.create(&PostParams::default(), &bad_name).await).code,
+        422,
+        "service names are DNS-1035 labels"
+    );
 }

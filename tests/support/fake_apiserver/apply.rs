@@ -87,13 +87,14 @@ fn remove(value: &mut Value, path: &[String]) {
     }
 }
 
-/// Whether two fields overlap: one is the other or contains it.
-fn overlaps(a: &[String], b: &[String]) -> bool {
-    a.starts_with(b) || b.starts_with(a)
+/// Whether `field` is `path` or lies inside it. Owning a map's own path (an empty map)
+/// is owning the map, not its future keys, so a field inside it is not covered.
+fn within(field: &[String], path: &[String]) -> bool {
+    field.starts_with(path)
 }
 
 /// The fields `manager` would take from others by applying `applied` to `current`:
-/// those it sets to another value while another manager owns them.
+/// those it sets to another value while another manager owns the same field.
 pub fn conflicts(
     current: &Value,
     applied: &BTreeMap<Path, Value>,
@@ -106,7 +107,7 @@ pub fn conflicts(
             continue;
         }
         for (other, fields) in owners.iter().filter(|(m, _)| m.as_str() != manager) {
-            if fields.iter().any(|f| overlaps(f, path)) {
+            if fields.iter().any(|f| f == path) {
                 found.push((other.clone(), path.clone()));
             }
         }
@@ -129,14 +130,14 @@ pub fn merge(
     }
     let before = owners.remove(manager).unwrap_or_default();
     for dropped in before.iter().filter(|p| !applied.contains_key(*p)) {
-        let kept = owners.values().any(|fields| fields.iter().any(|f| overlaps(f, dropped)));
+        let kept = owners.values().any(|fields| fields.iter().any(|f| within(f, dropped)));
         if !kept {
             remove(&mut out, dropped);
         }
     }
     if force {
         for fields in owners.values_mut() {
-            fields.retain(|f| !applied.keys().any(|p| overlaps(f, p)));
+            fields.retain(|f| !applied.keys().any(|p| within(f, p)));
         }
     }
     owners.insert(manager.to_string(), applied.keys().cloned().collect());
@@ -144,20 +145,27 @@ pub fn merge(
     out
 }
 
-/// After a create, update or patch by `manager`: it owns every field it changed.
+/// After a create, update or patch by `manager`: it owns every field it set or changed,
+/// and nobody owns a field it removed.
 pub fn track_update(before: Option<&Value>, after: &Value, owners: &mut Owners, manager: &str) {
-    let changed: BTreeSet<Path> = leaves(after)
-        .into_iter()
-        .filter(|(path, value)| before.and_then(|b| get(b, path)) != Some(value))
-        .map(|(path, _)| path)
+    let now = leaves(after);
+    let changed: BTreeSet<Path> = now
+        .iter()
+        .filter(|(path, value)| before.and_then(|b| get(b, path)) != Some(*value))
+        .map(|(path, _)| path.clone())
         .collect();
-    if changed.is_empty() {
-        return;
-    }
+    let removed: BTreeSet<Path> = before
+        .map(leaves)
+        .unwrap_or_default()
+        .into_keys()
+        .filter(|path| get(after, path).is_none())
+        .collect();
     for fields in owners.values_mut() {
-        fields.retain(|f| !changed.iter().any(|c| overlaps(f, c)));
+        fields.retain(|f| !changed.iter().chain(&removed).any(|c| within(f, c)));
     }
-    owners.entry(manager.to_string()).or_default().extend(changed);
+    if !changed.is_empty() {
+        owners.entry(manager.to_string()).or_default().extend(changed);
+    }
     owners.retain(|_, fields| !fields.is_empty());
 }
 

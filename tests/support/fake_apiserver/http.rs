@@ -59,6 +59,7 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: axum::extract::R
         query,
         verb: verb.to_string(),
         resource: target,
+        content_type: parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from),
         status: response.status().as_u16(),
     });
     response

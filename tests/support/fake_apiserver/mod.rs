@@ -16,19 +16,22 @@
 //! discovery (kubectl falls back to the legacy documents); no Table output (kubectl
 //! prints NAME and AGE); no protobuf (always JSON); no dryRun (400); `fieldValidation` is
 //! ignored; no `managedFields` in objects, and server-side apply treats lists as atomic;
-//! core/v1 and events.k8s.io/v1 events are stored apart; a continued list reads current
+//! events.k8s.io/v1 events are core/v1 events converted, but only a few of their
+//! validations are made; a continued list reads current
 //! state rather than its first page's snapshot; `resourceVersion`/`resourceVersionMatch`
 //! on a list are ignored (always the latest); garbage collection and namespace deletion
 //! happen at once, in the request, and foreground deletion is done as background; an
 //! injected conflict also answers a patch without a resourceVersion (the real server
 //! would retry it); only a few defaults are filled (namespace phase and finalizer,
-//! deployment replicas, strategy, revisionHistoryLimit, progressDeadlineSeconds); a
-//! Service gets no clusterIP; only deployments/scale, `{plural}/status` and no other
-//! subresources (no pods/log, no namespaces/finalize).
+//! deployment replicas, strategy, revisionHistoryLimit, progressDeadlineSeconds; service
+//! type, ports and an allocated clusterIP); no controllers run (a deployment gets no
+//! ReplicaSets, pods or status unless a test writes them); the only subresources are
+//! `{plural}/status` and deployments/scale (no pods/log, no namespaces/finalize).
 #![allow(dead_code)]
 
 mod apply;
 mod discovery;
+mod events;
 mod http;
 mod patch;
 mod resources;
@@ -77,6 +80,8 @@ pub struct Request {
     pub verb: String,
     /// None for discovery and other non-resource paths.
     pub resource: Option<ResourceRef>,
+    /// The request body's Content-Type (a patch's says its patch type).
+    pub content_type: Option<String>,
     /// The response's status code.
     pub status: u16,
 }

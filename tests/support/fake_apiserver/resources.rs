@@ -36,6 +36,8 @@ pub struct ResourceType {
     /// apiVersion; an update must carry a resourceVersion).
     pub custom: bool,
     pub name_rule: NameRule,
+    /// Stored as another type's objects (events.k8s.io/v1 events are core/v1 events).
+    pub stored_as: Option<(String, String)>,
 }
 
 impl ResourceType {
@@ -47,6 +49,19 @@ impl ResourceType {
     /// `apps/v1`, or `v1` for the core group.
     pub fn api_version(&self, version: &str) -> String {
         if self.group.is_empty() { version.to_string() } else { format!("{}/{version}", self.group) }
+    }
+
+    /// The group and plural its objects are stored under.
+    pub fn storage(&self) -> (&str, &str) {
+        match &self.stored_as {
+            Some((group, plural)) => (group, plural),
+            None => (&self.group, &self.plural),
+        }
+    }
+
+    /// Whether this type is the events.k8s.io/v1 view of core/v1 events.
+    pub fn is_events_v1(&self) -> bool {
+        self.stored_as.is_some()
     }
 
     pub fn serves(&self, version: &str) -> bool {
@@ -67,6 +82,7 @@ fn builtin(group: &str, plural: &str, kind: &str, namespaced: bool, short: &[&st
         scale: false,
         custom: false,
         name_rule: NameRule::Subdomain,
+        stored_as: None,
     }
 }
 
@@ -84,6 +100,7 @@ pub fn builtins() -> Vec<ResourceType> {
     events.name_rule = NameRule::PathSegment;
     let mut new_events = builtin("events.k8s.io", "events", "Event", true, &["ev"]);
     new_events.name_rule = NameRule::PathSegment;
+    new_events.stored_as = Some((String::new(), "events".into()));
     let mut deployments = with_status(builtin("apps", "deployments", "Deployment", true, &["deploy"]));
     deployments.scale = true;
     let mut httproutes =
@@ -136,6 +153,7 @@ pub fn from_crd(crd: &Value) -> Option<ResourceType> {
         scale: false,
         custom: true,
         name_rule: NameRule::Subdomain,
+        stored_as: None,
     })
 }
 

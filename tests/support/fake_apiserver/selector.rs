@@ -34,6 +34,10 @@ impl LabelSelector {
             .map(LabelSelector)
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether an object (its `metadata.labels`) satisfies the selector.
     pub fn matches(&self, object: &Value) -> bool {
         let labels = &object["metadata"]["labels"];
@@ -137,7 +141,7 @@ fn requirement(part: &str) -> Result<Requirement, String> {
 
 /// A label key: an optional DNS subdomain prefix and `/`, then a name of at most 63
 /// characters, alphanumeric at both ends, with `-`, `_`, `.` inside.
-fn key_of(key: &str) -> Result<String, String> {
+pub fn key_of(key: &str) -> Result<String, String> {
     let (prefix, name) = match key.rsplit_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
@@ -151,7 +155,7 @@ fn key_of(key: &str) -> Result<String, String> {
     Ok(key.to_string())
 }
 
-fn value_of(value: &str) -> Result<String, String> {
+pub fn value_of(value: &str) -> Result<String, String> {
     if value.is_empty() || qualified_name(value) {
         Ok(value.to_string())
     } else {
@@ -196,6 +200,10 @@ impl FieldSelector {
             terms.push((field.to_string(), equal, value.trim().to_string()));
         }
         Ok(FieldSelector(terms))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub fn matches(&self, object: &Value) -> bool {

@@ -11,9 +11,10 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::apply::{self, Owners};
+use super::events;
 use super::patch::{self, PatchType};
 use super::resources::{self, ResourceType};
-use super::selector::{FieldSelector, LabelSelector};
+use super::selector::{self, FieldSelector, LabelSelector};
 use super::status::{ApiError, Cause};
 use super::validate;
 
@@ -33,8 +34,8 @@ pub struct Key {
 impl Key {
     pub fn new(ty: &ResourceType, namespace: &str, name: &str) -> Self {
         Key {
-            group: ty.group.clone(),
-            plural: ty.plural.clone(),
+            group: ty.storage().0.to_string(),
+            plural: ty.storage().1.to_string(),
             namespace: if ty.namespaced { namespace.to_string() } else { String::new() },
             name: name.to_string(),
         }
@@ -96,6 +97,8 @@ pub struct Store {
     conflicts: Vec<ConflictTarget>,
     /// Which field manager owns which fields, by object (server-side apply).
     owners: BTreeMap<Key, Owners>,
+    /// Service clusterIPs allocated so far.
+    next_ip: u32,
 }
 
 impl Store {
@@ -111,6 +114,7 @@ impl Store {
             live,
             conflicts: Vec::new(),
             owners: BTreeMap::new(),
+            next_ip: 0,
         };
         let namespaces = store.type_of("", "v1", "namespaces").expect("namespaces are built in");
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -146,7 +150,7 @@ impl Store {
     pub fn objects_of(&self, ty: &ResourceType) -> Vec<(Key, Value)> {
         self.objects
             .iter()
-            .filter(|(k, _)| k.group == ty.group && k.plural == ty.plural)
+            .filter(|(k, _)| (k.group.as_str(), k.plural.as_str()) == ty.storage())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
@@ -198,10 +202,13 @@ impl Store {
         let matching: Vec<(&Key, &Value)> = self
             .objects
             .iter()
-            .filter(|(k, _)| k.group == ty.group && k.plural == ty.plural)
+            .filter(|(k, _)| (k.group.as_str(), k.plural.as_str()) == ty.storage())
             .filter(|(k, _)| options.namespace.as_ref().is_none_or(|ns| &k.namespace == ns))
             .filter(|(k, _)| after.as_ref().is_none_or(|a| (&k.namespace, &k.name) > (&a.0, &a.1)))
-            .filter(|(_, o)| options.labels.matches(o) && options.fields.matches(o))
+            .filter(|(_, o)| {
+                let seen = served(ty, version, o);
+                options.labels.matches(&seen) && options.fields.matches(&seen)
+            })
             .collect();
         let limit = options.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
         let page: Vec<Value> = matching.iter().take(limit).map(|(_, o)| list_item(ty, version, o)).collect();
@@ -209,7 +216,10 @@ impl Store {
         if matching.len() > limit {
             let (last, _) = matching[limit - 1];
             metadata["continue"] = json!(encode_continue(list_rv, &last.namespace, &last.name));
-            metadata["remainingItemCount"] = json!(matching.len() - limit);
+            // Unknown (so unset) when selectors filter the list.
+            if options.labels.is_empty() && options.fields.is_empty() {
+                metadata["remainingItemCount"] = json!(matching.len() - limit);
+            }
         }
         Ok(json!({
             "kind": format!("{}List", ty.kind),
@@ -230,6 +240,13 @@ impl Store {
         let mut object = body;
         check_type_meta(ty, version, &object)?;
         let name = self.name_for_create(ty, &mut object)?;
+        if ty.is_events_v1() {
+            let causes = events::creation_causes(&object);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(ty, &name, causes));
+            }
+            object = events::to_core(&object);
+        }
         let meta_ns = object["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
         if ty.namespaced && !meta_ns.is_empty() && meta_ns != namespace {
             return Err(ApiError::bad_request(
@@ -245,6 +262,9 @@ impl Store {
             self.check_namespace_open(ty, namespace, &name)?;
         }
         prepare_create(ty, version, namespace, &mut object);
+        if ty.group.is_empty() && ty.plural == "services" {
+            self.allocate_cluster_ip(&mut object);
+        }
         self.rv += 1;
         object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         self.objects.insert(key.clone(), object.clone());
@@ -295,7 +315,7 @@ impl Store {
             }
             _ => {}
         }
-        let new = prepare_update(ty, version, &old, body, subresource);
+        let new = prepare_update(ty, version, &old, to_storage(ty, body), subresource);
         validate_object(ty, name, &new, Some(&old))?;
         Ok(served(ty, version, &self.commit(ty, &key, &old, new)))
     }
@@ -332,7 +352,7 @@ impl Store {
         if patched["metadata"]["name"].as_str() != Some(name) {
             return Err(ApiError::bad_request("metadata.name may not be changed by a patch"));
         }
-        let new = prepare_update(ty, version, &old, patched, subresource);
+        let new = prepare_update(ty, version, &old, to_storage(ty, patched), subresource);
         validate_object(ty, name, &new, Some(&old))?;
         Ok(served(ty, version, &self.commit(ty, &key, &old, new)))
     }
@@ -356,10 +376,16 @@ impl Store {
         if body["apiVersion"].is_null() || body["kind"].is_null() {
             return Err(ApiError::bad_request("apiVersion and kind must be set in an apply patch"));
         }
-        if body["metadata"]["name"].as_str() != Some(name) {
-            return Err(ApiError::bad_request(
-                "the name of the applied object does not match the name on the URL",
-            ));
+        // An apply may leave the name out (the URL's is taken), not name another.
+        let mut body = body;
+        match body["metadata"]["name"].as_str() {
+            None => body["metadata"]["name"] = json!(name),
+            Some(given) if given != name => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({given}) does not match the name on the URL ({name})"
+                )));
+            }
+            Some(_) => {}
         }
         let mut applied = apply::leaves(&body);
         match subresource {
@@ -391,7 +417,7 @@ impl Store {
         if !found.is_empty() && !force {
             return Err(ApiError::apply_conflict(ty, name, apply::describe(&found)));
         }
-        let merged = apply::merge(&current, &applied, &mut owners, manager, force);
+        let merged = to_storage(ty, apply::merge(&current, &applied, &mut owners, manager, force));
         let new = prepare_update(ty, version, &old, merged, subresource);
         validate_object(ty, name, &new, Some(&old))?;
         let written = self.commit(ty, &key, &old, new);
@@ -430,7 +456,17 @@ impl Store {
             self.orphan_dependents(&old);
         }
         let last = self.delete_key(&key);
-        Ok(served(ty, version, &last))
+        // The object while finalizers hold it; once gone, a Status (pods: the object).
+        if self.objects.contains_key(&key) || (ty.group.is_empty() && ty.plural == "pods") {
+            return Ok(served(ty, version, &last));
+        }
+        let mut details = json!({"name": name, "kind": ty.plural, "uid": last["metadata"]["uid"]});
+        if !ty.group.is_empty() {
+            details["group"] = json!(ty.group);
+        }
+        Ok(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+        )
     }
 
     /// Deletes what is stored at `key` (marking it while it has finalizers); returns its
@@ -657,6 +693,21 @@ impl Store {
         }
     }
 
+    /// A Service's clusterIP, from 10.96.0.0/12 as a cluster's default range, unless it
+    /// is headless or names its own.
+    fn allocate_cluster_ip(&mut self, service: &mut Value) {
+        if service["spec"]["type"].as_str() == Some("ExternalName") {
+            return;
+        }
+        if service["spec"]["clusterIP"].as_str().is_none_or(str::is_empty) {
+            self.next_ip += 1;
+            let ip = format!("10.96.{}.{}", self.next_ip / 254, self.next_ip % 254 + 1);
+            service["spec"]["clusterIP"] = json!(ip);
+        }
+        let ip = service["spec"]["clusterIP"].clone();
+        service["spec"]["clusterIPs"] = json!([ip]);
+    }
+
     /// What the CRD controllers do after a create: accept the names and establish it.
     fn establish_crd(&mut self, key: &Key) {
         let Some(old) = self.objects.get(key).cloned() else { return };
@@ -769,7 +820,7 @@ pub fn scale_of(_ty: &ResourceType, object: &Value) -> Value {
 
 /// An object as served at `version`: its apiVersion and kind set.
 pub fn served(ty: &ResourceType, version: &str, object: &Value) -> Value {
-    let mut out = object.clone();
+    let mut out = if ty.is_events_v1() { events::to_events_v1(object) } else { object.clone() };
     out["apiVersion"] = json!(ty.api_version(version));
     out["kind"] = json!(ty.kind);
     out
@@ -833,6 +884,17 @@ fn check_type_meta(ty: &ResourceType, version: &str, object: &Value) -> Result<(
     Ok(())
 }
 
+/// The apiVersion an object is stored with: core/v1 for events written as
+/// events.k8s.io/v1.
+fn stored_api_version(ty: &ResourceType, version: &str) -> String {
+    if ty.is_events_v1() { "v1".into() } else { ty.api_version(version) }
+}
+
+/// An events.k8s.io/v1 body in its stored form; any other body as it is.
+fn to_storage(ty: &ResourceType, body: Value) -> Value {
+    if ty.is_events_v1() { events::to_core(&body) } else { body }
+}
+
 /// The server-set fields of a new object, its defaults, and no status where a status
 /// subresource owns it.
 fn prepare_create(ty: &ResourceType, version: &str, namespace: &str, object: &mut Value) {
@@ -865,7 +927,7 @@ fn prepare_create(ty: &ResourceType, version: &str, namespace: &str, object: &mu
     {
         map.remove("status");
     }
-    object["apiVersion"] = json!(ty.api_version(version));
+    object["apiVersion"] = json!(stored_api_version(ty, version));
     object["kind"] = json!(ty.kind);
     default_fields(ty, object);
 }
@@ -925,7 +987,18 @@ fn prepare_update(
     if let Some(map) = new["metadata"].as_object_mut() {
         map.remove("managedFields");
     }
-    new["apiVersion"] = json!(ty.api_version(version));
+    // An update may leave out a Service's allocated clusterIP: it is kept.
+    if ty.group.is_empty()
+        && ty.plural == "services"
+        && new["spec"]["clusterIP"].as_str().is_none_or(str::is_empty)
+    {
+        for field in ["clusterIP", "clusterIPs"] {
+            if !old["spec"][field].is_null() {
+                new["spec"][field] = old["spec"][field].clone();
+            }
+        }
+    }
+    new["apiVersion"] = json!(stored_api_version(ty, version));
     new["kind"] = json!(ty.kind);
     default_fields(ty, &mut new);
     new
@@ -942,6 +1015,7 @@ fn default_fields(ty: &ResourceType, object: &mut Value) {
                 object["status"]["phase"] = json!("Active");
             }
         }
+        ("", "services") => service_defaults(object),
         ("apps", "deployments") => {
             let spec = &mut object["spec"];
             for (field, value) in [
@@ -962,6 +1036,31 @@ fn default_fields(ty: &ResourceType, object: &mut Value) {
     }
 }
 
+/// A Service's defaults: type ClusterIP, no session affinity, single-stack IPv4, and
+/// each port TCP with its targetPort its port.
+fn service_defaults(object: &mut Value) {
+    let spec = &mut object["spec"];
+    for (field, value) in [
+        ("type", json!("ClusterIP")),
+        ("sessionAffinity", json!("None")),
+        ("internalTrafficPolicy", json!("Cluster")),
+        ("ipFamilies", json!(["IPv4"])),
+        ("ipFamilyPolicy", json!("SingleStack")),
+    ] {
+        if spec[field].is_null() {
+            spec[field] = value;
+        }
+    }
+    for port in spec["ports"].as_array_mut().into_iter().flatten() {
+        if port["protocol"].is_null() {
+            port["protocol"] = json!("TCP");
+        }
+        if port["targetPort"].is_null() {
+            port["targetPort"] = port["port"].clone();
+        }
+    }
+}
+
 /// 422 for a bad name, a CRD named other than `<plural>.<group>`, a deployment whose
 /// selector does not select its template, or finalizers added to an object being deleted.
 fn validate_object(
@@ -976,6 +1075,7 @@ fn validate_object(
     {
         causes.push(Cause::invalid("metadata.name", name, &why));
     }
+    metadata_causes(object, &mut causes);
     if ty.plural == "customresourcedefinitions" {
         let spec = &object["spec"];
         let expected = format!(
@@ -1000,6 +1100,9 @@ fn validate_object(
     if ty.group == "apps" && ty.plural == "deployments" {
         deployment_causes(object, &mut causes);
     }
+    if ty.group.is_empty() && ty.plural == "services" {
+        service_causes(object, old, &mut causes);
+    }
     if let Some(old) = old
         && old["metadata"]["deletionTimestamp"].is_string()
     {
@@ -1014,6 +1117,42 @@ fn validate_object(
         }
     }
     if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(ty, name, causes)) }
+}
+
+/// Label keys and values, and annotation keys, with the syntax labels have.
+fn metadata_causes(object: &Value, causes: &mut Vec<Cause>) {
+    for (key, value) in object["metadata"]["labels"].as_object().into_iter().flatten() {
+        let text = value.as_str().unwrap_or_default();
+        if let Err(why) = selector::key_of(key).and_then(|_| selector::value_of(text)) {
+            causes.push(Cause::invalid("metadata.labels", if value.is_string() { text } else { key }, &why));
+        }
+    }
+    for key in object["metadata"]["annotations"].as_object().into_iter().flatten().map(|(k, _)| k) {
+        if let Err(why) = selector::key_of(key) {
+            causes.push(Cause::invalid("metadata.annotations", key, &why));
+        }
+    }
+}
+
+/// A Service needs ports unless headless; its clusterIP, once allocated, is immutable.
+fn service_causes(object: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    let spec = &object["spec"];
+    let headless = spec["clusterIP"].as_str() == Some("None");
+    if !headless
+        && spec["type"].as_str() != Some("ExternalName")
+        && spec["ports"].as_array().is_none_or(|p| p.is_empty())
+    {
+        causes.push(Cause::required("spec.ports"));
+    }
+    if let Some(old) = old
+        && spec["clusterIP"] != old["spec"]["clusterIP"]
+    {
+        causes.push(Cause::invalid(
+            "spec.clusterIP",
+            spec["clusterIP"].as_str().unwrap_or_default(),
+            "field is immutable",
+        ));
+    }
 }
 
 fn deployment_causes(object: &Value, causes: &mut Vec<Cause>) {

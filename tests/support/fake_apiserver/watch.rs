@@ -143,15 +143,18 @@ async fn run(mut context: WatchContext, request: WatchRequest, opened: Opened, m
 /// content at the change's resourceVersion).
 fn translate(request: &WatchRequest, event: &Event) -> Option<(&'static str, Value)> {
     let ty = &request.ty;
-    if event.key.group != ty.group || event.key.plural != ty.plural {
+    if (event.key.group.as_str(), event.key.plural.as_str()) != ty.storage() {
         return None;
     }
     if request.namespace.as_ref().is_some_and(|ns| &event.key.namespace != ns) {
         return None;
     }
-    let matches = |o: &Value| request.labels.matches(o) && request.fields.matches(o);
-    let now = matches(&event.object);
     let output = |o: &Value| served(ty, &request.version, o);
+    let matches = |o: &Value| {
+        let seen = output(o);
+        request.labels.matches(&seen) && request.fields.matches(&seen)
+    };
+    let now = matches(&event.object);
     match event.kind {
         EventKind::Added => now.then(|| ("ADDED", output(&event.object))),
         EventKind::Deleted => now.then(|| ("DELETED", output(&event.object))),
