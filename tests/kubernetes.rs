@@ -109,7 +109,10 @@ async fn a_good_template_change_goes_10_50_100_and_is_promoted_to_the_primary() 
     let (stack, _turn) = attached().await;
     let route = stack.route("web").await;
     assert_eq!(split(&route), [("web-primary".to_string(), 100), ("web-canary".to_string(), 0)]);
-    assert_eq!(route["metadata"]["annotations"]["canaryd.io/adopted-rules"].as_str().map(|s| s.contains("\"web\"")), Some(true));
+    assert_eq!(
+        route["metadata"]["annotations"]["canaryd.io/adopted-rules"].as_str().map(|s| s.contains("\"web\"")),
+        Some(true)
+    );
 
     stack.change_template("web", "v2", 0.0).await;
     let (status, weights) = wait_phase(&stack, "Succeeded").await;
@@ -180,6 +183,12 @@ async fn a_deployment_no_policy_selects_is_never_written_to() {
         .filter(|r| r.client == "canaryd" && !matches!(r.verb.as_str(), "get" | "list" | "watch"))
         .filter_map(|r| r.resource.map(|res| format!("{} {} {:?}", r.verb, res.plural, res.name)))
         .collect();
-    assert!(writes.iter().all(|w| !w.contains("\"other")), "canaryd wrote to an unselected Deployment: {writes:?}");
-    assert!(writes.iter().any(|w| w.contains("web-primary")), "canaryd did write to what it manages: {writes:?}");
+    assert!(
+        writes.iter().all(|w| !w.contains("\"other")),
+        "canaryd wrote to an unselected Deployment: {writes:?}"
+    );
+    assert!(
+        writes.iter().any(|w| w.contains("web-primary")),
+        "canaryd did write to what it manages: {writes:?}"
+    );
 }

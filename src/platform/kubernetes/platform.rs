@@ -99,16 +99,24 @@ pub enum Next {
     Detach(String),
 }
 
-/// What to do about Deployment `id` (`web`), given its summary, its primary's, whether
-/// a policy selects it, the revision last reported, and whether it was detached.
-pub fn next(
-    id: &RolloutId,
-    web: &Summary,
-    primary: Option<&Summary>,
-    selected: bool,
-    reported: Option<&str>,
-    detached: bool,
-) -> Next {
+/// Where the platform stands with one workload, beside what the watch shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Standing<'a> {
+    /// Whether a policy selects it.
+    pub selected: bool,
+    /// Whether this process finished attaching it (after a restart, attaching runs
+    /// again: every step is skipped when done).
+    pub attached: bool,
+    /// Whether its detachment was reported.
+    pub detached: bool,
+    /// The revision last reported.
+    pub reported: Option<&'a str>,
+}
+
+/// What to do about Deployment `id` (`web`), given its summary, its primary's and
+/// where the platform stands with it.
+pub fn next(id: &RolloutId, web: &Summary, primary: Option<&Summary>, standing: Standing<'_>) -> Next {
+    let Standing { selected, attached, detached, reported } = standing;
     match (selected, primary) {
         (false, Some(_)) if !detached => Next::Detach(format!(
             "no policy selects Deployment {id} any more; traffic stays on {}",
@@ -116,7 +124,7 @@ pub fn next(
         )),
         (false, _) => Next::Nothing,
         (true, None) => Next::Attach,
-        (true, Some(p)) if p.serves.is_none() => Next::Attach,
+        (true, Some(p)) if p.serves.is_none() || !attached => Next::Attach,
         (true, Some(p)) => {
             let promoted = p.serves.as_deref() == Some(web.revision.as_str());
             let rejected = p.rolled_back.as_deref() == Some(web.revision.as_str());
@@ -258,14 +266,13 @@ impl KubernetesPlatform {
                 let web = shared.workloads[&id].clone();
                 let selected =
                     crate::policy::selector::select(&policies, &id.namespace, &web.labels).is_some();
-                let decided = next(
-                    &id,
-                    &web,
-                    shared.primaries.get(&id),
+                let standing = Standing {
                     selected,
-                    shared.reported.get(&id).map(String::as_str),
-                    shared.detached.contains(&id),
-                );
+                    attached: shared.attached.contains(&id),
+                    detached: shared.detached.contains(&id),
+                    reported: shared.reported.get(&id).map(String::as_str),
+                };
+                let decided = next(&id, &web, shared.primaries.get(&id), standing);
                 if selected {
                     shared.detached.remove(&id);
                 }
@@ -314,7 +321,12 @@ impl KubernetesPlatform {
         await_rollout(&primary)?;
         let backends = backends_of(&web)?;
         self.adopt_route(id, &backends).await?;
-        scale_to(&deployments, &id.name, 0).await?;
+        // `web` goes to 0 only when the primary serves its template: on the first attach,
+        // not when attaching again after a restart mid-rollout, where `web` is the canary.
+        if Summary::of(&primary).serves.as_deref() == Some(revision.as_str()) && web.spec.replicas != Some(0)
+        {
+            scale_to(&deployments, &id.name, 0).await?;
+        }
         tracing::info!(rollout = %id, %revision, "attached: {} serves revision {revision}", primary_name(&id.name));
         self.shared().attached.insert(id.clone());
         Ok(())
@@ -598,32 +610,48 @@ mod tests {
         RolloutId { namespace: "shop".into(), name: "web".into() }
     }
 
+    fn standing(selected: bool, reported: Option<&str>, detached: bool) -> Standing<'_> {
+        Standing { selected, attached: true, detached, reported }
+    }
+
     #[test]
     fn a_deployment_no_policy_selects_is_left_alone() {
-        assert_eq!(next(&id(), &summary("a"), None, false, None, false), Next::Nothing);
+        assert_eq!(next(&id(), &summary("a"), None, standing(false, None, false)), Next::Nothing);
     }
 
     #[test]
     fn a_selected_deployment_is_attached_first_and_a_new_template_is_a_rollout() {
-        assert_eq!(next(&id(), &summary("a"), None, true, None, false), Next::Attach);
+        assert_eq!(next(&id(), &summary("a"), None, standing(true, None, false)), Next::Attach);
         let serving_a = primary("a", None);
-        assert_eq!(next(&id(), &summary("a"), Some(&serving_a), true, None, false), Next::Nothing);
+        // The primary exists but this process has not finished attaching (a restart).
+        let unattached = Standing { attached: false, ..standing(true, None, false) };
+        assert_eq!(next(&id(), &summary("b"), Some(&serving_a), unattached), Next::Attach);
+        assert_eq!(next(&id(), &summary("a"), Some(&serving_a), standing(true, None, false)), Next::Nothing);
         assert_eq!(
-            next(&id(), &summary("b"), Some(&serving_a), true, None, false),
+            next(&id(), &summary("b"), Some(&serving_a), standing(true, None, false)),
             Next::Rollout("b".into())
         );
         // Reported once.
-        assert_eq!(next(&id(), &summary("b"), Some(&serving_a), true, Some("b"), false), Next::Nothing);
+        assert_eq!(
+            next(&id(), &summary("b"), Some(&serving_a), standing(true, Some("b"), false)),
+            Next::Nothing
+        );
         // Back to the promoted template: nothing starts.
-        assert_eq!(next(&id(), &summary("a"), Some(&serving_a), true, Some("b"), false), Next::Nothing);
+        assert_eq!(
+            next(&id(), &summary("a"), Some(&serving_a), standing(true, Some("b"), false)),
+            Next::Nothing
+        );
     }
 
     #[test]
     fn a_rolled_back_template_is_not_started_again_until_it_changes() {
         let after_rollback = primary("a", Some("b"));
-        assert_eq!(next(&id(), &summary("b"), Some(&after_rollback), true, None, false), Next::Nothing);
         assert_eq!(
-            next(&id(), &summary("c"), Some(&after_rollback), true, None, false),
+            next(&id(), &summary("b"), Some(&after_rollback), standing(true, None, false)),
+            Next::Nothing
+        );
+        assert_eq!(
+            next(&id(), &summary("c"), Some(&after_rollback), standing(true, None, false)),
             Next::Rollout("c".into())
         );
     }
@@ -631,9 +659,11 @@ mod tests {
     #[test]
     fn a_deployment_that_stops_matching_is_detached_once() {
         let serving = primary("a", None);
-        assert!(
-            matches!(next(&id(), &summary("b"), Some(&serving), false, Some("b"), false), Next::Detach(d) if d.contains("no policy selects Deployment shop/web"))
+        assert!(matches!(next(&id(), &summary("b"), Some(&serving), standing(false, Some("b"), false)),
+            Next::Detach(d) if d.contains("no policy selects Deployment shop/web")));
+        assert_eq!(
+            next(&id(), &summary("b"), Some(&serving), standing(false, Some("b"), true)),
+            Next::Nothing
         );
-        assert_eq!(next(&id(), &summary("b"), Some(&serving), false, Some("b"), true), Next::Nothing);
     }
 }

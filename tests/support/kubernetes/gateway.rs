@@ -48,7 +48,10 @@ impl Drop for Gateway {
 }
 
 fn http_route() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"), "httproutes")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    )
 }
 
 impl Gateway {
@@ -64,7 +67,9 @@ impl Gateway {
                     for route in &list.items {
                         let value = serde_json::to_value(route).unwrap_or_default();
                         let name = route.metadata.name.clone().unwrap_or_default();
-                        let Some(upstreams) = upstreams(&value, &name, &services, &pods).await else { continue };
+                        let Some(upstreams) = upstreams(&value, &name, &services, &pods).await else {
+                            continue;
+                        };
                         let (upstreams, weight) = upstreams;
                         let mut routes_file = Routes::default();
                         generation += 1;
@@ -90,7 +95,12 @@ impl Gateway {
 
 /// The route's first rule as nginx upstreams, and the second backend's share in
 /// percent; `None` while a backend has no ready pod and takes traffic.
-async fn upstreams(route: &Value, name: &str, services: &Api<Service>, pods: &Pods) -> Option<(Upstreams, u8)> {
+async fn upstreams(
+    route: &Value,
+    name: &str,
+    services: &Api<Service>,
+    pods: &Pods,
+) -> Option<(Upstreams, u8)> {
     let refs = route["spec"]["rules"][0]["backendRefs"].as_array()?;
     let mut arms = Vec::new();
     for backend in refs.iter().take(2) {

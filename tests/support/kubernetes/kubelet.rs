@@ -96,7 +96,8 @@ impl Kubelet {
         let api: Api<Deployment> = Api::namespaced(client, namespace);
         let (ns, running) = (namespace.to_string(), pods.clone());
         let task = tokio::spawn(async move {
-            let http = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("client");
+            let http =
+                reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("client");
             loop {
                 if let Ok(list) = api.list(&ListParams::default()).await {
                     let mut seen = Vec::new();
@@ -116,7 +117,13 @@ impl Kubelet {
 }
 
 /// Brings one Deployment's pods to its spec and reports its status.
-async fn reconcile(api: &Api<Deployment>, d: &Deployment, pods: &Pods, demo_app: &Path, http: &reqwest::Client) {
+async fn reconcile(
+    api: &Api<Deployment>,
+    d: &Deployment,
+    pods: &Pods,
+    demo_app: &Path,
+    http: &reqwest::Client,
+) {
     let name = d.metadata.name.clone().unwrap_or_default();
     let template = serde_json::to_string(&d.spec.template).unwrap_or_default();
     let labels = d.spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
@@ -147,14 +154,22 @@ async fn reconcile(api: &Api<Deployment>, d: &Deployment, pods: &Pods, demo_app:
                 .spawn()
                 .expect("the demo app starts");
             let pod_name = format!("{name}-{hash}-{}", mine.len());
-            mine.push(Pod { name: pod_name, labels: labels.clone(), addr, template: template.clone(), ready: false, child });
+            mine.push(Pod {
+                name: pod_name,
+                labels: labels.clone(),
+                addr,
+                template: template.clone(),
+                ready: false,
+                child,
+            });
         }
     }
     // Readiness: a pod is ready once its /healthz answers.
     let unready: Vec<String> =
         pods.lock().get(&name).into_iter().flatten().filter(|p| !p.ready).map(|p| p.addr.clone()).collect();
     for addr in unready {
-        let ok = http.get(format!("http://{addr}/healthz")).send().await.is_ok_and(|r| r.status().is_success());
+        let ok =
+            http.get(format!("http://{addr}/healthz")).send().await.is_ok_and(|r| r.status().is_success());
         if ok && let Some(p) = pods.lock().get_mut(&name).into_iter().flatten().find(|p| p.addr == addr) {
             p.ready = true;
         }

@@ -30,9 +30,15 @@ pub const NAMESPACE: &str = "shop";
 /// kubelet stand-in writes: the relabelling is the documented one, applied to the labels
 /// Kubernetes service discovery gives.
 pub fn documented_scrape_config(targets: &Path) -> String {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/kubernetes.md")).expect("docs/kubernetes.md");
-    let after = doc.split("<!-- scrape-config -->").nth(1).expect("a scrape-config marker in docs/kubernetes.md");
-    let block = after.split("```yaml\n").nth(1).and_then(|b| b.split("```").next()).expect("a yaml block after the marker");
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/kubernetes.md"))
+        .expect("docs/kubernetes.md");
+    let after =
+        doc.split("<!-- scrape-config -->").nth(1).expect("a scrape-config marker in docs/kubernetes.md");
+    let block = after
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a yaml block after the marker");
     let sd = format!("file_sd_configs: [{{files: ['{}'], refresh_interval: 1s}}]", targets.display());
     let replaced = block.replace("kubernetes_sd_configs: [{role: pod}]", &sd);
     assert_ne!(replaced, block, "the documented scrape config uses `kubernetes_sd_configs: [{{role: pod}}]`");
@@ -62,9 +68,10 @@ pub struct KubeStack {
 
 impl Drop for KubeStack {
     fn drop(&mut self) {
-        for child in [Some(&mut self.prometheus), Some(&mut self.nginx), self.wrk.as_mut(), self.canaryd.as_mut()]
-            .into_iter()
-            .flatten()
+        for child in
+            [Some(&mut self.prometheus), Some(&mut self.nginx), self.wrk.as_mut(), self.canaryd.as_mut()]
+                .into_iter()
+                .flatten()
         {
             let _ = child.kill();
             let _ = child.wait();
@@ -73,7 +80,10 @@ impl Drop for KubeStack {
 }
 
 fn http_route() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"), "httproutes")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    )
 }
 
 /// A Deployment `name` labelled `labels`, whose pods run the demo app at `version` and
@@ -108,7 +118,8 @@ impl KubeStack {
         let client = fake.client("test").await;
         apply_crds(canaryd_bin, &client).await;
         let namespaces: Api<Namespace> = Api::all(client.clone());
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).expect("namespace");
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).expect("namespace");
         namespaces.create(&PostParams::default(), &ns).await.expect("namespace shop");
         // The user's own Service and route, before canaryd adopts the route.
         let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
@@ -132,7 +143,8 @@ impl KubeStack {
 
         let targets = dir.path().join("targets.json");
         std::fs::write(&targets, "[]").expect("targets");
-        let kubelet = kubelet::Kubelet::start(fake.client("controller").await, NAMESPACE, demo_app, targets.clone());
+        let kubelet =
+            kubelet::Kubelet::start(fake.client("controller").await, NAMESPACE, demo_app, targets.clone());
 
         // nginx, with the gateway stand-in writing its upstreams.
         let (nginx_port, status_port) = (free_port(), free_port());
@@ -193,9 +205,11 @@ impl KubeStack {
             .expect("prometheus starts (scripts/install-deps installs it)");
         let prometheus_url = format!("http://127.0.0.1:{prometheus_port}");
         let ready = format!("{prometheus_url}/-/ready");
-        poll(Duration::from_secs(60), || async { reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success()) })
-            .await
-            .expect("Prometheus is ready");
+        poll(Duration::from_secs(60), || async {
+            reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success())
+        })
+        .await
+        .expect("Prometheus is ready");
 
         std::fs::create_dir_all(dir.path().join("policies")).expect("policies dir");
         std::fs::write(dir.path().join("policies/policy.yaml"), policy).expect("policy");
@@ -233,7 +247,11 @@ impl KubeStack {
 
     /// Starts `canaryd run` (again, after [`KubeStack::kill_canaryd`]).
     pub fn start_canaryd(&mut self, canaryd_bin: &Path) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path("canaryd.log")).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("canaryd.log"))
+            .expect("log");
         let kubeconfig = std::fs::read_to_string(self.path("kubeconfig.path")).expect("kubeconfig path");
         let child = Command::new(canaryd_bin)
             .args(["run", "--config"])
@@ -309,7 +327,10 @@ impl KubeStack {
             "args": ["--version", version, "--error-rate", error_rate.to_string()],
             "ports": [{"name": "http", "containerPort": 8080}]
         }]}}}});
-        self.deployments().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("template changed");
+        self.deployments()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("template changed");
     }
 }
 
