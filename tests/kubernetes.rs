@@ -146,6 +146,11 @@ async fn a_canary_answering_5_percent_errors_is_rolled_back_at_10_percent() {
     assert!(!weights.contains(&50), "rolled back before 50%: {weights:?}");
     let reason = status["reason"].as_str().unwrap_or("");
     assert!(reason.contains("errors"), "the reason names the failing metric: {status:#}");
+    let decisions = status["state"]["rollout"]["decisions"].as_array().cloned().unwrap_or_default();
+    let rolled_back =
+        decisions.iter().find(|d| d["action"] == "rolled-back").expect("a rolled-back decision");
+    assert_eq!(rolled_back["weight"], 0, "{rolled_back:#}");
+    assert!(rolled_back.to_string().contains("errors"), "its evidence names the metric: {rolled_back:#}");
     let deployments = stack.deployments();
     let waited = poll(Duration::from_secs(30), || async {
         let web = deployments.get("web").await.ok();
@@ -168,27 +173,40 @@ async fn a_deployment_no_policy_selects_is_never_written_to() {
     let other = deployment("other", json!({"team": "x"}), "v1", 0.0);
     deployments.create(&PostParams::default(), &other).await.expect("other");
     stack.change_template("other", "v2", 0.0).await;
-    // canaryd watched it change; give it time to (wrongly) act: its reconcile runs
-    // every 2 s and its tick every 1 s.
-    let seen = poll(Duration::from_secs(20), || async {
-        stack.canaryd_log().contains("attached") && stack.kubelet.pods.count("other") == 2
-    })
-    .await;
-    seen.expect("the other Deployment runs");
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let runs = poll(Duration::from_secs(20), || async { stack.kubelet.pods.count("other") == 2 }).await;
+    runs.expect("the other Deployment runs");
+    // Then a change canaryd does act on: it takes the watch's events in order, so once
+    // web's rollout shows, `other`'s change had been seen and judged.
+    stack.change_template("web", "v2", 0.0).await;
+    let started = poll(Duration::from_secs(30), || async { canary_run(&stack).await.is_some() }).await;
+    started.unwrap_or_else(|e| panic!("{e}: web's rollout starts; log:\n{}", stack.canaryd_log()));
     let writes: Vec<String> = stack
         .fake
         .requests()
         .into_iter()
         .filter(|r| r.client == "canaryd" && !matches!(r.verb.as_str(), "get" | "list" | "watch"))
-        .filter_map(|r| r.resource.map(|res| format!("{} {} {:?}", r.verb, res.plural, res.name)))
+        .filter_map(|r| {
+            r.resource.map(|res| format!("{} {} {}", r.verb, res.plural, res.name.unwrap_or_default()))
+        })
         .collect();
+    // Named writes: none to `other`; creates carry their name in the body, so what they
+    // made is read back from the fake: nothing for `other`.
     assert!(
-        writes.iter().all(|w| !w.contains("\"other")),
+        writes.iter().all(|w| !w.ends_with(" other")),
         "canaryd wrote to an unselected Deployment: {writes:?}"
     );
     assert!(
-        writes.iter().any(|w| w.contains("web-primary")),
+        writes.iter().any(|w| w == "patch deployments web"),
         "canaryd did write to what it manages: {writes:?}"
     );
+    let gvr = |group: &str, plural: &str| support::fake_apiserver::Gvr::new(group, "v1", plural);
+    for (kind, name) in
+        [("deployments", "other-primary"), ("services", "other-primary"), ("services", "other-canary")]
+    {
+        let group = if kind == "deployments" { "apps" } else { "" };
+        assert!(stack.fake.get(&gvr(group, kind), NAMESPACE, name).is_none(), "{kind} {name} was created");
+    }
+    let other = stack.fake.get(&gvr("apps", "deployments"), NAMESPACE, "other").expect("other");
+    assert_eq!(other["spec"]["replicas"], 2, "{other:#}");
+    assert!(other["metadata"].get("annotations").is_none(), "{other:#}");
 }

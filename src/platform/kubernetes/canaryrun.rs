@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::engine::DecisionKind;
 use crate::store::{RunState, Version};
 
 use super::workloads::MANAGED_BY;
@@ -64,7 +65,9 @@ pub struct CanaryRunStatus {
     /// The last decision (`advanced`, `rolled-back`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<String>,
-    /// Why, in one sentence, with the evidence.
+    /// Why it stands where it stands, with the evidence: once rolled back, the
+    /// rollback's reason (not the confirmation that it finished); else the last
+    /// decision's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The whole state the daemon resumes from (engine state, confirmed actions,
@@ -95,6 +98,12 @@ pub struct StateError {
 pub fn status_of(state: &RunState) -> CanaryRunStatus {
     let rollout = &state.rollout;
     let last = rollout.decisions.last();
+    let why = match last {
+        Some(d) if d.action == DecisionKind::RollbackFinished => {
+            rollout.decisions.iter().rev().find(|d| d.action != DecisionKind::RollbackFinished)
+        }
+        other => other,
+    };
     let mut saved = state.clone();
     saved.version = Version::default();
     CanaryRunStatus {
@@ -105,7 +114,7 @@ pub fn status_of(state: &RunState) -> CanaryRunStatus {
         last_decision: last
             .and_then(|d| serde_json::to_value(d.action).ok())
             .and_then(|v| v.as_str().map(String::from)),
-        reason: last.map(|d| d.reason.clone()),
+        reason: why.map(|d| d.reason.clone()),
         state: serde_json::to_value(&saved).unwrap_or(Value::Null),
     }
 }
