@@ -15,6 +15,7 @@ use crate::daemon::{Daemon, Options};
 use crate::notify::fanout::Fanout;
 use crate::notify::slack::SlackNotifier;
 use crate::notify::webhook::{PolicyWebhookNotifier, WebhookNotifier};
+use crate::platform::kubernetes::events::EventNotifier;
 use crate::platform::kubernetes::platform::KubernetesPlatform;
 use crate::platform::kubernetes::store::CanaryRunStore;
 use crate::platform::local::LocalPlatform;
@@ -98,7 +99,8 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
             );
             let store =
                 Arc::new(FileStore::open(&settings.daemon.state_dir).map_err(setting("daemon.state_dir"))?);
-            let daemon = daemon(&settings, &mut registry, platform.clone(), store.clone(), policies).await?;
+            let daemon =
+                daemon(&settings, &mut registry, platform.clone(), store.clone(), policies, None).await?;
             let starts: Arc<dyn crate::platform::StartsRollouts> = platform;
             let parts = Parts { state, listener, stop, stop_tx, registry, starts: Some(starts) };
             run_loop(&settings, daemon, store, parts).await;
@@ -107,9 +109,14 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
             let mut registry = crate::telemetry::registry();
             let client = kube_client().await.map_err(setting("kubernetes"))?;
             let platform = Arc::new(KubernetesPlatform::new(client.clone(), kubernetes.namespaces.clone()));
-            let store =
-                Arc::new(CanaryRunStore::new(client, kubernetes.namespaces.clone(), kubernetes.checkpoint));
-            let daemon = daemon(&settings, &mut registry, platform.clone(), store.clone(), policies).await?;
+            let store = Arc::new(CanaryRunStore::new(
+                client.clone(),
+                kubernetes.namespaces.clone(),
+                kubernetes.checkpoint,
+            ));
+            let events = Some(EventNotifier::new(client));
+            let daemon =
+                daemon(&settings, &mut registry, platform.clone(), store.clone(), policies, events).await?;
             tokio::spawn(platform.run(daemon.policies()));
             let parts = Parts { state, listener, stop, stop_tx, registry, starts: None };
             run_loop(&settings, daemon, store, parts).await;
@@ -185,6 +192,7 @@ async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate
     platform: Arc<P>,
     store: Arc<St>,
     policies: Vec<LoadedPolicy>,
+    events: Option<EventNotifier>,
 ) -> Result<Daemon<PrometheusSource, P, St>, WiringError> {
     let retention =
         Retention { max_count: settings.daemon.records_max_count, max_age: settings.daemon.records_max_age };
@@ -215,7 +223,11 @@ async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate
     let policy_webhooks = PolicyWebhookNotifier::new(timeout, Box::new(crate::notify::webhook::url_from_env))
         .map_err(setting("notify.webhook"))?;
     let deliveries = crate::notify::register_deliveries(registry);
-    let notifier = Arc::new(Fanout::new(webhook, policy_webhooks, slack, deliveries));
+    let mut fanout = Fanout::new(webhook, policy_webhooks, slack, deliveries);
+    if let Some(events) = events {
+        fanout = fanout.with_events(events);
+    }
+    let notifier = Arc::new(fanout);
     let alertmanager = match &settings.alertmanager {
         Some(am) => Some(Arc::new(
             AlertmanagerSource::new(am, AlertmanagerMetrics::register(registry))

@@ -151,6 +151,34 @@ async fn a_canary_answering_5_percent_errors_is_rolled_back_at_10_percent() {
         decisions.iter().find(|d| d["action"] == "rolled-back").expect("a rolled-back decision");
     assert_eq!(rolled_back["weight"], 0, "{rolled_back:#}");
     assert!(rolled_back.to_string().contains("errors"), "its evidence names the metric: {rolled_back:#}");
+    // And an Event on the Deployment says so, with the reason.
+    let events = support::fake_apiserver::Gvr::new("events.k8s.io", "v1", "events");
+    let found = poll(Duration::from_secs(20), || async {
+        stack.fake.list(&events, Some(NAMESPACE)).iter().any(|e| {
+            e["regarding"]["kind"] == "Deployment"
+                && e["regarding"]["name"] == "web"
+                && e["reason"] == "RolledBack"
+                && e["type"] == "Warning"
+                && e["note"].as_str().is_some_and(|n| n.contains("errors"))
+        })
+    })
+    .await;
+    found.unwrap_or_else(|e| {
+        let asked: Vec<String> = stack
+            .fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.is_for("events"))
+            .map(|r| format!("{} {} {} {}", r.client, r.method, r.path, r.status))
+            .collect();
+        let events = stack.fake.list(&events, Some(NAMESPACE));
+        let log: Vec<String> =
+            stack.canaryd_log().lines().filter(|l| !l.contains("tick report")).map(String::from).collect();
+        panic!(
+            "{e}: a RolledBack Event on web; events: {events:#?}; requests: {asked:#?}\nlog:\n{}",
+            log.join("\n")
+        )
+    });
     let deployments = stack.deployments();
     let waited = poll(Duration::from_secs(30), || async {
         let web = deployments.get("web").await.ok();

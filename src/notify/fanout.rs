@@ -8,6 +8,7 @@ use crate::notify::webhook::{LogNotifier, PolicyWebhookNotifier, WebhookNotifier
 use crate::notify::{
     DeliveryCounts, DeliveryError, DeliveryLabels, Destination, Destinations, Notifier, slack,
 };
+use crate::platform::kubernetes::events::EventNotifier;
 
 /// Every target of the daemon: the generic webhook if set, Slack and their own webhook
 /// for policies that name them, and the log when nothing else is configured.
@@ -15,6 +16,7 @@ pub struct Fanout {
     webhook: Option<WebhookNotifier>,
     policy_webhooks: PolicyWebhookNotifier,
     slack: slack::SlackNotifier,
+    events: Option<EventNotifier>,
     counts: DeliveryCounts,
 }
 
@@ -26,7 +28,13 @@ impl Fanout {
         slack: slack::SlackNotifier,
         counts: DeliveryCounts,
     ) -> Fanout {
-        Fanout { webhook, policy_webhooks, slack, counts }
+        Fanout { webhook, policy_webhooks, slack, events: None, counts }
+    }
+
+    /// Also posts every decision as a Kubernetes Event on its Deployment.
+    pub fn with_events(mut self, events: EventNotifier) -> Fanout {
+        self.events = Some(events);
+        self
     }
 
     fn count(&self, channel: &'static str, result: &'static str) {
@@ -53,6 +61,9 @@ impl Destinations for Fanout {
                 self.count("slack", "filtered");
             }
         }
+        if self.events.is_some() {
+            to.push(Destination::KubernetesEvents);
+        }
         if self.webhook.is_none() && n.slack.is_none() && n.webhook.is_none() {
             to.push(Destination::Log);
         }
@@ -66,6 +77,10 @@ impl Destinations for Fanout {
                 ("webhook", self.policy_webhooks.deliver(url, n).await)
             }
             (Destination::Slack(_), _, Some(route)) => ("slack", self.slack.deliver(route, n).await),
+            (Destination::KubernetesEvents, _, _) => match &self.events {
+                Some(events) => ("kubernetes-events", events.deliver(n).await),
+                None => return Err("no Kubernetes client for Events".to_string().into()),
+            },
             (Destination::Log | Destination::Only, _, _) => ("log", LogNotifier.deliver(n).await),
             (other, _, _) => return Err(format!("{other:?} is not a target of this notification").into()),
         };

@@ -63,6 +63,8 @@ pub enum Destination {
     /// A Slack incoming webhook, by where its URL is read from (Slack rate-limits each
     /// webhook on its own).
     Slack(SecretSource),
+    /// Kubernetes Events on the rollout's Deployment (the Kubernetes platform).
+    KubernetesEvents,
     /// The log, when nothing else is configured.
     Log,
 }

@@ -5,11 +5,13 @@
 //! - `workloads.rs`: `web-primary` and the Services `web-primary` and `web-canary`,
 //!   and whether a Deployment has rolled out;
 //! - `canaryrun.rs`: the `CanaryRun` custom resource that holds a rollout's state;
+//! - `events.rs`: each decision as a Kubernetes Event on its Deployment;
 //! - `platform.rs`: the platform itself: the Deployment watch, attaching, the calls;
 //! - `store.rs`: the rollout states in CanaryRun statuses, within a write budget;
 //! - `routers/`: the traffic routers (Gateway API `HTTPRoute`).
 
 pub mod canaryrun;
+pub mod events;
 pub mod platform;
 pub mod revision;
 pub mod routers;
