@@ -75,7 +75,7 @@ impl Gateway {
                         generation += 1;
                         routes_file.generation = generation;
                         routes_file.weights.insert(name.clone(), weight);
-                        let config = render(&[upstreams.clone()], &routes_file, nginx.status);
+                        let config = render(std::slice::from_ref(&upstreams), &routes_file, nginx.status);
                         let key = format!("{upstreams:?} {weight}");
                         if served.get(&name) != Some(&key) {
                             if std::fs::write(&nginx.include, &config).is_err() || !reload(&nginx) {
