@@ -238,3 +238,73 @@ async fn a_deployment_no_policy_selects_is_never_written_to() {
     assert_eq!(other["spec"]["replicas"], 2, "{other:#}");
     assert!(other["metadata"].get("annotations").is_none(), "{other:#}");
 }
+
+/// Waits until the CanaryRun's weight is at least `weight` while progressing.
+async fn wait_weight(stack: &KubeStack, weight: i64) {
+    let waited = poll(ROLLOUT, || async {
+        let status = canary_run(stack).await.unwrap_or(Value::Null);
+        status["phase"] == "Progressing" && status["weight"].as_i64().is_some_and(|w| w >= weight)
+    })
+    .await;
+    waited.unwrap_or_else(|e| panic!("{e}: weight {weight}%; log:\n{}", stack.canaryd_log()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_rollout_resumes_from_the_canaryrun_without_repeating_a_step() {
+    let (mut stack, _turn) = attached().await;
+    let (canaryd, _) = bins();
+    stack.change_template("web", "v2", 0.0).await;
+    // Killed at 10%, and again at 50%: each time a new daemon resumes from the CanaryRun.
+    let mut started_at = Value::Null;
+    for weight in [10, 50] {
+        wait_weight(&stack, weight).await;
+        let status = canary_run(&stack).await.expect("the CanaryRun");
+        started_at = status["state"]["rollout"]["decisions"][0]["at"].clone();
+        stack.kill_canaryd();
+        stack.start_canaryd(&canaryd);
+    }
+    let (status, _) = wait_phase(&stack, "Succeeded").await;
+    let decisions = status["state"]["rollout"]["decisions"].as_array().cloned().unwrap_or_default();
+    // The same rollout went on: its start is the one recorded before the kills.
+    assert!(started_at.is_string(), "{started_at}");
+    assert_eq!(decisions[0]["at"], started_at, "resumed, not started over");
+    let actions: Vec<(String, i64)> = decisions
+        .iter()
+        .map(|d| (d["action"].as_str().unwrap_or("").to_string(), d["weight"].as_i64().unwrap_or(-1)))
+        .collect();
+    let count =
+        |action: &str, weight: i64| actions.iter().filter(|(a, w)| a == action && *w == weight).count();
+    assert_eq!(count("started", 10), 1, "one start: {actions:?}");
+    assert_eq!(count("advanced", 50), 1, "one step to 50%: {actions:?}");
+    assert_eq!(count("promoting", 100) + count("promoted", 100), 2, "promoted once: {actions:?}");
+    let seqs: Vec<i64> = decisions.iter().map(|d| d["seq"].as_i64().unwrap_or(-1)).collect();
+    assert_eq!(seqs, (0..seqs.len() as i64).collect::<Vec<_>>(), "no decision lost or repeated");
+    let versions = stack.versions(20).await;
+    assert_eq!(versions.get("v2"), Some(&20), "{versions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_label_mid_rollout_rolls_the_canary_back_and_the_app_keeps_serving() {
+    let (stack, _turn) = attached().await;
+    stack.change_template("web", "v2", 0.0).await;
+    wait_weight(&stack, 10).await;
+    let unlabel = json!({"metadata": {"labels": {"canary": null}}});
+    let patch = kube::api::Patch::Merge(&unlabel);
+    stack
+        .deployments()
+        .patch("web", &kube::api::PatchParams::default(), &patch)
+        .await
+        .expect("label removed");
+    let (status, _) = wait_phase(&stack, "RolledBack").await;
+    let reason = status["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("no policy selects Deployment shop/web"), "{status:#}");
+    let deployments = stack.deployments();
+    let waited = poll(Duration::from_secs(30), || async {
+        let web = deployments.get("web").await.ok();
+        web.is_some_and(|w| w.spec.replicas == Some(0)) && split(&stack.route("web").await)[0].1 == 100
+    })
+    .await;
+    waited.unwrap_or_else(|e| panic!("{e}: web at 0 and the route at 100/0; log:\n{}", stack.canaryd_log()));
+    let versions = stack.versions(20).await;
+    assert_eq!(versions.get("v1"), Some(&20), "the primary keeps serving v1: {versions:?}");
+}
