@@ -308,3 +308,43 @@ async fn removing_the_label_mid_rollout_rolls_the_canary_back_and_the_app_keeps_
     let versions = stack.versions(20).await;
     assert_eq!(versions.get("v1"), Some(&20), "the primary keeps serving v1: {versions:?}");
 }
+
+/// Runs the real kubectl against the fake as client `kubectl`; its stdout.
+async fn kubectl(stack: &KubeStack, args: &[&str]) -> String {
+    let config = stack.fake.kubeconfig(&stack.path(""), "kubectl");
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&config)
+            .arg("--cache-dir")
+            .arg(stack.path("kubectl-cache"))
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("kubectl finishes in time")
+    .expect("kubectl runs (scripts/install-deps installs it)");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "kubectl {args:?} failed: {stdout}{stderr}");
+    stdout.into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_patch_of_the_template_starts_a_rollout_that_kubectl_get_canaryruns_shows() {
+    let (stack, _turn) = attached().await;
+    // kubectl patch sends a strategic merge patch: the container is merged by name.
+    let patch = r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","args":["--version","v2","--error-rate","0"]}]}}}}"#;
+    kubectl(&stack, &["-n", NAMESPACE, "patch", "deployment", "web", "-p", patch]).await;
+    wait_weight(&stack, 10).await;
+    let listed = kubectl(&stack, &["-n", NAMESPACE, "get", "canaryruns"]).await;
+    assert!(listed.lines().any(|l| l.split_whitespace().next() == Some("web")), "{listed}");
+    let run: Value = serde_json::from_str(
+        &kubectl(&stack, &["-n", NAMESPACE, "get", "canaryrun", "web", "-o", "json"]).await,
+    )
+    .expect("json");
+    assert_eq!(run["spec"]["deployment"], "web");
+    assert_eq!(run["metadata"]["ownerReferences"][0]["name"], "web", "owned by its Deployment: {run:#}");
+    assert!(run["status"]["weight"].as_i64().is_some_and(|w| w >= 10), "{run:#}");
+}
