@@ -348,3 +348,31 @@ async fn kubectl_patch_of_the_template_starts_a_rollout_that_kubectl_get_canaryr
     assert_eq!(run["metadata"]["ownerReferences"][0]["name"], "web", "owned by its Deployment: {run:#}");
     assert!(run["status"]["weight"].as_i64().is_some_and(|w| w >= 10), "{run:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_template_mid_rollout_supersedes_it_and_the_analysis_restarts_on_the_new_revision() {
+    let (stack, _turn) = attached().await;
+    stack.change_template("web", "v2", 0.0).await;
+    wait_weight(&stack, 10).await;
+    let first = canary_run(&stack).await.expect("the CanaryRun")["revision"].clone();
+    stack.change_template("web", "v3", 0.0).await;
+    let (status, _) = wait_phase(&stack, "Succeeded").await;
+    assert_ne!(status["revision"], first, "the new revision ran: {status:#}");
+    let decisions = status["state"]["rollout"]["decisions"].as_array().cloned().unwrap_or_default();
+    // The rollout goes on under the new revision, its analysis back at step 1: every
+    // decision after the supersession is about the new revision, and it went through
+    // 10% again before 50%.
+    let at = decisions.iter().position(|d| d["action"] == "superseded").expect("a superseded decision");
+    let superseded = &decisions[at];
+    assert_eq!(superseded["revision"], status["revision"], "{superseded:#}");
+    assert!(
+        superseded["reason"].as_str().is_some_and(|r| r.contains("restarts at step 1")),
+        "{superseded:#}"
+    );
+    assert!(decisions[at..].iter().all(|d| d["revision"] == status["revision"]), "{decisions:#?}");
+    let after: Vec<i64> = decisions[at..].iter().filter_map(|d| d["weight"].as_i64()).collect();
+    assert_eq!(after.first(), Some(&10), "restarted at 10%: {after:?}");
+    assert!(after.contains(&50), "{after:?}");
+    let versions = stack.versions(20).await;
+    assert_eq!(versions.get("v3"), Some(&20), "{versions:?}");
+}
