@@ -72,6 +72,17 @@ fn split(route: &Value) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// Waits until `web` is at 0 replicas and the route sends all traffic to the primary.
+async fn wait_back_on_primary(stack: &KubeStack) {
+    let deployments = stack.deployments();
+    let waited = poll(Duration::from_secs(30), || async {
+        let web = deployments.get("web").await.ok();
+        web.is_some_and(|w| w.spec.replicas == Some(0)) && split(&stack.route("web").await)[0].1 == 100
+    })
+    .await;
+    waited.unwrap_or_else(|e| panic!("{e}: web at 0 and the route at 100/0; log:\n{}", stack.canaryd_log()));
+}
+
 /// The CanaryRun's status, once it exists.
 async fn canary_run(stack: &KubeStack) -> Option<Value> {
     stack
@@ -127,13 +138,7 @@ async fn a_good_template_change_goes_10_50_100_and_is_promoted_to_the_primary() 
     let args = primary.spec.template.spec.as_ref().unwrap().containers[0].args.clone().unwrap();
     assert_eq!(args[..2], ["--version".to_string(), "v2".to_string()]);
     assert_eq!(primary.spec.selector.match_labels.as_ref().unwrap()["app"], "web-primary");
-    let waited = poll(Duration::from_secs(30), || async {
-        let web = deployments.get("web").await.ok();
-        let route = stack.route("web").await;
-        web.is_some_and(|w| w.spec.replicas == Some(0)) && split(&route)[0].1 == 100
-    })
-    .await;
-    waited.unwrap_or_else(|e| panic!("{e}: web at 0 and the route at 100/0; log:\n{}", stack.canaryd_log()));
+    wait_back_on_primary(&stack).await;
     let versions = stack.versions(20).await;
     assert_eq!(versions.get("v2"), Some(&20), "nginx answers with the new version: {versions:?}");
 }
@@ -180,13 +185,7 @@ async fn a_canary_answering_5_percent_errors_is_rolled_back_at_10_percent() {
         )
     });
     let deployments = stack.deployments();
-    let waited = poll(Duration::from_secs(30), || async {
-        let web = deployments.get("web").await.ok();
-        let route = stack.route("web").await;
-        web.is_some_and(|w| w.spec.replicas == Some(0)) && split(&route)[0].1 == 100
-    })
-    .await;
-    waited.unwrap_or_else(|e| panic!("{e}: web at 0 and the route at 100/0; log:\n{}", stack.canaryd_log()));
+    wait_back_on_primary(&stack).await;
     let primary = deployments.get("web-primary").await.expect("web-primary");
     let args = primary.spec.template.spec.as_ref().unwrap().containers[0].args.clone().unwrap();
     assert_eq!(args[1], "v1", "the primary still serves v1");
@@ -298,13 +297,7 @@ async fn removing_the_label_mid_rollout_rolls_the_canary_back_and_the_app_keeps_
     let (status, _) = wait_phase(&stack, "RolledBack").await;
     let reason = status["reason"].as_str().unwrap_or("");
     assert!(reason.contains("no policy selects Deployment shop/web"), "{status:#}");
-    let deployments = stack.deployments();
-    let waited = poll(Duration::from_secs(30), || async {
-        let web = deployments.get("web").await.ok();
-        web.is_some_and(|w| w.spec.replicas == Some(0)) && split(&stack.route("web").await)[0].1 == 100
-    })
-    .await;
-    waited.unwrap_or_else(|e| panic!("{e}: web at 0 and the route at 100/0; log:\n{}", stack.canaryd_log()));
+    wait_back_on_primary(&stack).await;
     let versions = stack.versions(20).await;
     assert_eq!(versions.get("v1"), Some(&20), "the primary keeps serving v1: {versions:?}");
 }
