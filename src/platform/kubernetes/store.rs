@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams, PostParams};
@@ -36,6 +37,8 @@ use crate::store::{RunState, RunStore, StoreError, TimelineStore, Version};
 
 /// How often a state whose only changes are the judge's running sums is written.
 pub const DEFAULT_CHECKPOINT: Duration = Duration::from_secs(300);
+/// Status writes in flight at once.
+const WRITES_IN_FLIGHT: usize = 64;
 /// Writes retried after a 409 whose stored state is not ahead of ours.
 const CONFLICT_RETRIES: usize = 3;
 
@@ -264,7 +267,10 @@ impl RunStore for CanaryRunStore {
             .iter()
             .zip(&due)
             .map(|(state, due)| async move { if *due { Some(self.save(state).await) } else { None } });
-        let written = futures::future::join_all(writes).await;
+        // At most WRITES_IN_FLIGHT at once: a daemon resuming 10,000 rollouts must not
+        // open 10,000 connections to the API server. In order, one result per state.
+        let written: Vec<Option<Result<Version, StoreError>>> =
+            futures::stream::iter(writes).buffered(WRITES_IN_FLIGHT).collect().await;
         let mut checkpoints = self.checkpoints();
         states
             .iter()
