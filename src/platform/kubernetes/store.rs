@@ -24,7 +24,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams, PostParams};
@@ -263,14 +262,16 @@ impl RunStore for CanaryRunStore {
             let checkpoints = self.checkpoints();
             states.iter().map(|s| checkpoints.due(s, now)).collect()
         };
-        let writes = states
-            .iter()
-            .zip(&due)
-            .map(|(state, due)| async move { if *due { Some(self.save(state).await) } else { None } });
         // At most WRITES_IN_FLIGHT at once: a daemon resuming 10,000 rollouts must not
         // open 10,000 connections to the API server. In order, one result per state.
-        let written: Vec<Option<Result<Version, StoreError>>> =
-            futures::stream::iter(writes).buffered(WRITES_IN_FLIGHT).collect().await;
+        let mut written: Vec<Option<Result<Version, StoreError>>> = Vec::with_capacity(states.len());
+        for (chunk, due) in states.chunks(WRITES_IN_FLIGHT).zip(due.chunks(WRITES_IN_FLIGHT)) {
+            let writes = chunk
+                .iter()
+                .zip(due)
+                .map(|(state, due)| async move { if *due { Some(self.save(state).await) } else { None } });
+            written.extend(futures::future::join_all(writes).await);
+        }
         let mut checkpoints = self.checkpoints();
         states
             .iter()
