@@ -40,6 +40,8 @@ use crate::policy::LoadedPolicy;
 pub const ROLLED_BACK_ANNOTATION: &str = "canaryd.io/rolled-back-revision";
 /// How often attachments still under way are driven on.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+/// How soon after a watch event the Deployments are judged again.
+const JUDGE_EVERY: Duration = Duration::from_millis(250);
 /// How long a call polls the API server for a change to show before it answers
 /// "not yet".
 const READ_BACK_FOR: Duration = Duration::from_secs(3);
@@ -197,11 +199,24 @@ impl KubernetesPlatform {
             apis.into_iter().map(|api| watcher(api, watcher::Config::default()).default_backoff().boxed());
         let mut events = futures::stream::select_all(streams);
         let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+        let mut judge = tokio::time::interval(JUDGE_EVERY);
+        let mut changed_since = false;
         loop {
+            // Events only update the summaries; every Deployment is judged at most every
+            // JUDGE_EVERY after some changed (not once per event: an initial list of N
+            // Deployments would cost N² selector matches), on a policy change, and at each
+            // reconcile, which also drives attachments under way.
             tokio::select! {
                 event = events.next() => match event {
-                    Some(Ok(event)) => self.take(event),
-                    Some(Err(e)) => tracing::warn!(error = %e, "Deployment watch failed; retrying with backoff"),
+                    Some(Ok(event)) => {
+                        self.take(event);
+                        changed_since = true;
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "Deployment watch failed; retrying with backoff");
+                        continue;
+                    }
                     None => return,
                 },
                 changed = policies.changed() => {
@@ -210,8 +225,14 @@ impl KubernetesPlatform {
                     }
                     tracing::info!("policies changed: re-evaluating every Deployment");
                 }
+                _ = judge.tick() => {
+                    if !changed_since {
+                        continue;
+                    }
+                }
                 _ = reconcile.tick() => {}
             }
+            changed_since = false;
             self.drive().await;
         }
     }
