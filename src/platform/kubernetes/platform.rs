@@ -452,7 +452,9 @@ fn forget(shared: &mut Shared, id: &RolloutId, primary_of: Option<&str>) {
     }
 }
 
-fn http_route() -> ApiResource {
+/// The Gateway API `HTTPRoute` resource (`gateway.networking.k8s.io/v1`), handled as a
+/// dynamic object.
+pub fn http_route() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
         "httproutes",

@@ -15,9 +15,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use canaryd::platform::kubernetes::platform::http_route;
 use canaryd::platform::local::nginx::{Routes, Upstreams, render};
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::kubelet::Pods;
@@ -45,13 +46,6 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-fn http_route() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
-        "httproutes",
-    )
 }
 
 impl Gateway {

@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use canaryd::platform::kubernetes::platform::http_route;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::support::fake_apiserver::FakeApiServer;
@@ -77,13 +78,6 @@ impl Drop for KubeStack {
             let _ = child.wait();
         }
     }
-}
-
-fn http_route() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
-        "httproutes",
-    )
 }
 
 /// A Deployment `name` labelled `labels`, whose pods run the demo app at `version` and
