@@ -17,9 +17,11 @@ use crate::notify::slack::SlackNotifier;
 use crate::notify::webhook::{PolicyWebhookNotifier, WebhookNotifier};
 use crate::platform::kubernetes::events::EventNotifier;
 use crate::platform::kubernetes::platform::KubernetesPlatform;
+use crate::platform::kubernetes::policies::PolicyObjects;
 use crate::platform::kubernetes::store::CanaryRunStore;
 use crate::platform::local::LocalPlatform;
 use crate::policy::LoadedPolicy;
+use crate::policy::sources::PolicySources;
 use crate::server::{ApiMetrics, AppState};
 use crate::source::alertmanager::{AlertmanagerMetrics, AlertmanagerSource};
 use crate::source::prometheus::{PrometheusSource, QueryMetrics};
@@ -80,7 +82,8 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
         read_requires_token: settings.server.read_requires_token,
     };
     let state = AppState { access, max_body_bytes: settings.server.max_body_bytes, ..Default::default() };
-    let policies = load_policies(&settings, &state);
+    let policies = load_policies(&settings);
+    state.ready.store(!policies.is_empty(), Ordering::Relaxed);
     let listener = tokio::net::TcpListener::bind(settings.server.listen)
         .await
         .map_err(|e| WiringError::Listen { addr: settings.server.listen, reason: e.to_string() })?;
@@ -102,7 +105,8 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
             let daemon =
                 daemon(&settings, &mut registry, platform.clone(), store.clone(), policies, None).await?;
             let starts: Arc<dyn crate::platform::StartsRollouts> = platform;
-            let parts = Parts { state, listener, stop, stop_tx, registry, starts: Some(starts) };
+            let parts =
+                Parts { state, listener, stop, stop_tx, registry, starts: Some(starts), objects: None };
             run_loop(&settings, daemon, store, parts).await;
         }
         PlatformChoice::Kubernetes(kubernetes) => {
@@ -114,11 +118,17 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
                 kubernetes.namespaces.clone(),
                 kubernetes.checkpoint,
             ));
-            let events = Some(EventNotifier::new(client));
+            let events = Some(EventNotifier::new(client.clone()));
+            let objects = PolicyObjects::new(
+                client,
+                kubernetes.namespaces.clone(),
+                settings.prometheus.batching.scrape.clone(),
+            );
             let daemon =
                 daemon(&settings, &mut registry, platform.clone(), store.clone(), policies, events).await?;
             tokio::spawn(platform.run(daemon.policies()));
-            let parts = Parts { state, listener, stop, stop_tx, registry, starts: None };
+            let parts =
+                Parts { state, listener, stop, stop_tx, registry, starts: None, objects: Some(objects) };
             run_loop(&settings, daemon, store, parts).await;
         }
     }
@@ -143,6 +153,8 @@ struct Parts {
     registry: Registry,
     /// Where `POST /api/v1/rollouts` starts a rollout (the local platform only).
     starts: Option<Arc<dyn crate::platform::StartsRollouts>>,
+    /// Policy objects in the API server, beside the files (the Kubernetes platform).
+    objects: Option<PolicyObjects>,
 }
 
 /// Runs `daemon` beside the HTTP API until a signal stops it.
@@ -152,7 +164,7 @@ async fn run_loop<P: crate::platform::Platform, St: crate::store::RunStore + cra
     store: Arc<St>,
     parts: Parts,
 ) {
-    let Parts { mut state, listener, stop, stop_tx, mut registry, starts } = parts;
+    let Parts { mut state, listener, stop, stop_tx, mut registry, starts, objects } = parts;
     state.api = Some(crate::server::api::Api {
         platform: starts,
         views: daemon.views(),
@@ -168,6 +180,17 @@ async fn run_loop<P: crate::platform::Platform, St: crate::store::RunStore + cra
     let ticked = Arc::new(AtomicBool::new(false));
     state.loop_ready = Some(ticked.clone());
     let reload = daemon.policy_updates();
+    let ready = state.ready.clone();
+    let sources = Arc::new(PolicySources::new(
+        daemon.policies().borrow().to_vec(),
+        Box::new(move |policies| {
+            ready.store(!policies.is_empty(), Ordering::Relaxed);
+            let _ = reload.send(policies);
+        }),
+    ));
+    if let Some(objects) = objects {
+        tokio::spawn(objects.run(sources.clone()));
+    }
     tracing::info!(listen = %settings.server.listen, tick = ?settings.daemon.tick, "running: /healthz, /readyz, /metrics and /api/v1/rollouts");
     let mut loop_stop = stop.clone();
     let run = crate::daemon::run_until(
@@ -181,7 +204,7 @@ async fn run_loop<P: crate::platform::Platform, St: crate::store::RunStore + cra
         settings.daemon.shutdown_deadline,
     );
     let serve = serve(&state, listener, stop);
-    tokio::join!(serve, run, signals(settings, &state, Some(reload), stop_tx));
+    tokio::join!(serve, run, signals(settings, &state, Some(sources), stop_tx));
 }
 
 /// The loop over `platform` and `store`: Prometheus, records, notifications, its
@@ -262,9 +285,10 @@ async fn serve(state: &AppState, listener: tokio::net::TcpListener, mut stop: wa
     .await;
 }
 
-/// Loads the policies, refusing those whose router the platform cannot serve; the
-/// daemon is ready only with at least one valid policy.
-pub fn load_policies(settings: &Settings, state: &AppState) -> Vec<LoadedPolicy> {
+/// Loads the policy files, refusing the policies whose router the platform cannot serve.
+/// (The daemon is ready only with at least one valid policy, from a file or, on
+/// Kubernetes, an object.)
+pub fn load_policies(settings: &Settings) -> Vec<LoadedPolicy> {
     const HOW: &str = "set the policy paths with `[policies] paths` in the settings (--config FILE) \
                        or CANARYD__POLICIES__PATHS (`:`-separated)";
     // A path that is not there holds no policy to reject: it is the setting that is wrong.
@@ -295,21 +319,25 @@ pub fn load_policies(settings: &Settings, state: &AppState) -> Vec<LoadedPolicy>
             tracing::error!(%problem, "policy rejected; the other policies stay in force");
         }
     }
-    let ready = !loaded.policies.is_empty();
-    if !ready {
-        tracing::warn!(paths = ?settings.policy_paths, "no valid policy loaded: not ready");
+    if loaded.policies.is_empty() {
+        match PlatformChoice::of(settings) {
+            PlatformChoice::Kubernetes(_) => tracing::info!(
+                paths = ?settings.policy_paths,
+                "no valid policy in files: not ready until a CanaryPolicy or ClusterCanaryPolicy object is"
+            ),
+            _ => tracing::warn!(paths = ?settings.policy_paths, "no valid policy loaded: not ready"),
+        }
     }
-    tracing::info!(policies = loaded.policies.len(), "policies loaded");
-    state.ready.store(ready, Ordering::Relaxed);
+    tracing::info!(policies = loaded.policies.len(), "policy files loaded");
     loaded.policies
 }
 
 /// Sets `stop` on SIGTERM (what Kubernetes sends) or SIGINT; SIGHUP reloads the
-/// policies (and hands them to the loop, when one runs).
+/// policy files (and hands them, with the policy objects, to the loop when one runs).
 async fn signals(
     settings: &Settings,
     state: &AppState,
-    reload: Option<crate::daemon::LoopSender<Vec<LoadedPolicy>>>,
+    sources: Option<Arc<PolicySources>>,
     stop: watch::Sender<bool>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -331,9 +359,10 @@ async fn signals(
             }
             _ = hup.recv() => {
                 tracing::info!(signal = "SIGHUP", "reloading policies");
-                let policies = load_policies(settings, state);
-                if let Some(reload) = &reload {
-                    let _ = reload.send(policies);
+                let files = load_policies(settings);
+                match &sources {
+                    Some(sources) => sources.set_files(files),
+                    None => state.ready.store(!files.is_empty(), Ordering::Relaxed),
                 }
             }
         }

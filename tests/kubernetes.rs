@@ -282,6 +282,73 @@ async fn a_daemon_killed_mid_rollout_resumes_from_the_canaryrun_without_repeatin
     assert_eq!(versions.get("v2"), Some(&20), "{versions:?}");
 }
 
+/// The canary's weight in the route's first rule (the `web-canary` backend).
+fn route_canary_weight(route: &Value) -> Option<i64> {
+    split(route).into_iter().find(|(name, _)| name == "web-canary").map(|(_, w)| w)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_between_a_status_write_and_the_route_patch_applies_the_step_once_on_restart() {
+    let (mut stack, _turn) = attached().await;
+    let (canaryd, _) = bins();
+    stack.change_template("web", "v2", 0.0).await;
+    wait_weight(&stack, 10).await;
+    let at_10 = poll(Duration::from_secs(30), || async {
+        route_canary_weight(&stack.route("web").await) == Some(10)
+    });
+    at_10.await.unwrap_or_else(|e| panic!("{e}: the route at 10%; log:\n{}", stack.canaryd_log()));
+    // The route refuses writes (as a failing admission webhook would): the step to 50%
+    // is decided and its status written, and the route patch that follows fails.
+    let routes = support::fake_apiserver::Gvr::new("gateway.networking.k8s.io", "v1", "httproutes");
+    stack.fake.refuse_writes(&routes, NAMESPACE, "web", None, true);
+    let between = poll(ROLLOUT, || async {
+        // Killed at once: before three refusals in a row, which would pause the rollout.
+        let status = canary_run(&stack).await.unwrap_or(Value::Null);
+        let refused = stack.fake.requests().iter().any(|r| r.is_for("httproutes") && r.status == 500);
+        status["weight"] == 50 && refused && route_canary_weight(&stack.route("web").await) == Some(10)
+    })
+    .await;
+    between.unwrap_or_else(|e| panic!("{e}: status at 50%, route at 10%; log:\n{}", stack.canaryd_log()));
+    stack.kill_canaryd();
+    let status = canary_run(&stack).await.expect("the CanaryRun");
+    assert_eq!(status["state"]["applied"]["weight"], 10, "50% is decided, not confirmed: {status:#}");
+    stack.fake.refuse_writes(&routes, NAMESPACE, "web", None, false);
+    stack.start_canaryd(&canaryd);
+
+    // The new daemon applies the step it finds decided: the route goes to 50%, then on.
+    let route_weights = std::sync::Mutex::new(Vec::<i64>::new());
+    let ended = poll(ROLLOUT, || async {
+        if let Some(w) = route_canary_weight(&stack.route("web").await) {
+            let mut seen = route_weights.lock().unwrap();
+            if seen.last() != Some(&w) {
+                seen.push(w);
+            }
+        }
+        canary_run(&stack).await.is_some_and(|s| s["phase"] == "Succeeded")
+    })
+    .await;
+    ended.unwrap_or_else(|e| panic!("{e}: promoted after the restart; log:\n{}", stack.canaryd_log()));
+    let route_weights = route_weights.into_inner().unwrap();
+    assert_eq!(route_weights.first(), Some(&10), "{route_weights:?}");
+    assert!(route_weights.contains(&50), "the step to 50% was applied, not skipped: {route_weights:?}");
+    let status = canary_run(&stack).await.expect("the CanaryRun");
+    let decisions = status["state"]["rollout"]["decisions"].as_array().cloned().unwrap_or_default();
+    let actions: Vec<(String, i64)> = decisions
+        .iter()
+        .map(|d| (d["action"].as_str().unwrap_or("").to_string(), d["weight"].as_i64().unwrap_or(-1)))
+        .collect();
+    let count =
+        |action: &str, weight: i64| actions.iter().filter(|(a, w)| a == action && *w == weight).count();
+    assert_eq!(count("started", 10), 1, "one start: {actions:?}");
+    assert_eq!(count("advanced", 50), 1, "one step to 50%, not decided again: {actions:?}");
+    assert_eq!(count("promoting", 100) + count("promoted", 100), 2, "promoted once: {actions:?}");
+    let seqs: Vec<i64> = decisions.iter().map(|d| d["seq"].as_i64().unwrap_or(-1)).collect();
+    assert_eq!(seqs, (0..seqs.len() as i64).collect::<Vec<_>>(), "no decision lost or repeated");
+    wait_back_on_primary(&stack).await;
+    let versions = stack.versions(20).await;
+    assert_eq!(versions.get("v2"), Some(&20), "{versions:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_the_label_mid_rollout_rolls_the_canary_back_and_the_app_keeps_serving() {
     let (stack, _turn) = attached().await;
@@ -440,4 +507,111 @@ async fn with_the_api_server_down_mid_step_nothing_is_promoted_and_the_rollout_g
     let (status, weights) = wait_phase(&stack, "Succeeded").await;
     assert!(weights.contains(&50), "{weights:?}");
     assert_eq!(status["lastDecision"], "promoted", "{status:#}");
+}
+
+/// A policy object's `Valid` condition, once canaryd wrote it.
+fn valid_condition(stack: &KubeStack, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+    let gvr = support::fake_apiserver::Gvr::new("canaryd.io", "v1alpha1", plural);
+    let object = stack.fake.get(&gvr, namespace, name)?;
+    object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Valid").cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_policy_object_is_reported_on_it_and_the_valid_policies_stay_in_force() {
+    let (stack, _turn) = attached().await;
+    // Applied with the real kubectl. `broken` would win every choice (priority 20) were
+    // it valid; its errors are values, which a real API server's schema lets through.
+    let objects = r#"
+apiVersion: canaryd.io/v1alpha1
+kind: CanaryPolicy
+metadata: {name: broken, namespace: shop}
+spec:
+  priority: 20
+  selector: {matchLabels: {canary: enabled}}
+  traffic: {router: gateway-api, stepDuration: 8x}
+  analysis:
+    interval: 4s
+    metrics: [{name: errors, template: http-eror-rate, test: sequential}]
+---
+apiVersion: canaryd.io/v1alpha1
+kind: ClusterCanaryPolicy
+metadata: {name: everywhere}
+spec:
+  priority: 10
+  selector: {matchLabels: {canary: enabled}}
+  traffic: {router: gateway-api, steps: [10, 50, 100], stepDuration: 8s}
+  analysis:
+    interval: 4s
+    minSampleSize: 100
+    metrics: [{name: errors, template: http-error-rate, test: sequential, margin: 1.5}]
+"#;
+    support::kubernetes::kubectl_apply(&stack.fake, &stack.path(""), objects).await;
+    let reported = poll(Duration::from_secs(30), || async {
+        let broken = valid_condition(&stack, "canarypolicies", NAMESPACE, "broken");
+        let everywhere = valid_condition(&stack, "clustercanarypolicies", "", "everywhere");
+        broken.is_some_and(|c| c["status"] == "False") && everywhere.is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    reported.unwrap_or_else(|e| panic!("{e}: both objects' Valid condition; log:\n{}", stack.canaryd_log()));
+    let broken = valid_condition(&stack, "canarypolicies", NAMESPACE, "broken").expect("the condition");
+    let message = broken["message"].as_str().unwrap_or("");
+    assert!(message.contains("spec.traffic.stepDuration: "), "{broken:#}");
+    assert!(message.contains("spec.analysis.metrics[0].template: "), "{broken:#}");
+    assert!(message.contains("http-error-rate"), "the nearest template is suggested: {broken:#}");
+    assert_eq!(broken["reason"], "Invalid");
+    assert_eq!(broken["observedGeneration"], 1);
+    // The Event on the object says the same.
+    let events = support::fake_apiserver::Gvr::new("events.k8s.io", "v1", "events");
+    let posted = stack.fake.list(&events, Some(NAMESPACE));
+    let on_broken: Vec<&Value> = posted.iter().filter(|e| e["regarding"]["name"] == "broken").collect();
+    assert_eq!(on_broken.len(), 1, "one Event on the bad object: {on_broken:#?}");
+    assert_eq!(on_broken[0]["type"], "Warning");
+    assert_eq!(on_broken[0]["reason"], "InvalidPolicy");
+    assert_eq!(on_broken[0]["regarding"]["kind"], "CanaryPolicy");
+    assert!(on_broken[0]["note"].as_str().is_some_and(|n| n.contains("spec.traffic.stepDuration")));
+
+    // The next rollout runs under the valid object, which outranks the file's policy;
+    // the bad one, which would outrank both, is not in force.
+    let taken = poll(Duration::from_secs(30), || async {
+        stack.canaryd_log().lines().any(|l| l.contains("policies replaced") && l.contains("policies=2"))
+    })
+    .await;
+    taken.unwrap_or_else(|e| panic!("{e}: the loop took the object in; log:\n{}", stack.canaryd_log()));
+    stack.change_template("web", "v2", 0.0).await;
+    wait_weight(&stack, 10).await;
+    let run = stack
+        .fake
+        .get(&support::fake_apiserver::Gvr::new("canaryd.io", "v1alpha1", "canaryruns"), NAMESPACE, "web")
+        .expect("the CanaryRun");
+    assert_eq!(run["spec"]["policy"], "cluster/everywhere", "{run:#}");
+
+    // Fixing the bad object brings it into force, and its condition says so.
+    let fixed = objects.replace("8x", "8s").replace("http-eror-rate", "http-error-rate");
+    support::kubernetes::kubectl_apply(&stack.fake, &stack.path(""), &fixed).await;
+    let valid = poll(Duration::from_secs(30), || async {
+        valid_condition(&stack, "canarypolicies", NAMESPACE, "broken")
+            .is_some_and(|c| c["status"] == "True" && c["observedGeneration"] == 2)
+    })
+    .await;
+    valid.unwrap_or_else(|e| panic!("{e}: the fixed object is valid; log:\n{}", stack.canaryd_log()));
+    let taken = poll(Duration::from_secs(30), || async {
+        stack.canaryd_log().lines().any(|l| l.contains("policies replaced") && l.contains("policies=3"))
+    })
+    .await;
+    taken.unwrap_or_else(|e| panic!("{e}: the fixed object taken in; log:\n{}", stack.canaryd_log()));
+    // No status write loop: once judged, the objects are not written again (checked
+    // over the seconds the rollout takes to end).
+    let writes = || {
+        let verbs = ["create", "update", "patch"];
+        let requests = stack.fake.requests();
+        requests
+            .iter()
+            .filter(|r| {
+                r.client == "canaryd" && r.is_for("canarypolicies") && verbs.contains(&r.verb.as_str())
+            })
+            .count()
+    };
+    let settled = writes();
+    wait_phase(&stack, "Succeeded").await;
+    assert_eq!(writes(), settled, "policy objects written again after their verdict");
 }

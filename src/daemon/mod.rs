@@ -272,6 +272,7 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
 
     /// Replaces the policies (on reload). Running rollouts keep the plan they started with.
     pub fn set_policies(&mut self, policies: Vec<LoadedPolicy>) {
+        tracing::info!(policies = policies.len(), "policies replaced: new rollouts use them");
         self.policy_view.send_replace(Arc::new(policies.clone()));
         self.policies = policies;
     }

@@ -4,6 +4,7 @@ pub mod load;
 pub mod locate;
 pub mod model;
 pub mod selector;
+pub mod sources;
 pub mod suggest;
 pub mod unknown;
 pub mod validate;

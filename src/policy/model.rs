@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub const API_VERSION: &str = "canaryd.io/v1alpha1";
 
 /// What a canary policy says: which workloads it covers and how their rollouts are run.
+// Several printer columns share a column type, which clippy takes for a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "canaryd.io",
@@ -25,7 +27,19 @@ pub const API_VERSION: &str = "canaryd.io/v1alpha1";
     plural = "canarypolicies",
     shortname = "cpol",
     namespaced,
-    doc = "Canary analysis policy for the Deployments it selects in its namespace"
+    status = "PolicyStatus",
+    doc = "Canary analysis policy for the Deployments it selects in its namespace",
+    printcolumn(
+        name = "Valid",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Valid\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Valid\")].reason"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicySpec {
@@ -48,6 +62,7 @@ pub struct PolicySpec {
 }
 
 /// The cluster-scoped policy: the same spec, selecting Deployments in every namespace.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "canaryd.io",
@@ -55,10 +70,33 @@ pub struct PolicySpec {
     kind = "ClusterCanaryPolicy",
     plural = "clustercanarypolicies",
     shortname = "ccpol",
-    doc = "Canary analysis policy for the Deployments it selects in every namespace"
+    status = "PolicyStatus",
+    doc = "Canary analysis policy for the Deployments it selects in every namespace",
+    printcolumn(
+        name = "Valid",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Valid\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Valid\")].reason"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(transparent)]
 pub struct ClusterPolicySpec(pub PolicySpec);
+
+/// What canaryd found when it read a policy object from the API server (written by
+/// canaryd; policy files have none).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
+    /// `Valid`: `True` when the policy is in force, `False` with every problem found
+    /// (field and reason) in the message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+}
 
 fn is_zero(v: &i32) -> bool {
     *v == 0

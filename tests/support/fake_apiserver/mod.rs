@@ -270,6 +270,24 @@ impl FakeApiServer {
         *self.serving.lock().unwrap_or_else(|e| e.into_inner()) = Some(serving);
     }
 
+    /// While `refuse`, every write (update, patch or delete) to an object, or to its
+    /// subresource, answers 500 InternalError.
+    pub fn refuse_writes(
+        &self,
+        gvr: &Gvr,
+        namespace: &str,
+        name: &str,
+        subresource: Option<&str>,
+        refuse: bool,
+    ) {
+        let mut store = self.shared.store();
+        let Some(ty) = store.type_of(&gvr.group, &gvr.version, &gvr.plural) else {
+            panic!("the fake serves no {gvr:?}");
+        };
+        let key = Key::new(&ty, namespace, name);
+        store.refuse_writes(ConflictTarget { key, subresource: subresource.map(String::from) }, refuse);
+    }
+
     /// Makes the next write (update, patch or delete) to an object, or to its
     /// subresource, answer 409 Conflict after bumping the object as another writer would.
     pub fn conflict_next(&self, gvr: &Gvr, namespace: &str, name: &str, subresource: Option<&str>) {

@@ -103,6 +103,11 @@ impl ApiError {
         Self::new(422, "Invalid", message, json!({}))
     }
 
+    /// 500, as an apiserver answers when storage or an admission webhook fails.
+    pub fn internal(message: String) -> Self {
+        Self::new(500, "InternalError", message, json!({}))
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message.into(), json!({}))
     }

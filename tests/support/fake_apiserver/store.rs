@@ -95,6 +95,9 @@ pub struct Store {
     floor: u64,
     live: broadcast::Sender<Event>,
     conflicts: Vec<ConflictTarget>,
+    /// Objects whose writes answer 500 until cleared (a failing admission webhook, an
+    /// etcd timeout).
+    refusing: Vec<ConflictTarget>,
     /// Which field manager owns which fields, by object (server-side apply).
     owners: BTreeMap<Key, Owners>,
     /// Service clusterIPs allocated so far.
@@ -113,6 +116,7 @@ impl Store {
             floor: 0,
             live,
             conflicts: Vec::new(),
+            refusing: Vec::new(),
             owners: BTreeMap::new(),
             next_ip: 0,
         };
@@ -163,6 +167,14 @@ impl Store {
 
     pub fn conflict_next(&mut self, target: ConflictTarget) {
         self.conflicts.push(target);
+    }
+
+    /// Every write to `target` answers 500 while `refuse`; normal again after.
+    pub fn refuse_writes(&mut self, target: ConflictTarget, refuse: bool) {
+        self.refusing.retain(|t| *t != target);
+        if refuse {
+            self.refusing.push(target);
+        }
     }
 
     /// The stored object, as served at `version`.
@@ -634,7 +646,8 @@ impl Store {
         let _ = self.live.send(event);
     }
 
-    /// An injected conflict for this write: the object is bumped as if someone else wrote it.
+    /// An injected fault for this write: a refusal (500), or a conflict (409), the object
+    /// bumped as if someone else wrote it.
     fn injected_conflict(
         &mut self,
         ty: &ResourceType,
@@ -642,6 +655,13 @@ impl Store {
         subresource: Option<&str>,
     ) -> Result<(), ApiError> {
         let target = ConflictTarget { key: key.clone(), subresource: subresource.map(String::from) };
+        if self.refusing.contains(&target) {
+            return Err(ApiError::internal(format!(
+                "fake-apiserver: writes to {} \"{}\" are refused by the test",
+                ty.group_resource(),
+                key.name
+            )));
+        }
         let Some(at) = self.conflicts.iter().position(|c| *c == target) else { return Ok(()) };
         self.conflicts.remove(at);
         if let Some(old) = self.objects.get(key).cloned() {

@@ -110,7 +110,7 @@ impl KubeStack {
         let dir = tempfile::Builder::new().prefix("canaryd-kube-").tempdir().expect("a temp dir");
         let fake = FakeApiServer::start().await;
         let client = fake.client("test").await;
-        apply_crds(canaryd_bin, &client).await;
+        apply_crds(canaryd_bin, &fake, dir.path()).await;
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let ns: Namespace =
             serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).expect("namespace");
@@ -328,14 +328,39 @@ impl KubeStack {
     }
 }
 
-/// Applies `canaryd crd`'s CRDs with the test's client.
-async fn apply_crds(canaryd_bin: &Path, client: &kube::Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+/// Applies `canaryd crd`'s CRDs as a user would: `canaryd crd | kubectl apply
+/// --validate=false -f -` (the fake serves no OpenAPI document to validate against).
+async fn apply_crds(canaryd_bin: &Path, fake: &FakeApiServer, dir: &Path) {
     let out = Command::new(canaryd_bin).arg("crd").output().expect("canaryd crd");
-    let docs: Vec<CustomResourceDefinition> =
-        serde_saphyr::from_str_multiple(&String::from_utf8_lossy(&out.stdout)).expect("the CRDs parse");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in docs {
-        crds.create(&PostParams::default(), &crd).await.expect("CRD created");
-    }
+    assert!(out.status.success(), "canaryd crd: {}", String::from_utf8_lossy(&out.stderr));
+    kubectl_apply(fake, dir, &String::from_utf8_lossy(&out.stdout)).await;
+}
+
+/// `kubectl apply --validate=false -f -` of `yaml` against the fake, as client
+/// `kubectl`; its stdout. Panics with kubectl's output when it fails.
+pub async fn kubectl_apply(fake: &FakeApiServer, dir: &Path, yaml: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let config = fake.kubeconfig(dir, "kubectl");
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&config)
+        .arg("--cache-dir")
+        .arg(dir.join("kubectl-cache"))
+        .args(["apply", "--validate=false", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl runs (scripts/install-deps installs it)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(yaml.as_bytes()).await.expect("kubectl's stdin");
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kubectl finishes in time")
+        .expect("kubectl runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "kubectl apply failed: {stdout}{stderr}");
+    stdout.into_owned()
 }
