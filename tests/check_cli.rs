@@ -117,7 +117,7 @@ async fn run_loads_settings_and_policies_and_serves_healthz() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(body, "ok\n");
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("policies loaded") && log.contains("policies=4"), "{log}");
+    assert!(log.contains("policy files loaded") && log.contains("policies=4"), "{log}");
     assert!(!log.contains(MARKER), "a secret reached the log:\n{log}");
 }
 
@@ -143,10 +143,10 @@ fn run_without_a_policy_path_says_so_and_how_to_set_one() {
             }
         }
     });
-    // Every policy line comes before the count of the policies loaded.
+    // Every policy line comes before the count of the policy files loaded.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut log = Vec::new();
-    while !log.iter().any(|l: &String| l.contains("policies loaded")) {
+    while !log.iter().any(|l: &String| l.contains("policy files loaded")) {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match lines.recv_timeout(left) {
             Ok(line) => log.push(line),
@@ -156,7 +156,7 @@ fn run_without_a_policy_path_says_so_and_how_to_set_one() {
     child.kill().unwrap();
     child.wait().unwrap();
     let log = log.join("\n");
-    assert!(log.contains("policies loaded"), "the policies were never loaded:\n{log}");
+    assert!(log.contains("policy files loaded"), "the policies were never loaded:\n{log}");
     let line = log.lines().find(|l| l.contains("no policy path exists")).unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("[policies] paths") && line.contains("CANARYD__POLICIES__PATHS"), "{line}");
     assert!(!log.contains("the other policies stay in force"), "there are no other policies:\n{log}");
