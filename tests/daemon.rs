@@ -303,6 +303,35 @@ async fn a_workload_gone_mid_rollout_is_rolled_back_and_recorded_and_a_gone_unkn
 }
 
 #[tokio::test]
+async fn a_canary_that_cannot_run_is_rolled_back_with_the_reason_and_a_stale_report_changes_nothing() {
+    let world = World::new(&["web", "api"]).await;
+    let mut daemon = world.daemon().await;
+    let (web, api) = (world.deploy("web", "web"), world.deploy("api", "web"));
+    let mut t = FIRST_TICK;
+    daemon.tick(at(t)).await;
+    assert!(daemon.settle(settled()).await);
+    let revision = daemon.rollouts().find(|s| s.rollout.id == web).unwrap().rollout.revision.clone();
+    let api_revision = daemon.rollouts().find(|s| s.rollout.id == api).unwrap().rollout.revision.clone();
+    // A report about another revision of api (an older template) is not about its rollout.
+    world.platform.canary_failed(&api, &format!("{api_revision}-older"), "progress deadline exceeded");
+    world.platform.canary_failed(&web, &revision, "canary Deployment shop/web: progress deadline exceeded");
+    while !daemon.rollouts().any(|s| s.rollout.id == web && s.recorded) {
+        assert!(t < SPAN as i64 - 60, "the rollout of the failed canary ends and is recorded");
+        t += TICK;
+        daemon.tick(at(t)).await;
+        assert!(daemon.settle(settled()).await);
+    }
+    let calls = calls_of(&world.platform, &web);
+    assert_eq!(&calls[calls.len() - 2..], ["set-weight 0", "scale down"], "{calls:?}");
+    let record = world.record(&web);
+    assert_eq!(record.outcome, Phase::RolledBack);
+    let decision = record.decisions.iter().find(|d| d.action == DecisionKind::RolledBack).unwrap();
+    assert!(decision.reason.contains("progress deadline exceeded"), "{}", decision.reason);
+    let other = daemon.rollouts().find(|s| s.rollout.id == api).unwrap();
+    assert!(!other.rollout.phase.is_terminal(), "{:?}", other.rollout.phase);
+}
+
+#[tokio::test]
 async fn a_weight_the_router_does_not_serve_is_never_counted_as_applied_and_the_rollout_pauses() {
     let world = World::new(&["web"]).await;
     let mut daemon = world.daemon().await;

@@ -331,6 +331,36 @@ fn a_workload_gone_rolls_back_a_rollout_still_carrying_traffic_and_leaves_one_le
 }
 
 #[test]
+fn a_canary_that_cannot_run_rolls_back_with_the_platforms_reason_unless_already_leaving_or_done() {
+    let detail = "canary Deployment t/web: progress deadline exceeded: ReplicaSet \"web-5d9\" has timed out progressing.";
+    let failed = || Input::CanaryFailed { detail: detail.into() };
+    let cmd = |command| Input::Command { command, by: "bob".into() };
+    let started = step(&new_rollout(), &Input::Start, at(0)).unwrap().rollout;
+    let paused = step(&started, &cmd(Command::Pause), at(1)).unwrap().rollout;
+    for r in [&started, &paused] {
+        let t = step(r, &failed(), at(30)).unwrap();
+        assert_eq!(t.rollout.phase, Phase::RollingBack, "from {:?}", r.phase);
+        assert_eq!(t.rollout.desired(), DOWN, "from {:?}", r.phase);
+        assert_eq!(t.rollout.rollback, Some(RollbackReason::CanaryFailed { detail: detail.into() }));
+        assert_eq!(t.rollout.rollback.as_ref().unwrap().label(), "canary-failed");
+        let decision = t.rollout.decisions.last().unwrap();
+        assert_eq!(decision.action, DecisionKind::RolledBack);
+        assert!(
+            decision.reason.contains("never became ready") && decision.reason.contains(detail),
+            "{}",
+            decision.reason
+        );
+        let told: Vec<EventKind> = effect(r, &t).told.iter().map(|n| n.event).collect();
+        assert_eq!(told, [EventKind::RolledBack], "from {:?}", r.phase);
+    }
+    let rolling_back = step(&started, &cmd(Command::Abort), at(1)).unwrap().rollout;
+    let rolled_back = step(&rolling_back, &Input::RollbackDone, at(2)).unwrap().rollout;
+    for r in [&rolling_back, &rolled_back] {
+        assert_eq!(&step(r, &failed(), at(30)).unwrap().rollout, r, "from {:?}", r.phase);
+    }
+}
+
+#[test]
 fn a_rollback_holds_weight_zero_with_the_canary_down_until_the_platform_confirms() {
     let mut obs = errors((100.0, 1.0), (900.0, 9.0));
     obs.firing_alerts.insert("ErrorBudgetBurn".into());
@@ -431,6 +461,7 @@ fn arb_input() -> impl Strategy<Value = Input> {
         1 => Just(Input::PromotionDone),
         1 => Just(Input::RollbackDone),
         1 => Just(Input::WorkloadGone { detail: "deleted".into() }),
+        1 => Just(Input::CanaryFailed { detail: "progress deadline exceeded".into() }),
     ]
 }
 
@@ -478,6 +509,7 @@ fn every_kind_of_input() -> Vec<Input> {
         Input::RollbackDone,
         healthy(),
         Input::WorkloadGone { detail: "deleted".into() },
+        Input::CanaryFailed { detail: "progress deadline exceeded".into() },
     ];
     let mut alert = errors((100.0, 1.0), (900.0, 9.0));
     alert.firing_alerts.insert("ErrorBudgetBurn".into());

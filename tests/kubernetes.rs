@@ -350,6 +350,46 @@ async fn a_daemon_killed_between_a_status_write_and_the_route_patch_applies_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_never_becomes_ready_is_rolled_back_at_its_progress_deadline_with_that_reason() {
+    let (stack, _turn) = attached().await;
+    // A template whose container exits at start (an argument it does not take), with a
+    // 6 s progress deadline: its pods never become ready, and the Deployment controller
+    // stand-in reports ProgressDeadlineExceeded.
+    let patch = json!({"spec": {"progressDeadlineSeconds": 6, "template": {"spec": {"containers": [{
+        "name": "app", "image": "demo-app:v2",
+        "args": ["--version", "v2", "--no-such-flag"],
+        "ports": [{"name": "http", "containerPort": 8080}]
+    }]}}}});
+    stack
+        .deployments()
+        .patch("web", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .expect("template changed");
+    let (status, _) = wait_phase(&stack, "RolledBack").await;
+    let reason = status["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("never became ready"), "{status:#}");
+    assert!(
+        reason.contains("progress deadline exceeded") && reason.contains("timed out progressing"),
+        "{status:#}"
+    );
+    let rollback = status["state"]["rollout"]["rollback"].clone();
+    assert!(rollback.to_string().contains("canary"), "the rollback's reason is recorded: {rollback:#}");
+    wait_back_on_primary(&stack).await;
+    let versions = stack.versions(20).await;
+    assert_eq!(versions.get("v1"), Some(&20), "the primary keeps serving v1: {versions:?}");
+    let events = support::fake_apiserver::Gvr::new("events.k8s.io", "v1", "events");
+    let found = poll(Duration::from_secs(20), || async {
+        stack.fake.list(&events, Some(NAMESPACE)).iter().any(|e| {
+            e["regarding"]["name"] == "web"
+                && e["reason"] == "RolledBack"
+                && e["note"].as_str().is_some_and(|n| n.contains("never became ready"))
+        })
+    })
+    .await;
+    found.unwrap_or_else(|e| panic!("{e}: a RolledBack Event saying why; log:\n{}", stack.canaryd_log()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_the_label_mid_rollout_rolls_the_canary_back_and_the_app_keeps_serving() {
     let (stack, _turn) = attached().await;
     stack.change_template("web", "v2", 0.0).await;

@@ -190,6 +190,27 @@ impl<S: MetricSource + Send + Sync + 'static, P: Platform, St: RunStore + Timeli
         match event {
             RolloutEvent::Revision(revision) => self.take_revision(revision, now).await,
             RolloutEvent::Gone { id, detail } => self.take_gone(&id, detail, now),
+            RolloutEvent::CanaryFailed { id, revision, detail } => {
+                self.take_canary_failed(&id, &revision, detail, now)
+            }
+        }
+    }
+
+    /// The canary of `revision` cannot run: its rollout, if that revision's and still
+    /// running, rolls back.
+    fn take_canary_failed(&mut self, id: &RolloutId, revision: &str, detail: String, now: Timestamp) {
+        let Some(run) = self.runs.get(id).filter(|r| r.state.rollout.revision == revision) else {
+            tracing::debug!(rollout = %id, %revision, %detail, "canary failed; no rollout of that revision");
+            return;
+        };
+        let before = run.state.rollout.decisions_made;
+        match step(&run.state.rollout, &Input::CanaryFailed { detail: detail.clone() }, now) {
+            Ok(t) if t.rollout.decisions_made > before => {
+                tracing::warn!(rollout = %id, %revision, %detail, "canary never became ready: rolling back");
+                self.apply(id, t, None);
+            }
+            Ok(_) => tracing::info!(rollout = %id, %detail, "canary failed; its rollout had already ended"),
+            Err(e) => tracing::warn!(rollout = %id, error = %e, "canary failed; not taken"),
         }
     }
 

@@ -172,6 +172,13 @@ pub enum Input {
         /// What the platform saw, e.g. `Deployment shop/web deleted`.
         detail: String,
     },
+    /// The canary cannot run: the platform gave up bringing it up (a Kubernetes
+    /// Deployment past its `progressDeadlineSeconds`). A rollout still running rolls
+    /// back; one already leaving or finished is left as it is.
+    CanaryFailed {
+        /// What the platform saw, e.g. `Deployment shop/web: progress deadline exceeded`.
+        detail: String,
+    },
     /// The platform failed a call again and again (the daemon gives up retrying in
     /// place): a failed promotion rolls back, a weight that cannot be set pauses.
     PlatformFailed {

@@ -48,6 +48,11 @@ pub enum RollbackReason {
         /// What the platform saw.
         detail: String,
     },
+    /// The canary never became ready (its Deployment's progress deadline passed).
+    CanaryFailed {
+        /// What the platform saw.
+        detail: String,
+    },
     /// The platform could not carry out a call (e.g. the promote hook failed).
     PlatformFailed {
         /// The call, e.g. `promote v2`.
@@ -70,6 +75,7 @@ impl RollbackReason {
             RollbackReason::GateTimeout { .. } => "gate-timeout",
             RollbackReason::Reverted => "reverted",
             RollbackReason::WorkloadGone { .. } => "workload-gone",
+            RollbackReason::CanaryFailed { .. } => "canary-failed",
             RollbackReason::PlatformFailed { .. } => "platform-failed",
         }
     }

@@ -113,8 +113,12 @@ pub fn step(rollout: &Rollout, input: &Input, now: Timestamp) -> Result<Transiti
             let why = format!("the workload is gone ({detail}): traffic back to the stable version");
             t.roll_back(now, RollbackReason::WorkloadGone { detail: detail.clone() }, why, vec![], vec![]);
         }
+        Input::CanaryFailed { detail } if !phase.is_terminal() && phase != Phase::RollingBack => {
+            let why = format!("the canary never became ready ({detail}): traffic back to the stable version");
+            t.roll_back(now, RollbackReason::CanaryFailed { detail: detail.clone() }, why, vec![], vec![]);
+        }
         // Already leaving the canary, or finished: nothing left to undo.
-        Input::WorkloadGone { .. } => {}
+        Input::WorkloadGone { .. } | Input::CanaryFailed { .. } => {}
     }
     Ok(t)
 }

@@ -148,6 +148,13 @@ impl MemoryPlatform {
         self.lock().events.push(RolloutEvent::Gone { id: id.clone(), detail: detail.to_string() });
     }
 
+    /// The canary of `revision` of `id` cannot run (its pods never became ready).
+    pub fn canary_failed(&self, id: &RolloutId, revision: &str, detail: &str) {
+        let event =
+            RolloutEvent::CanaryFailed { id: id.clone(), revision: revision.into(), detail: detail.into() };
+        self.lock().events.push(event);
+    }
+
     /// Makes calls for `id` fail or hang (`None`: work again).
     pub fn fault(&self, id: &RolloutId, fault: Option<Fault>) {
         let mut inner = self.lock();

@@ -28,6 +28,16 @@ pub enum RolloutEvent {
         /// What happened, for the decision's reason (`Deployment shop/web deleted`).
         detail: String,
     },
+    /// The canary of `revision` cannot run: the platform gave up bringing it up (a
+    /// Deployment past its progress deadline). Its rollout, if still running, rolls back.
+    CanaryFailed {
+        /// The workload.
+        id: RolloutId,
+        /// The canary's revision.
+        revision: String,
+        /// What the platform saw, for the decision's reason.
+        detail: String,
+    },
 }
 
 /// A workload revision the platform has seen.

@@ -60,6 +60,9 @@ pub struct Summary {
     pub serves: Option<String>,
     /// For a `web-primary`: the revision last rolled back.
     pub rolled_back: Option<String>,
+    /// Why its rollout stalled, once the Deployment controller reports it past its
+    /// progress deadline.
+    pub stalled: Option<String>,
 }
 
 impl Summary {
@@ -80,6 +83,10 @@ impl Summary {
             serves: template_annotations.get(REVISION_ANNOTATION).cloned(),
             rolled_back: annotations.get(ROLLED_BACK_ANNOTATION).cloned(),
             revision: template_revision(&template),
+            stalled: match workloads::rollout_progress(deployment) {
+                RolloutProgress::Failed(why) => Some(why),
+                _ => None,
+            },
             labels,
         }
     }
@@ -99,6 +106,9 @@ pub enum Next {
     /// Managed, and no policy selects it any more: a running rollout rolls back;
     /// traffic stays on the primary.
     Detach(String),
+    /// The revision under analysis cannot run: its Deployment is past its progress
+    /// deadline. Its rollout rolls back (the reason says why).
+    CanaryFailed(String),
 }
 
 /// Where the platform stands with one workload, beside what the watch shows.
@@ -113,12 +123,14 @@ pub struct Standing<'a> {
     pub detached: bool,
     /// The revision last reported.
     pub reported: Option<&'a str>,
+    /// The revision whose failure to run was last reported.
+    pub failed: Option<&'a str>,
 }
 
 /// What to do about Deployment `id` (`web`), given its summary, its primary's and
 /// where the platform stands with it.
 pub fn next(id: &RolloutId, web: &Summary, primary: Option<&Summary>, standing: Standing<'_>) -> Next {
-    let Standing { selected, attached, detached, reported } = standing;
+    let Standing { selected, attached, detached, reported, failed } = standing;
     match (selected, primary) {
         (false, Some(_)) if !detached => Next::Detach(format!(
             "no policy selects Deployment {id} any more; traffic stays on {}",
@@ -130,8 +142,16 @@ pub fn next(id: &RolloutId, web: &Summary, primary: Option<&Summary>, standing: 
         (true, Some(p)) => {
             let promoted = p.serves.as_deref() == Some(web.revision.as_str());
             let rejected = p.rolled_back.as_deref() == Some(web.revision.as_str());
-            if promoted || rejected || reported == Some(web.revision.as_str()) {
+            let current = Some(web.revision.as_str());
+            if promoted || rejected {
                 Next::Nothing
+            } else if reported == current {
+                match &web.stalled {
+                    Some(why) if failed != current => {
+                        Next::CanaryFailed(format!("canary Deployment {id}: {why}"))
+                    }
+                    _ => Next::Nothing,
+                }
             } else {
                 Next::Rollout(web.revision.clone())
             }
@@ -148,6 +168,8 @@ struct Shared {
     primaries: HashMap<RolloutId, Summary>,
     /// The revision last reported per workload.
     reported: HashMap<RolloutId, String>,
+    /// The revision whose failure to run was last reported, per workload.
+    failed: HashMap<RolloutId, String>,
     /// Workloads whose detachment was reported.
     detached: HashSet<RolloutId>,
     /// Workloads attached (primary serving, route adopted, `web` at 0).
@@ -292,6 +314,7 @@ impl KubernetesPlatform {
                     attached: shared.attached.contains(&id),
                     detached: shared.detached.contains(&id),
                     reported: shared.reported.get(&id).map(String::as_str),
+                    failed: shared.failed.get(&id).map(String::as_str),
                 };
                 let decided = next(&id, &web, shared.primaries.get(&id), standing);
                 if selected {
@@ -310,6 +333,12 @@ impl KubernetesPlatform {
                             revision,
                             labels,
                         }));
+                    }
+                    Next::CanaryFailed(detail) => {
+                        tracing::warn!(rollout = %id, revision = %web.revision, %detail, "canary cannot run");
+                        shared.failed.insert(id.clone(), web.revision.clone());
+                        let revision = web.revision.clone();
+                        shared.events.push(RolloutEvent::CanaryFailed { id, revision, detail });
                     }
                     Next::Detach(detail) => {
                         tracing::info!(rollout = %id, %detail, "detaching");
@@ -617,6 +646,7 @@ mod tests {
             primary_of: None,
             serves: None,
             rolled_back: None,
+            stalled: None,
         }
     }
 
@@ -634,7 +664,33 @@ mod tests {
     }
 
     fn standing(selected: bool, reported: Option<&str>, detached: bool) -> Standing<'_> {
-        Standing { selected, attached: true, detached, reported }
+        Standing { selected, attached: true, detached, reported, failed: None }
+    }
+
+    #[test]
+    fn a_canary_past_its_progress_deadline_is_reported_failed_once_while_its_rollout_runs() {
+        let serving_a = primary("a", None);
+        let stalled =
+            Summary { stalled: Some("progress deadline exceeded: timed out".into()), ..summary("b") };
+        // Its rollout was reported: the failure is reported, once.
+        assert_eq!(
+            next(&id(), &stalled, Some(&serving_a), standing(true, Some("b"), false)),
+            Next::CanaryFailed("canary Deployment shop/web: progress deadline exceeded: timed out".into())
+        );
+        let told = Standing { failed: Some("b"), ..standing(true, Some("b"), false) };
+        assert_eq!(next(&id(), &stalled, Some(&serving_a), told), Next::Nothing);
+        // Not reported yet: the rollout comes first.
+        assert_eq!(
+            next(&id(), &stalled, Some(&serving_a), standing(true, None, false)),
+            Next::Rollout("b".into())
+        );
+        // Rolled back already: nothing more.
+        let rejected = primary("a", Some("b"));
+        assert_eq!(next(&id(), &stalled, Some(&rejected), standing(true, Some("b"), false)), Next::Nothing);
+        // A new template that stalls too is reported in its turn.
+        let stalled_c = Summary { revision: "c".into(), ..stalled.clone() };
+        let told_b = Standing { failed: Some("b"), ..standing(true, Some("c"), false) };
+        assert!(matches!(next(&id(), &stalled_c, Some(&serving_a), told_b), Next::CanaryFailed(_)));
     }
 
     #[test]

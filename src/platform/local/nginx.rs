@@ -54,9 +54,16 @@ fn gcd(a: u64, b: u64) -> u64 {
 }
 
 /// Per-server weights `(stable, canary)` for a canary share of `weight`%; 0 leaves the
-/// arm out.
+/// arm out. At 0% the canary arm may have no server (and at 100% the stable arm): the
+/// other arm then takes everything.
 pub fn server_weights(weight: u8, stable: usize, canary: usize) -> (u64, u64) {
     let w = u64::from(weight.min(100));
+    if w == 0 {
+        return (1, 0);
+    }
+    if w == 100 {
+        return (0, 1);
+    }
     let (s, c) = ((100 - w) * canary as u64, w * stable as u64);
     let g = gcd(s, c).max(1);
     (s / g, c / g)
@@ -289,6 +296,22 @@ mod tests {
         }
         assert_eq!(server_weights(10, 2, 2), (9, 1));
         assert_eq!(server_weights(0, 2, 2), (1, 0));
+    }
+
+    #[test]
+    fn an_arm_without_servers_at_its_end_of_the_split_leaves_the_other_all_traffic() {
+        // A canary that never came up has no server; at 0% the stable arm still serves.
+        let services =
+            vec![Upstreams { name: "web".into(), stable: vec!["127.0.0.1:1".into()], canary: vec![] }];
+        let mut routes = Routes::default();
+        routes.weights.insert("web".into(), 0);
+        let text = render(&services, &routes, "127.0.0.1:9".parse().unwrap());
+        assert!(text.contains("server 127.0.0.1:1 weight=1;  # stable"), "{text}");
+        let services =
+            vec![Upstreams { name: "web".into(), stable: vec![], canary: vec!["127.0.0.1:3".into()] }];
+        routes.weights.insert("web".into(), 100);
+        let text = render(&services, &routes, "127.0.0.1:9".parse().unwrap());
+        assert!(text.contains("server 127.0.0.1:3 weight=1;  # canary"), "{text}");
     }
 
     #[test]

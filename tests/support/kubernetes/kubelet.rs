@@ -5,7 +5,11 @@
 //! replacing them all when the template changes (a `Recreate` strategy), and writes the
 //! Deployment's status as the real controller does: `observedGeneration`, `replicas`,
 //! `updatedReplicas`, `readyReplicas` and `availableReplicas` (a pod is available once
-//! its `/healthz` answers).
+//! its `/healthz` answers), and the `Progressing` condition: `ReplicaSetUpdated` while
+//! pods come up, `NewReplicaSetAvailable` once all are, and `ProgressDeadlineExceeded`
+//! (status `False`) when no pod became ready for `spec.progressDeadlineSeconds` (600 by
+//! default). A pod whose process exits (a container that crashes at start) is never
+//! ready and is not restarted.
 //!
 //! Prometheus scrapes the pods through file-based service discovery. Each target
 //! carries the `__meta_kubernetes_*` labels Kubernetes service discovery gives a pod of a
@@ -74,6 +78,14 @@ impl Pods {
     }
 }
 
+/// When one Deployment last made progress, as the controller's deadline counts it.
+struct Progress {
+    template: String,
+    desired: usize,
+    ready: usize,
+    since: tokio::time::Instant,
+}
+
 /// The running stand-in; its pods stop when it is dropped.
 pub struct Kubelet {
     /// The pods it runs.
@@ -98,12 +110,13 @@ impl Kubelet {
         let task = tokio::spawn(async move {
             let http =
                 reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("client");
+            let mut progress = HashMap::new();
             loop {
                 if let Ok(list) = api.list(&ListParams::default()).await {
                     let mut seen = Vec::new();
                     for d in &list.items {
                         let name = d.metadata.name.clone().unwrap_or_default();
-                        reconcile(&api, d, &running, &demo_app, &http).await;
+                        reconcile(&api, d, &running, &demo_app, &http, &mut progress).await;
                         seen.push(name);
                     }
                     running.lock().retain(|name, _| seen.contains(name));
@@ -123,6 +136,7 @@ async fn reconcile(
     pods: &Pods,
     demo_app: &Path,
     http: &reqwest::Client,
+    progress: &mut HashMap<String, Progress>,
 ) {
     let name = d.metadata.name.clone().unwrap_or_default();
     let template = serde_json::to_string(&d.spec.template).unwrap_or_default();
@@ -179,18 +193,53 @@ async fn reconcile(
         let mine = all.get(&name).map(Vec::as_slice).unwrap_or_default();
         (mine.len() as i32, mine.iter().filter(|p| p.ready).count() as i32)
     };
+    // Progress is a new template, a new replica count or one more pod ready.
+    let now = tokio::time::Instant::now();
+    let p = progress.entry(name.clone()).or_insert(Progress {
+        template: template.clone(),
+        desired,
+        ready: 0,
+        since: now,
+    });
+    if p.template != template || p.desired != desired || ready as usize > p.ready {
+        *p = Progress { template: template.clone(), desired, ready: ready as usize, since: now };
+    }
+    let deadline = Duration::from_secs(d.spec.progress_deadline_seconds.unwrap_or(600).max(0) as u64);
+    let replica_set = format!("{name}-{hash}");
+    let (progressing, reason, message) = if ready as usize >= desired {
+        (
+            "True",
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet \"{replica_set}\" has successfully progressed."),
+        )
+    } else if now.duration_since(p.since) > deadline {
+        (
+            "False",
+            "ProgressDeadlineExceeded",
+            format!("ReplicaSet \"{replica_set}\" has timed out progressing."),
+        )
+    } else {
+        ("True", "ReplicaSetUpdated", format!("ReplicaSet \"{replica_set}\" is progressing."))
+    };
+    let stamp = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_default().to_string();
     let status = json!({
         "observedGeneration": d.metadata.generation.unwrap_or(0),
         "replicas": total,
         "updatedReplicas": total,
         "readyReplicas": ready,
         "availableReplicas": ready,
+        "conditions": [{
+            "type": "Progressing", "status": progressing, "reason": reason, "message": message,
+            "lastUpdateTime": stamp, "lastTransitionTime": stamp,
+        }],
     });
     let reported = d.status.as_ref().map(|s| serde_json::to_value(s).unwrap_or_default());
     let same = reported.as_ref().is_some_and(|r| {
-        ["observedGeneration", "replicas", "updatedReplicas", "readyReplicas", "availableReplicas"]
-            .iter()
-            .all(|k| r.get(*k).cloned().unwrap_or(json!(0)) == status[*k])
+        let counts =
+            ["observedGeneration", "replicas", "updatedReplicas", "readyReplicas", "availableReplicas"]
+                .iter()
+                .all(|k| r.get(*k).cloned().unwrap_or(json!(0)) == status[*k]);
+        counts && r["conditions"][0]["reason"] == reason && r["conditions"][0]["message"] == message.as_str()
     });
     if !same {
         let patch = json!({"status": status});
