@@ -126,7 +126,14 @@ async fn a_bad_canary_is_rolled_back_and_a_good_one_promoted_with_traffic_follow
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let promoted = record(&stack, "v3").await;
-    let actions: Vec<(&str, u8)> = promoted.decisions.iter().map(|d| (d.action.name(), d.weight)).collect();
+    // A stall notice (three data-poor intervals in a row, which a loaded machine's low
+    // traffic can give at 10%) changes nothing in the rollout's course: left out here.
+    let actions: Vec<(&str, u8)> = promoted
+        .decisions
+        .iter()
+        .filter(|d| d.action != DecisionKind::Stalled)
+        .map(|d| (d.action.name(), d.weight))
+        .collect();
     assert_eq!(actions, [("started", 10), ("advanced", 50), ("promoting", 100), ("promoted", 100)]);
     // After promotion nginx sends everything to the stable servers, which run v3.
     assert!(stack.nginx_serves().await.unwrap().starts_with("web 0 "));
@@ -417,6 +424,26 @@ async fn operators_watch_pause_resume_promote_and_abort_with_the_cli_and_the_das
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    // Its lines as they come; the pause waits for its first view, so that a slow start
+    // of the watch cannot miss the progressing state.
+    let mut watch = watch;
+    let mut watch_lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(watch.stdout.take().unwrap()));
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = watch_lines.next_line().await {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    let first_view = "demo/web v3 progressing  step 1/3  weight  10% (applied  10%)";
+    let seen = support::prometheus::poll(Duration::from_secs(30), || async {
+        lines.lock().unwrap().iter().any(|l| l.starts_with(first_view))
+    })
+    .await;
+    seen.unwrap_or_else(|e| panic!("{e}: the watch's first view; it printed {:?}", lines.lock().unwrap()));
     // Mid-rollout, the per-rollout series exist.
     let mut scraped = metrics_now().await;
 
@@ -441,7 +468,8 @@ async fn operators_watch_pause_resume_promote_and_abort_with_the_cli_and_the_das
     // `watch` followed it all and exited 0 on the promotion.
     let watched =
         tokio::time::timeout(Duration::from_secs(30), watch.wait_with_output()).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&watched.stdout).into_owned();
+    tokio::time::timeout(Duration::from_secs(30), reader).await.unwrap().unwrap();
+    let text = lines.lock().unwrap().join("\n");
     assert!(watched.status.success(), "{text}{}", String::from_utf8_lossy(&watched.stderr));
     for line in [
         "demo/web v3 progressing  step 1/3  weight  10% (applied  10%)",
