@@ -82,33 +82,14 @@ spec:
 ";
 
 /// Counts notifications and drops them.
+/// Drops notifications (the bench measures the loop, not delivery).
 #[derive(Default)]
-struct CountingNotifier;
+struct DroppingNotifier;
 
-impl Notifier for CountingNotifier {
+impl Notifier for DroppingNotifier {
     async fn deliver(&self, _: &Notification) -> Result<(), canaryd::notify::DeliveryError> {
         Ok(())
     }
-}
-
-/// User plus system CPU seconds of this process so far (`/proc/self/stat`, USER_HZ).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Peak resident set size of this process, in MiB (`VmHWM`).
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
 }
 
 // ---------------------------------------------------------------------------------
@@ -146,7 +127,7 @@ async fn daemon(
         Arc::new(source),
         platform.clone(),
         Arc::new(store),
-        Arc::new(CountingNotifier),
+        Arc::new(DroppingNotifier),
         None,
         policies,
         options,
@@ -172,24 +153,24 @@ async fn child(n: usize, url: String, kubeconfig: String) {
     let client = kube::Client::try_from(config).expect("client");
     let clock = Arc::new(AtomicI64::new(ORIGIN + FIRST_TICK));
     mark("attach");
-    let cpu = cpu_seconds();
+    let cpu = scale::cpu_seconds();
     let (mut d, watching) = daemon(client.clone(), &url, clock.clone()).await;
     // The parent answers once every Deployment is attached (and then changes templates).
-    mark(&format!("attached cpu={:.2}", cpu_seconds() - cpu));
+    mark(&format!("attached cpu={:.2}", scale::cpu_seconds() - cpu));
     let mut t = FIRST_TICK;
     let mut measured = 0;
     while t <= LAST_TICK {
         let began = Instant::now();
         clock.store(ORIGIN + t, Ordering::Relaxed);
         mark("tick");
-        let cpu = cpu_seconds();
+        let cpu = scale::cpu_seconds();
         let report = d.tick(Timestamp::from_second(ORIGIN + t).expect("a time")).await;
         d.settle(Duration::from_secs(600)).await;
         measured += report.evaluated;
         let (at10, at50) = (applied_at(&d, 10), applied_at(&d, 50));
         mark(&format!(
             "tick-end t={t} cpu={:.3} wall={:.3} evaluated={} saved={} at10={at10} at50={at50} rollouts={}",
-            cpu_seconds() - cpu,
+            scale::cpu_seconds() - cpu,
             began.elapsed().as_secs_f64(),
             report.evaluated,
             report.saved,
@@ -205,7 +186,7 @@ async fn child(n: usize, url: String, kubeconfig: String) {
     drop(d);
     // A restart: a new store and platform list everything again.
     mark("resume");
-    let (cpu, began) = (cpu_seconds(), Instant::now());
+    let (cpu, began) = (scale::cpu_seconds(), Instant::now());
     let (mut d, watching) = daemon(client, &url, clock.clone()).await;
     let loaded = d.rollouts().count();
     let start = began.elapsed();
@@ -214,11 +195,11 @@ async fn child(n: usize, url: String, kubeconfig: String) {
     d.settle(Duration::from_secs(600)).await;
     mark(&format!(
         "resume-end cpu={:.3} start={:.3} first_tick_done={:.3} loaded={loaded} at50={} rss={:.0}",
-        cpu_seconds() - cpu,
+        scale::cpu_seconds() - cpu,
         start.as_secs_f64(),
         began.elapsed().as_secs_f64(),
         applied_at(&d, 50),
-        peak_rss_mib()
+        scale::peak_rss_mib()
     ));
     watching.abort();
 }

@@ -108,28 +108,6 @@ impl Notifier for CountingNotifier {
     }
 }
 
-/// User plus system CPU seconds of this process so far (`/proc/self/stat`, in clock
-/// ticks of 1/100 s, Linux' USER_HZ).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Peak resident set size of this process, in MiB (`VmHWM`).
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
 struct TickFigures {
     queries: f64,
     cpu: f64,
@@ -185,10 +163,10 @@ async fn child(n: usize, url: String) {
     for t in [scale::SPAN as i64 - 33, scale::SPAN as i64 - 3] {
         let queries_before = queries_served(&url).await;
         let calls_before = platform.calls().len();
-        let (cpu_before, started) = (cpu_seconds(), platform.elapsed());
+        let (cpu_before, started) = (scale::cpu_seconds(), platform.elapsed());
         let report = daemon.tick(Timestamp::from_second(ORIGIN + t).unwrap()).await;
         daemon.settle(Duration::from_secs(600)).await;
-        let cpu = cpu_seconds() - cpu_before;
+        let cpu = scale::cpu_seconds() - cpu_before;
         let calls = platform.calls();
         let weights: Vec<_> =
             calls[calls_before..].iter().filter(|c| c.what.starts_with("set-weight")).collect();
@@ -208,7 +186,7 @@ async fn child(n: usize, url: String) {
             f.evaluated,
             f.queries,
             f.cpu,
-            peak_rss_mib(),
+            scale::peak_rss_mib(),
             f.to_last_weight.map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64())),
             f.weights,
         );
