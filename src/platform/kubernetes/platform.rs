@@ -42,6 +42,8 @@ pub const ROLLED_BACK_ANNOTATION: &str = "canaryd.io/rolled-back-revision";
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 /// How soon after a watch event the Deployments are judged again.
 const JUDGE_EVERY: Duration = Duration::from_millis(250);
+/// How many Deployments are attached at once (each is a few API calls in sequence).
+const ATTACHING_AT_ONCE: usize = 16;
 /// How long a call polls the API server for a change to show before it answers
 /// "not yet".
 const READ_BACK_FOR: Duration = Duration::from_secs(3);
@@ -220,8 +222,13 @@ impl KubernetesPlatform {
         let streams =
             apis.into_iter().map(|api| watcher(api, watcher::Config::default()).default_backoff().boxed());
         let mut events = futures::stream::select_all(streams);
+        // A pass of `drive` can outlast both periods (attaching thousands of Deployments):
+        // the ticks it missed are not fired in a burst after it, which would leave the
+        // watch's events unread between passes.
         let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut judge = tokio::time::interval(JUDGE_EVERY);
+        judge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut changed_since = false;
         loop {
             // Events only update the summaries; every Deployment is judged at most every
@@ -255,7 +262,26 @@ impl KubernetesPlatform {
                 _ = reconcile.tick() => {}
             }
             changed_since = false;
-            self.drive().await;
+            // The watch is read while a pass runs: a pass over thousands of Deployments
+            // takes seconds, and the next one must decide from what the cluster shows
+            // now (the primaries it created), not from what it showed before.
+            let pass = self.drive();
+            tokio::pin!(pass);
+            loop {
+                tokio::select! {
+                    () = &mut pass => break,
+                    event = events.next() => match event {
+                        Some(Ok(event)) => {
+                            self.take(event);
+                            changed_since = true;
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "Deployment watch failed; retrying with backoff");
+                        }
+                        None => return,
+                    },
+                }
+            }
         }
     }
 
@@ -349,11 +375,15 @@ impl KubernetesPlatform {
                 }
             }
         }
-        for id in attach {
-            if let Err(e) = self.attach(&id).await {
-                tracing::info!(rollout = %id, awaiting = %e, "attaching");
-            }
-        }
+        // Attachments are independent: a bounded number run at once, so a pass over
+        // thousands of new Deployments takes seconds, not minutes.
+        futures::stream::iter(attach)
+            .for_each_concurrent(ATTACHING_AT_ONCE, |id| async move {
+                if let Err(e) = self.attach(&id).await {
+                    tracing::info!(rollout = %id, awaiting = %e, "attaching");
+                }
+            })
+            .await;
     }
 
     /// One pass of attaching `web`: each step is done once and skipped when done.
