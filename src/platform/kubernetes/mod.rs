@@ -6,12 +6,14 @@
 //!   and whether a Deployment has rolled out;
 //! - `canaryrun.rs`: the `CanaryRun` custom resource that holds a rollout's state;
 //! - `events.rs`: each decision as a Kubernetes Event on its Deployment;
+//! - `decide.rs`: what to do about each Deployment, from the watch's summaries (pure);
 //! - `platform.rs`: the platform itself: the Deployment watch, attaching, the calls;
 //! - `policies.rs`: policy objects from the API server, validated and reported on;
 //! - `store.rs`: the rollout states in CanaryRun statuses, within a write budget;
 //! - `routers/`: the traffic routers (Gateway API `HTTPRoute`).
 
 pub mod canaryrun;
+pub mod decide;
 pub mod events;
 pub mod platform;
 pub mod policies;

@@ -9,11 +9,14 @@
 //! time. A call that awaits such progress answers [`PlatformError::not_yet`]. A
 //! Deployment no policy selects is read, never written to.
 //!
-//! The watch keeps a small summary per Deployment (labels, the template's revision),
-//! not the objects: at 10,000 workloads a cache of full Deployments would not fit the
-//! daemon's memory budget. Calls read the objects they change.
+//! The watch keeps a small summary per Deployment (labels, the template's revision,
+//! replicas, where its own rollout stands), not the objects: at 10,000 workloads a cache
+//! of full Deployments would not fit the daemon's memory budget. What to do about each
+//! Deployment is decided from the summaries (`decide.rs`). Calls read the objects they
+//! change, except the weight calls, which judge the canary's pods from the summaries: a
+//! step at 10,000 rollouts would otherwise read 20,000 Deployments.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,18 +29,15 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::revision::template_revision;
+use super::decide::{Next, ROLLED_BACK_ANNOTATION, Standing, Summary, next};
 use super::routers::gateway::{self, Backends, Served};
-use super::workloads::{self, PRIMARY_OF, REVISION_ANNOTATION, RolloutProgress};
+use super::workloads::{self, RolloutProgress};
 use super::{ROUTERS, arms, primary_name};
 use crate::engine::plan::RouterKind;
 use crate::engine::{RolloutId, Scale};
 use crate::platform::{NewRevision, Platform, PlatformError, RolloutEvent};
 use crate::policy::LoadedPolicy;
 
-/// Annotation on `web-primary`: the revision last rolled back, which is not started
-/// again until `web`'s template changes.
-pub const ROLLED_BACK_ANNOTATION: &str = "canaryd.io/rolled-back-revision";
 /// How often attachments still under way are driven on.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 /// How soon after a watch event the Deployments are judged again.
@@ -48,118 +48,6 @@ const ATTACHING_AT_ONCE: usize = 16;
 /// "not yet".
 const READ_BACK_FOR: Duration = Duration::from_secs(3);
 const READ_BACK_EVERY: Duration = Duration::from_millis(100);
-
-/// What the watch keeps of one Deployment.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Summary {
-    /// The Deployment's labels.
-    pub labels: BTreeMap<String, String>,
-    /// Its pod template's revision.
-    pub revision: String,
-    /// For a `web-primary`: the Deployment it serves for.
-    pub primary_of: Option<String>,
-    /// For a `web-primary`: the revision its template serves.
-    pub serves: Option<String>,
-    /// For a `web-primary`: the revision last rolled back.
-    pub rolled_back: Option<String>,
-    /// Why its rollout stalled, once the Deployment controller reports it past its
-    /// progress deadline.
-    pub stalled: Option<String>,
-}
-
-impl Summary {
-    /// The summary of `deployment`.
-    pub fn of(deployment: &Deployment) -> Summary {
-        let template = serde_json::to_value(&deployment.spec.template).unwrap_or(Value::Null);
-        let labels = deployment.metadata.labels.clone().unwrap_or_default();
-        let annotations = deployment.metadata.annotations.clone().unwrap_or_default();
-        let template_annotations = deployment
-            .spec
-            .template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.annotations.clone())
-            .unwrap_or_default();
-        Summary {
-            primary_of: labels.get(PRIMARY_OF).cloned(),
-            serves: template_annotations.get(REVISION_ANNOTATION).cloned(),
-            rolled_back: annotations.get(ROLLED_BACK_ANNOTATION).cloned(),
-            revision: template_revision(&template),
-            stalled: match workloads::rollout_progress(deployment) {
-                RolloutProgress::Failed(why) => Some(why),
-                _ => None,
-            },
-            labels,
-        }
-    }
-}
-
-/// What the platform does about one managed-or-not Deployment, decided from the
-/// summaries alone. Pure.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Next {
-    /// Not selected and never managed, or nothing new: nothing.
-    Nothing,
-    /// Selected and not attached yet: create `web-primary`, its Services, adopt the
-    /// route, then scale `web` to 0.
-    Attach,
-    /// A new revision to analyse.
-    Rollout(String),
-    /// Managed, and no policy selects it any more: a running rollout rolls back;
-    /// traffic stays on the primary.
-    Detach(String),
-    /// The revision under analysis cannot run: its Deployment is past its progress
-    /// deadline. Its rollout rolls back (the reason says why).
-    CanaryFailed(String),
-}
-
-/// Where the platform stands with one workload, beside what the watch shows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Standing<'a> {
-    /// Whether a policy selects it.
-    pub selected: bool,
-    /// Whether this process finished attaching it (after a restart, attaching runs
-    /// again: every step is skipped when done).
-    pub attached: bool,
-    /// Whether its detachment was reported.
-    pub detached: bool,
-    /// The revision last reported.
-    pub reported: Option<&'a str>,
-    /// The revision whose failure to run was last reported.
-    pub failed: Option<&'a str>,
-}
-
-/// What to do about Deployment `id` (`web`), given its summary, its primary's and
-/// where the platform stands with it.
-pub fn next(id: &RolloutId, web: &Summary, primary: Option<&Summary>, standing: Standing<'_>) -> Next {
-    let Standing { selected, attached, detached, reported, failed } = standing;
-    match (selected, primary) {
-        (false, Some(_)) if !detached => Next::Detach(format!(
-            "no policy selects Deployment {id} any more; traffic stays on {}",
-            primary_name(&id.name)
-        )),
-        (false, _) => Next::Nothing,
-        (true, None) => Next::Attach,
-        (true, Some(p)) if p.serves.is_none() || !attached => Next::Attach,
-        (true, Some(p)) => {
-            let promoted = p.serves.as_deref() == Some(web.revision.as_str());
-            let rejected = p.rolled_back.as_deref() == Some(web.revision.as_str());
-            let current = Some(web.revision.as_str());
-            if promoted || rejected {
-                Next::Nothing
-            } else if reported == current {
-                match &web.stalled {
-                    Some(why) if failed != current => {
-                        Next::CanaryFailed(format!("canary Deployment {id}: {why}"))
-                    }
-                    _ => Next::Nothing,
-                }
-            } else {
-                Next::Rollout(web.revision.clone())
-            }
-        }
-    }
-}
 
 #[derive(Default)]
 struct Shared {
@@ -444,7 +332,9 @@ impl KubernetesPlatform {
             let route = routes.get(&id.name).await.map_err(|e| api_error(&format!("HTTPRoute {id}"), &e))?;
             serde_json::to_value(&route).map_err(|e| PlatformError::failed(e.to_string()))
         };
-        let route = read().await?;
+        // The route as it stands; after a patch, as the patch left it (the API server
+        // answers with the object): read again only while a Gateway has not caught up.
+        let mut route = read().await?;
         let served =
             gateway::served_weight(&route, backends).map_err(|e| PlatformError::failed(e.to_string()))?;
         let in_spec = match &served {
@@ -453,11 +343,10 @@ impl KubernetesPlatform {
         if in_spec != weight {
             let patch = gateway::weight_patch(&route, backends, weight)
                 .map_err(|e| PlatformError::failed(e.to_string()))?;
-            json_patch(&routes, &id.name, patch).await?;
+            route = json_patch(&routes, &id.name, patch).await?;
         }
         let deadline = tokio::time::Instant::now() + READ_BACK_FOR;
         loop {
-            let route = read().await?;
             match gateway::served_weight(&route, backends)
                 .map_err(|e| PlatformError::failed(e.to_string()))?
             {
@@ -470,25 +359,53 @@ impl KubernetesPlatform {
                 Served::Pending { reason, .. } if tokio::time::Instant::now() >= deadline => {
                     return Err(PlatformError::not_yet(format!("HTTPRoute {id}: {reason}")));
                 }
-                Served::Pending { .. } => tokio::time::sleep(READ_BACK_EVERY).await,
+                Served::Pending { .. } => {
+                    tokio::time::sleep(READ_BACK_EVERY).await;
+                    route = read().await?;
+                }
             }
         }
     }
 
-    /// Brings `web`'s pods up to the primary's count and waits until they are ready.
+    /// What the watch shows of `web` and its primary: the latest the API server sent,
+    /// once it has sent both (not yet right after a restart).
+    fn watched(&self, id: &RolloutId) -> Option<(Summary, Summary)> {
+        let shared = self.shared();
+        Some((shared.workloads.get(id)?.clone(), shared.primaries.get(id)?.clone()))
+    }
+
+    /// Brings `web`'s pods up to the primary's count and waits until they are ready,
+    /// judged from the watch's view (read from the API server when the watch has not
+    /// shown both Deployments yet). A view behind the API server only shows an earlier
+    /// state: `web` still at 0 (scaling it again changes nothing) or its new generation
+    /// not yet observed (awaited).
     async fn canary_up(&self, id: &RolloutId) -> Result<(), PlatformError> {
         let deployments = self.deployments(&id.namespace);
-        let web = get(&deployments, &id.name).await?;
-        if web.spec.replicas == Some(0) {
-            let primary = get(&deployments, &primary_name(&id.name)).await?;
-            let replicas = primary.spec.replicas.unwrap_or(1).max(1);
+        let (web, primary_replicas) = match self.watched(id) {
+            Some((web, primary)) => (web, primary.replicas),
+            None => {
+                let primary = get(&deployments, &primary_name(&id.name)).await?;
+                (Summary::of(&get(&deployments, &id.name).await?), primary.spec.replicas.unwrap_or(1))
+            }
+        };
+        if web.replicas == 0 {
+            let replicas = primary_replicas.max(1);
             scale_to(&deployments, &id.name, replicas).await?;
             return Err(PlatformError::not_yet(format!(
                 "canary Deployment {id} scaled to {replicas}; awaiting its pods"
             )));
         }
-        await_rollout(&web)
+        awaited(&id.name, web.progress)
             .map_err(|e| PlatformError { message: format!("canary Deployment {id}: {}", e.message), ..e })
+    }
+
+    /// The backends of `web`'s route, from the watch's view (else from the API server).
+    async fn backends(&self, id: &RolloutId) -> Result<Backends, PlatformError> {
+        let port = self.shared().workloads.get(id).and_then(|web| web.port);
+        match port {
+            Some(port) => Ok(Backends::of(&id.name, port)),
+            None => backends_of(&get(&self.deployments(&id.namespace), &id.name).await?),
+        }
     }
 }
 
@@ -522,8 +439,7 @@ pub fn http_route() -> ApiResource {
 
 /// The backends of `web`'s route: its Services on the template's first port.
 fn backends_of(web: &Deployment) -> Result<Backends, PlatformError> {
-    let [primary, _] = workloads::services(web).map_err(refused)?;
-    let port = primary.spec.and_then(|s| s.ports).and_then(|p| p.first().map(|p| p.port)).unwrap_or(80);
+    let port = workloads::route_port(web).map_err(refused)?;
     Ok(Backends::of(&web.metadata.name.clone().unwrap_or_default(), port))
 }
 
@@ -531,7 +447,12 @@ fn backends_of(web: &Deployment) -> Result<Backends, PlatformError> {
 /// progress deadline.
 fn await_rollout(deployment: &Deployment) -> Result<(), PlatformError> {
     let name = deployment.metadata.name.clone().unwrap_or_default();
-    match workloads::rollout_progress(deployment) {
+    awaited(&name, workloads::rollout_progress(deployment))
+}
+
+/// The same from where Deployment `name`'s rollout stands.
+fn awaited(name: &str, progress: RolloutProgress) -> Result<(), PlatformError> {
+    match progress {
         RolloutProgress::Complete => Ok(()),
         RolloutProgress::Waiting(what) => {
             Err(PlatformError::not_yet(format!("Deployment {name} rolling out: {what}")))
@@ -575,11 +496,13 @@ async fn scale_to(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<()
         .map_err(|e| api_error(&format!("scale Deployment {name} to {replicas}"), &e))
 }
 
-async fn json_patch(api: &Api<DynamicObject>, name: &str, patch: Value) -> Result<(), PlatformError> {
+/// Applies a JSON patch to a route: the route as patched, or "not yet" when a `test`
+/// op failed (the route changed since it was read).
+async fn json_patch(api: &Api<DynamicObject>, name: &str, patch: Value) -> Result<Value, PlatformError> {
     let patch: json_patch::Patch = serde_json::from_value(patch)
         .map_err(|e| PlatformError::failed(format!("HTTPRoute {name}: patch: {e}")))?;
     match api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
-        Ok(_) => Ok(()),
+        Ok(route) => serde_json::to_value(&route).map_err(|e| PlatformError::failed(e.to_string())),
         // A failed `test` op: the route changed since it was read. Read it again next time.
         Err(kube::Error::Api(status)) if status.code == 422 || status.is_conflict() => {
             Err(PlatformError::not_yet(format!(
@@ -614,8 +537,7 @@ impl Platform for KubernetesPlatform {
         if weight > 0 {
             self.canary_up(id).await?;
         }
-        let web = get(&self.deployments(&id.namespace), &id.name).await?;
-        self.route_weight(id, &backends_of(&web)?, weight).await
+        self.route_weight(id, &self.backends(id).await?, weight).await
     }
 
     async fn promote(&self, id: &RolloutId, revision: &str) -> Result<(), PlatformError> {
@@ -662,117 +584,5 @@ impl Platform for KubernetesPlatform {
                 scale_to(&deployments, &id.name, 0).await
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn summary(revision: &str) -> Summary {
-        Summary {
-            labels: BTreeMap::new(),
-            revision: revision.into(),
-            primary_of: None,
-            serves: None,
-            rolled_back: None,
-            stalled: None,
-        }
-    }
-
-    fn primary(serves: &str, rolled_back: Option<&str>) -> Summary {
-        Summary {
-            primary_of: Some("web".into()),
-            serves: Some(serves.into()),
-            rolled_back: rolled_back.map(String::from),
-            ..summary("p")
-        }
-    }
-
-    fn id() -> RolloutId {
-        RolloutId { namespace: "shop".into(), name: "web".into() }
-    }
-
-    fn standing(selected: bool, reported: Option<&str>, detached: bool) -> Standing<'_> {
-        Standing { selected, attached: true, detached, reported, failed: None }
-    }
-
-    #[test]
-    fn a_canary_past_its_progress_deadline_is_reported_failed_once_while_its_rollout_runs() {
-        let serving_a = primary("a", None);
-        let stalled =
-            Summary { stalled: Some("progress deadline exceeded: timed out".into()), ..summary("b") };
-        // Its rollout was reported: the failure is reported, once.
-        assert_eq!(
-            next(&id(), &stalled, Some(&serving_a), standing(true, Some("b"), false)),
-            Next::CanaryFailed("canary Deployment shop/web: progress deadline exceeded: timed out".into())
-        );
-        let told = Standing { failed: Some("b"), ..standing(true, Some("b"), false) };
-        assert_eq!(next(&id(), &stalled, Some(&serving_a), told), Next::Nothing);
-        // Not reported yet: the rollout comes first.
-        assert_eq!(
-            next(&id(), &stalled, Some(&serving_a), standing(true, None, false)),
-            Next::Rollout("b".into())
-        );
-        // Rolled back already: nothing more.
-        let rejected = primary("a", Some("b"));
-        assert_eq!(next(&id(), &stalled, Some(&rejected), standing(true, Some("b"), false)), Next::Nothing);
-        // A new template that stalls too is reported in its turn.
-        let stalled_c = Summary { revision: "c".into(), ..stalled.clone() };
-        let told_b = Standing { failed: Some("b"), ..standing(true, Some("c"), false) };
-        assert!(matches!(next(&id(), &stalled_c, Some(&serving_a), told_b), Next::CanaryFailed(_)));
-    }
-
-    #[test]
-    fn a_deployment_no_policy_selects_is_left_alone() {
-        assert_eq!(next(&id(), &summary("a"), None, standing(false, None, false)), Next::Nothing);
-    }
-
-    #[test]
-    fn a_selected_deployment_is_attached_first_and_a_new_template_is_a_rollout() {
-        assert_eq!(next(&id(), &summary("a"), None, standing(true, None, false)), Next::Attach);
-        let serving_a = primary("a", None);
-        // The primary exists but this process has not finished attaching (a restart).
-        let unattached = Standing { attached: false, ..standing(true, None, false) };
-        assert_eq!(next(&id(), &summary("b"), Some(&serving_a), unattached), Next::Attach);
-        assert_eq!(next(&id(), &summary("a"), Some(&serving_a), standing(true, None, false)), Next::Nothing);
-        assert_eq!(
-            next(&id(), &summary("b"), Some(&serving_a), standing(true, None, false)),
-            Next::Rollout("b".into())
-        );
-        // Reported once.
-        assert_eq!(
-            next(&id(), &summary("b"), Some(&serving_a), standing(true, Some("b"), false)),
-            Next::Nothing
-        );
-        // Back to the promoted template: nothing starts.
-        assert_eq!(
-            next(&id(), &summary("a"), Some(&serving_a), standing(true, Some("b"), false)),
-            Next::Nothing
-        );
-    }
-
-    #[test]
-    fn a_rolled_back_template_is_not_started_again_until_it_changes() {
-        let after_rollback = primary("a", Some("b"));
-        assert_eq!(
-            next(&id(), &summary("b"), Some(&after_rollback), standing(true, None, false)),
-            Next::Nothing
-        );
-        assert_eq!(
-            next(&id(), &summary("c"), Some(&after_rollback), standing(true, None, false)),
-            Next::Rollout("c".into())
-        );
-    }
-
-    #[test]
-    fn a_deployment_that_stops_matching_is_detached_once() {
-        let serving = primary("a", None);
-        assert!(matches!(next(&id(), &summary("b"), Some(&serving), standing(false, Some("b"), false)),
-            Next::Detach(d) if d.contains("no policy selects Deployment shop/web")));
-        assert_eq!(
-            next(&id(), &summary("b"), Some(&serving), standing(false, Some("b"), true)),
-            Next::Nothing
-        );
     }
 }

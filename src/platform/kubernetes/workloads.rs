@@ -172,6 +172,12 @@ pub fn services(web: &Deployment) -> Result<[Service; 2], WorkloadError> {
     ])
 }
 
+/// The port a route sends `web`'s traffic to: its Services' first port.
+pub fn route_port(web: &Deployment) -> Result<i32, WorkloadError> {
+    let [primary, _] = services(web)?;
+    Ok(primary.spec.and_then(|s| s.ports).and_then(|p| p.first().map(|p| p.port)).unwrap_or(80))
+}
+
 /// A port for each container port, named as the container names it.
 fn service_ports(web: &Deployment) -> Result<Vec<ServicePort>, WorkloadError> {
     let containers = web.spec.template.spec.as_ref().map(|s| &s.containers);
