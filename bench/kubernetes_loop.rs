@@ -36,7 +36,6 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -234,28 +233,40 @@ impl std::ops::Sub for Counts {
     }
 }
 
-fn counts(fake: &FakeApiServer) -> Counts {
-    let mut c = Counts::default();
-    for r in fake.requests().iter().filter(|r| r.client == "canaryd") {
-        match r.verb.as_str() {
-            "get" | "list" => c.reads += 1,
-            "watch" => c.watches += 1,
-            "create" | "update" | "patch" | "delete" => {
-                c.writes += 1;
-                if r.is_for("canaryruns") {
-                    c.run_writes += 1;
-                } else if r.is_for("deployments") {
-                    c.deployment_writes += 1;
-                } else if r.is_for("httproutes") {
-                    c.route_writes += 1;
-                } else {
-                    c.other_writes += 1;
+/// canaryd's requests to the fake so far, counted as they come (the log is read from
+/// where the last count ended: it holds hundreds of thousands of requests at 10,000).
+#[derive(Default)]
+struct Tally {
+    seen: usize,
+    counts: Counts,
+}
+
+impl Tally {
+    fn now(&mut self, fake: &FakeApiServer) -> Counts {
+        let new = fake.requests_from(self.seen);
+        self.seen += new.len();
+        let c = &mut self.counts;
+        for r in new.iter().filter(|r| r.client == "canaryd") {
+            match r.verb.as_str() {
+                "get" | "list" => c.reads += 1,
+                "watch" => c.watches += 1,
+                "create" | "update" | "patch" | "delete" => {
+                    c.writes += 1;
+                    if r.is_for("canaryruns") {
+                        c.run_writes += 1;
+                    } else if r.is_for("deployments") {
+                        c.deployment_writes += 1;
+                    } else if r.is_for("httproutes") {
+                        c.route_writes += 1;
+                    } else {
+                        c.other_writes += 1;
+                    }
                 }
+                _ => {}
             }
-            _ => {}
         }
+        *c
     }
-    c
 }
 
 /// Prometheus' own count of instant queries served.
@@ -311,25 +322,33 @@ fn create_workloads(fake: &FakeApiServer, n: usize) {
 /// reported rolled out, every HTTPRoute generation accepted.
 fn controllers(fake: &FakeApiServer) {
     let ns = scale::NAMESPACE;
-    for d in fake.list(&Gvr::deployments(), Some(ns)) {
+    // What needs a status is found without copying every object (at 10,000 rollouts a
+    // copy of every Deployment each round would hold the fake's store most of the time).
+    let mut deployments = Vec::new();
+    fake.visit(&Gvr::deployments(), Some(ns), |d| {
         let generation = d["metadata"]["generation"].as_i64().unwrap_or(0);
-        if d["status"]["observedGeneration"].as_i64() == Some(generation) {
-            continue;
+        if d["status"]["observedGeneration"].as_i64() != Some(generation) {
+            let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+            let name = d["metadata"]["name"].as_str().unwrap_or("").to_string();
+            deployments.push((name, generation, replicas));
         }
-        let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    });
+    for (name, generation, replicas) in deployments {
         let status = json!({
             "observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
             "readyReplicas": replicas, "availableReplicas": replicas,
             "conditions": [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}],
         });
-        let _ =
-            fake.put_status(&Gvr::deployments(), ns, d["metadata"]["name"].as_str().unwrap_or(""), status);
+        let _ = fake.put_status(&Gvr::deployments(), ns, &name, status);
     }
-    for r in fake.list(&route_gvr(), Some(ns)) {
+    let mut routes = Vec::new();
+    fake.visit(&route_gvr(), Some(ns), |r| {
         let generation = r["metadata"]["generation"].as_i64().unwrap_or(0);
-        if r["status"]["parents"][0]["conditions"][0]["observedGeneration"].as_i64() == Some(generation) {
-            continue;
+        if r["status"]["parents"][0]["conditions"][0]["observedGeneration"].as_i64() != Some(generation) {
+            routes.push((r["metadata"]["name"].as_str().unwrap_or("").to_string(), generation));
         }
+    });
+    for (name, generation) in routes {
         let parents = json!([{
             "parentRef": {"name": "public"},
             "controllerName": "stand-in.canaryd.io/gateway",
@@ -338,38 +357,31 @@ fn controllers(fake: &FakeApiServer) {
                 "observedGeneration": generation, "lastTransitionTime": "2026-01-01T00:00:00Z",
             }],
         }]);
-        let _ = fake.put_status(
-            &route_gvr(),
-            ns,
-            r["metadata"]["name"].as_str().unwrap_or(""),
-            json!({"parents": parents}),
-        );
+        let _ = fake.put_status(&route_gvr(), ns, &name, json!({"parents": parents}));
     }
 }
 
 /// Every Deployment attached: its primary exists and it is at 0 replicas, its route
 /// split in two.
 fn attached(fake: &FakeApiServer, n: usize) -> usize {
-    let deployments = fake.list(&Gvr::deployments(), Some(scale::NAMESPACE));
-    let primaries: std::collections::HashSet<&str> =
-        deployments.iter().filter_map(|d| d["metadata"]["name"].as_str()?.strip_suffix("-primary")).collect();
-    let routes: BTreeMap<String, usize> = fake
-        .list(&route_gvr(), Some(scale::NAMESPACE))
-        .iter()
-        .map(|r| {
-            let refs = r["spec"]["rules"][0]["backendRefs"].as_array().map_or(0, Vec::len);
-            (r["metadata"]["name"].as_str().unwrap_or("").to_string(), refs)
-        })
-        .collect();
+    let (mut primaries, mut at_zero) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+    fake.visit(&Gvr::deployments(), Some(scale::NAMESPACE), |d| {
+        let name = d["metadata"]["name"].as_str().unwrap_or("");
+        match name.strip_suffix("-primary") {
+            Some(web) => primaries.insert(web.to_string()),
+            None if d["spec"]["replicas"] == 0 => at_zero.insert(name.to_string()),
+            None => false,
+        };
+    });
+    let mut split = std::collections::HashSet::new();
+    fake.visit(&route_gvr(), Some(scale::NAMESPACE), |r| {
+        if r["spec"]["rules"][0]["backendRefs"].as_array().map_or(0, Vec::len) == 2 {
+            split.insert(r["metadata"]["name"].as_str().unwrap_or("").to_string());
+        }
+    });
     (0..n)
         .map(scale::name)
-        .filter(|name| {
-            primaries.contains(name.as_str())
-                && routes.get(name) == Some(&2)
-                && deployments
-                    .iter()
-                    .any(|d| d["metadata"]["name"] == name.as_str() && d["spec"]["replicas"] == 0)
-        })
+        .filter(|name| primaries.contains(name) && at_zero.contains(name) && split.contains(name))
         .count()
 }
 
@@ -418,7 +430,8 @@ async fn parent(n: usize, exe: &std::path::Path) {
         .expect("the child runs");
     let mut stdin = child.stdin.take().expect("stdin");
     let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let (mut before, mut queries_before, mut attach_began) = (counts(&fake), 0.0, Instant::now());
+    let mut tally = Tally::default();
+    let (mut before, mut queries_before, mut attach_began) = (tally.now(&fake), 0.0, Instant::now());
     let mut idle = (0usize, 0.0f64, Counts::default());
     while let Some(line) = lines.next_line().await.expect("the child's output") {
         let Some(label) = line.strip_prefix("MARK ") else {
@@ -433,7 +446,7 @@ async fn parent(n: usize, exe: &std::path::Path) {
                 assert!(Instant::now() < deadline, "not every Deployment was attached within 600 s");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            let c = counts(&fake) - before;
+            let c = tally.now(&fake) - before;
             println!(
                 "| {n} | attach all | {} | {:.1} s | - | {} | {} | {} ({} Deployments, {} routes, {} other) | - |",
                 field(label, "cpu"),
@@ -453,7 +466,7 @@ async fn parent(n: usize, exe: &std::path::Path) {
                 fake.put(&Gvr::deployments(), scale::NAMESPACE, d).expect("a new template");
             }
         } else if label.starts_with("tick-end") {
-            let c = counts(&fake) - before;
+            let c = tally.now(&fake) - before;
             let queries = queries_served(&prometheus.url).await - queries_before;
             let cpu: f64 = field(label, "cpu").parse().unwrap_or(0.0);
             let busy = c.writes > 0 || queries > 0.0 || field(label, "evaluated") != "0";
@@ -480,7 +493,7 @@ async fn parent(n: usize, exe: &std::path::Path) {
                 idle.2.watches += c.watches;
             }
         } else if label.starts_with("resume-end") {
-            let c = counts(&fake) - before;
+            let c = tally.now(&fake) - before;
             if idle.0 > 0 {
                 println!(
                     "| {n} | {} quiet ticks (mean) | {:.3} | - | 0 | {:.1} | {:.1} | 0 | 0 |",
@@ -504,7 +517,7 @@ async fn parent(n: usize, exe: &std::path::Path) {
             );
             eprintln!("N = {n}: peak RSS of the daemon's process {} MiB", field(label, "rss"));
         }
-        before = counts(&fake);
+        before = tally.now(&fake);
         queries_before = queries_served(&prometheus.url).await;
         stdin.write_all(b"ok\n").await.expect("the child's stdin");
         stdin.flush().await.expect("the child's stdin");

@@ -228,6 +228,30 @@ impl FakeApiServer {
         self.shared.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The requests answered from the `from`-th on (0: all), in order.
+    pub fn requests_from(&self, from: usize) -> Vec<Request> {
+        let log = self.shared.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.get(from..).map(<[Request]>::to_vec).unwrap_or_default()
+    }
+
+    /// How many requests were answered so far.
+    pub fn request_count(&self) -> usize {
+        self.shared.log.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Calls `visit` with every stored object of a type in a namespace (all namespaces
+    /// for None), as stored (no `kind` or `apiVersion`), without copying them: for bulk
+    /// stand-ins over thousands of objects.
+    pub fn visit(&self, gvr: &Gvr, namespace: Option<&str>, mut visit: impl FnMut(&Value)) {
+        let store = self.shared.store();
+        let Some(ty) = store.type_of(&gvr.group, &gvr.version, &gvr.plural) else { return };
+        for (key, object) in store.each_of(&ty) {
+            if namespace.is_none_or(|ns| key.namespace == ns) {
+                visit(object);
+            }
+        }
+    }
+
     /// The current (global) resourceVersion.
     pub fn resource_version(&self) -> String {
         self.shared.store().resource_version().to_string()
