@@ -141,6 +141,97 @@ async fn a_good_template_change_goes_10_50_100_and_is_promoted_to_the_primary() 
     wait_back_on_primary(&stack).await;
     let versions = stack.versions(20).await;
     assert_eq!(versions.get("v2"), Some(&20), "nginx answers with the new version: {versions:?}");
+
+    // Deleting the Deployment finalizes the route it adopted: its rules are put back as
+    // the user wrote them (KubeStack::start), and canaryd's annotation is gone.
+    stack.deployments().delete("web", &Default::default()).await.expect("Deployment web deleted");
+    let restored = poll(Duration::from_secs(30), || async {
+        let route = stack.route("web").await;
+        route["spec"]["rules"] == json!([{"backendRefs": [{"name": "web", "port": 8080}]}])
+            && route["metadata"]["annotations"].get("canaryd.io/adopted-rules").is_none()
+    })
+    .await;
+    if let Err(e) = restored {
+        let route = stack.route("web").await;
+        panic!("{e}: the route put back; route: {route:#}\nlog:\n{}", stack.canaryd_log());
+    }
+}
+
+const ROUTE_POLICY: &str = r#"
+apiVersion: canaryd.io/v1alpha1
+kind: CanaryPolicy
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {matchLabels: {canary: enabled}}
+  traffic:
+    router: gateway-api
+    steps: [10, 50, 100]
+    stepDuration: 8s
+    route: {name: "{name}-split", parentRefs: [{name: public}], hostnames: [shop.example.com]}
+  analysis:
+    interval: 4s
+    inconclusiveLimit: 5
+    minSampleSize: 100
+    metrics:
+      - {name: errors, template: http-error-rate, test: sequential, margin: 1.5}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_the_policy_names_is_created_owned_by_the_deployment_and_carries_the_rollout() {
+    let turn = ONE_AT_A_TIME.lock().await;
+    let (canaryd, demo_app) = bins();
+    let mut stack = KubeStack::start(ROUTE_POLICY, demo_app, &canaryd).await;
+    // This user has no route of their own: canaryd creates the one its policy names.
+    let routes = support::fake_apiserver::Gvr::new("gateway.networking.k8s.io", "v1", "httproutes");
+    stack.fake.delete(&routes, NAMESPACE, "web").expect("the user's route deleted");
+    stack.start_canaryd(&canaryd);
+    stack.start_load();
+    let created = poll(Duration::from_secs(60), || async {
+        let route = stack.fake.get(&routes, NAMESPACE, "web-split");
+        let web = stack.deployments().get("web").await.ok();
+        route.is_some() && web.is_some_and(|w| w.spec.replicas == Some(0))
+    })
+    .await;
+    created
+        .unwrap_or_else(|e| panic!("{e}: route web-split created, web at 0; log:\n{}", stack.canaryd_log()));
+    let route = stack.route("web-split").await;
+    let web = stack.deployments().get("web").await.expect("web");
+    let owner = &route["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["name"].as_str()),
+        (Some("Deployment"), Some("web")),
+        "{route:#}"
+    );
+    assert_eq!(owner["uid"].as_str(), web.metadata.uid.as_deref(), "owned by this Deployment web: {route:#}");
+    assert_eq!(route["metadata"]["labels"]["app.kubernetes.io/managed-by"], "canaryd", "{route:#}");
+    assert_eq!(route["spec"]["parentRefs"], json!([{"name": "public"}]), "{route:#}");
+    assert_eq!(route["spec"]["hostnames"], json!(["shop.example.com"]), "{route:#}");
+    assert_eq!(split(&route), [("web-primary".to_string(), 100), ("web-canary".to_string(), 0)]);
+    let primary = stack.deployments().get("web-primary").await.expect("web-primary");
+    assert_eq!(
+        primary.metadata.annotations.unwrap_or_default().get("canaryd.io/route").map(String::as_str),
+        Some("web-split"),
+        "the route is recorded on the primary"
+    );
+
+    // A rollout runs through the created route: its weights are set on it, and nginx
+    // (through the gateway stand-in) answers with the promoted version.
+    stack.change_template("web", "v2", 0.0).await;
+    let (status, weights) = wait_phase(&stack, "Succeeded").await;
+    assert_eq!(status["lastDecision"], "promoted", "{status:#}");
+    assert!(weights.contains(&50), "the CanaryRun went through 50%: {weights:?}");
+    let route = stack.route("web-split").await;
+    assert_eq!(split(&route)[0], ("web-primary".to_string(), 100), "{route:#}");
+    let versions = stack.versions(20).await;
+    assert_eq!(versions.get("v2"), Some(&20), "nginx answers with the new version: {versions:?}");
+
+    // Deleting the Deployment deletes the route created for it.
+    stack.deployments().delete("web", &Default::default()).await.expect("Deployment web deleted");
+    let gone =
+        poll(Duration::from_secs(30), || async { stack.fake.get(&routes, NAMESPACE, "web-split").is_none() })
+            .await;
+    gone.unwrap_or_else(|e| panic!("{e}: route web-split deleted; log:\n{}", stack.canaryd_log()));
+    drop(turn);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

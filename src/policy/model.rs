@@ -122,6 +122,61 @@ pub struct TrafficSpec {
     /// How long a gate may stay closed before the rollout rolls back (default `24h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate_timeout: Option<String>,
+    /// The `gateway-api` router's HTTPRoute. Without it, canaryd adopts the route named
+    /// as the Deployment, which must exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteSpec>,
+}
+
+/// The HTTPRoute a rollout's weights are set on. canaryd adopts the route when it
+/// exists (and puts its rules back when the Deployment is deleted), or creates it when
+/// `parentRefs` are given (owned by the Deployment, deleted with it).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteSpec {
+    /// The route's name; `{name}` stands for the Deployment's name (default `{name}`).
+    #[serde(default = "default_route_name")]
+    pub name: String,
+    /// The Gateways a route canaryd creates attaches to. Without them, a missing route
+    /// is an error, never created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentRef>,
+    /// The hostnames of a route canaryd creates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+}
+
+/// A Gateway a created route attaches to, as the Gateway API's `parentRefs` write it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ParentRef {
+    /// The Gateway's name.
+    pub name: String,
+    /// Its namespace (default: the route's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The listener's name on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+    /// The listener's port on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// The parent's API group (default `gateway.networking.k8s.io`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The parent's kind (default `Gateway`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// The placeholder for the Deployment's name in a route name.
+pub const ROUTE_NAME_PLACEHOLDER: &str = "{name}";
+
+impl RouteSpec {
+    /// The route's name for Deployment `deployment`.
+    pub fn name_for(&self, deployment: &str) -> String {
+        self.name.replace(ROUTE_NAME_PLACEHOLDER, deployment)
+    }
 }
 
 impl Default for TrafficSpec {
@@ -132,6 +187,7 @@ impl Default for TrafficSpec {
             step_duration: default_step_duration(),
             gates: Vec::new(),
             gate_timeout: None,
+            route: None,
         }
     }
 }
@@ -154,6 +210,9 @@ pub struct GateSpec {
     pub timeout: Option<String>,
 }
 
+fn default_route_name() -> String {
+    ROUTE_NAME_PLACEHOLDER.into()
+}
 fn default_router() -> String {
     "gateway-api".into()
 }

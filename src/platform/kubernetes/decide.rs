@@ -16,6 +16,9 @@ use crate::engine::RolloutId;
 /// Annotation on `web-primary`: the revision last rolled back, which is not started
 /// again until `web`'s template changes.
 pub const ROLLED_BACK_ANNOTATION: &str = "canaryd.io/rolled-back-revision";
+/// Annotation on `web-primary`: the HTTPRoute `web`'s rollouts set weights on, chosen
+/// when it was attached (absent: the route named as the Deployment).
+pub const ROUTE_ANNOTATION: &str = "canaryd.io/route";
 
 /// What the watch keeps of one Deployment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +33,8 @@ pub struct Summary {
     pub serves: Option<String>,
     /// For a `web-primary`: the revision last rolled back.
     pub rolled_back: Option<String>,
+    /// For a `web-primary`: the HTTPRoute recorded at attach.
+    pub route: Option<String>,
     /// Where its own rollout stands, from its status (past its progress deadline: why
     /// it stalled).
     pub progress: RolloutProgress,
@@ -57,6 +62,7 @@ impl Summary {
             primary_of: labels.get(PRIMARY_OF).cloned(),
             serves: template_annotations.get(REVISION_ANNOTATION).cloned(),
             rolled_back: annotations.get(ROLLED_BACK_ANNOTATION).cloned(),
+            route: annotations.get(ROUTE_ANNOTATION).cloned(),
             revision: template_revision(&template),
             progress: workloads::rollout_progress(deployment),
             replicas: deployment.spec.replicas.unwrap_or(1),
@@ -144,6 +150,7 @@ mod tests {
             primary_of: None,
             serves: None,
             rolled_back: None,
+            route: None,
             progress: RolloutProgress::Complete,
             replicas: 1,
             port: Some(80),

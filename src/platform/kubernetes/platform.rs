@@ -29,7 +29,7 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::decide::{Next, ROLLED_BACK_ANNOTATION, Standing, Summary, next};
+use super::decide::{Next, ROLLED_BACK_ANNOTATION, ROUTE_ANNOTATION, Standing, Summary, next};
 use super::routers::gateway::{self, Backends, Served};
 use super::workloads::{self, RolloutProgress};
 use super::{ROUTERS, arms, primary_name};
@@ -37,6 +37,7 @@ use crate::engine::plan::RouterKind;
 use crate::engine::{RolloutId, Scale};
 use crate::platform::{NewRevision, Platform, PlatformError, RolloutEvent};
 use crate::policy::LoadedPolicy;
+use crate::policy::model::RouteSpec;
 
 /// How often attachments still under way are driven on.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
@@ -66,6 +67,8 @@ struct Shared {
     attached: HashSet<RolloutId>,
     /// Seen in the re-list under way (to find what was deleted while the watch was down).
     relisted: Option<HashSet<RolloutId>>,
+    /// Deleted workloads whose route is to be finalized: the route's name.
+    finalize: Vec<(RolloutId, String)>,
 }
 
 /// The Kubernetes platform.
@@ -221,8 +224,9 @@ impl KubernetesPlatform {
             let ids: Vec<RolloutId> = shared.workloads.keys().cloned().collect();
             for id in ids {
                 let web = shared.workloads[&id].clone();
-                let selected =
-                    crate::policy::selector::select(&policies, &id.namespace, &web.labels).is_some();
+                let selection = crate::policy::selector::select(&policies, &id.namespace, &web.labels);
+                let selected = selection.is_some();
+                let route = selection.and_then(|s| s.chosen.spec.traffic.route.clone());
                 let standing = Standing {
                     selected,
                     attached: shared.attached.contains(&id),
@@ -236,7 +240,7 @@ impl KubernetesPlatform {
                 }
                 match decided {
                     Next::Nothing => {}
-                    Next::Attach => attach.push(id),
+                    Next::Attach => attach.push((id, route)),
                     Next::Rollout(revision) => {
                         let labels = web.labels.clone();
                         shared.reported.insert(id.clone(), revision.clone());
@@ -266,29 +270,55 @@ impl KubernetesPlatform {
         // Attachments are independent: a bounded number run at once, so a pass over
         // thousands of new Deployments takes seconds, not minutes.
         futures::stream::iter(attach)
-            .for_each_concurrent(ATTACHING_AT_ONCE, |id| async move {
-                if let Err(e) = self.attach(&id).await {
+            .for_each_concurrent(ATTACHING_AT_ONCE, |(id, route)| async move {
+                if let Err(e) = self.attach(&id, route.as_ref()).await {
                     tracing::info!(rollout = %id, awaiting = %e, "attaching");
                 }
             })
             .await;
+        let finalize = std::mem::take(&mut self.shared().finalize);
+        for (id, route) in finalize {
+            if let Err(e) = self.finalize_route(&id, &route).await {
+                tracing::warn!(rollout = %id, %route, error = %e, "finalizing the route of a deleted Deployment; retrying");
+                self.shared().finalize.push((id, route));
+            }
+        }
     }
 
-    /// One pass of attaching `web`: each step is done once and skipped when done.
-    async fn attach(&self, id: &RolloutId) -> Result<(), PlatformError> {
+    /// One pass of attaching `web`, with the route its policy names (`None`: the one
+    /// named as the Deployment): each step is done once and skipped when done. The
+    /// route's name is recorded on `web-primary` on the first attach and kept from then
+    /// on, so that a restarted daemon sets weights on the same route before it attaches
+    /// again, and a policy renaming its route moves no running workload.
+    async fn attach(&self, id: &RolloutId, spec: Option<&RouteSpec>) -> Result<(), PlatformError> {
         let deployments = self.deployments(&id.namespace);
         let web = get(&deployments, &id.name).await?;
         let revision = Summary::of(&web).revision;
         let replicas = web.spec.replicas.unwrap_or(1).max(1);
-        let primary = workloads::primary_deployment(&web, &revision, replicas).map_err(refused)?;
-        let primary = create_or_get(&deployments, &primary).await?;
+        let route = spec.map_or_else(|| id.name.clone(), |r| r.name_for(&id.name));
+        let mut primary = workloads::primary_deployment(&web, &revision, replicas).map_err(refused)?;
+        primary.metadata.annotations.get_or_insert_default().insert(ROUTE_ANNOTATION.into(), route.clone());
+        let mut primary = create_or_get(&deployments, &primary).await?;
+        let recorded = Summary::of(&primary).route;
+        let route = match recorded {
+            Some(recorded) => recorded,
+            // Attached before routes were recorded: the route named as the Deployment.
+            None => {
+                let mark = json!({"metadata": {"annotations": {ROUTE_ANNOTATION: id.name}}});
+                primary = deployments
+                    .patch(&primary_name(&id.name), &PatchParams::default(), &Patch::Merge(&mark))
+                    .await
+                    .map_err(|e| api_error(&format!("Deployment {}", primary_name(&id.name)), &e))?;
+                id.name.clone()
+            }
+        };
         let services: Api<Service> = Api::namespaced(self.client.clone(), &id.namespace);
         for service in workloads::services(&web).map_err(refused)? {
             create_or_get(&services, &service).await?;
         }
         await_rollout(&primary)?;
         let backends = backends_of(&web)?;
-        self.adopt_route(id, &backends).await?;
+        self.adopt_route(&web, &route, spec, &backends).await?;
         // `web` goes to 0 only when the primary serves its template: on the first attach,
         // not when attaching again after a restart mid-rollout, where `web` is the canary.
         if Summary::of(&primary).serves.as_deref() == Some(revision.as_str()) && web.spec.replicas != Some(0)
@@ -301,23 +331,89 @@ impl KubernetesPlatform {
     }
 
     /// Splits the workload's route between the primary and the canary (all traffic to
-    /// the primary), unless that is done.
-    async fn adopt_route(&self, id: &RolloutId, backends: &Backends) -> Result<(), PlatformError> {
-        let routes = self.routes(&id.namespace);
-        let route = routes.get_opt(&id.name).await.map_err(|e| api_error(&format!("HTTPRoute {id}"), &e))?;
-        let Some(route) = route else {
-            return Err(PlatformError::failed(format!(
-                "no HTTPRoute {id}: canaryd shifts traffic through an HTTPRoute named as the Deployment, with a rule sending traffic to Service {}",
-                id.name
-            )));
+    /// the primary), unless that is done. A missing route is created when the policy
+    /// gives the Gateways to attach it to, owned by `web`.
+    async fn adopt_route(
+        &self,
+        web: &Deployment,
+        route: &str,
+        spec: Option<&RouteSpec>,
+        backends: &Backends,
+    ) -> Result<(), PlatformError> {
+        let namespace = web.metadata.namespace.clone().unwrap_or_default();
+        let routes = self.routes(&namespace);
+        let what = format!("HTTPRoute {namespace}/{route}");
+        let found = routes.get_opt(route).await.map_err(|e| api_error(&what, &e))?;
+        let Some(found) = found else {
+            let Some(spec) = spec.filter(|s| !s.parent_refs.is_empty()) else {
+                return Err(PlatformError::failed(format!(
+                    "no {what}: canaryd adopts an existing route with a rule sending traffic to Service {}, or creates one when the policy's spec.traffic.route.parentRefs name its Gateways",
+                    backends.original
+                )));
+            };
+            let metadata = workloads::route_metadata(web, route).map_err(refused)?;
+            let metadata =
+                serde_json::to_value(metadata).map_err(|e| PlatformError::failed(e.to_string()))?;
+            let parents =
+                serde_json::to_value(&spec.parent_refs).map_err(|e| PlatformError::failed(e.to_string()))?;
+            let created = gateway::created_route(metadata, &parents, &spec.hostnames, backends);
+            let created: DynamicObject =
+                serde_json::from_value(created).map_err(|e| PlatformError::failed(e.to_string()))?;
+            return match routes.create(&PostParams::default(), &created).await {
+                Ok(_) => {
+                    tracing::info!(%what, "created, owned by Deployment {}", backends.original);
+                    Ok(())
+                }
+                Err(kube::Error::Api(status)) if status.is_already_exists() => Err(PlatformError::not_yet(
+                    format!("{what} appeared while canaryd created it; adopting it next pass"),
+                )),
+                Err(e) => Err(api_error(&format!("create {what}"), &e)),
+            };
         };
-        let route = serde_json::to_value(&route).map_err(|e| PlatformError::failed(e.to_string()))?;
+        let found = serde_json::to_value(&found).map_err(|e| PlatformError::failed(e.to_string()))?;
         if let Some(patch) =
-            gateway::adopt_patch(&route, backends).map_err(|e| PlatformError::failed(e.to_string()))?
+            gateway::adopt_patch(&found, backends).map_err(|e| PlatformError::failed(e.to_string()))?
         {
-            json_patch(&routes, &id.name, patch).await?;
+            json_patch(&routes, route, patch).await?;
         }
         Ok(())
+    }
+
+    /// After `web` was deleted: puts an adopted route's rules back as they were, or
+    /// deletes a route canaryd created (the garbage collector usually has, as its owner
+    /// is gone).
+    async fn finalize_route(&self, id: &RolloutId, route: &str) -> Result<(), PlatformError> {
+        let routes = self.routes(&id.namespace);
+        let what = format!("HTTPRoute {}/{route}", id.namespace);
+        let Some(found) = routes.get_opt(route).await.map_err(|e| api_error(&what, &e))? else {
+            return Ok(());
+        };
+        let found = serde_json::to_value(&found).map_err(|e| PlatformError::failed(e.to_string()))?;
+        if gateway::created_by_canaryd(&found, &Backends::of(&id.name, 0)) {
+            return match routes.delete(route, &Default::default()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                Err(e) => Err(api_error(&format!("delete {what}"), &e)),
+            };
+        }
+        if let Some(patch) =
+            gateway::restore_patch(&found).map_err(|e| PlatformError::failed(e.to_string()))?
+        {
+            json_patch(&routes, route, patch).await?;
+            tracing::info!(%what, "rules put back as they were before canaryd adopted the route");
+        }
+        Ok(())
+    }
+
+    /// The route `web`'s weights are set on: the one recorded on `web-primary` (from
+    /// the watch, else read), or, recorded by none, the one named as the Deployment.
+    async fn route_of(&self, id: &RolloutId) -> Result<String, PlatformError> {
+        let watched = self.shared().primaries.get(id).map(|p| p.route.clone());
+        let recorded = match watched {
+            Some(route) => route,
+            None => Summary::of(&get(&self.deployments(&id.namespace), &primary_name(&id.name)).await?).route,
+        };
+        Ok(recorded.unwrap_or_else(|| id.name.clone()))
     }
 
     /// Sets the route's canary weight and reads it back until the Gateway serves it.
@@ -327,9 +423,12 @@ impl KubernetesPlatform {
         backends: &Backends,
         weight: u8,
     ) -> Result<(), PlatformError> {
+        let name = self.route_of(id).await?;
+        let route_id = format!("{}/{name}", id.namespace);
         let routes = self.routes(&id.namespace);
         let read = || async {
-            let route = routes.get(&id.name).await.map_err(|e| api_error(&format!("HTTPRoute {id}"), &e))?;
+            let route =
+                routes.get(&name).await.map_err(|e| api_error(&format!("HTTPRoute {route_id}"), &e))?;
             serde_json::to_value(&route).map_err(|e| PlatformError::failed(e.to_string()))
         };
         // The route as it stands; after a patch, as the patch left it (the API server
@@ -343,7 +442,7 @@ impl KubernetesPlatform {
         if in_spec != weight {
             let patch = gateway::weight_patch(&route, backends, weight)
                 .map_err(|e| PlatformError::failed(e.to_string()))?;
-            route = json_patch(&routes, &id.name, patch).await?;
+            route = json_patch(&routes, &name, patch).await?;
         }
         let deadline = tokio::time::Instant::now() + READ_BACK_FOR;
         loop {
@@ -353,11 +452,11 @@ impl KubernetesPlatform {
                 Served::Applied(w) if w == weight => return Ok(()),
                 Served::Applied(w) => {
                     return Err(PlatformError::failed(format!(
-                        "HTTPRoute {id} serves {w}% to the canary, not {weight}%"
+                        "HTTPRoute {route_id} serves {w}% to the canary, not {weight}%"
                     )));
                 }
                 Served::Pending { reason, .. } if tokio::time::Instant::now() >= deadline => {
-                    return Err(PlatformError::not_yet(format!("HTTPRoute {id}: {reason}")));
+                    return Err(PlatformError::not_yet(format!("HTTPRoute {route_id}: {reason}")));
                 }
                 Served::Pending { .. } => {
                     tokio::time::sleep(READ_BACK_EVERY).await;
@@ -425,6 +524,8 @@ fn forget(shared: &mut Shared, id: &RolloutId, primary_of: Option<&str>) {
     shared.detached.remove(id);
     if shared.attached.remove(id) || shared.primaries.contains_key(id) {
         shared.events.push(RolloutEvent::Gone { id: id.clone(), detail: format!("Deployment {id} deleted") });
+        let route = shared.primaries.get(id).and_then(|p| p.route.clone()).unwrap_or_else(|| id.name.clone());
+        shared.finalize.push((id.clone(), route));
     }
 }
 

@@ -210,6 +210,12 @@ fn service_ports(web: &Deployment) -> Result<Vec<ServicePort>, WorkloadError> {
     Ok(ports)
 }
 
+/// Metadata of the HTTPRoute `name` canaryd creates for `web`: owned by it (deleted with
+/// it by the garbage collector), labelled as canaryd's.
+pub fn route_metadata(web: &Deployment, name: &str) -> Result<ObjectMeta, WorkloadError> {
+    owned_metadata(web, name.to_string(), [(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into())
+}
+
 /// Metadata of an object canaryd creates for `web`, owned by it.
 fn owned_metadata(
     web: &Deployment,

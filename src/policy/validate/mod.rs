@@ -5,6 +5,7 @@ mod gates;
 mod metric;
 mod notify;
 mod problems;
+mod route;
 mod trigger;
 
 use std::time::Duration;
@@ -37,6 +38,7 @@ pub fn compile(
     let traffic = &spec.traffic;
     let router = check_router(&mut p, &traffic.router);
     let steps = check_steps(&mut p, &traffic.steps);
+    route::check_route(&mut p, traffic.route.as_ref(), router);
     let step_duration = p.duration("spec.traffic.stepDuration", &traffic.step_duration);
 
     let analysis = &spec.analysis;

@@ -7,8 +7,9 @@
 //! `observedGeneration`, as a real implementation does. Traffic from wrk through that
 //! nginx then follows the weights canaryd patched.
 //!
-//! The nginx upstream is named after the route; its first backend plays the "stable"
-//! arm of the writer and its second the "canary" arm.
+//! nginx has one front server, proxying to upstream `web`: each route the stand-in
+//! applies becomes that upstream, so a test has one route taking traffic at a time. Its
+//! first backend plays the "stable" arm of the writer and its second the "canary" arm.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ use serde_json::{Value, json};
 use super::kubelet::Pods;
 
 const EVERY: Duration = Duration::from_millis(250);
+/// The upstream nginx's front server proxies to.
+pub const FRONT: &str = "web";
 /// The controller name it reports in route status.
 pub const CONTROLLER: &str = "stand-in.canaryd.io/gateway";
 
@@ -61,21 +64,21 @@ impl Gateway {
                     for route in &list.items {
                         let value = serde_json::to_value(route).unwrap_or_default();
                         let name = route.metadata.name.clone().unwrap_or_default();
-                        let Some(upstreams) = upstreams(&value, &name, &services, &pods).await else {
+                        let Some(upstreams) = upstreams(&value, FRONT, &services, &pods).await else {
                             continue;
                         };
                         let (upstreams, weight) = upstreams;
                         let mut routes_file = Routes::default();
                         generation += 1;
                         routes_file.generation = generation;
-                        routes_file.weights.insert(name.clone(), weight);
+                        routes_file.weights.insert(FRONT.to_string(), weight);
                         let config = render(std::slice::from_ref(&upstreams), &routes_file, nginx.status);
-                        let key = format!("{upstreams:?} {weight}");
-                        if served.get(&name) != Some(&key) {
+                        let key = format!("{name} {upstreams:?} {weight}");
+                        if served.get(FRONT) != Some(&key) {
                             if std::fs::write(&nginx.include, &config).is_err() || !reload(&nginx) {
                                 continue;
                             }
-                            served.insert(name.clone(), key);
+                            served.insert(FRONT.to_string(), key);
                         }
                         accept(&routes, &value).await;
                     }

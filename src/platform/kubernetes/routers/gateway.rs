@@ -80,19 +80,26 @@ pub enum Served {
     },
 }
 
-/// A new route for `backends`, attached to `parent_refs`, all traffic to the primary.
-pub fn created_route(namespace: &str, name: &str, parent_refs: &Value, backends: &Backends) -> Value {
-    json!({
+/// A new route for `backends` with `metadata` (name, namespace, owner, labels), attached
+/// to `parent_refs` and serving `hostnames`, all traffic to the primary. It is marked as
+/// created for the workload, so that finalizing deletes it rather than restoring it.
+pub fn created_route(
+    metadata: Value,
+    parent_refs: &Value,
+    hostnames: &[String],
+    backends: &Backends,
+) -> Value {
+    let mut route = json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"app.kubernetes.io/managed-by": "canaryd"},
-            "annotations": {CREATED_FOR: backends.original},
-        },
+        "metadata": metadata,
         "spec": {"parentRefs": parent_refs, "rules": [{"backendRefs": backends.refs(0)}]},
-    })
+    });
+    route["metadata"]["annotations"][CREATED_FOR] = json!(backends.original);
+    if !hostnames.is_empty() {
+        route["spec"]["hostnames"] = json!(hostnames);
+    }
+    route
 }
 
 /// The JSON patch that adopts an existing route: every rule whose only backend is the
@@ -432,7 +439,8 @@ mod tests {
         // Gateway API weights are proportions: 1 and 3 send 75% to the second backend;
         // an absent weight is 1.
         let backends = Backends::of("web", 80);
-        let mut route = created_route("shop", "web", &json!([{"name": "public"}]), &backends);
+        let metadata = json!({"name": "web", "namespace": "shop"});
+        let mut route = created_route(metadata, &json!([{"name": "public"}]), &[], &backends);
         route["metadata"]["generation"] = json!(1);
         route["status"] = users_route()["status"].clone();
         route["spec"]["rules"][0]["backendRefs"] =
@@ -448,9 +456,13 @@ mod tests {
     #[test]
     fn a_created_route_is_known_as_ours_and_starts_at_the_primary() {
         let backends = Backends::of("web", 8080);
-        let route =
-            created_route("shop", "web", &json!([{"name": "public", "namespace": "infra"}]), &backends);
+        let metadata = json!({"name": "web-route", "namespace": "shop", "labels": {"app.kubernetes.io/managed-by": "canaryd"}});
+        let parents = json!([{"name": "public", "namespace": "infra"}]);
+        let route = created_route(metadata, &parents, &["shop.example.com".into()], &backends);
         assert!(created_by_canaryd(&route, &backends));
+        assert_eq!(route["metadata"]["name"], "web-route");
+        assert_eq!(route["spec"]["parentRefs"], parents);
+        assert_eq!(route["spec"]["hostnames"], json!(["shop.example.com"]));
         assert!(!created_by_canaryd(&users_route(), &backends));
         assert_eq!(
             route["spec"]["rules"][0]["backendRefs"][0],

@@ -1,0 +1,172 @@
+//! `spec.traffic.route`: the HTTPRoute the `gateway-api` router sets weights on. Names
+//! follow the API server's rules for object names (RFC 1123 subdomains), hostnames the
+//! Gateway API's (RFC 1123 hostnames, optionally one leading `*.` label), so that a bad
+//! value is refused when the policy is loaded, not when the first rollout creates the
+//! route.
+
+use super::problems::Problems;
+use crate::engine::plan::RouterKind;
+use crate::policy::model::{ROUTE_NAME_PLACEHOLDER, RouteSpec};
+
+/// The longest object name the API server takes.
+const MAX_NAME: usize = 253;
+
+pub(super) fn check_route(p: &mut Problems, route: Option<&RouteSpec>, router: Option<RouterKind>) {
+    let Some(route) = route else { return };
+    if let Some(router) = router
+        && router != RouterKind::GatewayApi
+    {
+        p.add(
+            "spec.traffic.route",
+            format!(
+                "only the gateway-api router sets weights on a route; this policy's router is {}",
+                router.name()
+            ),
+        );
+        return;
+    }
+    // A name stands for many: checked with the shortest Deployment name in its place.
+    let example = route.name_for("a");
+    if route.name.matches('{').count() != route.name.matches(ROUTE_NAME_PLACEHOLDER).count() {
+        p.add(
+            "spec.traffic.route.name",
+            format!(
+                "`{}`: the only placeholder is {ROUTE_NAME_PLACEHOLDER} (the Deployment's name)",
+                route.name
+            ),
+        );
+    } else if let Err(why) = subdomain(&example) {
+        p.add("spec.traffic.route.name", format!("`{}` is not an object name: {why}", route.name));
+    }
+    for (i, parent) in route.parent_refs.iter().enumerate() {
+        let path = format!("spec.traffic.route.parentRefs[{i}]");
+        if let Err(why) = subdomain(&parent.name) {
+            p.add(format!("{path}.name"), format!("`{}` is not an object name: {why}", parent.name));
+        }
+        if let Some(ns) = &parent.namespace
+            && let Err(why) = label(ns)
+        {
+            p.add(format!("{path}.namespace"), format!("`{ns}` is not a namespace name: {why}"));
+        }
+        if let Some(port) = parent.port
+            && !(1..=65535).contains(&port)
+        {
+            p.add(format!("{path}.port"), format!("{port} is not a port (1 to 65535)"));
+        }
+    }
+    if route.parent_refs.is_empty() && !route.hostnames.is_empty() {
+        p.add(
+            "spec.traffic.route.hostnames",
+            "set, but there are no parentRefs: hostnames are for a route canaryd creates, and it creates one only with parentRefs",
+        );
+    }
+    for (i, host) in route.hostnames.iter().enumerate() {
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        let valid = !bare.contains('*') && subdomain(bare).is_ok();
+        if !valid || host.parse::<std::net::IpAddr>().is_ok() {
+            p.add(
+                format!("spec.traffic.route.hostnames[{i}]"),
+                format!("`{host}` is not a hostname (lowercase DNS labels, optionally one leading `*.`; no IP address)"),
+            );
+        }
+    }
+}
+
+/// An RFC 1123 subdomain, as the API server requires of most object names.
+fn subdomain(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty".into());
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!("longer than {MAX_NAME} characters"));
+    }
+    name.split('.').try_for_each(|part| label_chars(part).map_err(|why| format!("{why} (in `{part}`)")))
+}
+
+/// An RFC 1123 label (namespace names).
+fn label(name: &str) -> Result<(), String> {
+    if name.len() > 63 {
+        return Err("longer than 63 characters".into());
+    }
+    label_chars(name)
+}
+
+fn label_chars(part: &str) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if part.is_empty() {
+        return Err("an empty label".into());
+    }
+    if !part.chars().all(|c| ok(c) || c == '-') {
+        return Err("only lowercase letters, digits and `-` are allowed".into());
+    }
+    if !part.starts_with(ok) || !part.ends_with(ok) {
+        return Err("must start and end with a letter or digit".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::policy::load_str;
+
+    fn problems(traffic: &str) -> Vec<String> {
+        let text = format!(
+            "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {{name: p}}\nspec:\n  selector: {{matchLabels: {{a: b}}}}\n  traffic:\n{traffic}  analysis: {{metrics: [{{name: e, template: http-error-rate, test: sequential}}]}}\n"
+        );
+        load_str("p.yaml", &text)
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.path.clone().unwrap_or_default(), p.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_route_to_create_with_its_gateway_and_hostnames_is_accepted() {
+        let found = problems(
+            "    route:\n      name: \"{name}-canary-route\"\n      parentRefs: [{name: public, namespace: infra, sectionName: https, port: 443}]\n      hostnames: [shop.example.com, \"*.shop.example.com\"]\n",
+        );
+        assert_eq!(found, Vec::<String>::new());
+    }
+
+    #[test]
+    fn bad_route_fields_are_each_named_with_the_reason() {
+        let found = problems(
+            "    route:\n      name: \"{app}-Route\"\n      parentRefs: [{name: Public_GW, namespace: infra.x, port: 0}]\n      hostnames: [\"shop.*.example.com\", 10.0.0.1, \"-bad.example.com\"]\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "spec.traffic.route.name: `{app}-Route`: the only placeholder is {name} (the Deployment's name)",
+                "spec.traffic.route.parentRefs[0].name: `Public_GW` is not an object name: only lowercase letters, digits and `-` are allowed (in `Public_GW`)",
+                "spec.traffic.route.parentRefs[0].namespace: `infra.x` is not a namespace name: only lowercase letters, digits and `-` are allowed",
+                "spec.traffic.route.parentRefs[0].port: 0 is not a port (1 to 65535)",
+                "spec.traffic.route.hostnames[0]: `shop.*.example.com` is not a hostname (lowercase DNS labels, optionally one leading `*.`; no IP address)",
+                "spec.traffic.route.hostnames[1]: `10.0.0.1` is not a hostname (lowercase DNS labels, optionally one leading `*.`; no IP address)",
+                "spec.traffic.route.hostnames[2]: `-bad.example.com` is not a hostname (lowercase DNS labels, optionally one leading `*.`; no IP address)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_name_with_the_placeholder_is_refused_and_hostnames_need_parent_refs() {
+        let found = problems("    route: {name: \"{name}_route\", hostnames: [shop.example.com]}\n");
+        assert_eq!(
+            found,
+            [
+                "spec.traffic.route.name: `{name}_route` is not an object name: only lowercase letters, digits and `-` are allowed (in `a_route`)",
+                "spec.traffic.route.hostnames: set, but there are no parentRefs: hostnames are for a route canaryd creates, and it creates one only with parentRefs",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_route_is_refused_on_another_router() {
+        let found = problems("    router: nginx\n    route: {name: web}\n");
+        assert_eq!(
+            found,
+            [
+                "spec.traffic.route: only the gateway-api router sets weights on a route; this policy's router is nginx"
+            ]
+        );
+    }
+}
