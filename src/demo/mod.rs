@@ -168,6 +168,13 @@ fn signal(pid: u32, signal: &str) {
 /// Stops a child: SIGTERM, then SIGKILL after 5 s.
 fn stop(child: &mut Option<Child>) {
     let Some(mut c) = child.take() else { return };
+    terminate(&mut c);
+}
+
+/// Stops `c` with SIGTERM, polling for its exit for 5 s, then SIGKILL. nginx needs the
+/// SIGTERM: its master stops its workers then, while a SIGKILLed master leaves them
+/// running, orphaned, on the port.
+pub fn terminate(c: &mut Child) {
     signal(c.id(), "-TERM");
     for _ in 0..50 {
         if c.try_wait().ok().flatten().is_some() {

@@ -70,13 +70,12 @@ pub struct KubeStack {
 impl Drop for KubeStack {
     fn drop(&mut self) {
         for child in
-            [Some(&mut self.prometheus), Some(&mut self.nginx), self.wrk.as_mut(), self.canaryd.as_mut()]
-                .into_iter()
-                .flatten()
+            [Some(&mut self.prometheus), self.wrk.as_mut(), self.canaryd.as_mut()].into_iter().flatten()
         {
             let _ = child.kill();
             let _ = child.wait();
         }
+        canaryd::demo::terminate(&mut self.nginx);
     }
 }
 
