@@ -75,7 +75,6 @@ spec:
       - {name: p95, template: http-latency-p95, test: sequential, max: 0.5}
 ";
 
-/// Counts notifications and drops them.
 /// Drops notifications (the bench measures the loop, not delivery).
 #[derive(Default)]
 struct DroppingNotifier;

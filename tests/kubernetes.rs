@@ -157,30 +157,21 @@ async fn a_good_template_change_goes_10_50_100_and_is_promoted_to_the_primary() 
     }
 }
 
-const ROUTE_POLICY: &str = r#"
-apiVersion: canaryd.io/v1alpha1
-kind: CanaryPolicy
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {matchLabels: {canary: enabled}}
-  traffic:
-    router: gateway-api
-    steps: [10, 50, 100]
-    stepDuration: 8s
-    route: {name: "{name}-split", parentRefs: [{name: public}], hostnames: [shop.example.com]}
-  analysis:
-    interval: 4s
-    inconclusiveLimit: 5
-    minSampleSize: 100
-    metrics:
-      - {name: errors, template: http-error-rate, test: sequential, margin: 1.5}
-"#;
+/// [`POLICY`] with a route canaryd creates: `web-split`, on Gateway `public`.
+fn route_policy() -> String {
+    let plain = "traffic: {router: gateway-api, steps: [10, 50, 100], stepDuration: 8s}";
+    assert!(POLICY.contains(plain), "POLICY's traffic line");
+    POLICY.replace(
+        plain,
+        "traffic:\n    router: gateway-api\n    steps: [10, 50, 100]\n    stepDuration: 8s\n    route: {name: \"{name}-split\", parentRefs: [{name: public}], hostnames: [shop.example.com]}",
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_the_policy_names_is_created_owned_by_the_deployment_and_carries_the_rollout() {
     let turn = ONE_AT_A_TIME.lock().await;
     let (canaryd, demo_app) = bins();
-    let mut stack = KubeStack::start(ROUTE_POLICY, demo_app, &canaryd).await;
+    let mut stack = KubeStack::start(&route_policy(), demo_app, &canaryd).await;
     // This user has no route of their own: canaryd creates the one its policy names.
     let routes = support::fake_apiserver::Gvr::new("gateway.networking.k8s.io", "v1", "httproutes");
     stack.fake.delete(&routes, NAMESPACE, "web").expect("the user's route deleted");

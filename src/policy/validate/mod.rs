@@ -246,7 +246,9 @@ fn check_steps(p: &mut Problems, steps: &[i64]) -> Vec<u8> {
 mod tests {
     use crate::policy::load_str;
 
-    fn problems(spec: &str) -> Vec<String> {
+    /// The problems found in a policy with `spec` below its selector, as `path: message`
+    /// (the other validation modules' tests use it too).
+    pub(super) fn problems(spec: &str) -> Vec<String> {
         let text = format!(
             "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {{name: p}}\nspec:\n  selector: {{matchLabels: {{a: b}}}}\n{spec}"
         );

@@ -107,17 +107,11 @@ fn label_chars(part: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use crate::policy::load_str;
-
+    /// The problems of a policy with this `traffic` section (and one valid metric).
     fn problems(traffic: &str) -> Vec<String> {
-        let text = format!(
-            "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {{name: p}}\nspec:\n  selector: {{matchLabels: {{a: b}}}}\n  traffic:\n{traffic}  analysis: {{metrics: [{{name: e, template: http-error-rate, test: sequential}}]}}\n"
-        );
-        load_str("p.yaml", &text)
-            .problems
-            .iter()
-            .map(|p| format!("{}: {}", p.path.clone().unwrap_or_default(), p.message))
-            .collect()
+        super::super::tests::problems(&format!(
+            "  traffic:\n{traffic}  analysis: {{metrics: [{{name: e, template: http-error-rate, test: sequential}}]}}\n"
+        ))
     }
 
     #[test]
