@@ -278,6 +278,10 @@ impl KubernetesPlatform {
             .await;
         let finalize = std::mem::take(&mut self.shared().finalize);
         for (id, route) in finalize {
+            // Created again meanwhile (a delete and re-create): it keeps its route.
+            if self.shared().workloads.contains_key(&id) {
+                continue;
+            }
             if let Err(e) = self.finalize_route(&id, &route).await {
                 tracing::warn!(rollout = %id, %route, error = %e, "finalizing the route of a deleted Deployment; retrying");
                 self.shared().finalize.push((id, route));
