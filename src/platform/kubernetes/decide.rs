@@ -62,7 +62,7 @@ impl Summary {
             primary_of: labels.get(PRIMARY_OF).cloned(),
             serves: template_annotations.get(REVISION_ANNOTATION).cloned(),
             rolled_back: annotations.get(ROLLED_BACK_ANNOTATION).cloned(),
-            route: annotations.get(ROUTE_ANNOTATION).cloned(),
+            route: recorded_route(deployment),
             revision: template_revision(&template),
             progress: workloads::rollout_progress(deployment),
             replicas: deployment.spec.replicas.unwrap_or(1),
@@ -70,6 +70,12 @@ impl Summary {
             labels,
         }
     }
+}
+
+/// The HTTPRoute recorded on a `web-primary` at attach (read without summarising the
+/// whole Deployment: no template hash).
+pub fn recorded_route(primary: &Deployment) -> Option<String> {
+    primary.metadata.annotations.as_ref()?.get(ROUTE_ANNOTATION).cloned()
 }
 
 /// What the platform does about one managed-or-not Deployment, decided from the

@@ -29,7 +29,9 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::decide::{Next, ROLLED_BACK_ANNOTATION, ROUTE_ANNOTATION, Standing, Summary, next};
+use super::decide::{
+    Next, ROLLED_BACK_ANNOTATION, ROUTE_ANNOTATION, Standing, Summary, next, recorded_route,
+};
 use super::routers::gateway::{self, Backends, Served};
 use super::workloads::{self, RolloutProgress};
 use super::{ROUTERS, arms, primary_name};
@@ -303,7 +305,7 @@ impl KubernetesPlatform {
         let mut primary = workloads::primary_deployment(&web, &revision, replicas).map_err(refused)?;
         primary.metadata.annotations.get_or_insert_default().insert(ROUTE_ANNOTATION.into(), route.clone());
         let mut primary = create_or_get(&deployments, &primary).await?;
-        let recorded = Summary::of(&primary).route;
+        let recorded = recorded_route(&primary);
         let route = match recorded {
             Some(recorded) => recorded,
             // Attached before routes were recorded: the route named as the Deployment.
@@ -356,13 +358,10 @@ impl KubernetesPlatform {
                 )));
             };
             let metadata = workloads::route_metadata(web, route).map_err(refused)?;
-            let metadata =
-                serde_json::to_value(metadata).map_err(|e| PlatformError::failed(e.to_string()))?;
-            let parents =
-                serde_json::to_value(&spec.parent_refs).map_err(|e| PlatformError::failed(e.to_string()))?;
+            let metadata = serde_json::to_value(metadata).map_err(failed)?;
+            let parents = serde_json::to_value(&spec.parent_refs).map_err(failed)?;
             let created = gateway::created_route(metadata, &parents, &spec.hostnames, backends);
-            let created: DynamicObject =
-                serde_json::from_value(created).map_err(|e| PlatformError::failed(e.to_string()))?;
+            let created: DynamicObject = serde_json::from_value(created).map_err(failed)?;
             return match routes.create(&PostParams::default(), &created).await {
                 Ok(_) => {
                     tracing::info!(%what, "created, owned by Deployment {}", backends.original);
@@ -374,10 +373,8 @@ impl KubernetesPlatform {
                 Err(e) => Err(api_error(&format!("create {what}"), &e)),
             };
         };
-        let found = serde_json::to_value(&found).map_err(|e| PlatformError::failed(e.to_string()))?;
-        if let Some(patch) =
-            gateway::adopt_patch(&found, backends).map_err(|e| PlatformError::failed(e.to_string()))?
-        {
+        let found = serde_json::to_value(&found).map_err(failed)?;
+        if let Some(patch) = gateway::adopt_patch(&found, backends).map_err(failed)? {
             json_patch(&routes, route, patch).await?;
         }
         Ok(())
@@ -392,7 +389,7 @@ impl KubernetesPlatform {
         let Some(found) = routes.get_opt(route).await.map_err(|e| api_error(&what, &e))? else {
             return Ok(());
         };
-        let found = serde_json::to_value(&found).map_err(|e| PlatformError::failed(e.to_string()))?;
+        let found = serde_json::to_value(&found).map_err(failed)?;
         if gateway::created_by_canaryd(&found, &Backends::of(&id.name, 0)) {
             return match routes.delete(route, &Default::default()).await {
                 Ok(_) => Ok(()),
@@ -400,9 +397,7 @@ impl KubernetesPlatform {
                 Err(e) => Err(api_error(&format!("delete {what}"), &e)),
             };
         }
-        if let Some(patch) =
-            gateway::restore_patch(&found).map_err(|e| PlatformError::failed(e.to_string()))?
-        {
+        if let Some(patch) = gateway::restore_patch(&found).map_err(failed)? {
             json_patch(&routes, route, patch).await?;
             tracing::info!(%what, "rules put back as they were before canaryd adopted the route");
         }
@@ -415,7 +410,7 @@ impl KubernetesPlatform {
         let watched = self.shared().primaries.get(id).map(|p| p.route.clone());
         let recorded = match watched {
             Some(route) => route,
-            None => Summary::of(&get(&self.deployments(&id.namespace), &primary_name(&id.name)).await?).route,
+            None => recorded_route(&get(&self.deployments(&id.namespace), &primary_name(&id.name)).await?),
         };
         Ok(recorded.unwrap_or_else(|| id.name.clone()))
     }
@@ -433,26 +428,22 @@ impl KubernetesPlatform {
         let read = || async {
             let route =
                 routes.get(&name).await.map_err(|e| api_error(&format!("HTTPRoute {route_id}"), &e))?;
-            serde_json::to_value(&route).map_err(|e| PlatformError::failed(e.to_string()))
+            serde_json::to_value(&route).map_err(failed)
         };
         // The route as it stands; after a patch, as the patch left it (the API server
         // answers with the object): read again only while a Gateway has not caught up.
         let mut route = read().await?;
-        let served =
-            gateway::served_weight(&route, backends).map_err(|e| PlatformError::failed(e.to_string()))?;
+        let served = gateway::served_weight(&route, backends).map_err(failed)?;
         let in_spec = match &served {
             Served::Applied(w) | Served::Pending { weight: w, .. } => *w,
         };
         if in_spec != weight {
-            let patch = gateway::weight_patch(&route, backends, weight)
-                .map_err(|e| PlatformError::failed(e.to_string()))?;
+            let patch = gateway::weight_patch(&route, backends, weight).map_err(failed)?;
             route = json_patch(&routes, &name, patch).await?;
         }
         let deadline = tokio::time::Instant::now() + READ_BACK_FOR;
         loop {
-            match gateway::served_weight(&route, backends)
-                .map_err(|e| PlatformError::failed(e.to_string()))?
-            {
+            match gateway::served_weight(&route, backends).map_err(failed)? {
                 Served::Applied(w) if w == weight => return Ok(()),
                 Served::Applied(w) => {
                     return Err(PlatformError::failed(format!(
@@ -566,6 +557,11 @@ fn awaited(name: &str, progress: RolloutProgress) -> Result<(), PlatformError> {
     }
 }
 
+/// A failed platform call, from any error (JSON, a route's shape).
+fn failed(e: impl std::fmt::Display) -> PlatformError {
+    PlatformError::failed(e.to_string())
+}
+
 fn refused(e: workloads::WorkloadError) -> PlatformError {
     PlatformError::failed(e.to_string())
 }
@@ -607,7 +603,7 @@ async fn json_patch(api: &Api<DynamicObject>, name: &str, patch: Value) -> Resul
     let patch: json_patch::Patch = serde_json::from_value(patch)
         .map_err(|e| PlatformError::failed(format!("HTTPRoute {name}: patch: {e}")))?;
     match api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
-        Ok(route) => serde_json::to_value(&route).map_err(|e| PlatformError::failed(e.to_string())),
+        Ok(route) => serde_json::to_value(&route).map_err(failed),
         // A failed `test` op: the route changed since it was read. Read it again next time.
         Err(kube::Error::Api(status)) if status.code == 422 || status.is_conflict() => {
             Err(PlatformError::not_yet(format!(
