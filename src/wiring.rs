@@ -16,6 +16,7 @@ use crate::notify::fanout::Fanout;
 use crate::notify::slack::SlackNotifier;
 use crate::notify::webhook::{PolicyWebhookNotifier, WebhookNotifier};
 use crate::platform::kubernetes::events::EventNotifier;
+use crate::platform::kubernetes::lease::{self, Leadership};
 use crate::platform::kubernetes::platform::KubernetesPlatform;
 use crate::platform::kubernetes::policies::PolicyObjects;
 use crate::platform::kubernetes::store::CanaryRunStore;
@@ -102,8 +103,16 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
             );
             let store =
                 Arc::new(FileStore::open(&settings.daemon.state_dir).map_err(setting("daemon.state_dir"))?);
-            let daemon =
-                daemon(&settings, &mut registry, platform.clone(), store.clone(), policies, None).await?;
+            let daemon = daemon(
+                &settings,
+                &mut registry,
+                platform.clone(),
+                store.clone(),
+                policies,
+                None,
+                &Leadership::unconditional(),
+            )
+            .await?;
             let starts: Arc<dyn crate::platform::StartsRollouts> = platform;
             let parts =
                 Parts { state, listener, stop, stop_tx, registry, starts: Some(starts), objects: None };
@@ -111,7 +120,37 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
         }
         PlatformChoice::Kubernetes(kubernetes) => {
             let mut registry = crate::telemetry::registry();
-            let client = kube_client().await.map_err(setting("kubernetes"))?;
+            let config = kube_config().await.map_err(setting("kubernetes"))?;
+            let leadership = match &kubernetes.lease {
+                Some(_) => Leadership::elected(),
+                None => Leadership::unconditional(),
+            };
+            let identity = kubernetes.lease.as_ref().map_or("unelected", |l| l.identity.as_str());
+            let leader_gauge = lease::register_leader(&mut registry, &leadership, identity);
+            if let Some(lease) = &kubernetes.lease {
+                let elector = kube::Client::try_from(config.clone())
+                    .map_err(|e| setting("kubernetes")(format!("cannot build the Kubernetes client: {e}")))?;
+                let api = kube::Api::namespaced(elector, &lease.namespace);
+                let elected =
+                    tokio::spawn(lease::elect(api, lease.clone(), leadership.clone(), stop.clone()));
+                tokio::spawn(async move {
+                    if let Ok(lease::Outcome::Lost) = elected.await {
+                        // Everything in memory may be behind the new leader: exit, and
+                        // come back (the pod restarts) as a follower.
+                        tracing::error!("exiting: this replica lost the Lease");
+                        std::process::exit(1);
+                    }
+                });
+                let standby = AppState { standby: Some(leadership.clone()), ..state.clone() };
+                if !stand_by(standby, &listener, &leadership, (identity, leader_gauge), stop.clone()).await {
+                    tracing::info!("stopped while standing by");
+                    return Ok(());
+                }
+            }
+            let client = kube::client::ClientBuilder::try_from(config)
+                .map_err(|e| setting("kubernetes")(format!("cannot build the Kubernetes client: {e}")))?
+                .with_layer(&lease::FenceLayer(leadership.clone()))
+                .build();
             let platform = Arc::new(KubernetesPlatform::new(client.clone(), kubernetes.namespaces.clone()));
             let store = Arc::new(CanaryRunStore::new(
                 client.clone(),
@@ -124,8 +163,16 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
                 kubernetes.namespaces.clone(),
                 settings.prometheus.batching.scrape.clone(),
             );
-            let daemon =
-                daemon(&settings, &mut registry, platform.clone(), store.clone(), policies, events).await?;
+            let daemon = daemon(
+                &settings,
+                &mut registry,
+                platform.clone(),
+                store.clone(),
+                policies,
+                events,
+                &leadership,
+            )
+            .await?;
             tokio::spawn(platform.run(daemon.policies()));
             let parts =
                 Parts { state, listener, stop, stop_tx, registry, starts: None, objects: Some(objects) };
@@ -136,12 +183,63 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
     Ok(())
 }
 
-/// The Kubernetes client, configured as `kubectl` would be: in-cluster, or from
+/// The Kubernetes client's configuration, as `kubectl` finds it: in-cluster, or from
 /// `KUBECONFIG` (`~/.kube/config`).
-async fn kube_client() -> Result<kube::Client, String> {
-    let config =
-        kube::Config::infer().await.map_err(|e| format!("no Kubernetes client configuration: {e}"))?;
-    kube::Client::try_from(config).map_err(|e| format!("cannot build the Kubernetes client: {e}"))
+async fn kube_config() -> Result<kube::Config, String> {
+    kube::Config::infer().await.map_err(|e| format!("no Kubernetes client configuration: {e}"))
+}
+
+/// Serves `/healthz`, `/readyz`, `/metrics` and a 503 API on `listener` while another
+/// replica holds the Lease. True once this replica leads; false when stopped first.
+async fn stand_by(
+    state: AppState,
+    listener: &tokio::net::TcpListener,
+    leadership: &Leadership,
+    (identity, leader_gauge): (&str, prometheus_client::metrics::gauge::Gauge),
+    stop: watch::Receiver<bool>,
+) -> bool {
+    let mut leading = leadership.subscribe();
+    if *leading.borrow() {
+        return true;
+    }
+    let mut registry = crate::telemetry::registry();
+    registry.sub_registry_with_label(("identity".into(), identity.to_string().into())).register(
+        "leader",
+        "1 while this replica holds the Lease and acts, else 0",
+        leader_gauge,
+    );
+    let state = AppState { registry: Arc::new(registry), ..state };
+    tracing::info!("standing by: another replica holds the Lease (or none was read yet)");
+    let copy = listener_copy(listener);
+    let mut stop_signal = stop.clone();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return false,
+    };
+    let (serve_stop_tx, serve_stop) = watch::channel(false);
+    let serving = async {
+        match copy {
+            Some(copy) => serve(&state, copy, serve_stop).await,
+            None => std::future::pending().await,
+        }
+    };
+    let led = tokio::select! {
+        led = leading.wait_for(|l| *l) => led.is_ok(),
+        _ = stop_signal.wait_for(|s| *s) => false,
+        _ = term.recv() => false,
+        _ = tokio::signal::ctrl_c() => false,
+        () = serving => false,
+    };
+    let _ = serve_stop_tx.send(true);
+    led
+}
+
+/// A second handle on `listener`'s socket, to serve on while standing by without
+/// closing the port the leader's server then takes over.
+fn listener_copy(listener: &tokio::net::TcpListener) -> Option<tokio::net::TcpListener> {
+    let fd = std::os::fd::AsFd::as_fd(listener).try_clone_to_owned().ok()?;
+    let std = std::net::TcpListener::from(fd);
+    tokio::net::TcpListener::from_std(std).ok()
 }
 
 /// What the loop runs beside: the HTTP surface, its listener and the stop signal.
@@ -216,6 +314,7 @@ async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate
     store: Arc<St>,
     policies: Vec<LoadedPolicy>,
     events: Option<EventNotifier>,
+    leadership: &Leadership,
 ) -> Result<Daemon<PrometheusSource, P, St>, WiringError> {
     let retention =
         Retention { max_count: settings.daemon.records_max_count, max_age: settings.daemon.records_max_age };
@@ -246,7 +345,7 @@ async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate
     let policy_webhooks = PolicyWebhookNotifier::new(timeout, Box::new(crate::notify::webhook::url_from_env))
         .map_err(setting("notify.webhook"))?;
     let deliveries = crate::notify::register_deliveries(registry);
-    let mut fanout = Fanout::new(webhook, policy_webhooks, slack, deliveries);
+    let mut fanout = Fanout::new(webhook, policy_webhooks, slack, deliveries).fenced(leadership.clone());
     if let Some(events) = events {
         fanout = fanout.with_events(events);
     }

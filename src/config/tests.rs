@@ -220,10 +220,16 @@ fn a_kubernetes_section_selects_the_platform_with_its_namespaces_and_checkpoint(
     let none = Settings::load(Some(file("").path()), BTreeMap::new()).unwrap();
     assert_eq!(none.kubernetes, None, "no [kubernetes]: no Kubernetes platform");
     let all = Settings::load(Some(file("[kubernetes]\n").path()), BTreeMap::new()).unwrap();
+    let all: KubernetesSettings = all.kubernetes.expect("[kubernetes] selects the platform");
+    assert_eq!((all.namespaces, all.checkpoint), (None, Duration::from_secs(300)));
+    let lease = all.lease.expect("leader election is on by default");
+    // client-go's defaults.
+    assert_eq!(lease.name, "canaryd");
     assert_eq!(
-        all.kubernetes,
-        Some(KubernetesSettings { namespaces: None, checkpoint: Duration::from_secs(300) })
+        (lease.duration, lease.renew_deadline, lease.retry),
+        (Duration::from_secs(15), Duration::from_secs(10), Duration::from_secs(2))
     );
+    assert!(!lease.identity.is_empty(), "an identity from the pod's or host's name");
     let f = file("[kubernetes]\nnamespaces = [\"shop\", \"payments\"]\ncheckpoint = \"2m\"\n");
     let some = Settings::load(Some(f.path()), BTreeMap::new()).unwrap().kubernetes.unwrap();
     assert_eq!(some.namespaces, Some(vec!["shop".to_string(), "payments".to_string()]));
@@ -240,6 +246,41 @@ fn bad_kubernetes_settings_are_each_named() {
     let f = file("[kubernetes]\nnamespace = [\"shop\"]\n");
     let text = Settings::load(Some(f.path()), BTreeMap::new()).unwrap_err().to_string();
     assert!(text.contains("namespace"), "{text}");
+}
+
+#[test]
+fn the_lease_is_configurable_can_be_turned_off_and_its_bad_values_are_named() {
+    let f = file(
+        "[kubernetes.lease]\nname = \"canaryd-shop\"\nnamespace = \"ops\"\nidentity = \"replica-a\"\nduration = \"30s\"\nrenew_deadline = \"20s\"\nretry = \"5s\"\n",
+    );
+    let lease = Settings::load(Some(f.path()), BTreeMap::new()).unwrap().kubernetes.unwrap().lease.unwrap();
+    assert_eq!(
+        (lease.name.as_str(), lease.namespace.as_str(), lease.identity.as_str()),
+        ("canaryd-shop", "ops", "replica-a")
+    );
+    assert_eq!(
+        (lease.duration, lease.renew_deadline, lease.retry),
+        (Duration::from_secs(30), Duration::from_secs(20), Duration::from_secs(5))
+    );
+    let off = file("[kubernetes.lease]\nenabled = false\n");
+    assert_eq!(Settings::load(Some(off.path()), BTreeMap::new()).unwrap().kubernetes.unwrap().lease, None);
+    let f = file(
+        "[kubernetes.lease]\nname = \"Canaryd\"\nnamespace = \"ops_1\"\nduration = \"10s\"\nrenew_deadline = \"10s\"\nretry = \"500ms\"\n",
+    );
+    let text = Settings::load(Some(f.path()), BTreeMap::new()).unwrap_err().to_string();
+    assert!(text.contains("kubernetes.lease.name: `Canaryd` must be lowercase"), "{text}");
+    assert!(text.contains("kubernetes.lease.namespace: `ops_1` may hold only lowercase"), "{text}");
+    assert!(
+        text.contains("kubernetes.lease.renew_deadline: `10s` must be shorter than lease.duration `10s`"),
+        "{text}"
+    );
+    assert!(text.contains("kubernetes.lease.retry: `500ms` is shorter than 1s"), "{text}");
+    let f = file("[kubernetes.lease]\nrenew_deadline = \"5s\"\nretry = \"5s\"\n");
+    let text = Settings::load(Some(f.path()), BTreeMap::new()).unwrap_err().to_string();
+    assert!(
+        text.contains("kubernetes.lease.retry: `5s` must be shorter than lease.renew_deadline `5s`"),
+        "{text}"
+    );
 }
 
 #[test]

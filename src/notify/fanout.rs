@@ -9,6 +9,7 @@ use crate::notify::{
     DeliveryCounts, DeliveryError, DeliveryLabels, Destination, Destinations, Notifier, slack,
 };
 use crate::platform::kubernetes::events::EventNotifier;
+use crate::platform::kubernetes::lease::Leadership;
 
 /// Every target of the daemon: the generic webhook if set, Slack and their own webhook
 /// for policies that name them, and the log when nothing else is configured.
@@ -18,6 +19,8 @@ pub struct Fanout {
     slack: slack::SlackNotifier,
     events: Option<EventNotifier>,
     counts: DeliveryCounts,
+    /// Nothing is sent while this replica may not act (another holds the Lease).
+    leadership: Leadership,
 }
 
 impl Fanout {
@@ -28,7 +31,20 @@ impl Fanout {
         slack: slack::SlackNotifier,
         counts: DeliveryCounts,
     ) -> Fanout {
-        Fanout { webhook, policy_webhooks, slack, events: None, counts }
+        Fanout {
+            webhook,
+            policy_webhooks,
+            slack,
+            events: None,
+            counts,
+            leadership: Leadership::unconditional(),
+        }
+    }
+
+    /// Sends only while `leadership` may act.
+    pub fn fenced(mut self, leadership: Leadership) -> Fanout {
+        self.leadership = leadership;
+        self
     }
 
     /// Also posts every decision as a Kubernetes Event on its Deployment.
@@ -71,6 +87,9 @@ impl Destinations for Fanout {
     }
 
     async fn deliver_to(&self, to: &Destination, n: &Notification) -> Result<(), DeliveryError> {
+        if !self.leadership.may_act() {
+            return Err("not sent: this replica does not hold the Lease".to_string().into());
+        }
         let (channel, result) = match (to, &self.webhook, &n.slack) {
             (Destination::Webhook, Some(webhook), _) => ("webhook", webhook.deliver(n).await),
             (Destination::PolicyWebhook(url), _, _) => {

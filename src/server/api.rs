@@ -544,6 +544,30 @@ pub async fn method_not_allowed() -> Response {
     )
 }
 
+/// While this replica stands by, every `/api/v1` answer is 503 naming the replica that
+/// holds the Lease (after authentication, as any other answer).
+pub async fn standing_by(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(standby) = &state.standby else { return next.run(request).await };
+    let read = request.method() == axum::http::Method::GET;
+    let allowed =
+        if read { readable(&state.access, &headers) } else { caller(&state.access, &headers).map(|_| ()) };
+    if let Err(refusal) = allowed {
+        return *refusal;
+    }
+    let leader = standby.leader().unwrap_or_else(|| "no replica yet".into());
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "this replica stands by: {leader} holds the Lease and runs the rollouts; ask it (kubectl port-forward pod/{leader})"
+        ),
+    )
+}
+
 fn no_loop() -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, crate::server::NO_PLATFORM)
 }

@@ -60,6 +60,9 @@ pub struct AppState {
     pub loop_ready: Option<Arc<AtomicBool>>,
     /// Largest request body accepted (413 above it).
     pub max_body_bytes: usize,
+    /// Set while this replica stands by for the Lease another replica holds: `/readyz`
+    /// is 200 (it is ready to take over) and `/api/v1` answers 503 naming the leader.
+    pub standby: Option<crate::platform::kubernetes::lease::Leadership>,
 }
 
 impl Default for AppState {
@@ -71,6 +74,7 @@ impl Default for AppState {
             api: None,
             loop_ready: None,
             max_body_bytes: 256 * 1024,
+            standby: None,
         }
     }
 }
@@ -92,6 +96,7 @@ pub fn app(state: AppState) -> Router {
                 .route("/api/v1/alertmanager", post(api::alertmanager))
                 .fallback(api::not_found)
                 .method_not_allowed_fallback(api::method_not_allowed)
+                .layer(axum::middleware::from_fn_with_state(state.clone(), api::standing_by))
                 .with_state(state.clone()),
         )
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
@@ -105,6 +110,10 @@ pub const NO_PLATFORM: &str =
 /// the reason.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     let not_ready = |why: &str| (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"));
+    if let Some(standby) = &state.standby {
+        let leader = standby.leader().unwrap_or_else(|| "no replica yet".into());
+        return (StatusCode::OK, format!("ready: standing by ({leader} holds the Lease)\n"));
+    }
     let Some(ticked) = &state.loop_ready else { return not_ready(NO_PLATFORM) };
     if !state.ready.load(Ordering::Relaxed) {
         return not_ready("no valid policy is loaded");

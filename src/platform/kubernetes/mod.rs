@@ -6,6 +6,7 @@
 //!   and whether a Deployment has rolled out;
 //! - `canaryrun.rs`: the `CanaryRun` custom resource that holds a rollout's state;
 //! - `events.rs`: each decision as a Kubernetes Event on its Deployment;
+//! - `lease.rs`: leader election on a Lease, and the fence on every write;
 //! - `decide.rs`: what to do about each Deployment, from the watch's summaries (pure);
 //! - `platform.rs`: the platform itself: the Deployment watch, attaching, the calls;
 //! - `policies.rs`: policy objects from the API server, validated and reported on;
@@ -15,6 +16,7 @@
 pub mod canaryrun;
 pub mod decide;
 pub mod events;
+pub mod lease;
 pub mod platform;
 pub mod policies;
 pub mod revision;
