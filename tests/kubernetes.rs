@@ -48,6 +48,12 @@ async fn attached() -> (KubeStack, tokio::sync::MutexGuard<'static, ()>) {
     let mut stack = KubeStack::start(POLICY, demo_app, &canaryd).await;
     stack.start_canaryd(&canaryd);
     stack.start_load();
+    wait_attached(&stack, || stack.canaryd_log()).await;
+    (stack, turn)
+}
+
+/// Waits until `web` is attached: web-primary available with 2 pods, `web` at 0.
+async fn wait_attached(stack: &KubeStack, log: impl Fn() -> String) {
     let deployments = stack.deployments();
     let waited = poll(Duration::from_secs(60), || async {
         let web = deployments.get("web").await.ok();
@@ -57,9 +63,8 @@ async fn attached() -> (KubeStack, tokio::sync::MutexGuard<'static, ()>) {
     })
     .await;
     if let Err(e) = waited {
-        panic!("{e}: web attached; canaryd log:\n{}", stack.canaryd_log());
+        panic!("{e}: web attached; canaryd log:\n{}", log());
     }
-    (stack, turn)
 }
 
 /// The canary's share in the route's first rule, and the backend names.
@@ -736,4 +741,167 @@ spec:
     let settled = writes();
     wait_phase(&stack, "Succeeded").await;
     assert_eq!(writes(), settled, "policy objects written again after their verdict");
+}
+
+/// The Lease's holder, if any.
+fn lease_holder(stack: &KubeStack) -> Option<String> {
+    let leases = support::fake_apiserver::Gvr::new("coordination.k8s.io", "v1", "leases");
+    stack
+        .fake
+        .get(&leases, NAMESPACE, "canaryd")
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+}
+
+/// Every write (any verb but get, list and watch) replica `identity` made from request
+/// `from` of the fake's log on, but those to its Lease: `METHOD path -> status`.
+fn writes_by(stack: &KubeStack, identity: &str, from: usize) -> Vec<String> {
+    let client = support::kubernetes::replica_client(identity);
+    stack
+        .fake
+        .requests_from(from)
+        .into_iter()
+        .filter(|r| {
+            r.client == client && !["get", "list", "watch"].contains(&r.verb.as_str()) && !r.is_for("leases")
+        })
+        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+        .collect()
+}
+
+/// Waits until replica `identity` holds the Lease.
+async fn wait_holder(stack: &KubeStack, identity: &str, within: Duration) {
+    let waited = poll(within, || async { lease_holder(stack).as_deref() == Some(identity) }).await;
+    waited.unwrap_or_else(|e| {
+        panic!("{e}: {identity} holds the Lease ({:?}); logs:\n{}", lease_holder(stack), stack.replica_logs())
+    });
+}
+
+/// The stack with replicas `a` (which took the Lease first) and `b` (standing by, as
+/// its `/readyz` says), `web` attached by `a`.
+async fn two_replicas_attached() -> (KubeStack, tokio::sync::MutexGuard<'static, ()>) {
+    let turn = ONE_AT_A_TIME.lock().await;
+    let (canaryd, demo_app) = bins();
+    let mut stack = KubeStack::start(POLICY, demo_app, &canaryd).await;
+    stack.start_replica(&canaryd, "a");
+    wait_holder(&stack, "a", Duration::from_secs(30)).await;
+    let b = stack.start_replica(&canaryd, "b");
+    stack.start_load();
+    wait_attached(&stack, || stack.replica_logs()).await;
+    let readyz = format!("http://127.0.0.1:{b}/readyz");
+    let standing_by = poll(Duration::from_secs(30), || async {
+        match reqwest::get(&readyz).await {
+            Ok(r) => {
+                r.status() == 200
+                    && r.text().await.is_ok_and(|t| t.contains("standing by (a holds the Lease)"))
+            }
+            Err(_) => false,
+        }
+    })
+    .await;
+    standing_by.unwrap_or_else(|e| panic!("{e}: b stands by; logs:\n{}", stack.replica_logs()));
+    (stack, turn)
+}
+
+/// The decisions of a finished rollout that resumed: one start, one step to 50%, one
+/// promotion, numbered without a gap or a repeat, and the start the one recorded before.
+fn assert_one_uninterrupted_run(status: &Value, started_at: &Value) {
+    let decisions = status["state"]["rollout"]["decisions"].as_array().cloned().unwrap_or_default();
+    assert!(started_at.is_string(), "{started_at}");
+    assert_eq!(&decisions[0]["at"], started_at, "resumed, not started over");
+    let actions: Vec<(String, i64)> = decisions
+        .iter()
+        .map(|d| (d["action"].as_str().unwrap_or("").to_string(), d["weight"].as_i64().unwrap_or(-1)))
+        .collect();
+    let count =
+        |action: &str, weight: i64| actions.iter().filter(|(a, w)| a == action && *w == weight).count();
+    assert_eq!(count("started", 10), 1, "one start: {actions:?}");
+    assert_eq!(count("advanced", 50), 1, "one step to 50%: {actions:?}");
+    assert_eq!(count("promoting", 100) + count("promoted", 100), 2, "promoted once: {actions:?}");
+    let seqs: Vec<i64> = decisions.iter().map(|d| d["seq"].as_i64().unwrap_or(-1)).collect();
+    assert_eq!(seqs, (0..seqs.len() as i64).collect::<Vec<_>>(), "no decision lost or repeated");
+}
+
+/// The notes of the Events on Deployment `web`, each with how many Events carry it.
+fn event_notes(stack: &KubeStack) -> std::collections::BTreeMap<String, usize> {
+    let mut notes = std::collections::BTreeMap::new();
+    for event in stack.fake.list(&support::fake_apiserver::Gvr::core("events"), Some(NAMESPACE)) {
+        let on_web = event["involvedObject"]["name"] == "web" || event["regarding"]["name"] == "web";
+        let note = event["note"].as_str().or(event["message"].as_str()).unwrap_or_default().to_string();
+        if on_web && !note.is_empty() {
+            *notes.entry(note).or_default() += 1;
+        }
+    }
+    notes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_replicas_only_the_lease_holder_writes_and_when_it_is_killed_the_other_finishes_the_rollout_once()
+ {
+    let (mut stack, _turn) = two_replicas_attached().await;
+    stack.change_template("web", "v2", 0.0).await;
+    wait_weight(&stack, 10).await;
+    let started_at =
+        canary_run(&stack).await.expect("the CanaryRun")["state"]["rollout"]["decisions"][0]["at"].clone();
+    assert!(!writes_by(&stack, "a", 0).is_empty(), "the leader attached and stepped");
+    assert_eq!(
+        writes_by(&stack, "b", 0),
+        Vec::<String>::new(),
+        "the follower wrote nothing but its Lease reads"
+    );
+
+    stack.signal_replica("a", "KILL");
+    let killed = stack.fake.request_count();
+    let since = std::time::Instant::now();
+    wait_holder(&stack, "b", Duration::from_secs(30)).await;
+    eprintln!("b took the Lease {:?} after a was killed (lease duration 4 s, retry 1 s)", since.elapsed());
+    let (status, _) = wait_phase(&stack, "Succeeded").await;
+    assert_one_uninterrupted_run(&status, &started_at);
+    assert!(!writes_by(&stack, "b", killed).is_empty(), "b drove the rest of the rollout");
+    let versions = stack.versions(20).await;
+    assert_eq!(versions.get("v2"), Some(&20), "{versions:?}");
+    // Each decision was posted as one Event, though two replicas posted them.
+    let notes = event_notes(&stack);
+    assert!(notes.len() >= 3, "the rollout's decisions as Events: {notes:#?}");
+    let twice: Vec<_> = notes.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "Events posted twice: {twice:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_writes_nothing_once_resumed_and_exits() {
+    let (mut stack, _turn) = two_replicas_attached().await;
+    stack.change_template("web", "v2", 0.0).await;
+    wait_weight(&stack, 10).await;
+    let started_at =
+        canary_run(&stack).await.expect("the CanaryRun")["state"]["rollout"]["decisions"][0]["at"].clone();
+    stack.signal_replica("a", "STOP");
+    wait_holder(&stack, "b", Duration::from_secs(30)).await;
+    let taken = stack.fake.request_count();
+    // Paused well past the point where a's every timer (its tick, its renewal, the
+    // platform's reconcile) is overdue, so each fires at once when it resumes.
+    wait_weight(&stack, 50).await;
+    // When a resumes, its Lease requests are held (a slow path to the API server for
+    // them): it cannot learn that it lost the Lease, and its overdue tick and reconcile
+    // try to write. Only its own deadline stops them.
+    let a = support::kubernetes::replica_client("a");
+    stack.fake.hold_requests(&a, "leases", true);
+    stack.signal_replica("a", "CONT");
+    let tried = poll(Duration::from_secs(30), || async {
+        stack.replica_log("a").contains("write refused: not the leader")
+            || !writes_by(&stack, "a", taken).is_empty()
+    })
+    .await;
+    tried.unwrap_or_else(|e| panic!("{e}: a tried to write; log:\n{}", stack.replica_log("a")));
+    stack.fake.hold_requests(&a, "leases", false);
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while stack.replica_exit("a").is_none() {
+        assert!(
+            std::time::Instant::now() < until,
+            "a exits once it finds the Lease lost; logs:\n{}",
+            stack.replica_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(writes_by(&stack, "a", taken), Vec::<String>::new(), "a wrote after b took the Lease");
+    assert!(stack.replica_log("a").contains("lost the Lease"), "{}", stack.replica_log("a"));
+    let (status, _) = wait_phase(&stack, "Succeeded").await;
+    assert_one_uninterrupted_run(&status, &started_at);
 }

@@ -30,6 +30,8 @@ pub struct Shared {
     pub drops: tokio::sync::watch::Sender<u64>,
     pub bookmark_every: Mutex<Duration>,
     pub address: String,
+    /// Requests of (client, plural) held unanswered while the set holds them.
+    pub holds: tokio::sync::watch::Sender<Vec<(String, String)>>,
 }
 
 impl Shared {
@@ -48,6 +50,10 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: axum::extract::R
     let target = parse_path(&path);
     let verb = verb_of(&parts.method, &target, &params);
     let body = axum::body::to_bytes(body, 64 << 20).await.unwrap_or_default();
+    if let (Some(client), Some(plural)) = (&client, target.as_ref().map(|t| t.plural.clone())) {
+        let held = |holds: &Vec<(String, String)>| holds.iter().any(|(c, p)| c == client && *p == plural);
+        let _ = shared.holds.subscribe().wait_for(|holds| !held(holds)).await;
+    }
     let response = match (&client, anonymous_allowed(&path)) {
         (None, false) => error(ApiError::unauthorized()),
         _ => respond(&shared, &parts.method, &parts.headers, &path, target.as_ref(), &params, verb, &body),

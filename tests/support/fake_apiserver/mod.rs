@@ -178,6 +178,7 @@ impl FakeApiServer {
             drops,
             bookmark_every: Mutex::new(Duration::from_secs(5)),
             address: address.to_string(),
+            holds: tokio::sync::watch::channel(Vec::new()).0,
         });
         let serving = serve(listener, shared.clone());
         Ok(FakeApiServer { shared, address, serving: Mutex::new(Some(serving)) })
@@ -292,6 +293,17 @@ impl FakeApiServer {
             }
         };
         *self.serving.lock().unwrap_or_else(|e| e.into_inner()) = Some(serving);
+    }
+
+    /// While `hold`, every request of `client` about `plural` waits unanswered (a slow
+    /// path to the API server for that one kind); released, they are answered.
+    pub fn hold_requests(&self, client: &str, plural: &str, hold: bool) {
+        self.shared.holds.send_modify(|holds| {
+            holds.retain(|(c, p)| !(c == client && p == plural));
+            if hold {
+                holds.push((client.to_string(), plural.to_string()));
+            }
+        });
     }
 
     /// While `refuse`, every write (update, patch or delete) to an object, or to its

@@ -62,6 +62,8 @@ pub struct KubeStack {
     nginx_port: u16,
     wrk: Option<Child>,
     canaryd: Option<Child>,
+    /// More `canaryd run` replicas, by identity (see [`KubeStack::start_replica`]).
+    replicas: std::collections::BTreeMap<String, Child>,
     /// canaryd's API port.
     pub api_port: u16,
     dir: tempfile::TempDir,
@@ -69,9 +71,12 @@ pub struct KubeStack {
 
 impl Drop for KubeStack {
     fn drop(&mut self) {
-        for child in
-            [Some(&mut self.prometheus), self.wrk.as_mut(), self.canaryd.as_mut()].into_iter().flatten()
+        for child in [Some(&mut self.prometheus), self.wrk.as_mut(), self.canaryd.as_mut()]
+            .into_iter()
+            .flatten()
+            .chain(self.replicas.values_mut())
         {
+            // A replica a test stopped (SIGSTOP) is killed all the same.
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -228,9 +233,69 @@ impl KubeStack {
             nginx_port,
             wrk: None,
             canaryd: None,
+            replicas: Default::default(),
             api_port,
             dir,
         }
+    }
+
+    /// Starts a `canaryd run` replica `identity` with leader election on Lease
+    /// `canaryd` in `shop` (a 4 s lease, renewed every second, acting for 3 s after a
+    /// renewal is sent). Each replica has its own client in the request log
+    /// (`canaryd-<identity>`), API port, state directory and log (`canaryd-<identity>.log`).
+    pub fn start_replica(&mut self, canaryd_bin: &Path, identity: &str) -> u16 {
+        let port = free_port();
+        let settings = std::fs::read_to_string(self.path("canaryd.toml")).expect("settings");
+        let d = self.dir.path().display().to_string();
+        let settings = settings
+            .replace(&format!("127.0.0.1:{}", self.api_port), &format!("127.0.0.1:{port}"))
+            .replace(&format!("{d}/state"), &format!("{d}/state-{identity}"))
+            .replace(&format!("{d}/records"), &format!("{d}/records-{identity}"));
+        let settings = format!(
+            "{settings}[kubernetes.lease]\nnamespace = \"{NAMESPACE}\"\nidentity = \"{identity}\"\nduration = \"4s\"\nrenew_deadline = \"3s\"\nretry = \"1s\"\n"
+        );
+        let config = self.path(&format!("canaryd-{identity}.toml"));
+        std::fs::write(&config, settings).expect("settings");
+        let kubeconfig = self.fake.kubeconfig(self.dir.path(), &replica_client(identity));
+        let log = std::fs::File::create(self.path(&format!("canaryd-{identity}.log"))).expect("log");
+        let child = Command::new(canaryd_bin)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("KUBECONFIG", kubeconfig)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("canaryd starts");
+        self.replicas.insert(identity.to_string(), child);
+        port
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`) to replica `identity`.
+    pub fn signal_replica(&mut self, identity: &str, signal: &str) {
+        let child = self.replicas.get_mut(identity).expect("a replica of that identity");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {identity}");
+        if signal == "KILL" {
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether replica `identity` has exited, and how.
+    pub fn replica_exit(&mut self, identity: &str) -> Option<std::process::ExitStatus> {
+        self.replicas.get_mut(identity).and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Replica `identity`'s log so far.
+    pub fn replica_log(&self, identity: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("canaryd-{identity}.log"))).unwrap_or_default()
+    }
+
+    /// Every replica's log, headed by its identity.
+    pub fn replica_logs(&self) -> String {
+        self.replicas.keys().map(|id| format!("--- {id}\n{}", self.replica_log(id))).collect()
     }
 
     /// A file in the stack's directory.
@@ -325,6 +390,11 @@ impl KubeStack {
             .await
             .expect("template changed");
     }
+}
+
+/// The request log's client name of replica `identity`.
+pub fn replica_client(identity: &str) -> String {
+    format!("canaryd-{identity}")
 }
 
 /// Applies `canaryd crd`'s CRDs as a user would: `canaryd crd | kubectl apply
