@@ -393,7 +393,10 @@ pub fn load_policies(settings: &Settings) -> Vec<LoadedPolicy> {
     // A path that is not there holds no policy to reject: it is the setting that is wrong.
     let (present, missing): (Vec<_>, Vec<_>) =
         settings.policy_paths.iter().cloned().partition(|p| p.exists());
-    if present.is_empty() {
+    if settings.policy_paths.is_empty() {
+        // On Kubernetes, policies may all be objects: no path is a valid choice.
+        tracing::info!("no policy paths are set: policies come from objects only");
+    } else if present.is_empty() {
         let paths: Vec<String> = missing.iter().map(|p| p.display().to_string()).collect();
         tracing::error!(?paths, "no policy path exists, so no policy is loaded; {HOW}");
     } else {

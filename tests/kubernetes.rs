@@ -147,6 +147,18 @@ async fn a_good_template_change_goes_10_50_100_and_is_promoted_to_the_primary() 
     let versions = stack.versions(20).await;
     assert_eq!(versions.get("v2"), Some(&20), "nginx answers with the new version: {versions:?}");
 
+    // The next release: the finished rollout's CanaryRun gives way to the new one's.
+    let runs = canaryruns();
+    let uid_of = || stack.fake.get(&runs, NAMESPACE, "web").map(|r| r["metadata"]["uid"].clone());
+    let finished = uid_of().expect("the finished rollout's CanaryRun");
+    stack.change_template("web", "v3", 0.0).await;
+    let replaced = poll(Duration::from_secs(60), || async {
+        let status = canary_run(&stack).await.unwrap_or(Value::Null);
+        uid_of().is_some_and(|uid| uid != finished) && status["phase"] == "Progressing"
+    })
+    .await;
+    replaced.unwrap_or_else(|e| panic!("{e}: a new CanaryRun for v3; log:\n{}", stack.canaryd_log()));
+
     // Deleting the Deployment finalizes the route it adopted: its rules are put back as
     // the user wrote them (KubeStack::start), and canaryd's annotation is gone.
     stack.deployments().delete("web", &Default::default()).await.expect("Deployment web deleted");
@@ -748,7 +760,7 @@ fn lease_holder(stack: &KubeStack) -> Option<String> {
     let leases = support::fake_apiserver::Gvr::new("coordination.k8s.io", "v1", "leases");
     stack
         .fake
-        .get(&leases, NAMESPACE, "canaryd")
+        .get(&leases, support::kubernetes::CANARYD_NAMESPACE, "canaryd")
         .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
 }
 
@@ -904,4 +916,110 @@ async fn a_leader_paused_past_its_lease_writes_nothing_once_resumed_and_exits() 
     assert!(stack.replica_log("a").contains("lost the Lease"), "{}", stack.replica_log("a"));
     let (status, _) = wait_phase(&stack, "Succeeded").await;
     assert_one_uninterrupted_run(&status, &started_at);
+}
+
+/// [`POLICY`] on the Istio router, with the VirtualService `web-mesh` canaryd creates.
+fn istio_policy() -> String {
+    let plain = "traffic: {router: gateway-api, steps: [10, 50, 100], stepDuration: 8s}";
+    assert!(POLICY.contains(plain), "POLICY's traffic line");
+    POLICY.replace(
+        plain,
+        "traffic: {router: istio, steps: [10, 50, 100], stepDuration: 8s, route: {name: \"{name}-mesh\"}}",
+    )
+}
+
+/// Installs a VirtualService CRD (`networking.istio.io/v1`), as Istio's install does
+/// (its schema left open here).
+async fn install_virtual_service_crd(stack: &KubeStack) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "virtualservices.networking.istio.io"},
+        "spec": {
+            "group": "networking.istio.io", "scope": "Namespaced",
+            "names": {"plural": "virtualservices", "singular": "virtualservice", "kind": "VirtualService", "shortNames": ["vs"]},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+        }
+    }))
+    .expect("a CRD");
+    let crds: Api<CustomResourceDefinition> = Api::all(stack.client.clone());
+    crds.create(&PostParams::default(), &crd).await.expect("the VirtualService CRD");
+}
+
+/// The canary's weight in VirtualService `name`'s first http route.
+fn mesh_canary_weight(stack: &KubeStack, name: &str) -> Option<i64> {
+    let vs = stack.fake.get(
+        &support::fake_apiserver::Gvr::new("networking.istio.io", "v1", "virtualservices"),
+        NAMESPACE,
+        name,
+    )?;
+    vs["spec"]["http"][0]["route"]
+        .as_array()?
+        .iter()
+        .find(|d| d["destination"]["host"] == "web-canary")
+        .and_then(|d| d["weight"].as_i64())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_istio_a_good_canary_is_promoted_and_a_bad_one_rolled_back_through_virtual_service_weights() {
+    let turn = ONE_AT_A_TIME.lock().await;
+    let (canaryd, demo_app) = bins();
+    let mut stack = KubeStack::start(&istio_policy(), demo_app, &canaryd).await;
+    install_virtual_service_crd(&stack).await;
+    // This user's traffic goes through the mesh: no HTTPRoute.
+    let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        stack.client.clone(),
+        NAMESPACE,
+        &canaryd::platform::kubernetes::platform::http_route(),
+    );
+    routes.delete("web", &Default::default()).await.expect("the HTTPRoute deleted");
+    stack.start_canaryd(&canaryd);
+    stack.start_load();
+    wait_attached(&stack, || stack.canaryd_log()).await;
+    let created =
+        poll(Duration::from_secs(30), || async { mesh_canary_weight(&stack, "web-mesh") == Some(0) }).await;
+    created.unwrap_or_else(|e| {
+        panic!("{e}: VirtualService web-mesh at 0% to the canary; log:\n{}", stack.canaryd_log())
+    });
+    let vs = stack
+        .fake
+        .get(
+            &support::fake_apiserver::Gvr::new("networking.istio.io", "v1", "virtualservices"),
+            NAMESPACE,
+            "web-mesh",
+        )
+        .expect("web-mesh");
+    assert_eq!(vs["spec"]["hosts"], json!(["web"]), "the mesh's host is the workload's Service");
+    assert_eq!(vs["metadata"]["ownerReferences"][0]["name"], "web", "owned by the Deployment");
+
+    // A good canary: 10, 50, 100 in the VirtualService's weights, then promoted.
+    stack.change_template("web", "v2", 0.0).await;
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let promoted = poll(ROLLOUT, || async {
+        if let Some(w) = mesh_canary_weight(&stack, "web-mesh") {
+            seen.lock().unwrap().insert(w);
+        }
+        canary_run(&stack).await.is_some_and(|s| s["phase"] == "Succeeded")
+    })
+    .await;
+    promoted.unwrap_or_else(|e| panic!("{e}: promoted; log:\n{}", stack.canaryd_log()));
+    let seen = seen.into_inner().unwrap();
+    for step in [10, 50] {
+        assert!(seen.contains(&step), "the VirtualService went through {step}%: {seen:?}");
+    }
+    assert_eq!(mesh_canary_weight(&stack, "web-mesh"), Some(0), "back on the primary after promotion");
+    let versions = stack.versions(20).await;
+    assert_eq!(versions.get("v2"), Some(&20), "{versions:?}");
+
+    // A bad canary: rolled back at 10%, the VirtualService back at 0, v2 still served.
+    stack.change_template("web", "v3", 0.05).await;
+    let (status, _) = wait_phase(&stack, "RolledBack").await;
+    assert!(status["reason"].as_str().unwrap_or("").contains("errors"), "{status:#}");
+    let back =
+        poll(Duration::from_secs(30), || async { mesh_canary_weight(&stack, "web-mesh") == Some(0) }).await;
+    back.unwrap_or_else(|e| panic!("{e}: VirtualService back at 0; log:\n{}", stack.canaryd_log()));
+    let versions = stack.versions(20).await;
+    assert_eq!(versions.get("v2"), Some(&20), "{versions:?}");
+    drop(turn);
 }

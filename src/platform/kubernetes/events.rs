@@ -42,12 +42,25 @@ impl EventNotifier {
         let Some((namespace, name)) = n.key.rollout.split_once('/') else {
             return Err(format!("rollout `{}` is not namespace/name", n.key.rollout).into());
         };
-        let api: kube::Api<Event> = kube::Api::namespaced(self.client.clone(), namespace);
-        match api.create(&PostParams::default(), &event(n, name, &self.instance)).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-            Err(e) => Err(DeliveryError::from(format!("Event on Deployment {}: {e}", n.key.rollout))),
-        }
+        post(&self.client, namespace, &event(n, name, &self.instance))
+            .await
+            .map_err(|e| DeliveryError::from(format!("Event on Deployment {}: {e}", n.key.rollout)))
+    }
+}
+
+/// This replica's name (`POD_NAME`) as an Event's `reportingInstance`.
+pub fn instance() -> String {
+    std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| REPORTER.into())
+}
+
+/// Creates `event` in `namespace`; one of the same name already there is the same Event
+/// (posted before a restart or by the replica before), so 409 is success.
+pub async fn post(client: &kube::Client, namespace: &str, event: &Event) -> Result<(), kube::Error> {
+    let api: kube::Api<Event> = kube::Api::namespaced(client.clone(), namespace);
+    match api.create(&PostParams::default(), event).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

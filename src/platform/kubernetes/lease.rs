@@ -217,8 +217,13 @@ enum LeaseError {
 }
 
 /// Holds the Lease for `leadership` until `stop` is set, then releases it if held.
-/// Returns when `stop` is set, or when this replica has lost the Lease it held (the
-/// caller exits: a restart comes back as a follower with nothing in memory).
+/// Returns when `stop` is set, or when another replica has held the Lease since this
+/// one last wrote it (the caller exits: a restart comes back as a follower with nothing
+/// stale in memory).
+///
+/// A renewal that fails (the API server down) only stops this replica acting once its
+/// deadline passes; it acts again when a renewal succeeds on the very record it last
+/// wrote, which proves no other replica held the Lease in between.
 pub async fn elect(
     api: Api<Lease>,
     settings: LeaseSettings,
@@ -226,38 +231,49 @@ pub async fn elect(
     mut stop: watch::Receiver<bool>,
 ) -> Outcome {
     let mut observed = None;
-    let mut led = false;
+    // The resourceVersion of this replica's last successful write of the Lease.
+    let mut written: Option<String> = None;
+    let mut fenced_logged = false;
     loop {
         let sent = Instant::now();
         match try_once(&api, &settings, &mut observed, sent).await {
-            Ok(Decision::Take | Decision::Renew) => {
-                if !led {
-                    tracing::info!(lease = %settings.name, namespace = %settings.namespace, identity = %settings.identity, "took the Lease: this replica acts");
-                }
-                led = true;
-                leadership.renewed(sent, settings.renew_deadline);
-            }
-            Ok(Decision::Follow(holder)) => {
-                if led {
-                    tracing::error!(lease = %settings.name, holder = %holder, "lost the Lease to another replica");
-                    leadership.follow(Some(holder));
+            Ok(Tried { decision: Decision::Take | Decision::Renew, read, wrote }) => {
+                if let Some(ours) = &written
+                    && read.as_deref() != Some(ours.as_str())
+                {
+                    tracing::error!(lease = %settings.name, "another replica held the Lease since this one last renewed it");
+                    leadership.follow(None);
                     return Outcome::Lost;
                 }
-                leadership.follow(Some(holder));
+                if written.is_none() {
+                    tracing::info!(lease = %settings.name, namespace = %settings.namespace, identity = %settings.identity, "took the Lease: this replica acts");
+                } else if fenced_logged {
+                    tracing::info!(lease = %settings.name, "renewed the Lease: this replica acts again");
+                }
+                fenced_logged = false;
+                written = Some(wrote);
+                leadership.renewed(sent, settings.renew_deadline);
+            }
+            Ok(Tried { decision: Decision::Follow(holder), .. }) => {
+                leadership.follow(Some(holder.clone()));
+                if written.is_some() {
+                    tracing::error!(lease = %settings.name, holder = %holder, "lost the Lease to another replica");
+                    return Outcome::Lost;
+                }
             }
             Err(e) => tracing::warn!(error = %e, "cannot renew or take the Lease; retrying"),
         }
         leadership.expire_if_past(Instant::now());
-        if led && !leadership.may_act() {
-            tracing::error!(lease = %settings.name, deadline = ?settings.renew_deadline, "the Lease was not renewed within its deadline: this replica stops acting");
-            return Outcome::Lost;
+        if written.is_some() && !leadership.may_act() && !fenced_logged {
+            tracing::error!(lease = %settings.name, deadline = ?settings.renew_deadline, "the Lease was not renewed within its deadline: this replica stops acting until it is");
+            fenced_logged = true;
         }
         let stopped = tokio::select! {
             _ = tokio::time::sleep(settings.retry) => false,
             _ = stop.wait_for(|s| *s) => true,
         };
         if stopped {
-            if led && leadership.may_act() {
+            if written.is_some() && leadership.may_act() {
                 release(&api, &settings).await;
             }
             leadership.follow(None);
@@ -271,8 +287,17 @@ pub async fn elect(
 pub enum Outcome {
     /// Asked to stop (the Lease was released if held).
     Stopped,
-    /// The Lease this replica held was lost: it must not act again in this process.
+    /// Another replica held the Lease since this one did: it must not act again in
+    /// this process.
     Lost,
+}
+
+/// One try: the decision, the version read (`None`: there was no Lease) and, when the
+/// Lease was taken or renewed, the version written.
+struct Tried {
+    decision: Decision,
+    read: Option<String>,
+    wrote: String,
 }
 
 /// One read and, when the decision is to hold it, one guarded write. `Follow` also when
@@ -282,9 +307,11 @@ async fn try_once(
     settings: &LeaseSettings,
     observed: &mut Option<Observed>,
     now: Instant,
-) -> Result<Decision, LeaseError> {
+) -> Result<Tried, LeaseError> {
     let name = &settings.name;
     let failed = |e| LeaseError::Api(format!("{}/{name}", settings.namespace), e);
+    let follow =
+        |holder: String, read| Tried { decision: Decision::Follow(holder), read, wrote: String::new() };
     let Some(lease) = api.get_opt(name).await.map_err(failed)? else {
         let lease = Lease {
             metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
@@ -292,29 +319,30 @@ async fn try_once(
         };
         return match api.create(&PostParams::default(), &lease).await {
             Ok(created) => {
-                *observed =
-                    Some(Observed { version: created.resource_version().unwrap_or_default(), at: now });
-                Ok(Decision::Take)
+                let wrote = created.resource_version().unwrap_or_default();
+                *observed = Some(Observed { version: wrote.clone(), at: now });
+                Ok(Tried { decision: Decision::Take, read: None, wrote })
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Decision::Follow(String::new())),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(follow(String::new(), None)),
             Err(e) => Err(failed(e)),
         };
     };
     let version = lease.resource_version().unwrap_or_default();
     let decision = decide(lease.spec.as_ref(), &version, &settings.identity, observed, now);
-    if let Decision::Follow(_) = decision {
-        return Ok(decision);
+    if let Decision::Follow(holder) = decision {
+        return Ok(follow(holder, Some(version)));
     }
     let mut next = lease.clone();
     next.spec = Some(held_spec(settings, lease.spec.as_ref()));
     match api.replace(name, &PostParams::default(), &next).await {
         Ok(written) => {
-            *observed = Some(Observed { version: written.resource_version().unwrap_or_default(), at: now });
-            Ok(decision)
+            let wrote = written.resource_version().unwrap_or_default();
+            *observed = Some(Observed { version: wrote.clone(), at: now });
+            Ok(Tried { decision, read: Some(version), wrote })
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {
             let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
-            Ok(Decision::Follow(holder))
+            Ok(follow(holder, Some(version)))
         }
         Err(e) => Err(failed(e)),
     }

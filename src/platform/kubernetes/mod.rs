@@ -11,7 +11,7 @@
 //! - `platform.rs`: the platform itself: the Deployment watch, attaching, the calls;
 //! - `policies.rs`: policy objects from the API server, validated and reported on;
 //! - `store.rs`: the rollout states in CanaryRun statuses, within a write budget;
-//! - `routers/`: the traffic routers (Gateway API `HTTPRoute`).
+//! - `routers/`: the traffic routers (Gateway API `HTTPRoute`, Istio `VirtualService`).
 
 pub mod canaryrun;
 pub mod decide;
@@ -28,7 +28,7 @@ use crate::engine::plan::RouterKind;
 use crate::engine::{Arms, RolloutId};
 
 /// The routers the Kubernetes platform serves.
-pub const ROUTERS: [RouterKind; 1] = [RouterKind::GatewayApi];
+pub const ROUTERS: [RouterKind; 2] = [RouterKind::GatewayApi, RouterKind::Istio];
 
 /// Suffix of the Deployment (and Service) that serves the promoted revision.
 pub const PRIMARY_SUFFIX: &str = "-primary";

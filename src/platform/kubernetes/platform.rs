@@ -23,7 +23,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
@@ -32,7 +32,8 @@ use tokio::sync::watch;
 use super::decide::{
     Next, ROLLED_BACK_ANNOTATION, ROUTE_ANNOTATION, Standing, Summary, next, recorded_route,
 };
-use super::routers::gateway::{self, Backends, Served};
+use super::routers::gateway::{Backends, Served};
+use super::routers::{RouteKind, RouteRef};
 use super::workloads::{self, RolloutProgress};
 use super::{ROUTERS, arms, primary_name};
 use crate::engine::plan::RouterKind;
@@ -100,8 +101,8 @@ impl KubernetesPlatform {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    fn routes(&self, namespace: &str) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), namespace, &http_route())
+    fn routes(&self, namespace: &str, kind: RouteKind) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), namespace, &kind.api_resource())
     }
 
     /// Watches Deployments and drives attachments until the process ends, selecting
@@ -228,6 +229,7 @@ impl KubernetesPlatform {
                 let web = shared.workloads[&id].clone();
                 let selection = crate::policy::selector::select(&policies, &id.namespace, &web.labels);
                 let selected = selection.is_some();
+                let router = selection.as_ref().and_then(|s| RouteKind::of(s.chosen.plan.router));
                 let route = selection.and_then(|s| s.chosen.spec.traffic.route.clone());
                 let standing = Standing {
                     selected,
@@ -242,7 +244,7 @@ impl KubernetesPlatform {
                 }
                 match decided {
                     Next::Nothing => {}
-                    Next::Attach => attach.push((id, route)),
+                    Next::Attach => attach.push((id, router.unwrap_or(RouteKind::HttpRoute), route)),
                     Next::Rollout(revision) => {
                         let labels = web.labels.clone();
                         shared.reported.insert(id.clone(), revision.clone());
@@ -272,8 +274,8 @@ impl KubernetesPlatform {
         // Attachments are independent: a bounded number run at once, so a pass over
         // thousands of new Deployments takes seconds, not minutes.
         futures::stream::iter(attach)
-            .for_each_concurrent(ATTACHING_AT_ONCE, |(id, route)| async move {
-                if let Err(e) = self.attach(&id, route.as_ref()).await {
+            .for_each_concurrent(ATTACHING_AT_ONCE, |(id, kind, route)| async move {
+                if let Err(e) = self.attach(&id, kind, route.as_ref()).await {
                     tracing::info!(rollout = %id, awaiting = %e, "attaching");
                 }
             })
@@ -284,7 +286,7 @@ impl KubernetesPlatform {
             if self.shared().workloads.contains_key(&id) {
                 continue;
             }
-            if let Err(e) = self.finalize_route(&id, &route).await {
+            if let Err(e) = self.finalize_route(&id, &RouteRef::parse(&route)).await {
                 tracing::warn!(rollout = %id, %route, error = %e, "finalizing the route of a deleted Deployment; retrying");
                 self.shared().finalize.push((id, route));
             }
@@ -296,12 +298,18 @@ impl KubernetesPlatform {
     /// route's name is recorded on `web-primary` on the first attach and kept from then
     /// on, so that a restarted daemon sets weights on the same route before it attaches
     /// again, and a policy renaming its route moves no running workload.
-    async fn attach(&self, id: &RolloutId, spec: Option<&RouteSpec>) -> Result<(), PlatformError> {
+    async fn attach(
+        &self,
+        id: &RolloutId,
+        kind: RouteKind,
+        spec: Option<&RouteSpec>,
+    ) -> Result<(), PlatformError> {
         let deployments = self.deployments(&id.namespace);
         let web = get(&deployments, &id.name).await?;
         let revision = Summary::of(&web).revision;
         let replicas = web.spec.replicas.unwrap_or(1).max(1);
-        let route = spec.map_or_else(|| id.name.clone(), |r| r.name_for(&id.name));
+        let name = spec.map_or_else(|| id.name.clone(), |r| r.name_for(&id.name));
+        let route = RouteRef { kind, name }.recorded();
         let mut primary = workloads::primary_deployment(&web, &revision, replicas).map_err(refused)?;
         primary.metadata.annotations.get_or_insert_default().insert(ROUTE_ANNOTATION.into(), route.clone());
         let mut primary = create_or_get(&deployments, &primary).await?;
@@ -324,7 +332,7 @@ impl KubernetesPlatform {
         }
         await_rollout(&primary)?;
         let backends = backends_of(&web)?;
-        self.adopt_route(&web, &route, spec, &backends).await?;
+        self.adopt_route(&web, &RouteRef::parse(&route), spec, &backends).await?;
         // `web` goes to 0 only when the primary serves its template: on the first attach,
         // not when attaching again after a restart mid-rollout, where `web` is the canary.
         if Summary::of(&primary).serves.as_deref() == Some(revision.as_str()) && web.spec.replicas != Some(0)
@@ -338,29 +346,28 @@ impl KubernetesPlatform {
 
     /// Splits the workload's route between the primary and the canary (all traffic to
     /// the primary), unless that is done. A missing route is created when the policy
-    /// gives the Gateways to attach it to, owned by `web`.
+    /// says enough to make one (see [`RouteKind::created`]), owned by `web`.
     async fn adopt_route(
         &self,
         web: &Deployment,
-        route: &str,
+        route: &RouteRef,
         spec: Option<&RouteSpec>,
         backends: &Backends,
     ) -> Result<(), PlatformError> {
         let namespace = web.metadata.namespace.clone().unwrap_or_default();
-        let routes = self.routes(&namespace);
-        let what = format!("HTTPRoute {namespace}/{route}");
-        let found = routes.get_opt(route).await.map_err(|e| api_error(&what, &e))?;
+        let routes = self.routes(&namespace, route.kind);
+        let what = route.describe(&namespace);
+        let found = routes.get_opt(&route.name).await.map_err(|e| api_error(&what, &e))?;
         let Some(found) = found else {
-            let Some(spec) = spec.filter(|s| !s.parent_refs.is_empty()) else {
+            let metadata = workloads::route_metadata(web, &route.name).map_err(refused)?;
+            let metadata = serde_json::to_value(metadata).map_err(failed)?;
+            let Some(created) = route.kind.created(metadata, spec, backends) else {
                 return Err(PlatformError::failed(format!(
-                    "no {what}: canaryd adopts an existing route with a rule sending traffic to Service {}, or creates one when the policy's spec.traffic.route.parentRefs name its Gateways",
-                    backends.original
+                    "no {what}: canaryd adopts an existing one sending traffic to Service {}, or {}",
+                    backends.original,
+                    route.kind.to_create()
                 )));
             };
-            let metadata = workloads::route_metadata(web, route).map_err(refused)?;
-            let metadata = serde_json::to_value(metadata).map_err(failed)?;
-            let parents = serde_json::to_value(&spec.parent_refs).map_err(failed)?;
-            let created = gateway::created_route(metadata, &parents, &spec.hostnames, backends);
             let created: DynamicObject = serde_json::from_value(created).map_err(failed)?;
             return match routes.create(&PostParams::default(), &created).await {
                 Ok(_) => {
@@ -374,88 +381,91 @@ impl KubernetesPlatform {
             };
         };
         let found = serde_json::to_value(&found).map_err(failed)?;
-        if let Some(patch) = gateway::adopt_patch(&found, backends).map_err(failed)? {
-            json_patch(&routes, route, patch).await?;
+        if let Some(patch) = route.kind.adopt_patch(&found, backends).map_err(failed)? {
+            json_patch(&routes, &route.name, patch).await?;
         }
         Ok(())
     }
 
-    /// After `web` was deleted: puts an adopted route's rules back as they were, or
-    /// deletes a route canaryd created (the garbage collector usually has, as its owner
-    /// is gone).
-    async fn finalize_route(&self, id: &RolloutId, route: &str) -> Result<(), PlatformError> {
-        let routes = self.routes(&id.namespace);
-        let what = format!("HTTPRoute {}/{route}", id.namespace);
-        let Some(found) = routes.get_opt(route).await.map_err(|e| api_error(&what, &e))? else {
+    /// After `web` was deleted: puts an adopted route back as it was. A route canaryd
+    /// created is left to the garbage collector (`web` owns it).
+    async fn finalize_route(&self, id: &RolloutId, route: &RouteRef) -> Result<(), PlatformError> {
+        let routes = self.routes(&id.namespace, route.kind);
+        let what = route.describe(&id.namespace);
+        let Some(found) = routes.get_opt(&route.name).await.map_err(|e| api_error(&what, &e))? else {
             return Ok(());
         };
         let found = serde_json::to_value(&found).map_err(failed)?;
-        if gateway::created_by_canaryd(&found, &Backends::of(&id.name, 0)) {
-            return match routes.delete(route, &Default::default()).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-                Err(e) => Err(api_error(&format!("delete {what}"), &e)),
-            };
+        if route.kind.created_by_canaryd(&found, &Backends::of(&id.name, 0)) {
+            // Owned by the Deployment just deleted: the garbage collector deletes it.
+            return Ok(());
         }
-        if let Some(patch) = gateway::restore_patch(&found).map_err(failed)? {
-            json_patch(&routes, route, patch).await?;
-            tracing::info!(%what, "rules put back as they were before canaryd adopted the route");
+        if let Some(patch) = route.kind.restore_patch(&found).map_err(failed)? {
+            json_patch(&routes, &route.name, patch).await?;
+            tracing::info!(%what, "put back as it was before canaryd adopted it");
         }
         Ok(())
     }
 
     /// The route `web`'s weights are set on: the one recorded on `web-primary` (from
     /// the watch, else read), or, recorded by none, the one named as the Deployment.
-    async fn route_of(&self, id: &RolloutId) -> Result<String, PlatformError> {
+    async fn route_of(&self, id: &RolloutId) -> Result<RouteRef, PlatformError> {
         let watched = self.shared().primaries.get(id).map(|p| p.route.clone());
         let recorded = match watched {
             Some(route) => route,
             None => recorded_route(&get(&self.deployments(&id.namespace), &primary_name(&id.name)).await?),
         };
-        Ok(recorded.unwrap_or_else(|| id.name.clone()))
+        Ok(RouteRef::parse(&recorded.unwrap_or_else(|| id.name.clone())))
     }
 
-    /// Sets the route's canary weight and reads it back until the Gateway serves it.
+    /// Sets the route's canary weight and reads it back until it is served.
     async fn route_weight(
         &self,
         id: &RolloutId,
+        router: RouteKind,
         backends: &Backends,
         weight: u8,
     ) -> Result<(), PlatformError> {
-        let name = self.route_of(id).await?;
-        let route_id = format!("{}/{name}", id.namespace);
-        let routes = self.routes(&id.namespace);
+        let route = self.route_of(id).await?;
+        if route.kind != router {
+            return Err(PlatformError::failed(format!(
+                "{} was attached for the {} router; the policy now names another (detach and attach again to move it)",
+                route.describe(&id.namespace),
+                route.kind.kind()
+            )));
+        }
+        let (kind, name, what) = (route.kind, route.name.clone(), route.describe(&id.namespace));
+        let routes = self.routes(&id.namespace, kind);
         let read = || async {
-            let route =
-                routes.get(&name).await.map_err(|e| api_error(&format!("HTTPRoute {route_id}"), &e))?;
-            serde_json::to_value(&route).map_err(failed)
+            let object = routes.get(&name).await.map_err(|e| api_error(&what, &e))?;
+            serde_json::to_value(&object).map_err(failed)
         };
         // The route as it stands; after a patch, as the patch left it (the API server
         // answers with the object): read again only while a Gateway has not caught up.
-        let mut route = read().await?;
-        let served = gateway::served_weight(&route, backends).map_err(failed)?;
+        let mut object = read().await?;
+        let served = kind.served_weight(&object, backends).map_err(failed)?;
         let in_spec = match &served {
             Served::Applied(w) | Served::Pending { weight: w, .. } => *w,
         };
         if in_spec != weight {
-            let patch = gateway::weight_patch(&route, backends, weight).map_err(failed)?;
-            route = json_patch(&routes, &name, patch).await?;
+            let patch = kind.weight_patch(&object, backends, weight).map_err(failed)?;
+            object = json_patch(&routes, &name, patch).await?;
         }
         let deadline = tokio::time::Instant::now() + READ_BACK_FOR;
         loop {
-            match gateway::served_weight(&route, backends).map_err(failed)? {
+            match kind.served_weight(&object, backends).map_err(failed)? {
                 Served::Applied(w) if w == weight => return Ok(()),
                 Served::Applied(w) => {
                     return Err(PlatformError::failed(format!(
-                        "HTTPRoute {route_id} serves {w}% to the canary, not {weight}%"
+                        "{what} serves {w}% to the canary, not {weight}%"
                     )));
                 }
                 Served::Pending { reason, .. } if tokio::time::Instant::now() >= deadline => {
-                    return Err(PlatformError::not_yet(format!("HTTPRoute {route_id}: {reason}")));
+                    return Err(PlatformError::not_yet(format!("{what}: {reason}")));
                 }
                 Served::Pending { .. } => {
                     tokio::time::sleep(READ_BACK_EVERY).await;
-                    route = read().await?;
+                    object = read().await?;
                 }
             }
         }
@@ -527,10 +537,7 @@ fn forget(shared: &mut Shared, id: &RolloutId, primary_of: Option<&str>) {
 /// The Gateway API `HTTPRoute` resource (`gateway.networking.k8s.io/v1`), handled as a
 /// dynamic object.
 pub fn http_route() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
-        "httproutes",
-    )
+    RouteKind::HttpRoute.api_resource()
 }
 
 /// The backends of `web`'s route: its Services on the template's first port.
@@ -629,16 +636,16 @@ impl Platform for KubernetesPlatform {
     }
 
     async fn set_weight(&self, id: &RolloutId, router: RouterKind, weight: u8) -> Result<(), PlatformError> {
-        if router != RouterKind::GatewayApi {
+        let Some(kind) = RouteKind::of(router) else {
             return Err(PlatformError::failed(format!(
                 "router {} is not served on Kubernetes yet",
                 router.name()
             )));
-        }
+        };
         if weight > 0 {
             self.canary_up(id).await?;
         }
-        self.route_weight(id, &self.backends(id).await?, weight).await
+        self.route_weight(id, kind, &self.backends(id).await?, weight).await
     }
 
     async fn promote(&self, id: &RolloutId, revision: &str) -> Result<(), PlatformError> {
@@ -664,7 +671,9 @@ impl Platform for KubernetesPlatform {
                 .map_err(|e| api_error(&format!("Deployment {}", primary_name(&id.name)), &e))?
         };
         await_rollout(&primary)?;
-        self.route_weight(id, &backends_of(&web)?, 0).await?;
+        // Back on the primary, through the route the workload was attached with.
+        let kind = self.route_of(id).await?.kind;
+        self.route_weight(id, kind, &backends_of(&web)?, 0).await?;
         scale_to(&deployments, &id.name, 0).await?;
         tracing::info!(rollout = %id, %revision, "promoted: {} serves it", primary_name(&id.name));
         Ok(())

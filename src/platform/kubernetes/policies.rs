@@ -21,8 +21,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{CustomResourceExt, ResourceExt};
@@ -44,7 +46,8 @@ pub struct PolicyObjects {
     client: kube::Client,
     namespaces: Option<Vec<String>>,
     scrape: ScrapeIntervals,
-    recorder: Recorder,
+    /// This replica's name, on the Events it posts.
+    instance: String,
 }
 
 /// An object's verdict: in force, or its problems (`field: reason`).
@@ -77,10 +80,7 @@ impl PolicyObjects {
         namespaces: Option<Vec<String>>,
         scrape: ScrapeIntervals,
     ) -> PolicyObjects {
-        let reporter =
-            Reporter { controller: super::events::REPORTER.into(), instance: std::env::var("POD_NAME").ok() };
-        let recorder = Recorder::new(client.clone(), reporter);
-        PolicyObjects { client, namespaces, scrape, recorder }
+        PolicyObjects { client, namespaces, scrape, instance: super::events::instance() }
     }
 
     /// Runs until the process ends.
@@ -215,22 +215,38 @@ impl PolicyObjects {
             tracing::warn!(policy = %name, error = %e, "cannot write the policy's status");
         }
         let event = match verdict {
-            Verdict::Invalid(_) => Some((EventType::Warning, "InvalidPolicy")),
+            Verdict::Invalid(_) => Some(("Warning", "InvalidPolicy")),
             // Quiet for a policy valid from the start; a fixed one is worth a line.
             Verdict::Valid(_) if said("status").as_deref() == Some("False") => {
-                Some((EventType::Normal, "PolicyValid"))
+                Some(("Normal", "PolicyValid"))
             }
             Verdict::Valid(_) => None,
         };
         if let Some((type_, event_reason)) = event {
+            // One Event per verdict of a generation, named so: a replica that takes over,
+            // or a restarted daemon, judging the same generation posts the same Event.
+            let object_name = object.name_any();
+            let event_name = format!(
+                "{object_name}.{}.{}.{}",
+                super::events::REPORTER,
+                generation.unwrap_or(0),
+                event_reason.to_ascii_lowercase()
+            );
             let event = Event {
-                type_,
-                reason: event_reason.into(),
+                metadata: ObjectMeta { name: Some(event_name), ..Default::default() },
+                event_time: Some(MicroTime(jiff::Timestamp::now())),
+                type_: Some(type_.into()),
+                reason: Some(event_reason.into()),
                 note: Some(truncate(&message, 1024)),
-                action: "Validate".into(),
-                secondary: None,
+                action: Some("Validate".into()),
+                regarding: Some(reference(object)),
+                reporting_controller: Some(super::events::REPORTER.into()),
+                reporting_instance: Some(self.instance.clone()),
+                ..Event::default()
             };
-            if let Err(e) = self.recorder.publish(&event, &reference(object)).await {
+            // A cluster-scoped policy's Events go to `default`, as kube-runtime's did.
+            let namespace = object.metadata.namespace.as_deref().unwrap_or("default");
+            if let Err(e) = super::events::post(&self.client, namespace, &event).await {
                 tracing::warn!(policy = %name, error = %e, "cannot post the policy's Event");
             }
         }

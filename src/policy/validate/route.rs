@@ -1,4 +1,5 @@
-//! `spec.traffic.route`: the HTTPRoute the `gateway-api` router sets weights on. Names
+//! `spec.traffic.route`: the HTTPRoute the `gateway-api` router, or the VirtualService
+//! the `istio` router, sets weights on. Names
 //! follow the API server's rules for object names (RFC 1123 subdomains), hostnames the
 //! Gateway API's (RFC 1123 hostnames, optionally one leading `*.` label), so that a bad
 //! value is refused when the policy is loaded, not when the first rollout creates the
@@ -14,17 +15,18 @@ const MAX_NAME: usize = 253;
 pub(super) fn check_route(p: &mut Problems, route: Option<&RouteSpec>, router: Option<RouterKind>) {
     let Some(route) = route else { return };
     if let Some(router) = router
-        && router != RouterKind::GatewayApi
+        && !matches!(router, RouterKind::GatewayApi | RouterKind::Istio)
     {
         p.add(
             "spec.traffic.route",
             format!(
-                "only the gateway-api router sets weights on a route; this policy's router is {}",
+                "only the gateway-api and istio routers set weights on a route; this policy's router is {}",
                 router.name()
             ),
         );
         return;
     }
+    let istio = router == Some(RouterKind::Istio);
     // A name stands for many: checked with the shortest Deployment name in its place.
     let example = route.name_for("a");
     if route.name.matches('{').count() != route.name.matches(ROUTE_NAME_PLACEHOLDER).count() {
@@ -54,7 +56,8 @@ pub(super) fn check_route(p: &mut Problems, route: Option<&RouteSpec>, router: O
             p.add(format!("{path}.port"), format!("{port} is not a port (1 to 65535)"));
         }
     }
-    if route.parent_refs.is_empty() && !route.hostnames.is_empty() {
+    // A VirtualService serves the mesh without gateways; an HTTPRoute needs its Gateways.
+    if !istio && route.parent_refs.is_empty() && !route.hostnames.is_empty() {
         p.add(
             "spec.traffic.route.hostnames",
             "set, but there are no parentRefs: hostnames are for a route canaryd creates, and it creates one only with parentRefs",
@@ -154,12 +157,21 @@ mod tests {
     }
 
     #[test]
+    fn an_istio_route_may_name_hosts_without_gateways() {
+        assert_eq!(
+            problems("    router: istio\n    route: {name: web, hostnames: [web.example.com]}\n"),
+            Vec::<String>::new()
+        );
+        assert_eq!(problems("    router: istio\n    route: {name: Web}\n").len(), 1);
+    }
+
+    #[test]
     fn a_route_is_refused_on_another_router() {
         let found = problems("    router: nginx\n    route: {name: web}\n");
         assert_eq!(
             found,
             [
-                "spec.traffic.route: only the gateway-api router sets weights on a route; this policy's router is nginx"
+                "spec.traffic.route: only the gateway-api and istio routers set weights on a route; this policy's router is nginx"
             ]
         );
     }

@@ -30,6 +30,8 @@ pub struct Shared {
     pub drops: tokio::sync::watch::Sender<u64>,
     pub bookmark_every: Mutex<Duration>,
     pub address: String,
+    /// RBAC for the clients whose names start with a prefix.
+    pub authorized: Mutex<Vec<(String, super::rbac::Grants)>>,
     /// Requests of (client, plural) held unanswered while the set holds them.
     pub holds: tokio::sync::watch::Sender<Vec<(String, String)>>,
 }
@@ -54,8 +56,20 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: axum::extract::R
         let held = |holds: &Vec<(String, String)>| holds.iter().any(|(c, p)| c == client && *p == plural);
         let _ = shared.holds.subscribe().wait_for(|holds| !held(holds)).await;
     }
+    let denied = match (&client, &target) {
+        (Some(client), Some(target)) => {
+            let authorized = shared.authorized.lock().unwrap_or_else(|e| e.into_inner());
+            authorized
+                .iter()
+                .find(|(prefix, _)| client.starts_with(prefix.as_str()))
+                .filter(|(_, grants)| !grants.allows(verb, target))
+                .map(|_| super::rbac::forbidden_message(client, verb, target))
+        }
+        _ => None,
+    };
     let response = match (&client, anonymous_allowed(&path)) {
         (None, false) => error(ApiError::unauthorized()),
+        _ if denied.is_some() => error(ApiError::rbac_forbidden(target.as_ref(), denied.unwrap_or_default())),
         _ => respond(&shared, &parts.method, &parts.headers, &path, target.as_ref(), &params, verb, &body),
     };
     shared.log.lock().unwrap_or_else(|e| e.into_inner()).push(Request {

@@ -34,6 +34,7 @@ mod discovery;
 mod events;
 mod http;
 mod patch;
+pub mod rbac;
 mod resources;
 mod selector;
 mod status;
@@ -179,6 +180,7 @@ impl FakeApiServer {
             bookmark_every: Mutex::new(Duration::from_secs(5)),
             address: address.to_string(),
             holds: tokio::sync::watch::channel(Vec::new()).0,
+            authorized: Mutex::new(Vec::new()),
         });
         let serving = serve(listener, shared.clone());
         Ok(FakeApiServer { shared, address, serving: Mutex::new(Some(serving)) })
@@ -293,6 +295,12 @@ impl FakeApiServer {
             }
         };
         *self.serving.lock().unwrap_or_else(|e| e.into_inner()) = Some(serving);
+    }
+
+    /// From now on, the requests of every client whose name starts with `prefix` are
+    /// authorized by `grants` (403 Forbidden otherwise), as RBAC would.
+    pub fn authorize(&self, prefix: &str, grants: rbac::Grants) {
+        self.shared.authorized.lock().unwrap_or_else(|e| e.into_inner()).push((prefix.to_string(), grants));
     }
 
     /// While `hold`, every request of `client` about `plural` waits unanswered (a slow

@@ -146,6 +146,17 @@ impl ApiError {
         )
     }
 
+    /// RBAC's 403: `{resource} "name" is forbidden: User ... cannot ...`.
+    pub fn rbac_forbidden(target: Option<&super::ResourceRef>, why: String) -> Self {
+        let (resource, name) = match target {
+            Some(t) if t.group.is_empty() => (t.plural.clone(), t.name.clone().unwrap_or_default()),
+            Some(t) => (format!("{}.{}", t.plural, t.group), t.name.clone().unwrap_or_default()),
+            None => (String::new(), String::new()),
+        };
+        let details = json!({"name": name, "kind": target.map(|t| t.plural.clone()).unwrap_or_default()});
+        Self::new(403, "Forbidden", format!("{resource} \"{name}\" is forbidden: {why}"), details)
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(401, "Unauthorized", "Unauthorized".into(), json!({}))
     }

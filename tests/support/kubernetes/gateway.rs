@@ -7,6 +7,10 @@
 //! `observedGeneration`, as a real implementation does. Traffic from wrk through that
 //! nginx then follows the weights canaryd patched.
 //!
+//! It stands in for an Istio mesh the same way: a `VirtualService`'s first `http`
+//! route's destinations (Service hosts, with weights) are applied to the same nginx.
+//! Istio reports no acceptance on the object, so none is written.
+//!
 //! nginx has one front server, proxying to upstream `web`: each route the stand-in
 //! applies becomes that upstream, so a test has one route taking traffic at a time. Its
 //! first backend plays the "stable" arm of the writer and its second the "canary" arm.
@@ -17,6 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use canaryd::platform::kubernetes::platform::http_route;
+use canaryd::platform::kubernetes::routers::RouteKind;
 use canaryd::platform::local::nginx::{Routes, Upstreams, render};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
@@ -55,16 +60,27 @@ impl Gateway {
     /// Starts the stand-in on `namespace`'s routes, serving through `nginx`.
     pub fn start(client: kube::Client, namespace: &str, pods: Pods, nginx: Nginx) -> Gateway {
         let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &http_route());
+        let meshes: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &RouteKind::VirtualService.api_resource());
         let services: Api<Service> = Api::namespaced(client, namespace);
         let task = tokio::spawn(async move {
             let mut served: BTreeMap<String, String> = BTreeMap::new();
             let mut generation = 0u64;
             loop {
-                if let Ok(list) = routes.list(&ListParams::default()).await {
-                    for route in &list.items {
+                let http_routes =
+                    routes.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+                // Absent until a test installs the VirtualService CRD.
+                let virtual_services =
+                    meshes.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+                {
+                    let objects = http_routes
+                        .iter()
+                        .map(|r| (r, false))
+                        .chain(virtual_services.iter().map(|v| (v, true)));
+                    for (route, mesh) in objects {
                         let value = serde_json::to_value(route).unwrap_or_default();
                         let name = route.metadata.name.clone().unwrap_or_default();
-                        let Some(upstreams) = upstreams(&value, FRONT, &services, &pods).await else {
+                        let Some(upstreams) = upstreams(&value, mesh, FRONT, &services, &pods).await else {
                             continue;
                         };
                         let (upstreams, weight) = upstreams;
@@ -80,7 +96,9 @@ impl Gateway {
                             }
                             served.insert(FRONT.to_string(), key);
                         }
-                        accept(&routes, &value).await;
+                        if !mesh {
+                            accept(&routes, &value).await;
+                        }
                     }
                 }
                 tokio::time::sleep(EVERY).await;
@@ -90,15 +108,25 @@ impl Gateway {
     }
 }
 
-/// The route's first rule as nginx upstreams, and the second backend's share in
+/// The route's first rule (a VirtualService's first http route, when `mesh`) as nginx upstreams, and the second backend's share in
 /// percent; `None` while a backend has no ready pod and takes traffic.
 async fn upstreams(
     route: &Value,
+    mesh: bool,
     name: &str,
     services: &Api<Service>,
     pods: &Pods,
 ) -> Option<(Upstreams, u8)> {
-    let refs = route["spec"]["rules"][0]["backendRefs"].as_array()?;
+    let refs: Vec<Value> = match mesh {
+        // Istio: `destination.host` (a Service's short name here), a lone destination
+        // without a weight taking everything.
+        true => route["spec"]["http"][0]["route"]
+            .as_array()?
+            .iter()
+            .map(|d| json!({"name": d["destination"]["host"], "weight": d.get("weight").cloned().unwrap_or(json!(1))}))
+            .collect(),
+        false => route["spec"]["rules"][0]["backendRefs"].as_array()?.clone(),
+    };
     let mut arms = Vec::new();
     for backend in refs.iter().take(2) {
         let service = services.get(backend["name"].as_str()?).await.ok()?;

@@ -26,6 +26,40 @@ use crate::support::prometheus::{free_port, poll};
 /// The namespace the test bed's workloads live in.
 pub const NAMESPACE: &str = "shop";
 
+/// canaryd's own namespace, as `deploy/` installs it: its service account and its Lease.
+pub const CANARYD_NAMESPACE: &str = "canaryd";
+
+/// `deploy/` rendered by the real `kubectl kustomize`, each object as JSON.
+pub fn rendered_deploy() -> Vec<Value> {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&deploy)
+        .output()
+        .expect("kubectl runs (scripts/install-deps installs it)");
+    assert!(out.status.success(), "kubectl kustomize deploy/: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    serde_saphyr::from_multiple::<Value>(&text).expect("the rendered manifests parse")
+}
+
+/// Where each stack writes the API calls canaryd made (read by the RBAC test that runs
+/// after the Kubernetes tests, `scripts/test` clears it first).
+pub fn calls_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("canaryd-api-calls")
+}
+
+/// One API call as RBAC sees it: `verb group resource[/subresource] name` (`*`
+/// without a name: a create, list or watch).
+pub fn rbac_call(r: &crate::support::fake_apiserver::Request) -> Option<String> {
+    let target = r.resource.as_ref()?;
+    let resource = match &target.subresource {
+        Some(sub) => format!("{}/{sub}", target.plural),
+        None => target.plural.clone(),
+    };
+    let group = if target.group.is_empty() { "core" } else { target.group.as_str() };
+    Some(format!("{} {group} {resource} {}", r.verb, target.name.as_deref().unwrap_or("*")))
+}
+
 /// The Prometheus scrape config of `docs/kubernetes.md` (the block after the
 /// `scrape-config` marker), with `kubernetes_sd_configs` swapped for the file the
 /// kubelet stand-in writes: the relabelling is the documented one, applied to the labels
@@ -71,6 +105,19 @@ pub struct KubeStack {
 
 impl Drop for KubeStack {
     fn drop(&mut self) {
+        // The calls canaryd's replicas made, for the RBAC test.
+        let calls: std::collections::BTreeSet<String> = self
+            .fake
+            .requests()
+            .iter()
+            .filter(|r| r.client.starts_with("canaryd"))
+            .filter_map(rbac_call)
+            .collect();
+        let dir = calls_dir();
+        if std::fs::create_dir_all(&dir).is_ok() {
+            let file = dir.join(format!("{}-{}.txt", std::process::id(), self.api_port));
+            let _ = std::fs::write(file, calls.into_iter().collect::<Vec<_>>().join("\n"));
+        }
         for child in [Some(&mut self.prometheus), self.wrk.as_mut(), self.canaryd.as_mut()]
             .into_iter()
             .flatten()
@@ -119,6 +166,17 @@ impl KubeStack {
         let ns: Namespace =
             serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).expect("namespace");
         namespaces.create(&PostParams::default(), &ns).await.expect("namespace shop");
+        let own: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": CANARYD_NAMESPACE}})).expect("namespace");
+        namespaces.create(&PostParams::default(), &own).await.expect("namespace canaryd");
+        // canaryd's clients get exactly what deploy/'s RBAC grants its service account.
+        let grants = crate::support::fake_apiserver::rbac::Grants::of(
+            &rendered_deploy(),
+            CANARYD_NAMESPACE,
+            "canaryd",
+        );
+        assert!(!grants.cluster.is_empty(), "deploy/ binds a ClusterRole to canaryd");
+        fake.authorize("canaryd", grants);
         // The user's own Service and route, before canaryd adopts the route.
         let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
         let service: Service = serde_json::from_value(json!({
@@ -218,7 +276,8 @@ impl KubeStack {
              [prometheus]\nurl = \"{prometheus_url}\"\ntimeout = \"2s\"\nretries = 1\nscrape_interval = \"1s\"\n\
              [policies]\npaths = [\"{d}/policies\"]\n[log]\nlevel = \"info,canaryd=debug\"\n\
              [daemon]\nstate_dir = \"{d}/state\"\nrecords_dir = \"{d}/records\"\ntick = \"1s\"\nplatform_timeout = \"10s\"\nshutdown_deadline = \"5s\"\n\
-             [kubernetes]\nnamespaces = [\"{NAMESPACE}\"]\ncheckpoint = \"30s\"\n"
+             [kubernetes]\nnamespaces = [\"{NAMESPACE}\"]\ncheckpoint = \"30s\"\n\
+             [kubernetes.lease]\nnamespace = \"{CANARYD_NAMESPACE}\"\n"
         );
         std::fs::write(dir.path().join("canaryd.toml"), settings).expect("settings");
         std::fs::write(dir.path().join("kubeconfig.path"), kubeconfig.display().to_string()).expect("path");
@@ -240,7 +299,7 @@ impl KubeStack {
     }
 
     /// Starts a `canaryd run` replica `identity` with leader election on Lease
-    /// `canaryd` in `shop` (a 4 s lease, renewed every second, acting for 3 s after a
+    /// `canaryd` in `canaryd` (a 4 s lease, renewed every second, acting for 3 s after a
     /// renewal is sent). Each replica has its own client in the request log
     /// (`canaryd-<identity>`), API port, state directory and log (`canaryd-<identity>.log`).
     pub fn start_replica(&mut self, canaryd_bin: &Path, identity: &str) -> u16 {
@@ -252,7 +311,7 @@ impl KubeStack {
             .replace(&format!("{d}/state"), &format!("{d}/state-{identity}"))
             .replace(&format!("{d}/records"), &format!("{d}/records-{identity}"));
         let settings = format!(
-            "{settings}[kubernetes.lease]\nnamespace = \"{NAMESPACE}\"\nidentity = \"{identity}\"\nduration = \"4s\"\nrenew_deadline = \"3s\"\nretry = \"1s\"\n"
+            "{settings}identity = \"{identity}\"\nduration = \"4s\"\nrenew_deadline = \"3s\"\nretry = \"1s\"\n"
         );
         let config = self.path(&format!("canaryd-{identity}.toml"));
         std::fs::write(&config, settings).expect("settings");

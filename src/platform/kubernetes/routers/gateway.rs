@@ -23,9 +23,9 @@ pub const CREATED_FOR: &str = "canaryd.io/created-for";
 
 /// Why a route cannot be used or read as it is.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("HTTPRoute {route}: {field}: {reason}")]
+#[error("{route}: {field}: {reason}")]
 pub struct RouteError {
-    /// `namespace/name` of the route.
+    /// The route's kind and `namespace/name`: `HTTPRoute shop/web`.
     pub route: String,
     /// The field at fault.
     pub field: String,
@@ -295,7 +295,7 @@ fn fault(route: &Value, field: &str, reason: String) -> RouteError {
     let meta = &route["metadata"];
     RouteError {
         route: format!(
-            "{}/{}",
+            "HTTPRoute {}/{}",
             meta["namespace"].as_str().unwrap_or(""),
             meta["name"].as_str().unwrap_or("")
         ),
@@ -389,7 +389,10 @@ mod tests {
     #[test]
     fn a_route_that_does_not_send_traffic_to_the_workload_is_refused() {
         let err = adopt_patch(&users_route(), &Backends::of("api", 80)).unwrap_err();
-        assert_eq!((err.route.as_str(), err.field.as_str()), ("shop/web", "spec.rules[].backendRefs"));
+        assert_eq!(
+            (err.route.as_str(), err.field.as_str()),
+            ("HTTPRoute shop/web", "spec.rules[].backendRefs")
+        );
         assert!(err.reason.contains("Service `api`"), "{err}");
     }
 
