@@ -19,6 +19,7 @@ use crate::platform::kubernetes::events::EventNotifier;
 use crate::platform::kubernetes::lease::{self, Leadership};
 use crate::platform::kubernetes::platform::KubernetesPlatform;
 use crate::platform::kubernetes::policies::PolicyObjects;
+use crate::platform::kubernetes::secrets::SecretValues;
 use crate::platform::kubernetes::store::CanaryRunStore;
 use crate::platform::local::LocalPlatform;
 use crate::policy::LoadedPolicy;
@@ -111,6 +112,7 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
                 policies,
                 None,
                 &Leadership::unconditional(),
+                None,
             )
             .await?;
             let starts: Arc<dyn crate::platform::StartsRollouts> = platform;
@@ -158,6 +160,8 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
                 kubernetes.checkpoint,
             ));
             let events = Some(EventNotifier::new(client.clone()));
+            let secret_values = SecretValues::default();
+            let client_for_secrets = client.clone();
             let objects = PolicyObjects::new(
                 client,
                 kubernetes.namespaces.clone(),
@@ -171,9 +175,20 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
                 policies,
                 events,
                 &leadership,
+                Some(&secret_values),
             )
             .await?;
             tokio::spawn(platform.run(daemon.policies()));
+            let own_namespace = kubernetes.lease.as_ref().map_or_else(
+                || std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into()),
+                |l| l.namespace.clone(),
+            );
+            tokio::spawn(crate::platform::kubernetes::secrets::run(
+                client_for_secrets,
+                own_namespace,
+                secret_values,
+                daemon.policies(),
+            ));
             let parts =
                 Parts { state, listener, stop, stop_tx, registry, starts: None, objects: Some(objects) };
             run_loop(&settings, daemon, store, parts).await;
@@ -315,6 +330,7 @@ async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate
     policies: Vec<LoadedPolicy>,
     events: Option<EventNotifier>,
     leadership: &Leadership,
+    secrets: Option<&SecretValues>,
 ) -> Result<Daemon<PrometheusSource, P, St>, WiringError> {
     let retention =
         Retention { max_count: settings.daemon.records_max_count, max_age: settings.daemon.records_max_age };
@@ -340,10 +356,19 @@ async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate
         }
         None => None,
     };
-    let slack = SlackNotifier::new(timeout, Box::new(crate::notify::slack::from_env))
-        .map_err(setting("notify.slack"))?;
-    let policy_webhooks = PolicyWebhookNotifier::new(timeout, Box::new(crate::notify::webhook::url_from_env))
-        .map_err(setting("notify.webhook"))?;
+    let (slack_urls, webhook_urls): (crate::notify::slack::Resolver, crate::notify::slack::Resolver) =
+        match secrets {
+            Some(secrets) => (
+                secrets.resolver(crate::notify::slack::from_env),
+                secrets.resolver(crate::notify::webhook::url_from_env),
+            ),
+            None => {
+                (Box::new(crate::notify::slack::from_env), Box::new(crate::notify::webhook::url_from_env))
+            }
+        };
+    let slack = SlackNotifier::new(timeout, slack_urls).map_err(setting("notify.slack"))?;
+    let policy_webhooks =
+        PolicyWebhookNotifier::new(timeout, webhook_urls).map_err(setting("notify.webhook"))?;
     let deliveries = crate::notify::register_deliveries(registry);
     let mut fanout = Fanout::new(webhook, policy_webhooks, slack, deliveries).fenced(leadership.clone());
     if let Some(events) = events {

@@ -231,3 +231,46 @@ fn the_rbac_rules_grant_nothing_canaryd_never_called_in_the_kubernetes_tests() {
     let unused: Vec<String> = granted().into_iter().filter(|g| !used(g)).collect();
     assert!(unused.is_empty(), "granted and never called: {unused:#?}\ncalled: {called:#?}");
 }
+
+/// The YAML documents of a file under `deploy/e2e/`.
+fn e2e(file: &str) -> Vec<Value> {
+    let path = format!("{}/deploy/e2e/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_saphyr::from_multiple::<Value>(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_e2e_scripts_manifests_parse_its_policy_passes_check_and_its_prometheus_relabels_as_documented() {
+    // (deploy/e2e/run.sh itself needs a cluster: it is not run here.)
+    let app = e2e("app.yaml");
+    let deployment = app.iter().find(|o| o["kind"] == "Deployment").expect("the workload");
+    let _: Deployment = serde_json::from_value(deployment.clone()).expect("the workload parses");
+    let policy = app.iter().find(|o| o["kind"] == "CanaryPolicy").expect("its policy");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, serde_json::to_string(policy).unwrap()).unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_canaryd")).arg("check").arg(&file).output().unwrap();
+    assert!(
+        out.status.success(),
+        "canaryd check: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let prometheus = e2e("prometheus.yaml");
+    let config = prometheus.iter().find(|o| o["kind"] == "ConfigMap").expect("Prometheus' config");
+    let scrape = config["data"]["prometheus.yml"].as_str().expect("prometheus.yml");
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/kubernetes.md")).unwrap();
+    let block = docs
+        .split("<!-- scrape-config -->\n```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the documented scrape config");
+    for line in block.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            scrape.contains(line.trim()),
+            "deploy/e2e/prometheus.yaml lacks the documented `{}`",
+            line.trim()
+        );
+    }
+}

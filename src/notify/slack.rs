@@ -18,14 +18,14 @@ use crate::notify::DeliveryError;
 /// Finds a secret's value.
 pub type Resolver = Box<dyn Fn(&SecretSource) -> Result<String, String> + Send + Sync>;
 
-/// The daemon's resolver: environment variables. Kubernetes Secrets are read by the
-/// Kubernetes platform, which has its own resolver.
+/// The daemon's resolver: environment variables. Kubernetes Secrets are not read yet
+/// (a `webhookSecret` fails at delivery, saying so; the rollback goes on regardless).
 pub fn from_env(source: &SecretSource) -> Result<String, String> {
     match source {
         SecretSource::Env { name } => std::env::var(name)
             .map_err(|_| format!("environment variable {name} (the Slack webhook URL) is not set")),
         SecretSource::KubernetesSecret { namespace, name, key } => Err(format!(
-            "the Slack webhook URL is in Kubernetes Secret {namespace}/{name} key {key}, which only the Kubernetes platform reads; use webhookEnv on the local platform"
+            "the Slack webhook URL is in Kubernetes Secret {namespace}/{name} key {key}, which canaryd does not read yet; use webhookEnv, with the Secret given to canaryd as that environment variable"
         )),
     }
 }

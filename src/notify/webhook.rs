@@ -57,7 +57,7 @@ pub fn url_from_env(source: &SecretSource) -> Result<String, String> {
             format!("environment variable {name} (the policy's notify.webhook.urlEnv) is not set")
         }),
         SecretSource::KubernetesSecret { namespace, name, key } => Err(format!(
-            "the policy's webhook URL is in Kubernetes Secret {namespace}/{name} key {key}, which only the Kubernetes platform reads"
+            "the policy's webhook URL is in Kubernetes Secret {namespace}/{name} key {key}, which canaryd does not read yet; use urlEnv, with the Secret given to canaryd as that environment variable"
         )),
     }
 }

@@ -11,6 +11,7 @@
 //! - `platform.rs`: the platform itself: the Deployment watch, attaching, the calls;
 //! - `policies.rs`: policy objects from the API server, validated and reported on;
 //! - `store.rs`: the rollout states in CanaryRun statuses, within a write budget;
+//! - `secrets.rs`: notification URLs read from Secrets the policies name;
 //! - `routers/`: the traffic routers (Gateway API `HTTPRoute`, Istio `VirtualService`).
 
 pub mod canaryrun;
@@ -21,6 +22,7 @@ pub mod platform;
 pub mod policies;
 pub mod revision;
 pub mod routers;
+pub mod secrets;
 pub mod store;
 pub mod workloads;
 

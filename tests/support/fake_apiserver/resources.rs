@@ -114,6 +114,7 @@ pub fn builtins() -> Vec<ResourceType> {
         deployments,
         new_events,
         builtin("coordination.k8s.io", "leases", "Lease", true, &[]),
+        builtin("", "secrets", "Secret", true, &[]),
         with_status(builtin(
             "apiextensions.k8s.io",
             "customresourcedefinitions",
