@@ -110,9 +110,7 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
                 platform.clone(),
                 store.clone(),
                 policies,
-                None,
-                &Leadership::unconditional(),
-                None,
+                Cluster { events: None, leadership: &Leadership::unconditional(), secrets: None },
             )
             .await?;
             let starts: Arc<dyn crate::platform::StartsRollouts> = platform;
@@ -173,9 +171,7 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
                 platform.clone(),
                 store.clone(),
                 policies,
-                events,
-                &leadership,
-                Some(&secret_values),
+                Cluster { events, leadership: &leadership, secrets: Some(&secret_values) },
             )
             .await?;
             tokio::spawn(platform.run(daemon.policies()));
@@ -320,6 +316,14 @@ async fn run_loop<P: crate::platform::Platform, St: crate::store::RunStore + cra
     tokio::join!(serve, run, signals(settings, &state, Some(sources), stop_tx));
 }
 
+/// What the daemon takes from a cluster (nothing on the local platform): Events for its
+/// decisions, the Lease it acts under, the Secrets its notifications read.
+struct Cluster<'a> {
+    events: Option<EventNotifier>,
+    leadership: &'a Leadership,
+    secrets: Option<&'a SecretValues>,
+}
+
 /// The loop over `platform` and `store`: Prometheus, records, notifications, its
 /// metrics registered in `registry`.
 async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate::store::TimelineStore>(
@@ -328,10 +332,9 @@ async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate
     platform: Arc<P>,
     store: Arc<St>,
     policies: Vec<LoadedPolicy>,
-    events: Option<EventNotifier>,
-    leadership: &Leadership,
-    secrets: Option<&SecretValues>,
+    on: Cluster<'_>,
 ) -> Result<Daemon<PrometheusSource, P, St>, WiringError> {
+    let Cluster { events, leadership, secrets } = on;
     let retention =
         Retention { max_count: settings.daemon.records_max_count, max_age: settings.daemon.records_max_age };
     let records =

@@ -1113,3 +1113,46 @@ async fn the_slack_url_comes_from_the_secret_the_policy_names_follows_its_change
     });
     drop(turn);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hpa_on_web_gets_a_twin_for_web_primary_and_promotion_keeps_the_count_the_hpa_chose() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let turn = ONE_AT_A_TIME.lock().await;
+    let (canaryd, demo_app) = bins();
+    let mut stack = KubeStack::start(POLICY, demo_app, &canaryd).await;
+    let autoscalers: Api<HorizontalPodAutoscaler> = Api::namespaced(stack.client.clone(), NAMESPACE);
+    let theirs: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": NAMESPACE},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 2, "maxReplicas": 5,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]
+        }
+    }))
+    .expect("an HPA");
+    autoscalers.create(&PostParams::default(), &theirs).await.expect("the user's HPA");
+    stack.start_canaryd(&canaryd);
+    stack.start_load();
+    wait_attached(&stack, || stack.canaryd_log()).await;
+    let ours = autoscalers.get("web-primary").await.expect("an HPA for web-primary");
+    assert_eq!(ours.spec.scale_target_ref.name, "web-primary");
+    assert_eq!((ours.spec.min_replicas, ours.spec.max_replicas), (Some(2), 5), "the user's bounds");
+    assert_eq!(ours.spec.metrics, theirs.spec.metrics, "the user's metrics");
+    let owner = ours.metadata.owner_references.unwrap_or_default();
+    assert_eq!(owner.first().map(|o| o.name.as_str()), Some("web"), "owned by web");
+
+    // The HPA (here, its stand-in: the test) scales the primary to 3.
+    let scale = json!({"spec": {"replicas": 3}});
+    stack
+        .deployments()
+        .patch("web-primary", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&scale))
+        .await
+        .expect("web-primary scaled to 3");
+    stack.change_template("web", "v2", 0.0).await;
+    let (status, _) = wait_phase(&stack, "Succeeded").await;
+    assert_eq!(status["lastDecision"], "promoted", "{status:#}");
+    let primary = stack.deployments().get("web-primary").await.expect("web-primary");
+    assert_eq!(primary.spec.replicas, Some(3), "promotion kept the count the HPA chose");
+    wait_back_on_primary(&stack).await;
+    drop(turn);
+}

@@ -32,6 +32,8 @@ use tokio::sync::watch;
 use super::decide::{
     Next, ROLLED_BACK_ANNOTATION, ROUTE_ANNOTATION, Standing, Summary, next, recorded_route,
 };
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+
 use super::routers::gateway::{Backends, Served};
 use super::routers::{RouteKind, RouteRef};
 use super::workloads::{self, RolloutProgress};
@@ -330,6 +332,7 @@ impl KubernetesPlatform {
         for service in workloads::services(&web).map_err(refused)? {
             create_or_get(&services, &service).await?;
         }
+        self.adopt_autoscaler(&web).await?;
         await_rollout(&primary)?;
         let backends = backends_of(&web)?;
         self.adopt_route(&web, &RouteRef::parse(&route), spec, &backends).await?;
@@ -341,6 +344,25 @@ impl KubernetesPlatform {
         }
         tracing::info!(rollout = %id, %revision, "attached: {} serves revision {revision}", primary_name(&id.name));
         self.shared().attached.insert(id.clone());
+        Ok(())
+    }
+
+    /// When the HorizontalPodAutoscaler named as the Deployment targets `web`, creates one
+    /// like it for `web-primary` (owned by `web`), so that the primary scales as the user
+    /// asked. canaryd never writes the replicas of a Deployment an HPA scales beyond the
+    /// transitions it owns: `web` from 0 for a rollout, and to 0 after one (an HPA leaves
+    /// a Deployment at 0 alone); promotion keeps `web-primary`'s count.
+    async fn adopt_autoscaler(&self, web: &Deployment) -> Result<(), PlatformError> {
+        let namespace = web.metadata.namespace.clone().unwrap_or_default();
+        let name = web.metadata.name.clone().unwrap_or_default();
+        let autoscalers: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), &namespace);
+        let what = format!("HorizontalPodAutoscaler {namespace}/{name}");
+        let Some(theirs) = autoscalers.get_opt(&name).await.map_err(|e| api_error(&what, &e))? else {
+            return Ok(());
+        };
+        if let Some(ours) = workloads::primary_autoscaler(web, &theirs).map_err(refused)? {
+            create_or_get(&autoscalers, &ours).await?;
+        }
         Ok(())
     }
 

@@ -213,6 +213,12 @@ fn service_ports(web: &Deployment) -> Result<Vec<ServicePort>, WorkloadError> {
 /// Metadata of the HTTPRoute `name` canaryd creates for `web`: owned by it (deleted with
 /// it by the garbage collector), labelled as canaryd's.
 pub fn route_metadata(web: &Deployment, name: &str) -> Result<ObjectMeta, WorkloadError> {
+    owned_by(web, name)
+}
+
+/// Metadata of an object `name` canaryd creates for `web`: owned by it, labelled as
+/// managed by canaryd.
+pub fn owned_by(web: &Deployment, name: &str) -> Result<ObjectMeta, WorkloadError> {
     owned_metadata(web, name.to_string(), [(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into())
 }
 
@@ -304,6 +310,28 @@ pub fn rollout_progress(deployment: &Deployment) -> RolloutProgress {
         return RolloutProgress::Waiting(format!("{available} of {updated} updated replicas available"));
     }
     RolloutProgress::Complete
+}
+
+/// The HorizontalPodAutoscaler for `web-primary` matching `theirs` (the user's, on
+/// `web`): the same bounds and metrics, aimed at `web-primary`, owned by `web`. `None`
+/// when `theirs` does not target Deployment `web`.
+pub fn primary_autoscaler(
+    web: &Deployment,
+    theirs: &k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler,
+) -> Result<Option<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>, WorkloadError> {
+    let name = web.metadata.name.clone().unwrap_or_default();
+    let spec = &theirs.spec;
+    let target = &spec.scale_target_ref;
+    if target.kind != "Deployment" || target.name != name {
+        return Ok(None);
+    }
+    let mut spec = spec.clone();
+    spec.scale_target_ref.name = super::primary_name(&name);
+    Ok(Some(k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler {
+        metadata: owned_by(web, &super::primary_name(&name))?,
+        spec,
+        status: None,
+    }))
 }
 
 #[cfg(test)]

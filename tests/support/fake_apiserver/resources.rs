@@ -106,6 +106,15 @@ pub fn builtins() -> Vec<ResourceType> {
     let mut httproutes =
         with_status(builtin("gateway.networking.k8s.io", "httproutes", "HTTPRoute", true, &[]));
     httproutes.custom = true;
+    // autoscaling/v2 (v1 has no metrics list).
+    let mut autoscalers = with_status(builtin(
+        "autoscaling",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        true,
+        &["hpa"],
+    ));
+    autoscalers.versions = vec!["v2".into()];
     vec![
         namespaces,
         with_status(builtin("", "pods", "Pod", true, &["po"])),
@@ -115,6 +124,7 @@ pub fn builtins() -> Vec<ResourceType> {
         new_events,
         builtin("coordination.k8s.io", "leases", "Lease", true, &[]),
         builtin("", "secrets", "Secret", true, &[]),
+        autoscalers,
         with_status(builtin(
             "apiextensions.k8s.io",
             "customresourcedefinitions",
