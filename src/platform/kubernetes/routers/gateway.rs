@@ -12,8 +12,8 @@
 
 use serde_json::{Value, json};
 
-use super::super::primary_name;
-use super::super::workloads::canary_service_name;
+use crate::platform::kubernetes::primary_name;
+use crate::platform::kubernetes::workloads::canary_service_name;
 
 /// Annotation holding the route's `spec.rules` as they were before canaryd adopted it,
 /// so that finalizing restores them.
