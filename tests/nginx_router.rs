@@ -20,7 +20,7 @@ use canaryd::platform::local::nginx::{Routes, parse};
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
+    canaryd::demo::free_port().unwrap()
 }
 
 /// One nginx's directory: `nginx.conf` includes `served.conf` in its `http` block.

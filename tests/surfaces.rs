@@ -491,7 +491,7 @@ impl Drop for Alertmanager {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    canaryd::demo::free_port().unwrap()
 }
 
 async fn alertmanager(webhook: &str, token: &str) -> Alertmanager {

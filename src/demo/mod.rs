@@ -20,6 +20,9 @@ use crate::daemon::view::RolloutView;
 use crate::engine::Notification;
 use crate::server::api::StartRequest;
 
+mod ports;
+pub use ports::free_port;
+
 /// The binaries the stack runs.
 #[derive(Clone, Debug)]
 pub struct Binaries {
@@ -135,11 +138,6 @@ pub struct Stack {
     wrk: Option<Child>,
     canaryd: Option<Child>,
     client: reqwest::Client,
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Polls `check` every 100 ms until it holds, or fails after `within` naming `what`.

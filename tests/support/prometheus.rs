@@ -1,7 +1,6 @@
 //! A real Prometheus (Debian's package) started on a free loopback port for a test, and
 //! helpers to load deterministic history into it with promtool.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -14,9 +13,10 @@ pub struct PrometheusServer {
     _dir: tempfile::TempDir,
 }
 
-/// A port nobody listens on right now.
+/// A loopback port nobody listens on now, out of the kernel's ephemeral range (see
+/// [`canaryd::demo::free_port`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    canaryd::demo::free_port().expect("a free port")
 }
 
 impl PrometheusServer {
