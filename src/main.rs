@@ -69,10 +69,15 @@ enum Command {
         #[arg(long)]
         scrape_interval: Option<String>,
         /// Refuse policies whose router this platform cannot serve (`local`: nginx;
-        /// `kubernetes`: gateway-api; istio and replica come next). Default: the settings' platform
+        /// `kubernetes`: gateway-api, istio and replica). Default: the settings' platform
         /// (`local` when `[[services]]` are declared), else any known router passes.
         #[arg(long, value_enum)]
         platform: Option<PlatformName>,
+        /// The primary's replica count to check `replica`-router steps against: a step
+        /// whose share of the pods would be further than the policy's tolerance from its
+        /// weight is a problem, with the nearest shares.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        replicas: Option<u32>,
     },
     /// Print the CustomResourceDefinitions (YAML) generated from the Rust types: the
     /// policies and the CanaryRun that holds a rollout's state.
@@ -179,7 +184,7 @@ enum Format {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { paths, config, scrape_interval, platform } => {
+        Command::Check { paths, config, scrape_interval, platform, replicas } => {
             let mut env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
             if let Some(interval) = scrape_interval {
                 env.insert("CANARYD__PROMETHEUS__SCRAPE_INTERVAL".into(), interval);
@@ -188,7 +193,7 @@ fn main() -> ExitCode {
             match Settings::load(config.as_deref(), env) {
                 Ok(settings) => {
                     let platform = platform.or(settings.local.is_some().then_some(PlatformName::Local));
-                    check(&paths, &settings.prometheus.batching.scrape, platform)
+                    check(&paths, &settings.prometheus.batching.scrape, platform, replicas)
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -287,8 +292,12 @@ fn check(
     paths: &[PathBuf],
     scrape: &canaryd::source::scrape::ScrapeIntervals,
     platform: Option<PlatformName>,
+    replicas: Option<u32>,
 ) -> ExitCode {
     let mut loaded = policy::load_paths_with(paths, Some(scrape));
+    if let Some(primary) = replicas {
+        loaded.refuse_unachievable_replica_steps(primary);
+    }
     match platform {
         Some(PlatformName::Local) => {
             loaded.refuse_unserved_routers("local", &canaryd::platform::local::ROUTERS)
@@ -301,6 +310,9 @@ fn check(
     for p in &loaded.policies {
         println!("ok: {} ({})", p.reference, p.origin);
         if let Some(line) = alphas(p) {
+            println!("    {line}");
+        }
+        if let Some(line) = replica_steps(p, replicas) {
             println!("    {line}");
         }
     }
@@ -322,6 +334,34 @@ fn check(
         );
         ExitCode::from(EXIT_INVALID)
     }
+}
+
+/// What a `replica`-router policy's steps run: the pods of each arm with `replicas`
+/// primary replicas, or, without, the fewest primary replicas every step needs.
+fn replica_steps(p: &canaryd::policy::LoadedPolicy, replicas: Option<u32>) -> Option<String> {
+    use canaryd::platform::kubernetes::routers::replica;
+    if p.plan.router != canaryd::engine::plan::RouterKind::Replica {
+        return None;
+    }
+    let tolerance = p.spec.traffic.tolerance.unwrap_or(replica::DEFAULT_TOLERANCE);
+    Some(match replicas {
+        Some(primary) => format!(
+            "replica ratio with {primary} primary replicas: {}",
+            replica::described(&p.plan.steps, primary)
+        ),
+        None => {
+            let fewest = (1..=10_000u32)
+                .find(|&n| replica::unachievable_steps(&p.plan.steps, n, tolerance).is_empty());
+            match fewest {
+                Some(n) => format!(
+                    "replica ratio: the fewest primary replicas that serve every step within ±{tolerance} points: {n} (`--replicas N` checks a count)"
+                ),
+                None => format!(
+                    "replica ratio: no primary replica count up to 10000 serves every step within ±{tolerance} points"
+                ),
+            }
+        }
+    })
 }
 
 /// How the policy's sequential metrics are tested: each metric's stated `alpha` split

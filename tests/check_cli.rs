@@ -609,3 +609,43 @@ fn check_shows_how_each_sequential_metrics_alpha_is_split_never_changing_it_unse
     assert!(stdout.contains("errors-vs-baseline at 2.000e-3"), "{stdout}");
     assert!(stdout.contains("together they roll back at most 0.010 of healthy rollouts"), "{stdout}");
 }
+
+#[test]
+fn a_replica_router_step_two_primary_replicas_cannot_serve_is_refused_with_the_nearest_shares() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("no-mesh.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {name: web, namespace: shop}\nspec:\n  selector: {matchLabels: {app: web}}\n  traffic: {router: replica, steps: [10, 50, 100]}\n  analysis:\n    metrics: [{name: errors, template: http-error-rate, test: sequential}]\n",
+    )
+    .expect("policy");
+    let file = path.to_str().expect("utf-8");
+    let out = canaryd(&["check", "--replicas", "2", file]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // By hand: 1 canary pod beside 2 primary ones is 1/3; none is 0. Within ±5 points
+    // 10% needs 1 / (1 + 6) = 14.3%, so 6 primary replicas.
+    for part in [
+        "CanaryPolicy shop/web: spec.traffic.steps[0]: 10% cannot be served by replica ratio with 2 primary replicas within ±5 points",
+        "the nearest shares are 0% (no canary pod) and 33.3% (1 canary pod beside 2)",
+        "10% needs at least 6 primary replicas",
+    ] {
+        assert!(stderr.contains(part), "missing: {part}\n--- stderr:\n{stderr}");
+    }
+    assert!(!stderr.contains("steps[1]"), "50% is 2 canary pods beside 2: {stderr}");
+    // With 9 primary replicas, 10% is 1 pod of 10; the split of each step is shown.
+    let out = canaryd(&["check", "--replicas", "9", file]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("10% → 1 canary beside 9 primary (10%), 50% → 9 canary beside 9 primary (50%)"),
+        "{stdout}"
+    );
+    // Without a count, the fewest that serve every step.
+    let out = canaryd(&["check", file]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("the fewest primary replicas that serve every step within ±5 points: 6"),
+        "{stdout}"
+    );
+}

@@ -1156,3 +1156,79 @@ async fn an_hpa_on_web_gets_a_twin_for_web_primary_and_promotion_keeps_the_count
     wait_back_on_primary(&stack).await;
     drop(turn);
 }
+
+/// [`POLICY`] on the replica router, with steps 2 primary replicas serve within the
+/// default ±5 points (30% is 1 canary pod beside 2: 33.3%).
+fn replica_policy() -> String {
+    let plain = "traffic: {router: gateway-api, steps: [10, 50, 100], stepDuration: 8s}";
+    assert!(POLICY.contains(plain), "POLICY's traffic line");
+    POLICY.replace(plain, "traffic: {router: replica, steps: [30, 50, 100], stepDuration: 8s}")
+}
+
+/// `web`'s and `web-primary`'s `spec.replicas`, as the fake holds them.
+fn replica_counts(stack: &KubeStack) -> Option<(i64, i64)> {
+    let deployments = support::fake_apiserver::Gvr::new("apps", "v1", "deployments");
+    let count = |name: &str| stack.fake.get(&deployments, NAMESPACE, name)?["spec"]["replicas"].as_i64();
+    Some((count("web")?, count("web-primary")?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_replica_router_the_pod_counts_follow_the_steps_behind_the_users_service_and_the_canary_is_promoted()
+ {
+    let turn = ONE_AT_A_TIME.lock().await;
+    let (canaryd, demo_app) = bins();
+    let mut stack = KubeStack::start(&replica_policy(), demo_app, &canaryd).await;
+    stack.start_canaryd(&canaryd);
+    stack.start_load();
+    wait_attached(&stack, || stack.canaryd_log()).await;
+    // The primary's pods keep web's labels, so the user's Service (app: web) selects
+    // both arms; canaryd creates no Service of its own and leaves the route alone.
+    let primary = stack.deployments().get("web-primary").await.expect("web-primary");
+    let pod_labels = primary.spec.template.metadata.and_then(|m| m.labels).unwrap_or_default();
+    assert_eq!(pod_labels.get("app").map(String::as_str), Some("web"), "{pod_labels:?}");
+    assert_eq!(pod_labels.get("canaryd.io/arm").map(String::as_str), Some("primary"), "{pod_labels:?}");
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(stack.client.clone(), NAMESPACE);
+    for ours in ["web-primary", "web-canary"] {
+        assert!(services.get_opt(ours).await.expect("read").is_none(), "no Service {ours}");
+    }
+    assert_eq!(split(&stack.route("web").await), [("web".to_string(), 1)], "the route untouched");
+
+    // Every (web, web-primary) replica count the rollout passes through, and the
+    // versions answering through the user's Service meanwhile.
+    stack.change_template("web", "v2", 0.0).await;
+    let counts = std::sync::Mutex::new(vec![(0, 2)]);
+    let served = std::sync::Mutex::new(std::collections::BTreeMap::<String, usize>::new());
+    let promoted = poll(ROLLOUT, || async {
+        if let Some(now) = replica_counts(&stack) {
+            let mut seen = counts.lock().unwrap();
+            if seen.last() != Some(&now) {
+                seen.push(now);
+            }
+        }
+        if canary_run(&stack).await.is_some_and(|s| s["weight"] == 50) {
+            for (version, n) in stack.versions(4).await {
+                *served.lock().unwrap().entry(version).or_default() += n;
+            }
+        }
+        canary_run(&stack).await.is_some_and(|s| s["phase"] == "Succeeded")
+            && replica_counts(&stack) == Some((0, 2))
+    })
+    .await;
+    promoted.unwrap_or_else(|e| panic!("{e}: promoted, web at 0; log:\n{}", stack.canaryd_log()));
+    // By hand, for 2 primary replicas: 30% is 1 canary pod, 50% is 2; 100% runs 2
+    // canary pods and scales the primary to 0 (after the canary's are ready);
+    // promotion brings the primary back at 2 with v2, then web to 0.
+    assert_eq!(
+        counts.into_inner().unwrap(),
+        [(0, 2), (1, 2), (2, 2), (2, 0), (2, 2), (0, 2)],
+        "the (web, web-primary) replicas, in order"
+    );
+    let served = served.into_inner().unwrap();
+    assert!(
+        served.get("v1").is_some_and(|n| *n > 0) && served.get("v2").is_some_and(|n| *n > 0),
+        "at 50% both versions answer through the one Service: {served:?}"
+    );
+    let versions = stack.versions(20).await;
+    assert_eq!(versions.get("v2"), Some(&20), "web-primary serves v2: {versions:?}");
+    drop(turn);
+}

@@ -126,6 +126,39 @@ impl Loaded {
     }
 }
 
+impl Loaded {
+    /// Refuses each policy on the `replica` router with a step it cannot serve, within
+    /// its tolerance, with `primary` replicas for the primary (see
+    /// [`replica`](crate::platform::kubernetes::routers::replica)): one problem per step,
+    /// naming the nearest shares it can do.
+    pub fn refuse_unachievable_replica_steps(&mut self, primary: u32) {
+        use crate::platform::kubernetes::routers::replica;
+        let mut kept = Vec::new();
+        for p in std::mem::take(&mut self.policies) {
+            if p.plan.router != RouterKind::Replica {
+                kept.push(p);
+                continue;
+            }
+            let tolerance = p.spec.traffic.tolerance.unwrap_or(replica::DEFAULT_TOLERANCE);
+            let refused = replica::unachievable_steps(&p.plan.steps, primary, tolerance);
+            if refused.is_empty() {
+                kept.push(p);
+                continue;
+            }
+            for (i, why) in refused {
+                self.problems.push(Problem {
+                    file: p.origin.split_once('#').map_or(p.origin.as_str(), |(file, _)| file).to_string(),
+                    object: p.reference.to_string(),
+                    path: Some(format!("spec.traffic.steps[{i}]")),
+                    location: p.location,
+                    message: why,
+                });
+            }
+        }
+        self.policies = kept;
+    }
+}
+
 /// Reads every `.yaml`/`.yml` file under the given files and directories, without
 /// checking intervals against scrape intervals (for replaying recorded data).
 pub fn load_paths(paths: &[PathBuf]) -> Loaded {

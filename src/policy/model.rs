@@ -122,10 +122,16 @@ pub struct TrafficSpec {
     /// How long a gate may stay closed before the rollout rolls back (default `24h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate_timeout: Option<String>,
-    /// The `gateway-api` router's HTTPRoute. Without it, canaryd adopts the route named
-    /// as the Deployment, which must exist.
+    /// The `gateway-api` router's HTTPRoute, or the `istio` router's VirtualService.
+    /// Without it, canaryd adopts the route named as the Deployment, which must exist.
+    /// For the `replica` router, only `name`: the Service that selects both arms' pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<RouteSpec>,
+    /// The `replica` router only: how many percentage points a step's share of the
+    /// pods may be off its weight (default 5). A step it cannot serve so closely with
+    /// the primary's replicas is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
 }
 
 /// The HTTPRoute a rollout's weights are set on. canaryd adopts the route when it
@@ -188,6 +194,7 @@ impl Default for TrafficSpec {
             gates: Vec::new(),
             gate_timeout: None,
             route: None,
+            tolerance: None,
         }
     }
 }

@@ -19,6 +19,11 @@ pub const ROLLED_BACK_ANNOTATION: &str = "canaryd.io/rolled-back-revision";
 /// Annotation on `web-primary`: the HTTPRoute `web`'s rollouts set weights on, chosen
 /// when it was attached (absent: the route named as the Deployment).
 pub const ROUTE_ANNOTATION: &str = "canaryd.io/route";
+/// Annotation on a `replica`-router `web-primary`: the replicas it serves with between
+/// rollouts, which each step's split is computed from (the primary is at 0 at 100%).
+pub const PRIMARY_REPLICAS_ANNOTATION: &str = "canaryd.io/primary-replicas";
+/// The recorded route of a workload on the `replica` router: `service/<name>`.
+pub const SERVICE_ROUTE_PREFIX: &str = "service/";
 
 /// What the watch keeps of one Deployment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +45,8 @@ pub struct Summary {
     pub progress: RolloutProgress,
     /// Its desired replicas (`spec.replicas`, unset: the API's default 1).
     pub replicas: i32,
+    /// For a `replica`-router `web-primary`: the replicas it serves with between rollouts.
+    pub serving_replicas: Option<i32>,
     /// The port its route's backends use (the Services' first port; `None` when its
     /// template gives no Services, which attaching reports).
     pub port: Option<i32>,
@@ -66,6 +73,7 @@ impl Summary {
             revision: template_revision(&template),
             progress: workloads::rollout_progress(deployment),
             replicas: deployment.spec.replicas.unwrap_or(1),
+            serving_replicas: annotations.get(PRIMARY_REPLICAS_ANNOTATION).and_then(|r| r.parse().ok()),
             port: workloads::route_port(deployment).ok(),
             labels,
         }
@@ -76,6 +84,12 @@ impl Summary {
 /// whole Deployment: no template hash).
 pub fn recorded_route(primary: &Deployment) -> Option<String> {
     primary.metadata.annotations.as_ref()?.get(ROUTE_ANNOTATION).cloned()
+}
+
+/// The Service a `replica`-router workload's pods are served by, from its recorded
+/// route (`None`: attached for a router with a route object).
+pub fn replica_service(recorded: &str) -> Option<&str> {
+    recorded.strip_prefix(SERVICE_ROUTE_PREFIX)
 }
 
 /// What the platform does about one managed-or-not Deployment, decided from the
@@ -159,6 +173,7 @@ mod tests {
             route: None,
             progress: RolloutProgress::Complete,
             replicas: 1,
+            serving_replicas: None,
             port: Some(80),
         }
     }

@@ -9,10 +9,13 @@
 //! - `lease.rs`: leader election on a Lease, and the fence on every write;
 //! - `decide.rs`: what to do about each Deployment, from the watch's summaries (pure);
 //! - `platform.rs`: the platform itself: the Deployment watch, attaching, the calls;
+//! - `replica_calls.rs`: the calls of the `replica` router (replica counts behind the
+//!   user's Service);
 //! - `policies.rs`: policy objects from the API server, validated and reported on;
 //! - `store.rs`: the rollout states in CanaryRun statuses, within a write budget;
 //! - `secrets.rs`: notification URLs read from Secrets the policies name;
-//! - `routers/`: the traffic routers (Gateway API `HTTPRoute`, Istio `VirtualService`).
+//! - `routers/`: the traffic routers (Gateway API `HTTPRoute`, Istio `VirtualService`,
+//!   and the replica ratio's arithmetic).
 
 pub mod canaryrun;
 pub mod decide;
@@ -20,6 +23,7 @@ pub mod events;
 pub mod lease;
 pub mod platform;
 pub mod policies;
+pub mod replica_calls;
 pub mod revision;
 pub mod routers;
 pub mod secrets;
@@ -30,7 +34,7 @@ use crate::engine::plan::RouterKind;
 use crate::engine::{Arms, RolloutId};
 
 /// The routers the Kubernetes platform serves.
-pub const ROUTERS: [RouterKind; 2] = [RouterKind::GatewayApi, RouterKind::Istio];
+pub const ROUTERS: [RouterKind; 3] = [RouterKind::GatewayApi, RouterKind::Istio, RouterKind::Replica];
 
 /// Suffix of the Deployment (and Service) that serves the promoted revision.
 pub const PRIMARY_SUFFIX: &str = "-primary";

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::decide::{
-    Next, ROLLED_BACK_ANNOTATION, ROUTE_ANNOTATION, Standing, Summary, next, recorded_route,
+    Next, ROLLED_BACK_ANNOTATION, ROUTE_ANNOTATION, Standing, Summary, next, recorded_route, replica_service,
 };
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 
@@ -99,8 +99,30 @@ impl KubernetesPlatform {
         self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn deployments(&self, namespace: &str) -> Api<Deployment> {
+    pub(super) fn deployments(&self, namespace: &str) -> Api<Deployment> {
         Api::namespaced(self.client.clone(), namespace)
+    }
+
+    pub(super) fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// Whether `id` is attached for the replica router, as the watch shows its primary.
+    fn replica_attached(&self, id: &RolloutId) -> bool {
+        let shared = self.shared();
+        shared.primaries.get(id).and_then(|p| p.route.as_deref()).and_then(replica_service).is_some()
+    }
+
+    /// Records that attaching `id` is done.
+    pub(super) fn mark_attached(&self, id: &RolloutId) {
+        self.shared().attached.insert(id.clone());
+    }
+
+    /// The replica router's tolerance in the policy that selects `web` now.
+    pub(super) fn tolerance(&self, id: &RolloutId, web: &Summary) -> Option<f64> {
+        let policies = self.policies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()?;
+        let policies = policies.borrow().clone();
+        crate::policy::selector::select(&policies, &id.namespace, &web.labels)?.chosen.spec.traffic.tolerance
     }
 
     fn routes(&self, namespace: &str, kind: RouteKind) -> Api<DynamicObject> {
@@ -231,7 +253,7 @@ impl KubernetesPlatform {
                 let web = shared.workloads[&id].clone();
                 let selection = crate::policy::selector::select(&policies, &id.namespace, &web.labels);
                 let selected = selection.is_some();
-                let router = selection.as_ref().and_then(|s| RouteKind::of(s.chosen.plan.router));
+                let router = selection.as_ref().map(|s| s.chosen.plan.router);
                 let route = selection.and_then(|s| s.chosen.spec.traffic.route.clone());
                 let standing = Standing {
                     selected,
@@ -246,7 +268,7 @@ impl KubernetesPlatform {
                 }
                 match decided {
                     Next::Nothing => {}
-                    Next::Attach => attach.push((id, router.unwrap_or(RouteKind::HttpRoute), route)),
+                    Next::Attach => attach.push((id, router, route)),
                     Next::Rollout(revision) => {
                         let labels = web.labels.clone();
                         shared.reported.insert(id.clone(), revision.clone());
@@ -276,8 +298,15 @@ impl KubernetesPlatform {
         // Attachments are independent: a bounded number run at once, so a pass over
         // thousands of new Deployments takes seconds, not minutes.
         futures::stream::iter(attach)
-            .for_each_concurrent(ATTACHING_AT_ONCE, |(id, kind, route)| async move {
-                if let Err(e) = self.attach(&id, kind, route.as_ref()).await {
+            .for_each_concurrent(ATTACHING_AT_ONCE, |(id, router, route)| async move {
+                let attached = match router {
+                    Some(RouterKind::Replica) => self.attach_replica(&id, route.as_ref()).await,
+                    _ => {
+                        let kind = router.and_then(RouteKind::of).unwrap_or(RouteKind::HttpRoute);
+                        self.attach(&id, kind, route.as_ref()).await
+                    }
+                };
+                if let Err(e) = attached {
                     tracing::info!(rollout = %id, awaiting = %e, "attaching");
                 }
             })
@@ -285,7 +314,7 @@ impl KubernetesPlatform {
         let finalize = std::mem::take(&mut self.shared().finalize);
         for (id, route) in finalize {
             // Created again meanwhile (a delete and re-create): it keeps its route.
-            if self.shared().workloads.contains_key(&id) {
+            if self.shared().workloads.contains_key(&id) || replica_service(&route).is_some() {
                 continue;
             }
             if let Err(e) = self.finalize_route(&id, &RouteRef::parse(&route)).await {
@@ -328,6 +357,13 @@ impl KubernetesPlatform {
                 id.name.clone()
             }
         };
+        if replica_service(&route).is_some() {
+            return Err(PlatformError::failed(format!(
+                "Deployment {} was attached for the replica router, and its selector cannot change: delete it (canaryd creates it again for the {} router)",
+                primary_name(&id.name),
+                kind.kind()
+            )));
+        }
         let services: Api<Service> = Api::namespaced(self.client.clone(), &id.namespace);
         for service in workloads::services(&web).map_err(refused)? {
             create_or_get(&services, &service).await?;
@@ -437,7 +473,13 @@ impl KubernetesPlatform {
             Some(route) => route,
             None => recorded_route(&get(&self.deployments(&id.namespace), &primary_name(&id.name)).await?),
         };
-        Ok(RouteRef::parse(&recorded.unwrap_or_else(|| id.name.clone())))
+        let recorded = recorded.unwrap_or_else(|| id.name.clone());
+        if replica_service(&recorded).is_some() {
+            return Err(PlatformError::failed(format!(
+                "Deployment {id} was attached for the replica router; the policy now names another (detach and attach again to move it)"
+            )));
+        }
+        Ok(RouteRef::parse(&recorded))
     }
 
     /// Sets the route's canary weight and reads it back until it is served.
@@ -495,7 +537,7 @@ impl KubernetesPlatform {
 
     /// What the watch shows of `web` and its primary: the latest the API server sent,
     /// once it has sent both (not yet right after a restart).
-    fn watched(&self, id: &RolloutId) -> Option<(Summary, Summary)> {
+    pub(super) fn watched(&self, id: &RolloutId) -> Option<(Summary, Summary)> {
         let shared = self.shared();
         Some((shared.workloads.get(id)?.clone(), shared.primaries.get(id)?.clone()))
     }
@@ -570,13 +612,13 @@ fn backends_of(web: &Deployment) -> Result<Backends, PlatformError> {
 
 /// `Ok` once `deployment` has rolled out, "not yet" while it is, failed past its
 /// progress deadline.
-fn await_rollout(deployment: &Deployment) -> Result<(), PlatformError> {
+pub(super) fn await_rollout(deployment: &Deployment) -> Result<(), PlatformError> {
     let name = deployment.metadata.name.clone().unwrap_or_default();
     awaited(&name, workloads::rollout_progress(deployment))
 }
 
 /// The same from where Deployment `name`'s rollout stands.
-fn awaited(name: &str, progress: RolloutProgress) -> Result<(), PlatformError> {
+pub(super) fn awaited(name: &str, progress: RolloutProgress) -> Result<(), PlatformError> {
     match progress {
         RolloutProgress::Complete => Ok(()),
         RolloutProgress::Waiting(what) => {
@@ -591,20 +633,20 @@ fn failed(e: impl std::fmt::Display) -> PlatformError {
     PlatformError::failed(e.to_string())
 }
 
-fn refused(e: workloads::WorkloadError) -> PlatformError {
+pub(super) fn refused(e: workloads::WorkloadError) -> PlatformError {
     PlatformError::failed(e.to_string())
 }
 
-fn api_error(what: &str, e: &kube::Error) -> PlatformError {
+pub(super) fn api_error(what: &str, e: &kube::Error) -> PlatformError {
     PlatformError::failed(format!("{what}: {e}"))
 }
 
-async fn get(api: &Api<Deployment>, name: &str) -> Result<Deployment, PlatformError> {
+pub(super) async fn get(api: &Api<Deployment>, name: &str) -> Result<Deployment, PlatformError> {
     api.get(name).await.map_err(|e| api_error(&format!("Deployment {name}"), &e))
 }
 
 /// Creates `object`, or reads it if it exists.
-async fn create_or_get<K>(api: &Api<K>, object: &K) -> Result<K, PlatformError>
+pub(super) async fn create_or_get<K>(api: &Api<K>, object: &K) -> Result<K, PlatformError>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
@@ -618,12 +660,27 @@ where
     }
 }
 
-async fn scale_to(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<(), PlatformError> {
+pub(super) async fn scale_to(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<(), PlatformError> {
     let patch = json!({"spec": {"replicas": replicas}});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(|_| ())
         .map_err(|e| api_error(&format!("scale Deployment {name} to {replicas}"), &e))
+}
+
+/// Replaces `primary` (`web-primary`) with `desired`, keeping its annotations (the
+/// route, the rolled-back revision) and guarded by its resourceVersion.
+pub(super) async fn replace_primary(
+    api: &Api<Deployment>,
+    primary: &Deployment,
+    mut desired: Deployment,
+) -> Result<Deployment, PlatformError> {
+    let name = primary.metadata.name.clone().unwrap_or_default();
+    desired.metadata.resource_version = primary.metadata.resource_version.clone();
+    desired.metadata.annotations = primary.metadata.annotations.clone();
+    api.replace(&name, &PostParams::default(), &desired)
+        .await
+        .map_err(|e| api_error(&format!("Deployment {name}"), &e))
 }
 
 /// Applies a JSON patch to a route: the route as patched, or "not yet" when a `test`
@@ -658,9 +715,12 @@ impl Platform for KubernetesPlatform {
     }
 
     async fn set_weight(&self, id: &RolloutId, router: RouterKind, weight: u8) -> Result<(), PlatformError> {
+        if router == RouterKind::Replica {
+            return self.replica_weight(id, weight).await;
+        }
         let Some(kind) = RouteKind::of(router) else {
             return Err(PlatformError::failed(format!(
-                "router {} is not served on Kubernetes yet",
+                "router {} is not served on Kubernetes",
                 router.name()
             )));
         };
@@ -680,17 +740,15 @@ impl Platform for KubernetesPlatform {
             )));
         }
         let primary = get(&deployments, &primary_name(&id.name)).await?;
+        if recorded_route(&primary).as_deref().and_then(replica_service).is_some() {
+            return self.promote_replica(id, &web, primary, revision).await;
+        }
         let replicas = primary.spec.replicas.unwrap_or(1).max(1);
         let primary = if Summary::of(&primary).serves.as_deref() == Some(revision) {
             primary
         } else {
-            let mut desired = workloads::primary_deployment(&web, revision, replicas).map_err(refused)?;
-            desired.metadata.resource_version = primary.metadata.resource_version.clone();
-            desired.metadata.annotations = primary.metadata.annotations.clone();
-            deployments
-                .replace(&primary_name(&id.name), &PostParams::default(), &desired)
-                .await
-                .map_err(|e| api_error(&format!("Deployment {}", primary_name(&id.name)), &e))?
+            let desired = workloads::primary_deployment(&web, revision, replicas).map_err(refused)?;
+            replace_primary(&deployments, &primary, desired).await?
         };
         await_rollout(&primary)?;
         // Back on the primary, through the route the workload was attached with.
@@ -704,6 +762,8 @@ impl Platform for KubernetesPlatform {
     async fn scale(&self, id: &RolloutId, revision: &str, scale: Scale) -> Result<(), PlatformError> {
         let deployments = self.deployments(&id.namespace);
         match scale {
+            // The replica router's steps set the canary's pods themselves.
+            Scale::Up if self.replica_attached(id) => Ok(()),
             Scale::Up => self.canary_up(id).await,
             Scale::Down => {
                 // Remembered on the primary, so that the same template is not started

@@ -26,6 +26,9 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "canaryd")
 pub const PRIMARY_OF: &str = "canaryd.io/primary-of";
 /// Annotation on `web-primary`'s template: the revision it serves (not part of the hash).
 pub const REVISION_ANNOTATION: &str = "canaryd.io/revision";
+/// Label on the pods of a `replica`-router `web-primary` (value `primary`), which keep
+/// every label of `web`'s pods besides.
+pub const ARM_LABEL: &str = "canaryd.io/arm";
 /// Suffix of the Service in front of the canary's pods.
 pub const CANARY_SUFFIX: &str = "-canary";
 /// Selector labels tried first for the suffix, in order: the conventional name labels.
@@ -144,6 +147,52 @@ pub fn primary_deployment(
         },
         status: None,
     })
+}
+
+/// `web-primary` for the `replica` router: as [`primary_deployment`], but its pods keep
+/// every label of `web`'s and add `canaryd.io/arm: primary`, which its selector adds to
+/// `web`'s. So a Service selecting `web`'s pods selects both arms' pods, and each arm's
+/// share of its requests is its share of the pods. `web`'s selector matches the
+/// primary's pods too; the Deployment controller keeps them apart by owner (each
+/// ReplicaSet is owned by one Deployment and selects by its pod-template hash), as it
+/// does for Argo Rollouts' basic canary.
+pub fn shared_primary_deployment(
+    web: &Deployment,
+    revision: &str,
+    replicas: i32,
+) -> Result<Deployment, WorkloadError> {
+    let mut primary = primary_deployment(web, revision, replicas)?;
+    let mut selects = web.spec.selector.match_labels.clone().unwrap_or_default();
+    selects.insert(ARM_LABEL.into(), "primary".into());
+    primary.spec.selector.match_labels = Some(selects);
+    let mut labels = web.spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    labels.insert(ARM_LABEL.into(), "primary".into());
+    primary.spec.template.metadata.get_or_insert_with(ObjectMeta::default).labels = Some(labels);
+    Ok(primary)
+}
+
+/// Whether `service` selects the pods of both arms of a `replica`-router workload: a
+/// selector of some of `web`'s pod labels (the primary's pods carry all of them), or
+/// why not.
+pub fn selects_both_arms(web: &Deployment, service: &Service) -> Result<(), String> {
+    let selector = service.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+    if selector.is_empty() {
+        return Err("has no selector; the replica router needs one selecting the Deployment's pods".into());
+    }
+    let labels = web.spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    let missing: Vec<String> = selector
+        .iter()
+        .filter(|(k, v)| labels.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "selects {}, which the pods of Deployment {} do not carry; the replica router needs a Service selecting the Deployment's pods",
+        missing.join(", "),
+        web_name(web)
+    ))
 }
 
 /// The Services `web-primary` and `web-canary`, in that order: each selects its arm's

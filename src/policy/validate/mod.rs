@@ -39,6 +39,7 @@ pub fn compile(
     let router = check_router(&mut p, &traffic.router);
     let steps = check_steps(&mut p, &traffic.steps);
     route::check_route(&mut p, traffic.route.as_ref(), router);
+    route::check_tolerance(&mut p, traffic.tolerance, router);
     let step_duration = p.duration("spec.traffic.stepDuration", &traffic.step_duration);
 
     let analysis = &spec.analysis;

@@ -1,5 +1,6 @@
 //! `spec.traffic.route`: the HTTPRoute the `gateway-api` router, or the VirtualService
-//! the `istio` router, sets weights on. Names
+//! the `istio` router, sets weights on, or the Service the `replica` router's pods are
+//! served by; and the replica router's `spec.traffic.tolerance`. Names
 //! follow the API server's rules for object names (RFC 1123 subdomains), hostnames the
 //! Gateway API's (RFC 1123 hostnames, optionally one leading `*.` label), so that a bad
 //! value is refused when the policy is loaded, not when the first rollout creates the
@@ -14,17 +15,24 @@ const MAX_NAME: usize = 253;
 
 pub(super) fn check_route(p: &mut Problems, route: Option<&RouteSpec>, router: Option<RouterKind>) {
     let Some(route) = route else { return };
-    if let Some(router) = router
-        && !matches!(router, RouterKind::GatewayApi | RouterKind::Istio)
-    {
+    if router == Some(RouterKind::Nginx) {
         p.add(
             "spec.traffic.route",
-            format!(
-                "only the gateway-api and istio routers set weights on a route; this policy's router is {}",
-                router.name()
-            ),
+            "only the Kubernetes routers (gateway-api, istio, replica) name a route; this policy's router is nginx",
         );
         return;
+    }
+    if router == Some(RouterKind::Replica) {
+        for (field, set) in
+            [("parentRefs", !route.parent_refs.is_empty()), ("hostnames", !route.hostnames.is_empty())]
+        {
+            if set {
+                p.add(
+                    format!("spec.traffic.route.{field}"),
+                    "the replica router reads the Service `name` names and creates no route; parentRefs and hostnames are for a route canaryd creates (gateway-api, istio)",
+                );
+            }
+        }
     }
     let istio = router == Some(RouterKind::Istio);
     // A name stands for many: checked with the shortest Deployment name in its place.
@@ -57,7 +65,8 @@ pub(super) fn check_route(p: &mut Problems, route: Option<&RouteSpec>, router: O
         }
     }
     // A VirtualService serves the mesh without gateways; an HTTPRoute needs its Gateways.
-    if !istio && route.parent_refs.is_empty() && !route.hostnames.is_empty() {
+    let replica = router == Some(RouterKind::Replica);
+    if !istio && !replica && route.parent_refs.is_empty() && !route.hostnames.is_empty() {
         p.add(
             "spec.traffic.route.hostnames",
             "set, but there are no parentRefs: hostnames are for a route canaryd creates, and it creates one only with parentRefs",
@@ -72,6 +81,22 @@ pub(super) fn check_route(p: &mut Problems, route: Option<&RouteSpec>, router: O
                 format!("`{host}` is not a hostname (lowercase DNS labels, optionally one leading `*.`; no IP address)"),
             );
         }
+    }
+}
+
+/// `spec.traffic.tolerance`: the replica router's, in percentage points.
+pub(super) fn check_tolerance(p: &mut Problems, tolerance: Option<f64>, router: Option<RouterKind>) {
+    let Some(tolerance) = tolerance else { return };
+    if router.is_some_and(|r| r != RouterKind::Replica) {
+        p.add(
+            "spec.traffic.tolerance",
+            "only the replica router approximates a step's weight (by replica counts); the other routers set it exactly",
+        );
+    } else if !(0.0..=50.0).contains(&tolerance) {
+        p.add(
+            "spec.traffic.tolerance",
+            format!("{tolerance} is not a tolerance in percentage points (0 to 50)"),
+        );
     }
 }
 
@@ -171,7 +196,31 @@ mod tests {
         assert_eq!(
             found,
             [
-                "spec.traffic.route: only the gateway-api and istio routers set weights on a route; this policy's router is nginx"
+                "spec.traffic.route: only the Kubernetes routers (gateway-api, istio, replica) name a route; this policy's router is nginx"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_replica_router_takes_a_service_name_and_a_tolerance_and_nothing_a_route_object_needs() {
+        assert_eq!(
+            problems("    router: replica\n    route: {name: web-svc}\n    tolerance: 2.5\n"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            problems(
+                "    router: replica\n    route: {name: web, parentRefs: [{name: public}], hostnames: [a.example.com]}\n    tolerance: 60\n"
+            ),
+            [
+                "spec.traffic.route.parentRefs: the replica router reads the Service `name` names and creates no route; parentRefs and hostnames are for a route canaryd creates (gateway-api, istio)",
+                "spec.traffic.route.hostnames: the replica router reads the Service `name` names and creates no route; parentRefs and hostnames are for a route canaryd creates (gateway-api, istio)",
+                "spec.traffic.tolerance: 60 is not a tolerance in percentage points (0 to 50)",
+            ]
+        );
+        assert_eq!(
+            problems("    router: istio\n    tolerance: 5\n"),
+            [
+                "spec.traffic.tolerance: only the replica router approximates a step's weight (by replica counts); the other routers set it exactly"
             ]
         );
     }

@@ -1,13 +1,15 @@
 //! The Kubernetes platform's traffic routers, one file each, the same shape: the pure
 //! patches that adopt a route object, set and read back its weights, and put it back.
 //! - `gateway.rs`: Gateway API `HTTPRoute`;
-//! - `istio.rs`: Istio `VirtualService`.
+//! - `istio.rs`: Istio `VirtualService`;
+//! - `replica.rs`: no route object: replica counts behind one Service (the arithmetic).
 //!
 //! [`RouteRef`] names the object a workload's weights are set on, and [`RouteKind`]
 //! dispatches to its router.
 
 pub mod gateway;
 pub mod istio;
+pub mod replica;
 
 use kube::api::{ApiResource, GroupVersionKind};
 use serde_json::Value;
