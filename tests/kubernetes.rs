@@ -1029,44 +1029,51 @@ async fn slack_stand_in() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(Strin
     (url, got)
 }
 
-/// Secret `hooks` in `shop` with key `slack` = `url`, created or replaced.
+/// Secret `hooks` in `shop` with key `slack` = `url` and key `webhook` = `url` + `-hook`
+/// (the policy's own JSON webhook), created or replaced.
 async fn set_hooks_secret(stack: &KubeStack, url: &str) {
     use k8s_openapi::api::core::v1::Secret;
     let secrets: Api<Secret> = Api::namespaced(stack.client.clone(), NAMESPACE);
     let _ = secrets.delete("hooks", &Default::default()).await;
+    let encode = |text: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, text);
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "hooks", "namespace": NAMESPACE},
-        "data": {"slack": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, url)}
+        "data": {"slack": encode(url), "webhook": encode(&format!("{url}-hook"))}
     }))
     .expect("a Secret");
     secrets.create(&PostParams::default(), &secret).await.expect("Secret hooks");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_slack_url_comes_from_the_secret_the_policy_names_follows_its_changes_and_a_missing_one_is_reported()
+async fn the_slack_and_webhook_urls_come_from_the_secret_the_policy_names_follow_its_changes_and_a_missing_one_is_reported()
  {
     let turn = ONE_AT_A_TIME.lock().await;
     let (canaryd, demo_app) = bins();
-    // The policy file selects nothing; the policy object notifies Slack through Secret `hooks`.
+    // The policy file selects nothing; the policy object notifies Slack and its own
+    // webhook through Secret `hooks`.
     let unselecting = POLICY.replace("canary: enabled", "canary: never");
     let mut stack = KubeStack::start(&unselecting, demo_app, &canaryd).await;
     let object = POLICY
         .replace("metadata: {name: web, namespace: shop}", "metadata: {name: web-slack, namespace: shop}")
         .trim_end()
         .to_string()
-        + "\n  notify: {slack: {channel: '#deploys', minSeverity: warning, webhookSecret: {name: hooks, key: slack}}}\n";
+        + "\n  notify:\n    slack: {channel: '#deploys', minSeverity: warning, webhookSecret: {name: hooks, key: slack}}\n    webhook: {urlSecret: {name: hooks, key: webhook}}\n";
     let (slack, got) = slack_stand_in().await;
     set_hooks_secret(&stack, &format!("{slack}/a")).await;
     support::kubernetes::kubectl_apply(&stack.fake, &stack.path(""), &object).await;
     stack.start_canaryd(&canaryd);
     stack.start_load();
     wait_attached(&stack, || stack.canaryd_log()).await;
-    let rolled_back_at = |path: &'static str| {
+    // Slack's message says "Canary rolled back"; the policy webhook's JSON names the event.
+    let both_at = |path: &'static str| {
         let got = got.clone();
         move || {
             let got = got.clone();
             async move {
-                got.lock().unwrap().iter().any(|(p, body)| p == path && body.contains("Canary rolled back"))
+                let got = got.lock().unwrap();
+                let hook = format!("{path}-hook");
+                got.iter().any(|(p, body)| p == path && body.contains("Canary rolled back"))
+                    && got.iter().any(|(p, body)| *p == hook && body.contains("\"event\":\"rolled-back\""))
             }
         }
     };
@@ -1074,9 +1081,13 @@ async fn the_slack_url_comes_from_the_secret_the_policy_names_follows_its_change
     // A rollback is posted to the URL in the Secret.
     stack.change_template("web", "v2", 0.05).await;
     wait_phase(&stack, "RolledBack").await;
-    let posted = poll(Duration::from_secs(30), rolled_back_at("/a")).await;
+    let posted = poll(Duration::from_secs(30), both_at("/a")).await;
     posted.unwrap_or_else(|e| {
-        panic!("{e}: the rollback posted to /a: {:?}; log:\n{}", got.lock().unwrap(), stack.canaryd_log())
+        panic!(
+            "{e}: the rollback posted to /a (Slack) and /a-hook (the policy's webhook): {:?}; log:\n{}",
+            got.lock().unwrap(),
+            stack.canaryd_log()
+        )
     });
 
     // The Secret deleted: reported on the policy, and a rollback still happens.
@@ -1107,9 +1118,13 @@ async fn the_slack_url_comes_from_the_secret_the_policy_names_follows_its_change
 
     // The Secret back, with another URL: the rollback the outbox kept retrying lands there.
     set_hooks_secret(&stack, &format!("{slack}/b")).await;
-    let posted = poll(Duration::from_secs(90), rolled_back_at("/b")).await;
+    let posted = poll(Duration::from_secs(90), both_at("/b")).await;
     posted.unwrap_or_else(|e| {
-        panic!("{e}: the rollback posted to /b: {:?}; log:\n{}", got.lock().unwrap(), stack.canaryd_log())
+        panic!(
+            "{e}: the rollback posted to /b and /b-hook: {:?}; log:\n{}",
+            got.lock().unwrap(),
+            stack.canaryd_log()
+        )
     });
     drop(turn);
 }

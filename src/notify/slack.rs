@@ -25,7 +25,7 @@ pub fn from_env(source: &SecretSource) -> Result<String, String> {
         SecretSource::Env { name } => std::env::var(name)
             .map_err(|_| format!("environment variable {name} (the Slack webhook URL) is not set")),
         SecretSource::KubernetesSecret { namespace, name, key } => Err(format!(
-            "the Slack webhook URL is in Kubernetes Secret {namespace}/{name} key {key}, which canaryd does not read yet; use webhookEnv, with the Secret given to canaryd as that environment variable"
+            "the Slack webhook URL is in Kubernetes Secret {namespace}/{name} key {key}, which only the Kubernetes platform reads; use webhookEnv here"
         )),
     }
 }

@@ -57,12 +57,12 @@ pub fn url_from_env(source: &SecretSource) -> Result<String, String> {
             format!("environment variable {name} (the policy's notify.webhook.urlEnv) is not set")
         }),
         SecretSource::KubernetesSecret { namespace, name, key } => Err(format!(
-            "the policy's webhook URL is in Kubernetes Secret {namespace}/{name} key {key}, which canaryd does not read yet; use urlEnv, with the Secret given to canaryd as that environment variable"
+            "the policy's webhook URL is in Kubernetes Secret {namespace}/{name} key {key}, which only the Kubernetes platform reads; use urlEnv here"
         )),
     }
 }
 
-/// Posts to each policy's own JSON webhook (`notify.webhook.urlEnv`): the same body and
+/// Posts to each policy's own JSON webhook (`notify.webhook.urlEnv` or `urlSecret`): the same body and
 /// `Idempotency-Key` as the daemon-wide webhook, the URL read when a notification is
 /// sent and never shown (errors name where it is kept, not the URL).
 pub struct PolicyWebhookNotifier {

@@ -433,5 +433,11 @@ pub struct SecretKeyRef {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookSpec {
     /// Environment variable holding the URL (kept out of the policy: URLs carry tokens).
-    pub url_env: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_env: Option<String>,
+    /// Kubernetes Secret holding the URL, in the policy's namespace (Kubernetes
+    /// platform; canaryd's own namespace for a ClusterCanaryPolicy). Set exactly one of
+    /// `urlEnv` and `urlSecret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret: Option<SecretKeyRef>,
 }

@@ -75,7 +75,7 @@ pub fn compile(
     let bake = gates::compile_bake(&mut p, analysis, router, interval, &metrics, &triggers);
     let notify = NotifyPlan {
         slack: spec.notify.slack.as_ref().and_then(|s| compile_slack(&mut p, policy, s)),
-        webhook: spec.notify.webhook.as_ref().and_then(|w| compile_webhook(&mut p, w)),
+        webhook: spec.notify.webhook.as_ref().and_then(|w| compile_webhook(&mut p, policy, w)),
     };
 
     // An unknown router is among the problems.
@@ -391,6 +391,29 @@ mod tests {
                 "spec.notify.webhook.urlEnv: `https://hooks/x` is not an environment variable name (letters, digits, `_`)"
             ]
         );
+    }
+
+    #[test]
+    fn a_policy_webhook_url_may_come_from_a_secret_in_the_policys_namespace_and_only_one_source_is_set() {
+        let metrics = "  analysis: {metrics: [{name: e, template: http-error-rate, test: sequential}]}\n";
+        let text = format!(
+            "apiVersion: canaryd.io/v1alpha1\nkind: CanaryPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{a: b}}}}\n{metrics}  notify: {{webhook: {{urlSecret: {{name: hooks, key: deploys}}}}}}\n"
+        );
+        let plan = &load_str("p.yaml", &text).policies[0].plan;
+        let url = crate::engine::plan::SecretSource::KubernetesSecret {
+            namespace: "shop".into(),
+            name: "hooks".into(),
+            key: "deploys".into(),
+        };
+        assert_eq!(plan.notify.webhook, Some(crate::engine::plan::WebhookRoute { url }));
+        for both_or_none in ["{urlEnv: HOOK, urlSecret: {name: hooks, key: deploys}}", "{}"] {
+            let found = problems(&format!("{metrics}  notify: {{webhook: {both_or_none}}}\n"));
+            assert_eq!(
+                found,
+                ["spec.notify.webhook: set exactly one of urlSecret and urlEnv"],
+                "{both_or_none}"
+            );
+        }
     }
 
     #[test]

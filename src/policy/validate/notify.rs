@@ -2,19 +2,42 @@
 //! where their URLs are read from.
 
 use crate::engine::plan::{SecretSource, Severity, SlackRoute, WebhookRoute};
-use crate::policy::model::{SlackSpec, WebhookSpec};
+use crate::policy::model::{SecretKeyRef, SlackSpec, WebhookSpec};
 use crate::policy::validate::problems::Problems;
 
-/// A policy's own JSON webhook: its URL is read from the variable it names, at send time.
-pub(super) fn compile_webhook(p: &mut Problems, webhook: &WebhookSpec) -> Option<WebhookRoute> {
-    if is_env_name(&webhook.url_env) {
-        return Some(WebhookRoute { url: SecretSource::Env { name: webhook.url_env.clone() } });
+/// A policy's own JSON webhook: its URL is read at send time from the variable it
+/// names, or from a Secret in the policy's namespace.
+pub(super) fn compile_webhook(p: &mut Problems, policy: &str, webhook: &WebhookSpec) -> Option<WebhookRoute> {
+    let url = match (&webhook.url_env, &webhook.url_secret) {
+        (Some(name), None) if is_env_name(name) => SecretSource::Env { name: name.clone() },
+        (Some(name), None) => {
+            p.add(
+                "spec.notify.webhook.urlEnv",
+                format!("`{name}` is not an environment variable name (letters, digits, `_`)"),
+            );
+            return None;
+        }
+        (None, Some(secret)) => secret_source(policy, secret),
+        _ => {
+            p.add("spec.notify.webhook", "set exactly one of urlSecret and urlEnv");
+            return None;
+        }
+    };
+    Some(WebhookRoute { url })
+}
+
+/// A Secret key in the policy's namespace (none for a cluster policy: canaryd's own).
+fn secret_source(policy: &str, secret: &SecretKeyRef) -> SecretSource {
+    SecretSource::KubernetesSecret {
+        namespace: policy
+            .split_once('/')
+            .map(|(ns, _)| ns)
+            .filter(|ns| *ns != "cluster")
+            .unwrap_or("")
+            .into(),
+        name: secret.name.clone(),
+        key: secret.key.clone(),
     }
-    p.add(
-        "spec.notify.webhook.urlEnv",
-        format!("`{}` is not an environment variable name (letters, digits, `_`)", webhook.url_env),
-    );
-    None
 }
 
 /// The policy's Slack route; `None` (and a problem) when its webhook is not set right.
@@ -55,16 +78,7 @@ fn slack_webhook(p: &mut Problems, policy: &str, slack: &SlackSpec) -> Option<Se
             );
             None
         }
-        (None, Some(secret)) => Some(SecretSource::KubernetesSecret {
-            namespace: policy
-                .split_once('/')
-                .map(|(ns, _)| ns)
-                .filter(|ns| *ns != "cluster")
-                .unwrap_or("")
-                .into(),
-            name: secret.name.clone(),
-            key: secret.key.clone(),
-        }),
+        (None, Some(secret)) => Some(secret_source(policy, secret)),
         _ => {
             p.add("spec.notify.slack", "set exactly one of webhookSecret and webhookEnv");
             None
