@@ -3,7 +3,7 @@
 //! back and a good one promoted with the requests each server actually served following
 //! the weights; then the faults: nginx refusing its config, Prometheus killed, canaryd
 //! killed with SIGKILL, and a promote hook that fails or hangs; and the records a demo run
-//! keeps.
+//! keeps. `documented_example` sets the platform up from the docs alone.
 //!
 //! Each test runs its own stack; they take turns (one stack at a time), since each
 //! keeps wrk's load running on the machine's two cores.
@@ -15,6 +15,8 @@ use canaryd::daemon::view::RolloutView;
 use canaryd::demo::{Options, Stack, wait_until};
 use canaryd::engine::DecisionKind;
 
+#[path = "local_platform/documented_example.rs"]
+mod documented_example;
 mod support;
 use support::stack::{ROLLOUT, binaries, cli, out, record, start, wait_view};
 
