@@ -21,6 +21,9 @@ pub struct KubernetesSettings {
     /// The Lease replicas elect their leader on; `None`: no election, this replica
     /// always acts (`lease.enabled = false`).
     pub lease: Option<LeaseSettings>,
+    /// How many shards the rollouts are split into, each with its own Lease
+    /// (`platform::kubernetes::shards`); 1: one Lease, one leader drives them all.
+    pub shards: u32,
 }
 
 #[derive(Deserialize)]
@@ -29,6 +32,7 @@ pub(super) struct RawKubernetes {
     namespaces: Vec<String>,
     checkpoint: String,
     lease: RawLease,
+    shards: u32,
 }
 
 impl Default for RawKubernetes {
@@ -37,6 +41,7 @@ impl Default for RawKubernetes {
             namespaces: Vec::new(),
             checkpoint: humantime::format_duration(DEFAULT_CHECKPOINT).to_string(),
             lease: RawLease::default(),
+            shards: 1,
         }
     }
 }
@@ -132,6 +137,9 @@ fn default_identity() -> String {
         .unwrap_or_else(|| format!("canaryd-{}", std::process::id()))
 }
 
+/// Most `kubernetes.shards`: each is a Lease renewed every `lease.retry` and a daemon.
+const MAX_SHARDS: u32 = 64;
+
 /// Longest `kubernetes.checkpoint`: a restart replays at most this much from Prometheus.
 const MAX_CHECKPOINT: Duration = Duration::from_secs(3600);
 
@@ -159,7 +167,15 @@ impl RawKubernetes {
         };
         let namespaces = (!self.namespaces.is_empty()).then_some(self.namespaces);
         let lease = self.lease.validate(problems);
-        KubernetesSettings { namespaces, checkpoint, lease }
+        if !(1..=MAX_SHARDS).contains(&self.shards) {
+            problems.push(format!("kubernetes.shards: {} is not between 1 and {MAX_SHARDS}", self.shards));
+        } else if self.shards > 1 && lease.is_none() {
+            problems.push(format!(
+                "kubernetes.shards: {} shards need leader election on Leases (kubernetes.lease.enabled = true): each shard is held through its own Lease",
+                self.shards
+            ));
+        }
+        KubernetesSettings { namespaces, checkpoint, lease, shards: self.shards.clamp(1, MAX_SHARDS) }
     }
 }
 

@@ -291,3 +291,22 @@ fn kubernetes_and_local_services_are_refused_together() {
     let text = Settings::load(Some(f.path()), BTreeMap::new()).unwrap_err().to_string();
     assert!(text.contains("select two platforms"), "{text}");
 }
+
+#[test]
+fn shards_default_to_one_and_more_need_the_lease_and_a_bound() {
+    let one = Settings::load(Some(file("[kubernetes]\n").path()), BTreeMap::new()).unwrap();
+    assert_eq!(one.kubernetes.unwrap().shards, 1);
+    let six = Settings::load(Some(file("[kubernetes]\nshards = 6\n").path()), BTreeMap::new()).unwrap();
+    assert_eq!(six.kubernetes.unwrap().shards, 6);
+    for (text, expected) in [
+        ("[kubernetes]\nshards = 0\n", "kubernetes.shards: 0 is not between 1 and 64"),
+        ("[kubernetes]\nshards = 65\n", "kubernetes.shards: 65 is not between 1 and 64"),
+        (
+            "[kubernetes]\nshards = 4\n[kubernetes.lease]\nenabled = false\n",
+            "kubernetes.shards: 4 shards need leader election on Leases",
+        ),
+    ] {
+        let error = Settings::load(Some(file(text).path()), BTreeMap::new()).unwrap_err().to_string();
+        assert!(error.contains(expected), "{text}: {error}");
+    }
+}

@@ -228,7 +228,22 @@ pub async fn elect(
     api: Api<Lease>,
     settings: LeaseSettings,
     leadership: Leadership,
+    stop: watch::Receiver<bool>,
+) -> Outcome {
+    elect_when(api, settings, leadership, stop, Arc::new(|| true)).await
+}
+
+/// Whether a candidate may take a Lease it does not hold now (a shard's, when the
+/// replica is below its fair share). Renewing a Lease held is never gated.
+pub type MayTake = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// [`elect`], taking the Lease only while `may_take` says so.
+pub async fn elect_when(
+    api: Api<Lease>,
+    settings: LeaseSettings,
+    leadership: Leadership,
     mut stop: watch::Receiver<bool>,
+    may_take: MayTake,
 ) -> Outcome {
     let mut observed = None;
     // The resourceVersion of this replica's last successful write of the Lease.
@@ -236,7 +251,8 @@ pub async fn elect(
     let mut fenced_logged = false;
     loop {
         let sent = Instant::now();
-        match try_once(&api, &settings, &mut observed, sent).await {
+        let allowed = written.is_some() || may_take();
+        match try_once(&api, &settings, &mut observed, sent, allowed).await {
             Ok(Tried { decision: Decision::Take | Decision::Renew, read, wrote }) => {
                 if let Some(ours) = &written
                     && read.as_deref() != Some(ours.as_str())
@@ -301,18 +317,23 @@ struct Tried {
 }
 
 /// One read and, when the decision is to hold it, one guarded write. `Follow` also when
-/// another candidate won the race for the same version (409).
+/// another candidate won the race for the same version (409), and when the Lease is
+/// free but taking it is not `allowed`.
 async fn try_once(
     api: &Api<Lease>,
     settings: &LeaseSettings,
     observed: &mut Option<Observed>,
     now: Instant,
+    allowed: bool,
 ) -> Result<Tried, LeaseError> {
     let name = &settings.name;
     let failed = |e| LeaseError::Api(format!("{}/{name}", settings.namespace), e);
     let follow =
         |holder: String, read| Tried { decision: Decision::Follow(holder), read, wrote: String::new() };
     let Some(lease) = api.get_opt(name).await.map_err(failed)? else {
+        if !allowed {
+            return Ok(follow(String::new(), None));
+        }
         let lease = Lease {
             metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
             spec: Some(held_spec(settings, None)),
@@ -330,6 +351,10 @@ async fn try_once(
     let version = lease.resource_version().unwrap_or_default();
     let decision = decide(lease.spec.as_ref(), &version, &settings.identity, observed, now);
     if let Decision::Follow(holder) = decision {
+        return Ok(follow(holder, Some(version)));
+    }
+    if decision == Decision::Take && !allowed {
+        let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
         return Ok(follow(holder, Some(version)));
     }
     let mut next = lease.clone();

@@ -27,6 +27,7 @@ pub mod replica_calls;
 pub mod revision;
 pub mod routers;
 pub mod secrets;
+pub mod shards;
 pub mod store;
 pub mod workloads;
 

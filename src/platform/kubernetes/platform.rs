@@ -36,6 +36,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 
 use super::routers::gateway::{Backends, Served};
 use super::routers::{RouteKind, RouteRef};
+use super::shards::Shard;
 use super::workloads::{self, RolloutProgress};
 use super::{ROUTERS, arms, primary_name};
 use crate::engine::plan::RouterKind;
@@ -80,6 +81,8 @@ struct Shared {
 pub struct KubernetesPlatform {
     client: kube::Client,
     namespaces: Option<Vec<String>>,
+    /// The shard whose Deployments this platform drives (`None`: every one).
+    shard: Option<Shard>,
     shared: Mutex<Shared>,
     policies: Mutex<Option<watch::Receiver<Arc<Vec<LoadedPolicy>>>>>,
 }
@@ -90,9 +93,17 @@ impl KubernetesPlatform {
         KubernetesPlatform {
             client,
             namespaces,
+            shard: None,
             shared: Mutex::new(Shared::default()),
             policies: Mutex::new(None),
         }
+    }
+
+    /// The same, driving only the Deployments of `shard`: the others are not even
+    /// summarised.
+    pub fn with_shard(mut self, shard: Shard) -> KubernetesPlatform {
+        self.shard = Some(shard);
+        self
     }
 
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
@@ -215,6 +226,9 @@ impl KubernetesPlatform {
                     Some(web) => RolloutId { namespace: id.namespace.clone(), name: web.clone() },
                     None => id.clone(),
                 };
+                if self.shard.is_some_and(|s| !s.owns(&key)) {
+                    return;
+                }
                 if let Some(seen) = shared.relisted.as_mut() {
                     seen.insert(id.clone());
                 }
@@ -226,7 +240,14 @@ impl KubernetesPlatform {
             }
             watcher::Event::Delete(d) => {
                 if let Some(id) = id_of(&d) {
-                    forget(&mut shared, &id, Summary::of(&d).primary_of.as_deref());
+                    let primary_of = Summary::of(&d).primary_of;
+                    let key = RolloutId {
+                        namespace: id.namespace.clone(),
+                        name: primary_of.clone().unwrap_or_else(|| id.name.clone()),
+                    };
+                    if self.shard.is_none_or(|s| s.owns(&key)) {
+                        forget(&mut shared, &id, primary_of.as_deref());
+                    }
                 }
             }
             watcher::Event::InitDone => {

@@ -30,6 +30,7 @@ use kube::api::{Api, ListParams, PostParams};
 use serde_json::Value;
 
 use super::canaryrun::{CanaryRun, new_run, state_of, status_of};
+use super::shards::Shard;
 use crate::engine::RolloutId;
 use crate::record::{Timeline, TimelinePoint};
 use crate::store::{RunState, RunStore, StoreError, TimelineStore, Version};
@@ -114,6 +115,8 @@ pub struct CanaryRunStore {
     client: kube::Client,
     /// The namespaces whose CanaryRuns are loaded (`None`: every namespace).
     namespaces: Option<Vec<String>>,
+    /// The shard whose CanaryRuns are loaded (`None`: every rollout).
+    shard: Option<Shard>,
     checkpoints: Mutex<Checkpoints>,
     clock: Clock,
     timelines: Mutex<HashMap<RolloutId, Timeline>>,
@@ -129,10 +132,17 @@ impl CanaryRunStore {
         CanaryRunStore {
             client,
             namespaces,
+            shard: None,
             checkpoints: Mutex::new(Checkpoints::new(checkpoint)),
             clock: Box::new(Timestamp::now),
             timelines: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same, loading only the rollouts of `shard`.
+    pub fn with_shard(mut self, shard: Shard) -> CanaryRunStore {
+        self.shard = Some(shard);
+        self
     }
 
     /// The same with another clock.
@@ -248,7 +258,10 @@ impl RunStore for CanaryRunStore {
                 };
                 for run in &page.items {
                     match state_of(run) {
-                        Ok(Some(state)) => states.push(state),
+                        Ok(Some(state)) if self.shard.is_none_or(|s| s.owns(&state.rollout.id)) => {
+                            states.push(state)
+                        }
+                        Ok(Some(_)) => {}
                         Ok(None) => {}
                         Err(e) => problems.push(StoreError::Unavailable {
                             id: format!("{}/{}", e.namespace, e.name),
