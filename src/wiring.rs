@@ -29,6 +29,8 @@ use crate::source::alertmanager::{AlertmanagerMetrics, AlertmanagerSource};
 use crate::source::prometheus::{PrometheusSource, QueryMetrics};
 use crate::store::file::FileStore;
 
+mod sharded;
+
 /// Why the daemon could not start; each names the setting at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum WiringError {
@@ -106,7 +108,7 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
                 Arc::new(FileStore::open(&settings.daemon.state_dir).map_err(setting("daemon.state_dir"))?);
             let daemon = daemon(
                 &settings,
-                &mut registry,
+                DaemonMetrics::register(&settings, &mut registry),
                 platform.clone(),
                 store.clone(),
                 policies,
@@ -117,6 +119,12 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
             let parts =
                 Parts { state, listener, stop, stop_tx, registry, starts: Some(starts), objects: None };
             run_loop(&settings, daemon, store, parts).await;
+        }
+        PlatformChoice::Kubernetes(kubernetes) if kubernetes.shards > 1 && kubernetes.lease.is_some() => {
+            let lease = kubernetes.lease.as_ref().expect("checked");
+            let registry = crate::telemetry::registry();
+            let parts = Parts { state, listener, stop, stop_tx, registry, starts: None, objects: None };
+            sharded::run(&settings, kubernetes, lease, policies, parts).await?;
         }
         PlatformChoice::Kubernetes(kubernetes) => {
             let mut registry = crate::telemetry::registry();
@@ -167,7 +175,7 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
             );
             let daemon = daemon(
                 &settings,
-                &mut registry,
+                DaemonMetrics::register(&settings, &mut registry),
                 platform.clone(),
                 store.clone(),
                 policies,
@@ -324,11 +332,33 @@ struct Cluster<'a> {
     secrets: Option<&'a SecretValues>,
 }
 
-/// The loop over `platform` and `store`: Prometheus, records, notifications, its
-/// metrics registered in `registry`.
+/// The metrics of one daemon: its Prometheus queries, notifications, Alertmanager reads
+/// and loop. Registered once (with shards, once per shard, under `shard="k"`), so that a
+/// daemon started again counts on.
+#[derive(Clone)]
+struct DaemonMetrics {
+    query: QueryMetrics,
+    deliveries: crate::notify::DeliveryCounts,
+    alertmanager: Option<AlertmanagerMetrics>,
+    looped: LoopMetrics,
+}
+
+impl DaemonMetrics {
+    fn register(settings: &Settings, registry: &mut Registry) -> DaemonMetrics {
+        DaemonMetrics {
+            query: QueryMetrics::register(registry),
+            deliveries: crate::notify::register_deliveries(registry),
+            alertmanager: settings.alertmanager.as_ref().map(|_| AlertmanagerMetrics::register(registry)),
+            looped: LoopMetrics::register(registry),
+        }
+    }
+}
+
+/// The loop over `platform` and `store`: Prometheus, records, notifications, counted
+/// in `metrics`.
 async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate::store::TimelineStore>(
     settings: &Settings,
-    registry: &mut Registry,
+    metrics: DaemonMetrics,
     platform: Arc<P>,
     store: Arc<St>,
     policies: Vec<LoadedPolicy>,
@@ -339,12 +369,9 @@ async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate
         Retention { max_count: settings.daemon.records_max_count, max_age: settings.daemon.records_max_age };
     let records =
         RecordStore::open(&settings.daemon.records_dir, retention).map_err(setting("daemon.records_dir"))?;
-    let source = PrometheusSource::new(
-        &settings.prometheus,
-        QueryMetrics::register(registry),
-        std::time::Duration::from_millis(500),
-    )
-    .map_err(setting("prometheus"))?;
+    let source =
+        PrometheusSource::new(&settings.prometheus, metrics.query, std::time::Duration::from_millis(500))
+            .map_err(setting("prometheus"))?;
     let options = Options {
         tick: settings.daemon.tick,
         platform_timeout: settings.daemon.platform_timeout,
@@ -372,18 +399,17 @@ async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate
     let slack = SlackNotifier::new(timeout, slack_urls).map_err(setting("notify.slack"))?;
     let policy_webhooks =
         PolicyWebhookNotifier::new(timeout, webhook_urls).map_err(setting("notify.webhook"))?;
-    let deliveries = crate::notify::register_deliveries(registry);
-    let mut fanout = Fanout::new(webhook, policy_webhooks, slack, deliveries).fenced(leadership.clone());
+    let mut fanout =
+        Fanout::new(webhook, policy_webhooks, slack, metrics.deliveries).fenced(leadership.clone());
     if let Some(events) = events {
         fanout = fanout.with_events(events);
     }
     let notifier = Arc::new(fanout);
-    let alertmanager = match &settings.alertmanager {
-        Some(am) => Some(Arc::new(
-            AlertmanagerSource::new(am, AlertmanagerMetrics::register(registry))
-                .map_err(setting("alertmanager"))?,
-        )),
-        None => None,
+    let alertmanager = match (&settings.alertmanager, metrics.alertmanager) {
+        (Some(am), Some(counted)) => {
+            Some(Arc::new(AlertmanagerSource::new(am, counted).map_err(setting("alertmanager"))?))
+        }
+        _ => None,
     };
     let mut daemon = Daemon::start(
         Arc::new(source),
@@ -393,7 +419,7 @@ async fn daemon<P: crate::platform::Platform, St: crate::store::RunStore + crate
         Some(records),
         policies,
         options,
-        LoopMetrics::register(registry),
+        metrics.looped,
     )
     .await;
     if let Some(alertmanager) = alertmanager {

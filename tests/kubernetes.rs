@@ -1247,3 +1247,229 @@ async fn on_the_replica_router_the_pod_counts_follow_the_steps_behind_the_users_
     assert_eq!(versions.get("v2"), Some(&20), "web-primary serves v2: {versions:?}");
     drop(turn);
 }
+
+/// The fleet of the shards test: no traffic needed, so the one metric is the canary's
+/// pod count from its own `demo_app_info` series (data exists once its pods are scraped;
+/// no data is inconclusive, never a pass).
+const FLEET_POLICY: &str = r#"
+apiVersion: canaryd.io/v1alpha1
+kind: CanaryPolicy
+metadata: {name: fleet, namespace: shop}
+spec:
+  selector: {matchLabels: {canary: enabled}}
+  traffic: {router: replica, steps: [50, 100], stepDuration: 6s}
+  analysis:
+    interval: 3s
+    inconclusiveLimit: 20
+    metrics:
+      - {name: pods, test: threshold, max: 100, query: 'sum by ($by) (demo_app_info{$matchers})'}
+"#;
+
+/// How many Deployments the shards test releases at once.
+const FLEET: usize = 60;
+
+/// The holder of each shard's Lease (`canaryd-shard-<k>`), by shard.
+fn shard_holders(stack: &KubeStack, shards: u32) -> Vec<Option<String>> {
+    let leases = support::fake_apiserver::Gvr::new("coordination.k8s.io", "v1", "leases");
+    (0..shards)
+        .map(|k| {
+            let lease = stack.fake.get(
+                &leases,
+                support::kubernetes::CANARYD_NAMESPACE,
+                &format!("canaryd-shard-{k}"),
+            );
+            lease.and_then(|l| {
+                l["spec"]["holderIdentity"].as_str().filter(|h| !h.is_empty()).map(String::from)
+            })
+        })
+        .collect()
+}
+
+/// How many shards each replica holds.
+fn held_by(holders: &[Option<String>]) -> std::collections::BTreeMap<String, usize> {
+    let mut held = std::collections::BTreeMap::new();
+    for holder in holders.iter().flatten() {
+        *held.entry(holder.clone()).or_default() += 1;
+    }
+    held
+}
+
+/// The rollout a write by canaryd is for (its Deployments and its CanaryRun), if any.
+fn written_rollout(r: &support::fake_apiserver::Request) -> Option<String> {
+    if !r.client.starts_with("canaryd-") || ["get", "list", "watch"].contains(&r.verb.as_str()) {
+        return None;
+    }
+    let target = r.resource.as_ref()?;
+    let name = target.name.as_ref()?;
+    match target.plural.as_str() {
+        "deployments" => Some(name.strip_suffix("-primary").unwrap_or(name).to_string()),
+        "canaryruns" => Some(name.clone()),
+        _ => None,
+    }
+}
+
+/// Every write for a rollout that its writer made while another replica held the
+/// rollout's shard, from the fake's log: a shard's holder at a request is the client of
+/// the last successful update of its Lease before it (a take, a renewal, or the holder's
+/// own release, after which its daemon has stopped), and before any update, the client
+/// of the first one (the Lease's creator renews or releases its own Lease first).
+fn writes_outside_the_shards_lease(stack: &KubeStack, shards: u32) -> Vec<String> {
+    let requests = stack.fake.requests();
+    let lease_update = |r: &support::fake_apiserver::Request| -> Option<u32> {
+        let target = r.resource.as_ref()?;
+        let shard = target.name.as_ref()?.strip_prefix("canaryd-shard-")?.parse().ok()?;
+        (target.plural == "leases" && r.verb == "update" && r.status < 300).then_some(shard)
+    };
+    let mut holder: std::collections::BTreeMap<u32, String> = Default::default();
+    for r in &requests {
+        if let Some(shard) = lease_update(r) {
+            holder.entry(shard).or_insert_with(|| r.client.clone());
+        }
+    }
+    let mut outside = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        if let Some(shard) = lease_update(r) {
+            holder.insert(shard, r.client.clone());
+        } else if let Some(rollout) = written_rollout(r) {
+            let shard = canaryd::platform::kubernetes::shards::shard_of(NAMESPACE, &rollout, shards);
+            if holder.get(&shard) != Some(&r.client) {
+                outside.push(format!(
+                    "#{i} {} {} {} while {:?} held shard {shard}",
+                    r.client,
+                    r.method,
+                    r.path,
+                    holder.get(&shard)
+                ));
+            }
+        }
+    }
+    outside
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_six_shards_drive_each_rollout_from_one_replica_and_a_killed_ones_shards_move() {
+    let turn = ONE_AT_A_TIME.lock().await;
+    let (canaryd, demo_app) = bins();
+    let mut stack = KubeStack::start(FLEET_POLICY, demo_app, &canaryd).await;
+    stack.grant_component("shards");
+    let settings = std::fs::read_to_string(stack.path("canaryd.toml")).unwrap();
+    let sharded = settings.replacen("[kubernetes]\n", "[kubernetes]\nshards = 6\n", 1);
+    assert_ne!(settings, sharded, "the stack's settings have a [kubernetes] section");
+    std::fs::write(stack.path("canaryd.toml"), sharded).unwrap();
+    // `web` (the stack's) and more Deployments, each behind its own Service.
+    let names: Vec<String> =
+        std::iter::once("web".to_string()).chain((1..FLEET).map(|i| format!("app-{i:02}"))).collect();
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(stack.client.clone(), NAMESPACE);
+    for name in &names[1..] {
+        let d = deployment(name, json!({"canary": "enabled"}), "v1", 0.0);
+        stack.deployments().create(&PostParams::default(), &d).await.expect("a Deployment");
+        let service = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 8080, "targetPort": 8080}]}
+        }))
+        .unwrap();
+        services.create(&PostParams::default(), &service).await.expect("a Service");
+    }
+    for replica in ["a", "b", "c"] {
+        stack.start_replica(&canaryd, replica);
+    }
+    let fair = [("a".to_string(), 2), ("b".to_string(), 2), ("c".to_string(), 2)].into();
+    let balanced =
+        poll(Duration::from_secs(60), || async { held_by(&shard_holders(&stack, 6)) == fair }).await;
+    balanced.unwrap_or_else(|e| {
+        panic!(
+            "{e}: each of 3 replicas holds 2 of the 6 shards: {:?}\n{}",
+            shard_holders(&stack, 6),
+            stack.replica_logs()
+        )
+    });
+
+    // Every Deployment attached (its primary created, itself at 0), then all released.
+    let deployments = support::fake_apiserver::Gvr::new("apps", "v1", "deployments");
+    let replicas = |name: &str| {
+        stack.fake.get(&deployments, NAMESPACE, name).and_then(|d| d["spec"]["replicas"].as_i64())
+    };
+    let attached = poll(Duration::from_secs(120), || async {
+        names.iter().all(|n| replicas(n) == Some(0) && replicas(&format!("{n}-primary")) == Some(2))
+    })
+    .await;
+    attached.unwrap_or_else(|e| panic!("{e}: all {FLEET} attached; logs:\n{}", stack.replica_logs()));
+    for name in &names {
+        stack.change_template(name, "v2", 0.0).await;
+    }
+    fn run_phase(stack: &KubeStack, name: &str) -> Option<String> {
+        let runs = support::fake_apiserver::Gvr::new("canaryd.io", "v1alpha1", "canaryruns");
+        stack.fake.get(&runs, NAMESPACE, name).and_then(|r| r["status"]["phase"].as_str().map(String::from))
+    }
+    let phase = |name: &str| run_phase(&stack, name);
+    let started = poll(Duration::from_secs(120), || async { names.iter().all(|n| phase(n).is_some()) }).await;
+    started.unwrap_or_else(|e| panic!("{e}: every rollout started; logs:\n{}", stack.replica_logs()));
+
+    // b dies mid-rollout: a and c take its shards, 3 each, within the lease's duration.
+    let before: Vec<Option<String>> = shard_holders(&stack, 6);
+    let of_b: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            before[canaryd::platform::kubernetes::shards::shard_of(NAMESPACE, n, 6) as usize].as_deref()
+                == Some("b")
+        })
+        .collect();
+    let unfinished = of_b.iter().filter(|n| phase(n).as_deref() != Some("Succeeded")).count();
+    assert!(unfinished > 0, "b is killed mid-rollout: of its {} rollouts, none is left", of_b.len());
+    eprintln!("b is killed with {unfinished} of its {} rollouts unfinished", of_b.len());
+    stack.signal_replica("b", "KILL");
+    let killed = stack.fake.request_count();
+    let moved = [("a".to_string(), 3), ("c".to_string(), 3)].into();
+    let taken = poll(Duration::from_secs(30), || async { held_by(&shard_holders(&stack, 6)) == moved }).await;
+    taken.unwrap_or_else(|e| {
+        panic!("{e}: a and c hold 3 each: {:?}\n{}", shard_holders(&stack, 6), stack.replica_logs())
+    });
+    let phase = |name: &str| run_phase(&stack, name);
+    let finished = poll(Duration::from_secs(300), || async {
+        names.iter().all(|n| phase(n).as_deref() == Some("Succeeded"))
+    })
+    .await;
+    finished.unwrap_or_else(|e| {
+        let phases: Vec<(String, Option<String>)> = names.iter().map(|n| (n.clone(), phase(n))).collect();
+        panic!("{e}: all {FLEET} promoted: {phases:?}\nlogs:\n{}", stack.replica_logs())
+    });
+
+    // One replica at a time per rollout: each write for a rollout came from the replica
+    // that held its shard's Lease then, and the rollouts of b's shards were finished by
+    // their new holders.
+    for name in &names {
+        let run = stack.fake.get(
+            &support::fake_apiserver::Gvr::new("canaryd.io", "v1alpha1", "canaryruns"),
+            NAMESPACE,
+            name,
+        );
+        let decisions = run.map(|r| r["status"]["state"]["rollout"]["decisions"].clone()).unwrap_or_default();
+        let actions: Vec<(String, i64)> = decisions
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| (d["action"].as_str().unwrap_or("").to_string(), d["weight"].as_i64().unwrap_or(-1)))
+            .collect();
+        let once = |action: &str, weight: i64| {
+            actions.iter().filter(|a| a.0 == action && a.1 == weight).count() == 1
+        };
+        assert!(
+            once("started", 50) && once("promoting", 100) && once("promoted", 100),
+            "{name}: {actions:?}"
+        );
+    }
+    let written: std::collections::BTreeSet<String> =
+        stack.fake.requests().iter().filter_map(written_rollout).collect();
+    assert_eq!(written.len(), FLEET, "every rollout was written: {written:?}");
+    let outside = writes_outside_the_shards_lease(&stack, 6);
+    assert!(outside.is_empty(), "writes by a replica not holding the shard: {outside:#?}");
+    let after_kill: Vec<String> = stack
+        .fake
+        .requests_from(killed)
+        .iter()
+        .filter(|r| r.client == "canaryd-b")
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(after_kill.is_empty(), "b made requests after SIGKILL: {after_kill:?}");
+    drop(turn);
+}

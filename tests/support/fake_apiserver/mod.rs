@@ -300,7 +300,9 @@ impl FakeApiServer {
     /// From now on, the requests of every client whose name starts with `prefix` are
     /// authorized by `grants` (403 Forbidden otherwise), as RBAC would.
     pub fn authorize(&self, prefix: &str, grants: rbac::Grants) {
-        self.shared.authorized.lock().unwrap_or_else(|e| e.into_inner()).push((prefix.to_string(), grants));
+        let mut authorized = self.shared.authorized.lock().unwrap_or_else(|e| e.into_inner());
+        authorized.retain(|(p, _)| p != prefix);
+        authorized.push((prefix.to_string(), grants));
     }
 
     /// While `hold`, every request of `client` about `plural` waits unanswered (a slow

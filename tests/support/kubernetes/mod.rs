@@ -42,6 +42,33 @@ pub fn rendered_deploy() -> Vec<Value> {
     serde_saphyr::from_multiple::<Value>(&text).expect("the rendered manifests parse")
 }
 
+/// What `kubectl kustomize` renders of deploy/ with `deploy/components/<component>`
+/// added, as a user's overlay would add it.
+pub fn rendered_deploy_with(component: &str) -> Vec<Value> {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let overlay = tempfile::tempdir().expect("a temp dir");
+    // kustomize takes relative paths only.
+    let up = overlay.path().components().count() - 1;
+    let relative = format!("{}{}", "../".repeat(up), deploy.display().to_string().trim_start_matches('/'));
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        format!("resources: [\"{relative}\"]\ncomponents: [\"{relative}/components/{component}\"]\n"),
+    )
+    .expect("the overlay");
+    let out = Command::new("kubectl")
+        .args(["kustomize", "--load-restrictor", "LoadRestrictionsNone"])
+        .arg(overlay.path())
+        .output()
+        .expect("kubectl runs (scripts/install-deps installs it)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize with {component}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    serde_saphyr::from_multiple::<Value>(&text).expect("the rendered manifests parse")
+}
+
 /// Where each stack writes the API calls canaryd made (read by the RBAC test that runs
 /// after the Kubernetes tests, `scripts/test` clears it first).
 pub fn calls_dir() -> PathBuf {
@@ -296,6 +323,15 @@ impl KubeStack {
             api_port,
             dir,
         }
+    }
+
+    /// From now on, canaryd's clients get what deploy/ grants with
+    /// `deploy/components/<component>` added.
+    pub fn grant_component(&self, component: &str) {
+        let rendered = rendered_deploy_with(component);
+        let grants =
+            crate::support::fake_apiserver::rbac::Grants::of(&rendered, CANARYD_NAMESPACE, "canaryd");
+        self.fake.authorize("canaryd", grants);
     }
 
     /// Starts a `canaryd run` replica `identity` with leader election on Lease
