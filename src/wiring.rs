@@ -292,6 +292,7 @@ async fn run_loop<P: crate::platform::Platform, St: crate::store::RunStore + cra
         store: Some(store),
         records_dir: Some(settings.daemon.records_dir.clone()),
         metrics: ApiMetrics::register(&mut registry, daemon.metrics().alerts.clone()),
+        elsewhere: None,
     });
     state.registry = Arc::new(registry);
     let ticked = Arc::new(AtomicBool::new(false));

@@ -1370,8 +1370,9 @@ async fn three_replicas_on_six_shards_drive_each_rollout_from_one_replica_and_a_
         .unwrap();
         services.create(&PostParams::default(), &service).await.expect("a Service");
     }
+    let mut api_ports = std::collections::BTreeMap::new();
     for replica in ["a", "b", "c"] {
-        stack.start_replica(&canaryd, replica);
+        api_ports.insert(replica, stack.start_replica(&canaryd, replica));
     }
     let fair = [("a".to_string(), 2), ("b".to_string(), 2), ("c".to_string(), 2)].into();
     let balanced =
@@ -1404,6 +1405,35 @@ async fn three_replicas_on_six_shards_drive_each_rollout_from_one_replica_and_a_
     let phase = |name: &str| run_phase(&stack, name);
     let started = poll(Duration::from_secs(120), || async { names.iter().all(|n| phase(n).is_some()) }).await;
     started.unwrap_or_else(|e| panic!("{e}: every rollout started; logs:\n{}", stack.replica_logs()));
+
+    // a's API shows the rollouts of a's shards, and sends the others to their replica.
+    let shard_of = |name: &str| canaryd::platform::kubernetes::shards::shard_of(NAMESPACE, name, 6) as usize;
+    let holders = shard_holders(&stack, 6);
+    let held_by_a = |name: &String| holders[shard_of(name)].as_deref() == Some("a");
+    let expected: std::collections::BTreeSet<String> =
+        names.iter().filter(|n| held_by_a(n)).cloned().collect();
+    let api = format!("http://127.0.0.1:{}/api/v1/rollouts", api_ports["a"]);
+    let http = reqwest::Client::new();
+    let get = |url: String| http.get(url).bearer_auth("kube-stack-token").send();
+    let shown = poll(Duration::from_secs(30), || async {
+        let Ok(r) = get(api.clone()).await else { return false };
+        let views: Vec<Value> = r.json().await.unwrap_or_default();
+        views
+            .iter()
+            .filter_map(|v| v["name"].as_str().map(String::from))
+            .collect::<std::collections::BTreeSet<_>>()
+            == expected
+    })
+    .await;
+    shown.unwrap_or_else(|e| {
+        panic!("{e}: a's API lists its shards' {} rollouts {expected:?}", expected.len())
+    });
+    let of_c = names.iter().find(|n| holders[shard_of(n)].as_deref() == Some("c")).expect("a rollout of c's");
+    let asked = get(format!("{api}/{NAMESPACE}/{of_c}")).await.expect("a answers");
+    let status = asked.status();
+    let text = asked.text().await.unwrap_or_default();
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains(&format!("shard {}, which replica c drives", shard_of(of_c))), "{text}");
 
     // b dies mid-rollout: a and c take its shards, 3 each, within the lease's duration.
     let before: Vec<Option<String>> = shard_holders(&stack, 6);

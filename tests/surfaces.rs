@@ -576,6 +576,7 @@ async fn a_real_alertmanager_rolls_back_exactly_the_rollout_its_firing_alert_nam
             store: None,
             records_dir: None,
             metrics: canaryd::server::ApiMetrics { alerts: metrics.alerts.clone(), ..Default::default() },
+            elsewhere: None,
         }),
         access: canaryd::server::api::Access {
             tokens: Arc::new(BTreeMap::from([("alertmanager".to_string(), Secret::new(TOKEN))])),
@@ -688,6 +689,7 @@ async fn a_refused_token_is_explained_in_the_command_lines_terms() {
             store: None,
             records_dir: None,
             metrics: Default::default(),
+            elsewhere: None,
         }),
         access: canaryd::server::api::Access {
             tokens: Arc::new(BTreeMap::from([("ops".to_string(), Secret::new(TOKEN))])),

@@ -69,7 +69,13 @@ pub struct Api {
     pub records_dir: Option<PathBuf>,
     /// The API's own metrics.
     pub metrics: ApiMetrics,
+    /// With shards: where a rollout this replica does not drive is driven, if another
+    /// replica holds its shard (`None`: every rollout is here).
+    pub elsewhere: Option<Elsewhere>,
 }
+
+/// Names the replica that drives rollout (`namespace`, `name`) when it is not this one.
+pub type Elsewhere = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
 
 /// `POST /api/v1/rollouts`'s body.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -292,6 +298,11 @@ pub async fn list(State(AppState { access, api, .. }): State<AppState>, headers:
 
 fn find(api: &Api, namespace: &str, name: &str) -> Result<RolloutView, Refused> {
     let found = api.views.borrow().iter().find(|v| v.namespace == namespace && v.name == name).cloned();
+    if found.is_none()
+        && let Some(there) = api.elsewhere.as_ref().and_then(|e| e(namespace, name))
+    {
+        return Err(Box::new(error(StatusCode::SERVICE_UNAVAILABLE, there)));
+    }
     found.ok_or_else(|| Box::new(error(StatusCode::NOT_FOUND, format!("no rollout {namespace}/{name}"))))
 }
 

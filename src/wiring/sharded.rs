@@ -177,6 +177,7 @@ pub(super) async fn run(
         store: Some(Arc::new(reader)),
         records_dir: Some(settings.daemon.records_dir.clone()),
         metrics: ApiMetrics::register(&mut registry, slots[0].metrics.looped.alerts.clone()),
+        elsewhere: Some(elsewhere(common.clone())),
     });
     state.registry = Arc::new(registry);
     state.loop_ready = Some(common.ticked.clone());
@@ -391,6 +392,24 @@ async fn drive(
     }
     common.set_views(shard.index, None);
     tracing::info!(shard = shard.index, "the shard's daemon stopped");
+}
+
+/// Where a rollout not shown here is driven: the replica holding its shard, when it is
+/// not this one.
+fn elsewhere(common: Arc<Common>) -> crate::server::api::Elsewhere {
+    Arc::new(move |namespace: &str, name: &str| {
+        let count = common.leaderships.len() as u32;
+        let shard = shards::shard_of(namespace, name, count);
+        if common.inboxes(shard).is_some() {
+            return None;
+        }
+        Some(match common.leaderships[shard as usize].leader().filter(|h| !h.is_empty()) {
+            Some(holder) => format!(
+                "{namespace}/{name} is in shard {shard}, which replica {holder} drives: ask it (kubectl port-forward pod/{holder})"
+            ),
+            None => format!("{namespace}/{name} is in shard {shard}, which no replica holds now: retry"),
+        })
+    })
 }
 
 /// Hands each operator command to the daemon of its rollout's shard, or refuses it
