@@ -85,6 +85,7 @@ fn fixture(tokens: &[(&str, &str)], read_requires_token: bool) -> Fixture {
             store: None,
             records_dir: Some(dir.path().join("records")),
             metrics: ApiMetrics::default(),
+            elsewhere: None,
         }),
         access: Access { tokens: Arc::new(tokens), read_requires_token },
         max_body_bytes: 4096,
