@@ -199,6 +199,36 @@ fn granted() -> BTreeSet<String> {
 }
 
 #[test]
+fn the_shards_component_adds_only_get_list_and_update_of_leases() {
+    let with = support::fake_apiserver::rbac::Grants::of(
+        &support::kubernetes::rendered_deploy_with("shards"),
+        CANARYD_NAMESPACE,
+        "canaryd",
+    );
+    let with: BTreeSet<String> = with
+        .permissions()
+        .into_iter()
+        .map(|(verb, group, resource, name)| {
+            let group = if group.is_empty() { "core".to_string() } else { group };
+            format!("{verb} {group} {resource} {name}")
+        })
+        .collect();
+    let base = granted();
+    let added: Vec<&String> = with.difference(&base).collect();
+    assert_eq!(
+        added,
+        [
+            "get coordination.k8s.io leases *",
+            "list coordination.k8s.io leases *",
+            "update coordination.k8s.io leases *"
+        ]
+        .iter()
+        .collect::<Vec<_>>(),
+        "the Leases of every shard and member, by any name, in canaryd's namespace"
+    );
+}
+
+#[test]
 fn the_rbac_rules_name_no_wildcard() {
     for line in granted() {
         let (verb, rest) = line.split_once(' ').unwrap();
