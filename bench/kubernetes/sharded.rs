@@ -97,7 +97,7 @@ async fn listed(http: &reqwest::Client, ports: &[u16]) -> usize {
     let mut n = 0;
     for port in ports {
         let url = format!("http://127.0.0.1:{port}/api/v1/rollouts");
-        if let Ok(r) = http.get(url).bearer_auth("bench-token").send().await
+        if let Ok(r) = http.get(url).bearer_auth("bench-token-of-16-chars").send().await
             && let Ok(views) = r.json::<Vec<serde_json::Value>>().await
         {
             n += views.len();
@@ -160,7 +160,7 @@ pub async fn run(n: usize, canaryd: &Path) {
     for id in REPLICAS {
         let port = free_port();
         let settings = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\napi_token = \"bench-token\"\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\napi_token = \"bench-token-of-16-chars\"\n\
              [prometheus]\nurl = \"{}\"\ntimeout = \"2s\"\nretries = 0\nscrape_interval = \"15s\"\n\
              [policies]\npaths = [\"{d}/policies\"]\n[log]\nlevel = \"{log}\"\n\
              [daemon]\nstate_dir = \"{d}/state-{id}\"\nrecords_dir = \"{d}/records-{id}\"\ntick = \"1s\"\n\
