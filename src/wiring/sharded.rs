@@ -80,6 +80,20 @@ impl Common {
         self.views.send_replace(merged);
     }
 
+    fn shard_of(&self, namespace: &str, name: &str) -> u32 {
+        shards::shard_of(namespace, name, self.leaderships.len() as u32)
+    }
+
+    /// Why `rollout`, in `shard`, is not driven here: the replica that holds the shard.
+    fn held_elsewhere(&self, shard: u32, rollout: &str) -> String {
+        match self.leaderships[shard as usize].leader().filter(|h| !h.is_empty()) {
+            Some(holder) => format!(
+                "{rollout} is in shard {shard}, which replica {holder} drives: ask it (kubectl port-forward pod/{holder})"
+            ),
+            None => format!("{rollout} is in shard {shard}, which no replica holds now: retry"),
+        }
+    }
+
     fn inboxes(&self, shard: u32) -> Option<Inboxes> {
         self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&shard).cloned()
     }
@@ -209,11 +223,10 @@ async fn coordinate(
 ) {
     let count = slots.len() as u32;
     let fair = Arc::new(AtomicU32::new(1));
-    let leaderships = Arc::new(common.leaderships.clone());
     let may_take: lease::MayTake = {
-        let (fair, leaderships) = (fair.clone(), leaderships.clone());
+        let (fair, common) = (fair.clone(), common.clone());
         Arc::new(move || {
-            let held = leaderships.iter().filter(|l| l.may_act()).count() as u32;
+            let held = common.leaderships.iter().filter(|l| l.may_act()).count() as u32;
             held < fair.load(Ordering::Relaxed)
         })
     };
@@ -398,40 +411,23 @@ async fn drive(
 /// not this one.
 fn elsewhere(common: Arc<Common>) -> crate::server::api::Elsewhere {
     Arc::new(move |namespace: &str, name: &str| {
-        let count = common.leaderships.len() as u32;
-        let shard = shards::shard_of(namespace, name, count);
-        if common.inboxes(shard).is_some() {
-            return None;
-        }
-        Some(match common.leaderships[shard as usize].leader().filter(|h| !h.is_empty()) {
-            Some(holder) => format!(
-                "{namespace}/{name} is in shard {shard}, which replica {holder} drives: ask it (kubectl port-forward pod/{holder})"
-            ),
-            None => format!("{namespace}/{name} is in shard {shard}, which no replica holds now: retry"),
-        })
+        let shard = common.shard_of(namespace, name);
+        common.inboxes(shard).is_none().then(|| common.held_elsewhere(shard, &format!("{namespace}/{name}")))
     })
 }
 
 /// Hands each operator command to the daemon of its rollout's shard, or refuses it
 /// naming the replica that holds the shard.
 async fn route_commands(common: Arc<Common>, mut commands: mpsc::UnboundedReceiver<OperatorCommand>) {
-    let count = common.leaderships.len() as u32;
     while let Some(command) = commands.recv().await {
-        let shard = shards::shard_of(&command.id.namespace, &command.id.name, count);
+        let shard = common.shard_of(&command.id.namespace, &command.id.name);
         match common.inboxes(shard) {
             Some(inboxes) => {
                 let _ = inboxes.commands.send(command);
                 inboxes.wake.notify_one();
             }
             None => {
-                let holder = common.leaderships[shard as usize].leader().filter(|h| !h.is_empty());
-                let why = match holder {
-                    Some(holder) => format!(
-                        "{} is in shard {shard}, which replica {holder} drives: send the command to it",
-                        command.id
-                    ),
-                    None => format!("{} is in shard {shard}, which no replica holds now: retry", command.id),
-                };
+                let why = common.held_elsewhere(shard, &command.id.to_string());
                 if let Some(done) = command.done {
                     let _ = done.send(CommandOutcome::Refused(why));
                 }
