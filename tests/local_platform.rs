@@ -446,13 +446,25 @@ async fn operators_watch_pause_resume_promote_and_abort_with_the_cli_and_the_das
     })
     .await;
     seen.unwrap_or_else(|e| panic!("{e}: the watch's first view; it printed {:?}", lines.lock().unwrap()));
-    // Mid-rollout, the per-rollout series exist.
-    let mut scraped = metrics_now().await;
+    let mut scraped = String::new();
 
     let paused = cli(&stack, &["pause", "web"]);
     assert!(paused.status.success(), "{}", out(&paused));
     assert!(out(&paused).contains("demo/web pause: applied (as operator)"), "{}", out(&paused));
     wait_view(&stack, "paused", |v| v.phase == "paused").await;
+    // Mid-rollout, the per-rollout series exist. A paused rollout is still judged every
+    // interval, so this waits (at 10%, with no step to race) for an interval with values
+    // for both arms: the first interval may have had no data yet, and no data is no series.
+    let mid = std::sync::Mutex::new(String::new());
+    wait_until(Duration::from_secs(30), "a canaryd_metric_value series mid-rollout", || async {
+        let now = metrics_now().await;
+        let hit = now.contains("canaryd_metric_value{");
+        *mid.lock().unwrap() = now;
+        hit
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}:\n{}", mid.lock().unwrap()));
+    scraped.push_str(&mid.lock().unwrap());
     let again = cli(&stack, &["pause", "demo/web"]);
     assert_eq!(again.status.code(), Some(2), "{}", out(&again));
     assert!(
