@@ -136,11 +136,10 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
             let identity = kubernetes.lease.as_ref().map_or("unelected", |l| l.identity.as_str());
             let leader_gauge = lease::register_leader(&mut registry, &leadership, identity);
             if let Some(lease) = &kubernetes.lease {
-                let elector = kube::Client::try_from(config.clone())
-                    .map_err(|e| setting("kubernetes")(format!("cannot build the Kubernetes client: {e}")))?;
-                let api = kube::Api::namespaced(elector, &lease.namespace);
+                let elections = lease::Elections::start(config.clone()).map_err(setting("kubernetes"))?;
+                let api = elections.leases(&lease.namespace);
                 let elected =
-                    tokio::spawn(lease::elect(api, lease.clone(), leadership.clone(), stop.clone()));
+                    elections.spawn(lease::elect(api, lease.clone(), leadership.clone(), stop.clone()));
                 tokio::spawn(async move {
                     if let Ok(lease::Outcome::Lost) = elected.await {
                         // Everything in memory may be behind the new leader: exit, and

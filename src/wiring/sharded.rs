@@ -32,7 +32,7 @@ use crate::config::{KubernetesSettings, Settings};
 use crate::daemon::view::RolloutView;
 use crate::daemon::{CommandOutcome, FiringAlert, LoopSender, OperatorCommand};
 use crate::platform::kubernetes::events::EventNotifier;
-use crate::platform::kubernetes::lease::{self, Leadership, LeaseSettings, Outcome};
+use crate::platform::kubernetes::lease::{self, Elections, Leadership, LeaseSettings, Outcome};
 use crate::platform::kubernetes::platform::KubernetesPlatform;
 use crate::platform::kubernetes::policies::PolicyObjects;
 use crate::platform::kubernetes::secrets::SecretValues;
@@ -127,7 +127,8 @@ pub(super) async fn run(
     let config = super::kube_config().await.map_err(setting("kubernetes"))?;
     let client = kube::Client::try_from(config.clone())
         .map_err(|e| setting("kubernetes")(format!("cannot build the Kubernetes client: {e}")))?;
-    let leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), &lease.namespace);
+    let elections = Elections::start(config.clone()).map_err(setting("kubernetes"))?;
+    let leases: kube::Api<Lease> = elections.leases(&lease.namespace);
 
     let mut slots = Vec::new();
     for index in 0..count {
@@ -201,9 +202,10 @@ pub(super) async fn run(
     let member =
         LeaseSettings { name: shards::member_lease_name(&lease.name, &lease.identity), ..lease.clone() };
     let (member_stop_tx, member_stop) = watch::channel(false);
-    let membership = tokio::spawn(lease::elect(leases.clone(), member, Leadership::elected(), member_stop));
+    let membership =
+        elections.spawn(lease::elect(leases.clone(), member, Leadership::elected(), member_stop));
 
-    let coordinate = coordinate(common.clone(), leases, lease.clone(), slots, stop.clone());
+    let coordinate = coordinate(common.clone(), elections, lease.clone(), slots, stop.clone());
     let serve = super::serve(&state, listener, stop);
     tokio::join!(serve, coordinate, super::signals(settings, &state, Some(sources), stop_tx));
     let _ = member_stop_tx.send(true);
@@ -216,12 +218,13 @@ pub(super) async fn run(
 /// was lost to another replica. On stop, stops every daemon, then releases the Leases.
 async fn coordinate(
     common: Arc<Common>,
-    leases: kube::Api<Lease>,
+    elections: Elections,
     settings: LeaseSettings,
     mut slots: Vec<Slot>,
     mut stop: watch::Receiver<bool>,
 ) {
     let count = slots.len() as u32;
+    let leases = elections.leases(&settings.namespace);
     let fair = Arc::new(AtomicU32::new(1));
     let may_take: lease::MayTake = {
         let (fair, common) = (fair.clone(), common.clone());
@@ -249,7 +252,7 @@ async fn coordinate(
                 let (tx, rx) = watch::channel(false);
                 let api = leases.clone();
                 let elected = lease::elect_when(api, lease, slot.leadership.clone(), rx, may_take.clone());
-                slot.elector = Some((tx, tokio::spawn(elected)));
+                slot.elector = Some((tx, elections.spawn(elected)));
             }
             if slot.daemon.is_none() && slot.leadership.may_act() {
                 tracing::info!(shard = slot.shard.index, "took the shard: its daemon starts");

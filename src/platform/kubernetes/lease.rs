@@ -214,6 +214,8 @@ pub fn decide(
 enum LeaseError {
     #[error("Lease {0}: {1}")]
     Api(String, kube::Error),
+    #[error("Lease {0}: no answer within the renew deadline ({1:?})")]
+    Slow(String, Duration),
 }
 
 /// Holds the Lease for `leadership` until `stop` is set, then releases it if held.
@@ -246,16 +248,29 @@ pub async fn elect_when(
     may_take: MayTake,
 ) -> Outcome {
     let mut observed = None;
-    // The resourceVersion of this replica's last successful write of the Lease.
-    let mut written: Option<String> = None;
+    // This replica's last successful write of the Lease.
+    let mut written: Option<Written> = None;
     let mut fenced_logged = false;
     loop {
         let sent = Instant::now();
         let allowed = written.is_some() || may_take();
-        match try_once(&api, &settings, &mut observed, sent, allowed).await {
+        // A try that outlives the renew deadline could not keep this replica acting
+        // anyway: give up on it and try again (client-go bounds its tries the same way).
+        let tried = tokio::time::timeout(
+            settings.renew_deadline,
+            try_once(&api, &settings, &mut observed, sent, allowed),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(LeaseError::Slow(
+                format!("{}/{}", settings.namespace, settings.name),
+                settings.renew_deadline,
+            ))
+        });
+        match tried {
             Ok(Tried { decision: Decision::Take | Decision::Renew, read, wrote }) => {
                 if let Some(ours) = &written
-                    && read.as_deref() != Some(ours.as_str())
+                    && !ours.still_ours(&read)
                 {
                     tracing::error!(lease = %settings.name, "another replica held the Lease since this one last renewed it");
                     leadership.follow(None);
@@ -308,12 +323,42 @@ pub enum Outcome {
     Lost,
 }
 
-/// One try: the decision, the version read (`None`: there was no Lease) and, when the
-/// Lease was taken or renewed, the version written.
+/// One try: the decision, the record read (`None`: there was no Lease) and, when the
+/// Lease was taken or renewed, the record written.
 struct Tried {
     decision: Decision,
-    read: Option<String>,
-    wrote: String,
+    read: Option<Written>,
+    wrote: Written,
+}
+
+/// A Lease record as far as tenure goes: its resourceVersion and its holder's
+/// `leaseTransitions` count.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Written {
+    version: String,
+    holder: String,
+    transitions: i32,
+}
+
+impl Written {
+    fn of(lease: &Lease) -> Written {
+        let spec = lease.spec.as_ref();
+        Written {
+            version: lease.resource_version().unwrap_or_default(),
+            holder: spec.and_then(|s| s.holder_identity.clone()).unwrap_or_default(),
+            transitions: spec.and_then(|s| s.lease_transitions).unwrap_or(0),
+        }
+    }
+
+    /// Whether `read` is still this tenure: the very record written, or a later one by
+    /// the same holder with no transition since (a renewal whose answer was lost, e.g. a
+    /// try given up at the deadline after the API server applied it). Any other replica
+    /// taking the Lease in between counts a transition.
+    fn still_ours(&self, read: &Option<Written>) -> bool {
+        read.as_ref().is_some_and(|r| {
+            r.version == self.version || (r.holder == self.holder && r.transitions == self.transitions)
+        })
+    }
 }
 
 /// One read and, when the decision is to hold it, one guarded write. `Follow` also when
@@ -329,7 +374,7 @@ async fn try_once(
     let name = &settings.name;
     let failed = |e| LeaseError::Api(format!("{}/{name}", settings.namespace), e);
     let follow =
-        |holder: String, read| Tried { decision: Decision::Follow(holder), read, wrote: String::new() };
+        |holder: String, read| Tried { decision: Decision::Follow(holder), read, wrote: Written::default() };
     let Some(lease) = api.get_opt(name).await.map_err(failed)? else {
         if !allowed {
             return Ok(follow(String::new(), None));
@@ -340,35 +385,31 @@ async fn try_once(
         };
         return match api.create(&PostParams::default(), &lease).await {
             Ok(created) => {
-                let wrote = created.resource_version().unwrap_or_default();
-                *observed = Some(Observed { version: wrote.clone(), at: now });
+                let wrote = Written::of(&created);
+                *observed = Some(Observed { version: wrote.version.clone(), at: now });
                 Ok(Tried { decision: Decision::Take, read: None, wrote })
             }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(follow(String::new(), None)),
             Err(e) => Err(failed(e)),
         };
     };
-    let version = lease.resource_version().unwrap_or_default();
-    let decision = decide(lease.spec.as_ref(), &version, &settings.identity, observed, now);
+    let read = Written::of(&lease);
+    let decision = decide(lease.spec.as_ref(), &read.version, &settings.identity, observed, now);
     if let Decision::Follow(holder) = decision {
-        return Ok(follow(holder, Some(version)));
+        return Ok(follow(holder, Some(read)));
     }
     if decision == Decision::Take && !allowed {
-        let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
-        return Ok(follow(holder, Some(version)));
+        return Ok(follow(read.holder.clone(), Some(read)));
     }
     let mut next = lease.clone();
     next.spec = Some(held_spec(settings, lease.spec.as_ref()));
     match api.replace(name, &PostParams::default(), &next).await {
         Ok(written) => {
-            let wrote = written.resource_version().unwrap_or_default();
-            *observed = Some(Observed { version: wrote.clone(), at: now });
-            Ok(Tried { decision, read: Some(version), wrote })
+            let wrote = Written::of(&written);
+            *observed = Some(Observed { version: wrote.version.clone(), at: now });
+            Ok(Tried { decision, read: Some(read), wrote })
         }
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
-            Ok(follow(holder, Some(version)))
-        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(follow(read.holder.clone(), Some(read))),
         Err(e) => Err(failed(e)),
     }
 }
@@ -404,6 +445,51 @@ async fn release(api: &Api<Lease>, settings: &LeaseSettings) {
         Err(e) => {
             tracing::warn!(error = %e, "could not release the Lease; a follower takes it when it expires")
         }
+    }
+}
+
+/// The elections' own OS thread, runtime and Kubernetes client. A renewal must not wait
+/// behind the work it fences: on the daemon's runtime, a burst of rollouts starting
+/// (thousands of writes queued on two cores) delayed the renewals past their deadline
+/// and fenced the very replica doing the work. Here a renewal waits only for the
+/// thread's share of the CPU and the API server's answer.
+#[derive(Clone)]
+pub struct Elections {
+    runtime: tokio::runtime::Handle,
+    client: kube::Client,
+}
+
+impl Elections {
+    /// Starts the thread and builds its client from `config` (inside its runtime, so the
+    /// client's connections and buffer run there too).
+    pub fn start(config: kube::Config) -> Result<Elections, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the elections' runtime: {e}"))?;
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("canaryd-leases".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))
+            .map_err(|e| format!("cannot start the elections' thread: {e}"))?;
+        let _inside = handle.enter();
+        let client = kube::Client::try_from(config)
+            .map_err(|e| format!("cannot build the elections' Kubernetes client: {e}"))?;
+        Ok(Elections { runtime: handle, client })
+    }
+
+    /// The Leases of `namespace`, through the elections' client.
+    pub fn leases(&self, namespace: &str) -> Api<Lease> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Runs an election (or any Lease work) on the elections' thread.
+    pub fn spawn<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime.spawn(work)
     }
 }
 
@@ -539,5 +625,23 @@ mod tests {
         assert!(!leadership.may_act());
         assert_eq!(leadership.leader().as_deref(), Some("b"));
         assert!(Leadership::unconditional().may_act());
+    }
+
+    #[test]
+    fn a_renewal_whose_answer_was_lost_is_still_this_tenure_and_anothers_take_between_is_not() {
+        let record = |version: &str, holder: &str, transitions| Written {
+            version: version.into(),
+            holder: holder.into(),
+            transitions,
+        };
+        let ours = record("7", "a", 2);
+        assert!(ours.still_ours(&Some(record("7", "a", 2))));
+        // The API server applied a renewal the client gave up on: a later version, same
+        // holder, no transition.
+        assert!(ours.still_ours(&Some(record("9", "a", 2))));
+        // b took it (3) and a took it back (4): a's memory may be behind b's writes.
+        assert!(!ours.still_ours(&Some(record("12", "a", 4))));
+        assert!(!ours.still_ours(&Some(record("9", "b", 3))));
+        assert!(!ours.still_ours(&None));
     }
 }
