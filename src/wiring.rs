@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{KubernetesSettings, LocalSettings, Settings};
 use crate::daemon::metrics::LoopMetrics;
 use crate::daemon::records::{RecordStore, Retention};
-use crate::daemon::{Daemon, Options};
+use crate::daemon::{Daemon, LoopSender, Options};
 use crate::notify::fanout::Fanout;
 use crate::notify::slack::SlackNotifier;
 use crate::notify::webhook::{PolicyWebhookNotifier, WebhookNotifier};
@@ -149,7 +149,11 @@ pub async fn run(settings: Settings) -> Result<(), WiringError> {
                     }
                 });
                 let standby = AppState { standby: Some(leadership.clone()), ..state.clone() };
-                if !stand_by(standby, &listener, &leadership, (identity, leader_gauge), stop.clone()).await {
+                let reader = kube::Client::try_from(config.clone())
+                    .map_err(|e| setting("kubernetes")(format!("cannot build the Kubernetes client: {e}")))?;
+                let follower = Follower { client: reader, kubernetes, policies: &policies };
+                let gauge = (identity, leader_gauge);
+                if !stand_by(standby, &listener, &leadership, gauge, follower, stop.clone()).await {
                     tracing::info!("stopped while standing by");
                     return Ok(());
                 }
@@ -214,6 +218,7 @@ async fn stand_by(
     listener: &tokio::net::TcpListener,
     leadership: &Leadership,
     (identity, leader_gauge): (&str, prometheus_client::metrics::gauge::Gauge),
+    follower: Follower<'_>,
     stop: watch::Receiver<bool>,
 ) -> bool {
     let mut leading = leadership.subscribe();
@@ -226,15 +231,18 @@ async fn stand_by(
         "1 while this replica holds the Lease and acts, else 0",
         leader_gauge,
     );
-    let state = AppState { registry: Arc::new(registry), ..state };
-    tracing::info!("standing by: another replica holds the Lease (or none was read yet)");
+    let (serve_stop_tx, serve_stop) = watch::channel(false);
+    let api = follower.api(&mut registry, serve_stop.clone());
+    let state = AppState { registry: Arc::new(registry), api: Some(api), ..state };
+    tracing::info!(
+        "standing by: another replica holds the Lease (or none was read yet); the API reads the rollouts from their CanaryRuns"
+    );
     let copy = listener_copy(listener);
     let mut stop_signal = stop.clone();
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(term) => term,
         Err(_) => return false,
     };
-    let (serve_stop_tx, serve_stop) = watch::channel(false);
     let serving = async {
         match copy {
             Some(copy) => serve(&state, copy, serve_stop).await,
@@ -250,6 +258,43 @@ async fn stand_by(
     };
     let _ = serve_stop_tx.send(true);
     led
+}
+
+/// What a follower's read-only API reads: the CanaryRuns the leader writes.
+struct Follower<'a> {
+    /// Not fenced: it only reads.
+    client: kube::Client,
+    kubernetes: &'a KubernetesSettings,
+    policies: &'a [LoadedPolicy],
+}
+
+impl Follower<'_> {
+    /// The API a follower serves until `stop`: the rollouts' views and states from
+    /// their CanaryRuns (`platform::kubernetes::follower`); nothing reaches a loop, as
+    /// the stand-by refuses every command before it would.
+    fn api(self, registry: &mut Registry, stop: watch::Receiver<bool>) -> crate::server::api::Api {
+        let (views_tx, views) = watch::channel(Vec::new());
+        let namespaces = self.kubernetes.namespaces.clone();
+        tokio::spawn(crate::platform::kubernetes::follower::watch_views(
+            self.client.clone(),
+            namespaces.clone(),
+            views_tx,
+            stop,
+        ));
+        let store = CanaryRunStore::new(self.client, namespaces, self.kubernetes.checkpoint);
+        crate::server::api::Api {
+            platform: None,
+            views,
+            policies: watch::channel(Arc::new(self.policies.to_vec())).1,
+            commands: LoopSender::from(mpsc::unbounded_channel().0),
+            alerts: LoopSender::from(mpsc::unbounded_channel().0),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            store: Some(Arc::new(store)),
+            records_dir: None,
+            metrics: ApiMetrics::register(registry, Default::default()),
+            elsewhere: None,
+        }
+    }
 }
 
 /// A second handle on `listener`'s socket, to serve on while standing by without

@@ -775,8 +775,8 @@ async fn wait_holder(stack: &KubeStack, identity: &str, within: Duration) {
 }
 
 /// The stack with replicas `a` (which took the Lease first) and `b` (standing by, as
-/// its `/readyz` says), `web` attached by `a`.
-async fn two_replicas_attached() -> (KubeStack, tokio::sync::MutexGuard<'static, ()>) {
+/// its `/readyz` says), `web` attached by `a`; and `b`'s API port.
+async fn two_replicas_attached() -> (KubeStack, tokio::sync::MutexGuard<'static, ()>, u16) {
     let turn = ONE_AT_A_TIME.lock().await;
     let (canaryd, demo_app) = bins();
     let mut stack = KubeStack::start(POLICY, demo_app, &canaryd).await;
@@ -797,7 +797,7 @@ async fn two_replicas_attached() -> (KubeStack, tokio::sync::MutexGuard<'static,
     })
     .await;
     standing_by.unwrap_or_else(|e| panic!("{e}: b stands by; logs:\n{}", stack.replica_logs()));
-    (stack, turn)
+    (stack, turn, b)
 }
 
 /// The decisions of a finished rollout that resumed: one start, one step to 50%, one
@@ -835,11 +835,43 @@ fn event_notes(stack: &KubeStack) -> std::collections::BTreeMap<String, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_replicas_only_the_lease_holder_writes_and_when_it_is_killed_the_other_finishes_the_rollout_once()
  {
-    let (mut stack, _turn) = two_replicas_attached().await;
+    let (mut stack, _turn, b) = two_replicas_attached().await;
     stack.change_template("web", "v2", 0.0).await;
     wait_weight(&stack, 10).await;
     let started_at =
         canary_run(&stack).await.expect("the CanaryRun")["state"]["rollout"]["decisions"][0]["at"].clone();
+    // The follower answers reads from the CanaryRun the leader wrote, and sends commands
+    // to the leader.
+    let http = reqwest::Client::new();
+    let rollout = format!("http://127.0.0.1:{b}/api/v1/rollouts/{NAMESPACE}/web");
+    let seen = std::sync::Mutex::new(String::new());
+    let shown = poll(Duration::from_secs(30), || async {
+        let Ok(r) = http.get(&rollout).bearer_auth("kube-stack-token").send().await else { return false };
+        let (status, text) = (r.status(), r.text().await.unwrap_or_default());
+        let detail: Value = serde_json::from_str(&text).unwrap_or_default();
+        *seen.lock().unwrap() = format!("{status} {text}");
+        // It lags the leader by a checkpoint at most: at 10% still, or already at 50%.
+        status == 200
+            && detail["phase"] == "progressing"
+            && (detail["appliedWeight"] == 10 || detail["appliedWeight"] == 50)
+            && detail["decisions"][0]["action"] == "started"
+    })
+    .await;
+    shown.unwrap_or_else(|e| panic!("{e}: b shows the rollout under way: {}", seen.lock().unwrap()));
+    let listed: Vec<Value> = http
+        .get(format!("http://127.0.0.1:{b}/api/v1/rollouts"))
+        .bearer_auth("kube-stack-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.iter().map(|v| v["name"].clone()).collect::<Vec<_>>(), [json!("web")], "{listed:?}");
+    let paused = http.post(format!("{rollout}/pause")).bearer_auth("kube-stack-token").send().await.unwrap();
+    assert_eq!(paused.status(), 503);
+    let why = paused.text().await.unwrap();
+    assert!(why.contains("a holds the Lease"), "{why}");
     assert!(!writes_by(&stack, "a", 0).is_empty(), "the leader attached and stepped");
     assert_eq!(
         writes_by(&stack, "b", 0),
@@ -866,7 +898,7 @@ async fn of_two_replicas_only_the_lease_holder_writes_and_when_it_is_killed_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_paused_past_its_lease_writes_nothing_once_resumed_and_exits() {
-    let (mut stack, _turn) = two_replicas_attached().await;
+    let (mut stack, _turn, _) = two_replicas_attached().await;
     stack.change_template("web", "v2", 0.0).await;
     wait_weight(&stack, 10).await;
     let started_at =

@@ -94,13 +94,27 @@ async fn wait(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> D
 
 /// How many rollouts the APIs on `ports` list together.
 async fn listed(http: &reqwest::Client, ports: &[u16]) -> usize {
+    listed_where(http, ports, |_| true).await
+}
+
+/// How many rollouts the replicas' APIs list whose weight the platform confirmed at
+/// `weight`.
+async fn applied_at(http: &reqwest::Client, ports: &[u16], weight: u8) -> usize {
+    listed_where(http, ports, |v| v["applied_weight"] == weight).await
+}
+
+async fn listed_where(
+    http: &reqwest::Client,
+    ports: &[u16],
+    keep: impl Fn(&serde_json::Value) -> bool,
+) -> usize {
     let mut n = 0;
     for port in ports {
         let url = format!("http://127.0.0.1:{port}/api/v1/rollouts");
         if let Ok(r) = http.get(url).bearer_auth("bench-token-of-16-chars").send().await
             && let Ok(views) = r.json::<Vec<serde_json::Value>>().await
         {
-            n += views.len();
+            n += views.iter().filter(|v| keep(v)).count();
         }
     }
     n
@@ -202,19 +216,21 @@ pub async fn run(n: usize, canaryd: &Path) {
         fake.put(&Gvr::deployments(), scale::NAMESPACE, d).expect("a new template");
     }
     let began = wait("every rollout started", Duration::from_secs(900), || canary_runs(&fake) == n).await;
-    // Then until the replicas are quiet: every rollout at 10%, its route patched.
-    let mut last = fake.request_count();
+    row(n, "start all: every CanaryRun created", began, &writes(&fake, from));
+    // Then until every rollout's 10% is confirmed (its route patched and read back).
+    let http = reqwest::Client::new();
+    let all = [ports["a"], ports["b"], ports["c"]];
     let settle = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let now = fake.request_count();
-        let quiet = writes(&fake, last).values().sum::<usize>() == 0;
-        last = now;
-        if quiet || settle.elapsed() > Duration::from_secs(600) {
-            break;
-        }
+    while applied_at(&http, &all, 10).await < n {
+        assert!(settle.elapsed() < Duration::from_secs(900), "every rollout at 10% within 900 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    row(n, "start all: CanaryRuns, step to 10%", began + settle.elapsed(), &writes(&fake, from));
+    row(
+        n,
+        "start all: every rollout at 10% (from the new revisions)",
+        began + settle.elapsed(),
+        &writes(&fake, from),
+    );
     let rss: Vec<String> =
         REPLICAS.iter().map(|r| format!("{:.0}", peak_rss_mib(replicas[r].id()))).collect();
     println!("| {n} | 3 × {SHARDS} | peak RSS per replica (MiB) | - | {} | - |", rss.join(" / "));
@@ -231,7 +247,6 @@ pub async fn run(n: usize, canaryd: &Path) {
         "| {n} | 3 × {SHARDS} | b killed: a and c hold all 6 Leases | {:.1} s | - | - |",
         taken.as_secs_f64()
     );
-    let http = reqwest::Client::new();
     let alive = [ports["a"], ports["c"]];
     while listed(&http, &alive).await < n {
         assert!(killed.elapsed() < Duration::from_secs(300), "the survivors list every rollout within 300 s");

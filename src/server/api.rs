@@ -555,8 +555,10 @@ pub async fn method_not_allowed() -> Response {
     )
 }
 
-/// While this replica stands by, every `/api/v1` answer is 503 naming the replica that
-/// holds the Lease (after authentication, as any other answer).
+/// While this replica stands by, reads of the rollouts are answered from their
+/// CanaryRuns (when the stand-by serves them: `Api` set), and every other `/api/v1`
+/// request (commands, alerts, records) is answered 503 naming the replica that holds
+/// the Lease (after authentication, as any other answer).
 pub async fn standing_by(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -569,6 +571,9 @@ pub async fn standing_by(
         if read { readable(&state.access, &headers) } else { caller(&state.access, &headers).map(|_| ()) };
     if let Err(refusal) = allowed {
         return *refusal;
+    }
+    if read && state.api.is_some() && request.uri().path().starts_with("/api/v1/rollouts") {
+        return next.run(request).await;
     }
     let leader = standby.leader().unwrap_or_else(|| "no replica yet".into());
     error(
