@@ -62,7 +62,7 @@ const ORIGIN: i64 = 1_793_527_200;
 const FIRST_TICK: i64 = scale::SPAN as i64 - 40;
 /// The last simulated second a tick may take (the history ends at `SPAN`).
 const LAST_TICK: i64 = scale::SPAN as i64 + 5;
-pub(crate) const CONTROLLERS_EVERY: Duration = Duration::from_millis(200);
+const CONTROLLERS_EVERY: Duration = Duration::from_millis(200);
 
 const POLICY: &str = "apiVersion: canaryd.io/v1alpha1
 kind: CanaryPolicy
@@ -290,7 +290,7 @@ pub(crate) fn template(name: &str, version: &str) -> Value {
 
 /// The user's objects: per rollout a Deployment labelled for the policy, its Service
 /// and its HTTPRoute.
-pub(crate) fn create_workloads(fake: &FakeApiServer, n: usize) {
+fn create_workloads(fake: &FakeApiServer, n: usize) {
     let ns = scale::NAMESPACE;
     for i in 0..n {
         let name = scale::name(i);
@@ -317,7 +317,7 @@ pub(crate) fn create_workloads(fake: &FakeApiServer, n: usize) {
 
 /// One pass of the controller stand-ins: every Deployment whose spec changed is
 /// reported rolled out, every HTTPRoute generation accepted.
-pub(crate) fn controllers(fake: &FakeApiServer) {
+fn controllers(fake: &FakeApiServer) {
     let ns = scale::NAMESPACE;
     // What needs a status is found without copying every object (at 10,000 rollouts a
     // copy of every Deployment each round would hold the fake's store most of the time).
@@ -386,35 +386,43 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
     line.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')).unwrap_or("")
 }
 
+/// The cluster every row runs against: the CanaryRun CRD, `namespaces`, N workloads
+/// with their Services and route, and the bulk controller stand-ins, run every
+/// [`CONTROLLERS_EVERY`] until the returned task is aborted.
+pub(crate) async fn set_up_cluster(
+    fake: &Arc<FakeApiServer>,
+    n: usize,
+    namespaces: &[&str],
+) -> tokio::task::JoinHandle<()> {
+    let setup = fake.client("setup").await;
+    let crds: kube::Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = kube::Api::all(setup.clone());
+    crds.create(&Default::default(), &CanaryRun::crd()).await.expect("the CanaryRun CRD");
+    let api = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(setup);
+    for name in namespaces {
+        let ns = serde_json::from_value(json!({"metadata": {"name": name}})).expect("a namespace");
+        api.create(&Default::default(), &ns).await.expect("the namespace");
+    }
+    create_workloads(fake, n);
+    controllers(fake);
+    let fake = fake.clone();
+    tokio::spawn(async move {
+        loop {
+            controllers(&fake);
+            tokio::time::sleep(CONTROLLERS_EVERY).await;
+        }
+    })
+}
+
 async fn parent(n: usize, exe: &std::path::Path) {
     let started = Instant::now();
     let history = load_openmetrics(&support::scrape::openmetrics(&scale::pods(n, 0, true), ORIGIN));
     let prometheus = PrometheusServer::start("", Some(&history.path().join("tsdb"))).await;
     let fake = Arc::new(FakeApiServer::start().await);
-    let setup = fake.client("setup").await;
-    let crds: kube::Api<
-        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-    > = kube::Api::all(setup);
-    crds.create(&Default::default(), &CanaryRun::crd()).await.expect("the CanaryRun CRD");
-    let ns: k8s_openapi::api::core::v1::Namespace =
-        serde_json::from_value(json!({"metadata": {"name": scale::NAMESPACE}})).expect("a namespace");
-    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(fake.client("setup").await)
-        .create(&Default::default(), &ns)
-        .await
-        .expect("the namespace");
-    create_workloads(&fake, n);
-    controllers(&fake);
+    let stand_ins = set_up_cluster(&fake, n, &[scale::NAMESPACE]).await;
     let dir = tempfile::tempdir().expect("a temp dir");
     let kubeconfig = fake.kubeconfig(dir.path(), "canaryd");
-    let stand_ins = {
-        let fake = fake.clone();
-        tokio::spawn(async move {
-            loop {
-                controllers(&fake);
-                tokio::time::sleep(CONTROLLERS_EVERY).await;
-            }
-        })
-    };
     eprintln!("N = {n}: cluster and history set up in {:.0} s", started.elapsed().as_secs_f64());
     let mut child = tokio::process::Command::new(exe)
         .args(["--bench", "--child", &prometheus.url, "--kubeconfig"])

@@ -11,7 +11,8 @@
 //!   from their CanaryRuns;
 //! - `shards.rs`: which shard a rollout is in, and how many shards a replica takes;
 //! - `decide.rs`: what to do about each Deployment, from the watch's summaries (pure);
-//! - `platform.rs`: the platform itself: the Deployment watch, attaching, the calls;
+//! - `platform.rs`: the platform itself: the Deployment watch, attaching, the calls
+//!   (those on routes in `platform/routes.rs`);
 //! - `replica_calls.rs`: the calls of the `replica` router (replica counts behind the
 //!   user's Service);
 //! - `policies.rs`: policy objects from the API server, validated and reported on;
