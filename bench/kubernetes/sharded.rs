@@ -82,7 +82,7 @@ fn writes_by_kind(fake: &FakeApiServer, from: usize) -> String {
         }
     }
     let mut most: Vec<(String, usize)> = by.into_iter().collect();
-    most.sort_by(|a, b| b.1.cmp(&a.1));
+    most.sort_by_key(|b| std::cmp::Reverse(b.1));
     most.iter().take(8).map(|(k, n)| format!("{k}: {n}")).collect::<Vec<_>>().join(", ")
 }
 
