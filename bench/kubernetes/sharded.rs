@@ -119,7 +119,7 @@ async fn listed(http: &reqwest::Client, ports: &[u16]) -> usize {
 /// How many rollouts the replicas' APIs list whose weight the platform confirmed at
 /// `weight`.
 async fn applied_at(http: &reqwest::Client, ports: &[u16], weight: u8) -> usize {
-    listed_where(http, ports, |v| v["applied_weight"] == weight).await
+    listed_where(http, ports, |v| v["appliedWeight"] == weight).await
 }
 
 async fn listed_where(
