@@ -29,6 +29,7 @@ use crate::source::alertmanager::{AlertmanagerMetrics, AlertmanagerSource};
 use crate::source::prometheus::{PrometheusSource, QueryMetrics};
 use crate::store::file::FileStore;
 
+mod follower;
 mod sharded;
 
 /// Why the daemon could not start; each names the setting at fault.
@@ -275,12 +276,7 @@ impl Follower<'_> {
     fn api(self, registry: &mut Registry, stop: watch::Receiver<bool>) -> crate::server::api::Api {
         let (views_tx, views) = watch::channel(Vec::new());
         let namespaces = self.kubernetes.namespaces.clone();
-        tokio::spawn(crate::platform::kubernetes::follower::watch_views(
-            self.client.clone(),
-            namespaces.clone(),
-            views_tx,
-            stop,
-        ));
+        tokio::spawn(follower::watch_views(self.client.clone(), namespaces.clone(), views_tx, stop));
         let store = CanaryRunStore::new(self.client, namespaces, self.kubernetes.checkpoint);
         crate::server::api::Api {
             platform: None,

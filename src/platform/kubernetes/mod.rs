@@ -7,12 +7,10 @@
 //! - `canaryrun.rs`: the `CanaryRun` custom resource that holds a rollout's state;
 //! - `events.rs`: each decision as a Kubernetes Event on its Deployment;
 //! - `lease.rs`: leader election on a Lease, and the fence on every write;
-//! - `follower.rs`: what a replica that does not hold the Lease shows: the rollouts
-//!   from their CanaryRuns;
 //! - `shards.rs`: which shard a rollout is in, and how many shards a replica takes;
 //! - `decide.rs`: what to do about each Deployment, from the watch's summaries (pure);
 //! - `platform.rs`: the platform itself: the Deployment watch, attaching, the calls
-//!   (those on routes in `platform/routes.rs`);
+//!   (those on routes in `route_calls.rs`);
 //! - `replica_calls.rs`: the calls of the `replica` router (replica counts behind the
 //!   user's Service);
 //! - `policies.rs`: policy objects from the API server, validated and reported on;
@@ -24,12 +22,12 @@
 pub mod canaryrun;
 pub mod decide;
 pub mod events;
-pub mod follower;
 pub mod lease;
 pub mod platform;
 pub mod policies;
 pub mod replica_calls;
 pub mod revision;
+pub mod route_calls;
 pub mod routers;
 pub mod secrets;
 pub mod shards;

@@ -17,16 +17,17 @@
 //! step at 10,000 rollouts would otherwise read 20,000 Deployments.
 //!
 //! The calls on routes (adopt, set and read back a weight, finalize) are in
-//! `platform/routes.rs`; those of the replica router in `replica_calls.rs`.
+//! `route_calls.rs`; those of the replica router in `replica_calls.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::routers::gateway::Backends;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use serde_json::json;
@@ -46,10 +47,6 @@ use crate::engine::{RolloutId, Scale};
 use crate::platform::{NewRevision, Platform, PlatformError, RolloutEvent};
 use crate::policy::LoadedPolicy;
 use crate::policy::model::RouteSpec;
-
-mod routes;
-use routes::backends_of;
-pub use routes::http_route;
 
 /// How often attachments still under way are driven on.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
@@ -421,6 +418,17 @@ impl KubernetesPlatform {
         Ok(())
     }
 
+    /// The route recorded on `web-primary`, as the watch shows it (`None`: the watch has
+    /// not shown the primary).
+    pub(super) fn watched_route(&self, id: &RolloutId) -> Option<Option<String>> {
+        self.shared().primaries.get(id).map(|p| p.route.clone())
+    }
+
+    /// The port of `web`'s template, as the watch shows it.
+    pub(super) fn watched_port(&self, id: &RolloutId) -> Option<i32> {
+        self.shared().workloads.get(id).and_then(|web| web.port)
+    }
+
     /// What the watch shows of `web` and its primary: the latest the API server sent,
     /// once it has sent both (not yet right after a restart).
     pub(super) fn watched(&self, id: &RolloutId) -> Option<(Summary, Summary)> {
@@ -475,6 +483,18 @@ fn forget(shared: &mut Shared, id: &RolloutId, primary_of: Option<&str>) {
     }
 }
 
+/// The Gateway API `HTTPRoute` resource (`gateway.networking.k8s.io/v1`), handled as a
+/// dynamic object.
+pub fn http_route() -> ApiResource {
+    RouteKind::HttpRoute.api_resource()
+}
+
+/// The backends of `web`'s route: its Services on the template's first port.
+pub(super) fn backends_of(web: &Deployment) -> Result<Backends, PlatformError> {
+    let port = workloads::route_port(web).map_err(refused)?;
+    Ok(Backends::of(&web.metadata.name.clone().unwrap_or_default(), port))
+}
+
 /// `Ok` once `deployment` has rolled out, "not yet" while it is, failed past its
 /// progress deadline.
 pub(super) fn await_rollout(deployment: &Deployment) -> Result<(), PlatformError> {
@@ -494,7 +514,7 @@ pub(super) fn awaited(name: &str, progress: RolloutProgress) -> Result<(), Platf
 }
 
 /// A failed platform call, from any error (JSON, a route's shape).
-fn failed(e: impl std::fmt::Display) -> PlatformError {
+pub(super) fn failed(e: impl std::fmt::Display) -> PlatformError {
     PlatformError::failed(e.to_string())
 }
 

@@ -7,15 +7,15 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use std::time::Duration;
 
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::Value;
 
-use super::super::decide::{recorded_route, replica_service};
-use super::super::primary_name;
-use super::super::routers::gateway::{Backends, Served};
-use super::super::routers::{RouteKind, RouteRef};
-use super::super::workloads;
-use super::{KubernetesPlatform, api_error, failed, get, refused};
+use super::decide::{recorded_route, replica_service};
+use super::platform::{KubernetesPlatform, api_error, backends_of, failed, get, refused};
+use super::primary_name;
+use super::routers::gateway::{Backends, Served};
+use super::routers::{RouteKind, RouteRef};
+use super::workloads;
 use crate::engine::RolloutId;
 use crate::platform::PlatformError;
 use crate::policy::model::RouteSpec;
@@ -27,7 +27,7 @@ const READ_BACK_EVERY: Duration = Duration::from_millis(100);
 
 impl KubernetesPlatform {
     pub(super) fn routes(&self, namespace: &str, kind: RouteKind) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), namespace, &kind.api_resource())
+        Api::namespaced_with(self.client(), namespace, &kind.api_resource())
     }
 
     /// Splits the workload's route between the primary and the canary (all traffic to
@@ -96,7 +96,7 @@ impl KubernetesPlatform {
     /// The route `web`'s weights are set on: the one recorded on `web-primary` (from
     /// the watch, else read), or, recorded by none, the one named as the Deployment.
     pub(super) async fn route_of(&self, id: &RolloutId) -> Result<RouteRef, PlatformError> {
-        let watched = self.shared().primaries.get(id).map(|p| p.route.clone());
+        let watched = self.watched_route(id);
         let recorded = match watched {
             Some(route) => route,
             None => recorded_route(&get(&self.deployments(&id.namespace), &primary_name(&id.name)).await?),
@@ -165,24 +165,12 @@ impl KubernetesPlatform {
 
     /// The backends of `web`'s route, from the watch's view (else from the API server).
     pub(super) async fn backends(&self, id: &RolloutId) -> Result<Backends, PlatformError> {
-        let port = self.shared().workloads.get(id).and_then(|web| web.port);
+        let port = self.watched_port(id);
         match port {
             Some(port) => Ok(Backends::of(&id.name, port)),
             None => backends_of(&get(&self.deployments(&id.namespace), &id.name).await?),
         }
     }
-}
-
-/// The Gateway API `HTTPRoute` resource (`gateway.networking.k8s.io/v1`), handled as a
-/// dynamic object.
-pub fn http_route() -> ApiResource {
-    RouteKind::HttpRoute.api_resource()
-}
-
-/// The backends of `web`'s route: its Services on the template's first port.
-pub(super) fn backends_of(web: &Deployment) -> Result<Backends, PlatformError> {
-    let port = workloads::route_port(web).map_err(refused)?;
-    Ok(Backends::of(&web.metadata.name.clone().unwrap_or_default(), port))
 }
 
 /// Applies a JSON patch to a route: the route as patched, or "not yet" when a `test`

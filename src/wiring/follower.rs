@@ -14,8 +14,8 @@ use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
-use super::canaryrun::{CanaryRun, state_of};
 use crate::daemon::view::RolloutView;
+use crate::platform::kubernetes::canaryrun::{CanaryRun, state_of};
 
 /// How often the views are published while CanaryRuns change (at most).
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
