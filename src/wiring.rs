@@ -271,7 +271,7 @@ struct Follower<'a> {
 
 impl Follower<'_> {
     /// The API a follower serves until `stop`: the rollouts' views and states from
-    /// their CanaryRuns (`platform::kubernetes::follower`); nothing reaches a loop, as
+    /// their CanaryRuns (`wiring/follower.rs`); nothing reaches a loop, as
     /// the stand-by refuses every command before it would.
     fn api(self, registry: &mut Registry, stop: watch::Receiver<bool>) -> crate::server::api::Api {
         let (views_tx, views) = watch::channel(Vec::new());

@@ -3,8 +3,9 @@
 //! `status` and `watch` answer from any replica behind the Service. The follower only
 //! reads; a command sent to it is refused naming the leader (see `server::api`).
 //!
-//! The views are the leader's checkpoints, not its memory: they lag the leader's by at
-//! most its checkpoint period (`[kubernetes] checkpoint`) and they carry no timeline.
+//! The views are the leader's saved states, not its memory: decisions, steps and
+//! confirmed weights show as soon as it saves them; interval counts and verdicts can lag
+//! by its checkpoint period (`[kubernetes] checkpoint`); there is no timeline.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

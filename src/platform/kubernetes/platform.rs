@@ -23,7 +23,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::routers::gateway::Backends;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
@@ -38,6 +37,7 @@ use super::decide::{
 };
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 
+use super::routers::gateway::Backends;
 use super::routers::{RouteKind, RouteRef};
 use super::shards::Shard;
 use super::workloads::{self, RolloutProgress};

@@ -4,9 +4,9 @@
 //! an adopted route back as it was once its Deployment is deleted. What the patches say
 //! is `routers/`; this is where they are sent.
 
-use k8s_openapi::api::apps::v1::Deployment;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::Value;
 
@@ -26,7 +26,7 @@ const READ_BACK_FOR: Duration = Duration::from_secs(3);
 const READ_BACK_EVERY: Duration = Duration::from_millis(100);
 
 impl KubernetesPlatform {
-    pub(super) fn routes(&self, namespace: &str, kind: RouteKind) -> Api<DynamicObject> {
+    fn routes(&self, namespace: &str, kind: RouteKind) -> Api<DynamicObject> {
         Api::namespaced_with(self.client(), namespace, &kind.api_resource())
     }
 
@@ -175,11 +175,7 @@ impl KubernetesPlatform {
 
 /// Applies a JSON patch to a route: the route as patched, or "not yet" when a `test`
 /// op failed (the route changed since it was read).
-pub(super) async fn json_patch(
-    api: &Api<DynamicObject>,
-    name: &str,
-    patch: Value,
-) -> Result<Value, PlatformError> {
+async fn json_patch(api: &Api<DynamicObject>, name: &str, patch: Value) -> Result<Value, PlatformError> {
     let patch: json_patch::Patch = serde_json::from_value(patch)
         .map_err(|e| PlatformError::failed(format!("HTTPRoute {name}: patch: {e}")))?;
     match api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
